@@ -1,0 +1,96 @@
+"""asahi-features: enrich LLM prompts with real-time context from feature stores.
+
+Everything public is importable from here. Names are resolved lazily so that
+``import asahi_features`` stays fast: feast, tecton_client, langchain_core, llama_index,
+tiktoken and httpx are imported only when the part that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # models and errors
+    "FeatureVector": "asahi_features.models",
+    "FeatureStatus": "asahi_features.models",
+    "EnrichmentResult": "asahi_features.models",
+    "EnrichmentReason": "asahi_features.models",
+    "AsahiFeaturesError": "asahi_features.errors",
+    "ConfigError": "asahi_features.errors",
+    "FeatureConfigError": "asahi_features.errors",
+    "FeatureStoreError": "asahi_features.errors",
+    "FeatureStoreUnavailableError": "asahi_features.errors",
+    "FeatureStoreTimeoutError": "asahi_features.errors",
+    "FeatureStoreDataError": "asahi_features.errors",
+    "TokenizerUnavailableError": "asahi_features.errors",
+    # configuration
+    "AsahiConfig": "asahi_features.settings",
+    "FeatureStoreSettings": "asahi_features.settings",
+    "EnricherConfig": "asahi_features.settings",
+    "MonitorConfig": "asahi_features.settings",
+    "FeaturePolicy": "asahi_features.settings",
+    "load_config": "asahi_features.config",
+    "client_from_config": "asahi_features.config",
+    # backends
+    "FeatureStoreClient": "asahi_features.stores.base",
+    "AsyncFeatureStoreClient": "asahi_features.stores.base",
+    "BaseFeatureStore": "asahi_features.stores.base",
+    "LocalFeatureStore": "asahi_features.stores.local",
+    "FeastClient": "asahi_features.stores.feast_store",
+    "TectonClient": "asahi_features.stores.tecton",
+    "HttpFeatureStore": "asahi_features.stores.http",
+    "GuardedClient": "asahi_features.stores.guarded",
+    # enrichment and monitoring
+    "FeatureEnricher": "asahi_features.enricher",
+    "build_enricher": "asahi_features.enricher",
+    "FeatureMonitor": "asahi_features.monitor",
+    "TokenCounter": "asahi_features.tokens",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from .config import client_from_config, load_config
+    from .enricher import FeatureEnricher, build_enricher
+    from .errors import (
+        AsahiFeaturesError,
+        ConfigError,
+        FeatureConfigError,
+        FeatureStoreDataError,
+        FeatureStoreError,
+        FeatureStoreTimeoutError,
+        FeatureStoreUnavailableError,
+        TokenizerUnavailableError,
+    )
+    from .models import EnrichmentReason, EnrichmentResult, FeatureStatus, FeatureVector
+    from .monitor import FeatureMonitor
+    from .settings import (
+        AsahiConfig,
+        EnricherConfig,
+        FeaturePolicy,
+        FeatureStoreSettings,
+        MonitorConfig,
+    )
+    from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
+    from .stores.feast_store import FeastClient
+    from .stores.guarded import GuardedClient
+    from .stores.http import HttpFeatureStore
+    from .stores.local import LocalFeatureStore
+    from .stores.tecton import TectonClient
+    from .tokens import TokenCounter
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'asahi_features' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,181 @@
+"""Data models that cross the library's boundaries (spec sections 2.3 and 3.3)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "EnrichmentReason",
+    "EnrichmentResult",
+    "FeatureStatus",
+    "FeatureVector",
+    "utc_now",
+]
+
+
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (the library never uses naive times)."""
+    return datetime.now(timezone.utc)
+
+
+class FeatureStatus(str, Enum):
+    """Why a :class:`FeatureVector` holds what it holds."""
+
+    FOUND = "found"
+    """The entity exists; ``features`` holds its non-null requested features."""
+    MISSING = "missing"
+    """The store answered but has no row for this entity."""
+    UNAVAILABLE = "unavailable"
+    """The store was down or too slow and the guard fell back (``features`` is empty)."""
+
+
+class FeatureVector(BaseModel):
+    """The features of one entity, as returned by every backend.
+
+    The first six fields are exactly those of the specification. ``freshness_seconds`` is
+    the age of the *oldest* returned feature; ``feature_freshness`` keeps the age of each
+    feature so that the enricher can drop only the stale ones.
+
+    An empty vector (entity missing, or a fallback because the store was unavailable) has
+    ``features == {}`` and ``freshness_seconds == 0.0``; ``status`` tells the cases apart.
+    """
+
+    model_config = ConfigDict(frozen=False)
+
+    entity_id: str
+    entity_type: str
+    features: Dict[str, Any]
+    retrieved_at: datetime
+    freshness_seconds: float
+    source: str
+    status: FeatureStatus = FeatureStatus.FOUND
+    feature_freshness: Dict[str, float] = Field(default_factory=dict)
+    error: Optional[str] = None
+    """For ``UNAVAILABLE`` vectors: a short, secret-free description of the failure."""
+
+    @classmethod
+    def empty(
+        cls,
+        entity_id: str,
+        entity_type: str,
+        source: str,
+        status: FeatureStatus = FeatureStatus.MISSING,
+        *,
+        retrieved_at: Optional[datetime] = None,
+        error: Optional[str] = None,
+    ) -> FeatureVector:
+        """An empty vector for a missing entity or an unavailable store."""
+        return cls.model_construct(
+            entity_id=entity_id,
+            entity_type=entity_type,
+            features={},
+            retrieved_at=retrieved_at or utc_now(),
+            freshness_seconds=0.0,
+            source=source,
+            status=status,
+            feature_freshness={},
+            error=error,
+        )
+
+    @classmethod
+    def from_ages(
+        cls,
+        entity_id: str,
+        entity_type: str,
+        source: str,
+        features: Dict[str, Any],
+        feature_freshness: Dict[str, float],
+        retrieved_at: datetime,
+    ) -> FeatureVector:
+        """A found vector; ``freshness_seconds`` is derived from the per-feature ages.
+
+        Built without re-validation: backends call it on the hot path with values they
+        have already typed.
+        """
+        if not features:
+            return cls.empty(entity_id, entity_type, source, retrieved_at=retrieved_at)
+        ages = [feature_freshness[name] for name in features if name in feature_freshness]
+        return cls.model_construct(
+            entity_id=entity_id,
+            entity_type=entity_type,
+            features=features,
+            retrieved_at=retrieved_at,
+            freshness_seconds=max(ages) if ages else 0.0,
+            source=source,
+            status=FeatureStatus.FOUND,
+            feature_freshness=feature_freshness,
+            error=None,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the vector carries no features (missing entity or fallback)."""
+        return not self.features
+
+
+class EnrichmentReason(str, Enum):
+    """Machine-readable outcome of one enrichment."""
+
+    ENRICHED = "enriched"
+    """At least one feature line was added."""
+    TASK_NOT_ENABLED = "task_not_enabled"
+    NO_FEATURES_MAPPED = "no_features_mapped"
+    NO_IDENTITY = "no_identity"
+    ENTITY_MISSING = "entity_missing"
+    STORE_UNAVAILABLE = "store_unavailable"
+    ALL_STALE = "all_stale"
+    POLICY_FILTERED = "policy_filtered"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    HELD_OUT = "held_out"
+    """Deliberately not enriched: the request belongs to the monitor's control group."""
+    DISABLED_BY_MONITOR = "disabled_by_monitor"
+    """The monitor's ``should_enrich`` said no (store failing, or enrichment not helping)."""
+    NO_FEATURE_VALUES = "no_feature_values"
+    """The entity exists but every requested feature is null."""
+
+
+class EnrichmentResult(BaseModel):
+    """The outcome of :meth:`FeatureEnricher.enrich`.
+
+    The first six fields are the specification's. The rest let the monitor and later
+    quality scores refer to this enrichment (``enrichment_id``), explain why nothing was
+    added (``reason``) and show what was left out and why.
+    """
+
+    original_prompt: str
+    enriched_prompt: str
+    features_used: List[str]
+    feature_tokens_added: int
+    enrichment_latency_ms: float
+    features_available: bool
+
+    enrichment_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    task_type: str = "general"
+    reason: EnrichmentReason = EnrichmentReason.ENRICHED
+    feature_context: str = ""
+    """The text added before the original prompt (blocks and separator), alone."""
+    entity_status: Dict[str, FeatureStatus] = Field(default_factory=dict)
+    """Per entity type the task uses, what the store said."""
+    missing_entities: List[str] = Field(default_factory=list)
+    """Entity types the task uses for which no identity was given."""
+    dropped_stale: List[str] = Field(default_factory=list)
+    dropped_budget: List[str] = Field(default_factory=list)
+    dropped_policy: List[str] = Field(default_factory=list)
+    held_out: bool = False
+    store_attempted: bool = False
+    """True when the store was asked (held-out and disabled tasks never are)."""
+    store_failed: bool = False
+    """True when a fetch was attempted and failed by timeout or unavailability."""
+    max_freshness_seconds: float = 0.0
+    """Age of the oldest feature that made it into the prompt."""
+    created_at: datetime = Field(default_factory=utc_now)
+
+    @property
+    def succeeded(self) -> bool:
+        """True when features reached the prompt."""
+        return self.features_available

@@ -1,0 +1,244 @@
+"""Pydantic models of the YAML configuration (spec section 2.4 plus enricher and monitor).
+
+Every model forbids unknown keys so that a typo is an error naming the key, not a
+silently ignored setting. Relative paths resolve against the configuration file's
+directory (see :func:`asahi_features.config.load_config`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Dict, List, Literal, Optional
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+__all__ = [
+    "DEFAULT_FEATURE_LABELS",
+    "DEFAULT_TASK_FEATURES",
+    "PROVIDERS",
+    "AsahiConfig",
+    "CustomSettings",
+    "EnricherConfig",
+    "FeastSettings",
+    "FeaturePolicy",
+    "FeatureStoreSettings",
+    "HttpSettings",
+    "LocalSettings",
+    "MonitorConfig",
+    "TectonSettings",
+]
+
+Provider = Literal["feast", "tecton", "http", "custom", "local"]
+PROVIDERS: tuple[str, ...] = ("feast", "tecton", "http", "custom", "local")
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    value = value.expanduser()
+    base = (info.context or {}).get("base_dir")
+    if base is not None and not value.is_absolute():
+        value = Path(base) / value
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class FeastSettings(_Strict):
+    """``feature_store.feast``: an embedded Feast repository."""
+
+    repo_path: ConfigPath
+    project: str = "asahi"
+    entity_join_keys: Dict[str, str] = Field(default_factory=dict)
+    """Entity type -> join key, overriding what the registry says."""
+    registry_ttl_seconds: Optional[float] = Field(default=None, ge=0)
+    """How often the registry is re-read (``None``: Feast's own setting)."""
+
+
+class TectonSettings(_Strict):
+    """``feature_store.tecton``: a Tecton feature service over the real tecton-client."""
+
+    api_key_env: str = "TECTON_API_KEY"
+    """Name of the environment variable holding the key (never the key itself)."""
+    workspace: str = "production"
+    url: Optional[str] = None
+    """Cluster URL, e.g. ``https://yourco.tecton.ai``."""
+    feature_service: Optional[str] = None
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Concurrent requests of one batch (Tecton serves one entity per request)."""
+
+
+class HttpSettings(_Strict):
+    """``feature_store.http``: a Feast feature server (``feast serve``)."""
+
+    url: str
+    """Base URL of the feature server, e.g. ``http://features.internal:6566``."""
+    project: str = "asahi"
+    entity_join_keys: Dict[str, str] = Field(default_factory=dict)
+    feature_views: Dict[str, List[str]] = Field(default_factory=dict)
+    """Entity type -> feature references (``view:feature``) it serves, for plain names."""
+    headers_env: Dict[str, str] = Field(default_factory=dict)
+    """HTTP header -> name of the environment variable that holds its value."""
+    max_connections: int = Field(default=32, ge=1)
+
+
+class CustomSettings(_Strict):
+    """``feature_store.custom``: any class implementing the FeatureStoreClient protocol."""
+
+    class_path: str = Field(alias="class", pattern=r"^[\w.]+:[\w.]+$")
+    """``package.module:ClassName``."""
+    options: Dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the class."""
+
+
+class LocalSettings(_Strict):
+    """``feature_store.local``: a JSON file, for development and tests."""
+
+    data_path: ConfigPath
+
+
+class FeatureStoreSettings(_Strict):
+    """``feature_store``: which backend, and how the guard protects callers from it."""
+
+    provider: Provider
+    feast: Optional[FeastSettings] = None
+    tecton: Optional[TectonSettings] = None
+    http: Optional[HttpSettings] = None
+    custom: Optional[CustomSettings] = None
+    local: Optional[LocalSettings] = None
+
+    timeout_ms: float = Field(default=200, gt=0, le=600_000)
+    """Maximum wait for one feature fetch."""
+    fallback_on_timeout: bool = True
+    """Proceed without features when the store is slow or down (else raise)."""
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive failures that open the circuit breaker."""
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    """How long the breaker stays open before one probe call is let through."""
+    max_workers: int = Field(default=8, ge=1, le=1024)
+    """Worker threads the guard may use (and at most this many can hang)."""
+    cache_ttl_seconds: float = Field(default=0.0, ge=0)
+    """Keep fetched vectors this long (0 = no cache)."""
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    warning_interval_seconds: float = Field(default=60.0, ge=0)
+    """At most one fallback WARNING per this interval; the rest are counted."""
+
+    @model_validator(mode="after")
+    def _provider_section_present(self) -> FeatureStoreSettings:
+        if getattr(self, self.provider) is None:
+            raise ValueError(
+                f"provider is {self.provider!r} but the '{self.provider}:' section is missing"
+            )
+        return self
+
+
+DEFAULT_TASK_FEATURES: Dict[str, Dict[str, List[str]]] = {
+    "general": {"user": ["tier", "preferences", "preferred_language"]},
+    "summarization": {"user": ["reading_level", "preferred_language"]},
+    "faq": {"user": ["tier", "product_owned", "preferred_language"]},
+    "product_recommendation": {
+        "user": ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
+    },
+    "customer_support": {"user": ["tier", "recent_tickets", "product_owned"]},
+    "content_generation": {"organization": ["brand_voice", "tone", "style_guide"]},
+    "code_generation": {"user": ["language_preferences", "framework_history"]},
+}
+
+DEFAULT_FEATURE_LABELS: Dict[str, str] = {
+    "purchase_history": "Recent activity",
+    "browsing": "Browsing",
+    "preferences": "Preference",
+    "budget_level": "Budget",
+    "demographics": "Demographics",
+    "tier": "Customer tier",
+    "recent_tickets": "Recent tickets",
+    "product_owned": "Products owned",
+    "language_preferences": "Preferred languages",
+    "framework_history": "Frameworks used",
+    "brand_voice": "Brand voice",
+    "tone": "Tone",
+    "style_guide": "Style guide",
+    "reading_level": "Reading level",
+    "preferred_language": "Language",
+}
+
+
+class FeaturePolicy(_Strict):
+    """Which features may reach a prompt (keep PII out).
+
+    ``allow`` (when non-empty) admits only the listed features; ``deny`` removes features;
+    ``redact`` keeps the line but replaces the value with ``redaction_text``. Names are
+    plain feature names (``email``) or full references (``user_profile:email``).
+    """
+
+    allow: List[str] = Field(default_factory=list)
+    deny: List[str] = Field(default_factory=list)
+    redact: List[str] = Field(default_factory=list)
+    redaction_text: str = "[redacted]"
+
+
+class EnricherConfig(_Strict):
+    """How the enricher chooses, renders and budgets features (spec section 3.3)."""
+
+    max_feature_tokens: int = Field(default=200, ge=0)
+    """Max tokens to add from features."""
+    freshness_threshold_seconds: int = Field(default=3600, ge=0)
+    """Reject features older than this."""
+    enabled_task_types: List[str] = Field(
+        default_factory=lambda: ["general", "summarization", "faq"]
+    )
+    """Tasks that benefit from enrichment."""
+    task_features: Dict[str, Dict[str, List[str]]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TASK_FEATURES.items()}
+    )
+    """Task type -> entity type -> feature names, in priority order."""
+    feature_labels: Dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_LABELS))
+    """Feature name -> label shown in the prompt (default: the name, humanised)."""
+    policy: FeaturePolicy = Field(default_factory=FeaturePolicy)
+    encoding: str = "cl100k_base"
+    """tiktoken encoding used to count ``feature_tokens_added``."""
+    max_value_chars: int = Field(default=500, ge=8)
+    """A single rendered value longer than this is cut (at a word boundary)."""
+    max_list_items: int = Field(default=10, ge=1)
+    """At most this many (most recent) list items are rendered."""
+
+
+class MonitorConfig(_Strict):
+    """``monitor``: holdout, the should-enrich decision, memory bounds, export."""
+
+    holdout_fraction: Dict[str, float] = Field(default_factory=dict)
+    """Task type -> share of requests deliberately not enriched (``"*"``: every task)."""
+    min_samples: int = Field(default=30, ge=2)
+    """Quality samples needed in each group before quality can disable enrichment."""
+    min_quality_gain: float = 0.0
+    """Enrichment must improve mean quality by more than this margin."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    """Confidence level of the one-sided test that decides the quality question."""
+    exploration_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Share of requests still enriched while quality says no, so the decision can change."""
+    availability_window: int = Field(default=200, ge=1)
+    """Recent fetch attempts used for the windowed availability."""
+    failure_window_min_attempts: int = Field(default=20, ge=1)
+    """Attempts in the window before a low availability disables enrichment."""
+    min_availability_pct: float = Field(default=50.0, ge=0.0, le=100.0)
+    """Below this recent availability, enrichment is paused (together with the breaker)."""
+    max_pending_quality: int = Field(default=100_000, ge=1)
+    """Enrichments remembered for late quality scores (oldest evicted, eviction counted)."""
+    latency_reservoir_size: int = Field(default=4096, ge=16)
+    persist_path: Optional[ConfigPath] = None
+    """Where ``save()`` / ``load()`` keep the counters across restarts."""
+    seed: int = 0
+    """Salt of the hash that assigns users to the holdout (reproducible)."""
+
+
+class AsahiConfig(_Strict):
+    """The whole configuration file."""
+
+    feature_store: FeatureStoreSettings
+    enricher: EnricherConfig = Field(default_factory=EnricherConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    source_path: Optional[Path] = Field(default=None, exclude=True)
+    """The file this configuration was read from (not a configuration key)."""

@@ -1,0 +1,138 @@
+"""The backend protocol (spec section 2.3), its async counterpart and a base class."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from typing import Dict, List, Optional, Protocol, runtime_checkable
+
+from ..models import FeatureVector
+
+__all__ = [
+    "AsyncFeatureStoreClient",
+    "BaseFeatureStore",
+    "FeatureStoreClient",
+    "aget_batch_features",
+    "aget_features",
+    "missing_protocol_methods",
+]
+
+
+@runtime_checkable
+class FeatureStoreClient(Protocol):
+    """What every backend offers: exactly the specification's three methods.
+
+    A user's own backend only needs these; every async path of the library runs them in
+    a worker thread when the backend has no native async methods.
+    """
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector: ...
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]: ...
+
+    def health_check(self) -> bool: ...
+
+
+@runtime_checkable
+class AsyncFeatureStoreClient(FeatureStoreClient, Protocol):
+    """A backend that also offers native async reads (every backend of ours does)."""
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector: ...
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]: ...
+
+
+_REQUIRED_METHODS = ("get_features", "get_batch_features", "health_check")
+
+
+def missing_protocol_methods(obj: object) -> List[str]:
+    """Names of the :class:`FeatureStoreClient` methods that ``obj`` lacks (or are not callable)."""
+    return [name for name in _REQUIRED_METHODS if not callable(getattr(obj, name, None))]
+
+
+async def aget_features(
+    client: FeatureStoreClient, entity_id: str, entity_type: str, feature_names: List[str]
+) -> FeatureVector:
+    """Async read from any client: native when it has ``aget_features``, else in a thread."""
+    native = getattr(client, "aget_features", None)
+    if native is not None:
+        result: FeatureVector = await native(entity_id, entity_type, feature_names)
+        return result
+    return await asyncio.to_thread(client.get_features, entity_id, entity_type, feature_names)
+
+
+async def aget_batch_features(
+    client: FeatureStoreClient,
+    entity_ids: List[str],
+    entity_type: str,
+    feature_names: List[str],
+) -> List[FeatureVector]:
+    """Async batch read from any client: native when available, else in a thread."""
+    native = getattr(client, "aget_batch_features", None)
+    if native is not None:
+        result: List[FeatureVector] = await native(entity_ids, entity_type, feature_names)
+        return result
+    return await asyncio.to_thread(
+        client.get_batch_features, entity_ids, entity_type, feature_names
+    )
+
+
+class BaseFeatureStore(ABC):
+    """Convenience base for backends: batch by looping, async by worker thread.
+
+    Backends override whatever they can do better (one round trip per batch, native
+    async). ``list_features`` feeds the CLI's ``features`` command and error messages.
+    """
+
+    source: str = "custom"
+
+    @abstractmethod
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Fetch ``feature_names`` of one entity."""
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """Fetch features of many entities: one vector per id, in input order."""
+        return [self.get_features(eid, entity_type, feature_names) for eid in entity_ids]
+
+    @abstractmethod
+    def health_check(self) -> bool:
+        """True when the store can serve reads right now."""
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Async :meth:`get_features` (a worker thread unless the backend overrides it)."""
+        return await asyncio.to_thread(self.get_features, entity_id, entity_type, feature_names)
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """Async :meth:`get_batch_features` (a worker thread unless overridden)."""
+        return await asyncio.to_thread(
+            self.get_batch_features, entity_ids, entity_type, feature_names
+        )
+
+    def list_features(self, entity_type: Optional[str] = None) -> Dict[str, List[str]]:
+        """Feature names the store offers, per entity type (all types when ``None``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its features")
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections and files (no-op by default)."""
+
+    def __enter__(self) -> BaseFeatureStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
