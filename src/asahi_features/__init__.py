@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureStatus": "asahi_features.models",
     "EnrichmentResult": "asahi_features.models",
     "EnrichmentReason": "asahi_features.models",
+    "EnrichmentRequest": "asahi_features.models",
     "AsahiFeaturesError": "asahi_features.errors",
     "ConfigError": "asahi_features.errors",
     "FeatureConfigError": "asahi_features.errors",
@@ -65,7 +66,13 @@ if TYPE_CHECKING:
         FeatureStoreUnavailableError,
         TokenizerUnavailableError,
     )
-    from .models import EnrichmentReason, EnrichmentResult, FeatureStatus, FeatureVector
+    from .models import (
+        EnrichmentReason,
+        EnrichmentRequest,
+        EnrichmentResult,
+        FeatureStatus,
+        FeatureVector,
+    )
     from .monitor import FeatureMonitor
     from .settings import (
         AsahiConfig,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "EnrichmentReason",
+    "EnrichmentRequest",
     "EnrichmentResult",
     "FeatureStatus",
     "FeatureVector",
@@ -179,3 +180,13 @@ class EnrichmentResult(BaseModel):
     def succeeded(self) -> bool:
         """True when features reached the prompt."""
         return self.features_available
+
+
+class EnrichmentRequest(BaseModel):
+    """One request to enrich, as taken by the batch methods of the enricher."""
+
+    prompt: str
+    user_id: Optional[str] = None
+    organization_id: Optional[str] = None
+    task_type: str = "general"
+    context: Optional[Dict[str, Any]] = None
