@@ -41,7 +41,7 @@ def port_open(port: int) -> bool:
 
 def start_process(args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """Start a server in its own process group (so stop_process ends its children too)."""
-    return subprocess.Popen(  # noqa: S603 - test helper, fixed argument lists
+    return subprocess.Popen(
         list(args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
