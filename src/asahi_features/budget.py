@@ -1,0 +1,145 @@
+"""Assembling context blocks inside a token budget.
+
+The whole added text (every block plus the blank line before the prompt) is counted
+with the configured tiktoken encoding. In the common case it fits and is counted once.
+Otherwise lines are placed greedily in priority order (blocks in mapping order, lines
+in priority order within a block, the request-context block last): a line that fits is
+kept whole, a long list is shortened to its first (most recent) items that fit, a long
+text to its first words plus ``…``, and a line of which not even one unit fits is
+dropped. Every candidate text is counted exactly, so the result never exceeds the
+budget, whatever the tokenizer does at line boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from .rendering import RenderedValue
+
+__all__ = ["END_LINE", "Block", "Fitted", "Line", "compose", "fit_blocks"]
+
+END_LINE = "[End context]"
+BLOCK_SEPARATOR = "\n\n"
+PROMPT_SEPARATOR = "\n\n"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One ``- Label: value`` line of a block."""
+
+    name: str
+    """What the line shows (a feature name, or ``context.<key>``)."""
+    prefix: str
+    """``- Label: ``."""
+    value: RenderedValue
+
+    @property
+    def text(self) -> str:
+        """The full line."""
+        return self.prefix + self.value.text
+
+
+@dataclass
+class Block:
+    """A ``[Context from ...]`` block and its candidate lines, in priority order."""
+
+    header: str
+    lines: List[Line] = field(default_factory=list)
+    is_context: bool = False
+    """The request-context block (its lines do not count as feature lines)."""
+
+
+@dataclass
+class Fitted:
+    """What made it into the prompt."""
+
+    text: str
+    """Everything added before the prompt (``""`` when nothing fits)."""
+    tokens: int
+    kept: List[Line]
+    dropped: List[str]
+    shortened: List[str]
+
+
+def compose(blocks: Sequence[Tuple[str, Sequence[str]]]) -> str:
+    """The added text for ``(header, line texts)`` pairs; blocks without lines are skipped."""
+    parts = [
+        f"{header}\n" + "\n".join(lines) + f"\n{END_LINE}" for header, lines in blocks if lines
+    ]
+    if not parts:
+        return ""
+    return BLOCK_SEPARATOR.join(parts) + PROMPT_SEPARATOR
+
+
+def fit_blocks(blocks: Sequence[Block], count: Callable[[str], int], max_tokens: int) -> Fitted:
+    """Choose and shorten lines so that ``count(text) <= max_tokens``.
+
+    Args:
+        blocks: candidate blocks in priority order.
+        count: the token counter.
+        max_tokens: the budget for the whole added text.
+    """
+    full = compose([(b.header, [line.text for line in b.lines]) for b in blocks])
+    if not full:
+        return Fitted("", 0, [], [], [])
+    tokens = count(full)
+    if tokens <= max_tokens:
+        return Fitted(full, tokens, [line for b in blocks for line in b.lines], [], [])
+    return _fit_greedy(blocks, count, max_tokens)
+
+
+def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens: int) -> Fitted:
+    chosen: List[List[str]] = [[] for _ in blocks]
+    kept: List[Line] = []
+    dropped: List[str] = []
+    shortened: List[str] = []
+    best_text, best_tokens = "", 0
+
+    def trial(index: int, text: str) -> Tuple[str, int]:
+        texts = [
+            (b.header, chosen[i] + [text] if i == index else chosen[i])
+            for i, b in enumerate(blocks)
+        ]
+        candidate = compose(texts)
+        return candidate, count(candidate)
+
+    for index, block in enumerate(blocks):
+        for line in block.lines:
+            candidate, tokens = trial(index, line.text)
+            if tokens <= max_tokens:
+                chosen[index].append(line.text)
+                kept.append(line)
+                best_text, best_tokens = candidate, tokens
+                continue
+            fitted = _shorten(line, index, trial, max_tokens)
+            if fitted is None:
+                dropped.append(line.name)
+                continue
+            short_line, candidate, tokens = fitted
+            chosen[index].append(short_line.text)
+            kept.append(short_line)
+            shortened.append(line.name)
+            best_text, best_tokens = candidate, tokens
+    return Fitted(best_text, best_tokens, kept, dropped, shortened)
+
+
+def _shorten(
+    line: Line, index: int, trial: Callable[[int, str], Tuple[str, int]], max_tokens: int
+) -> Optional[Tuple[Line, str, int]]:
+    """The longest prefix (in whole units) of ``line`` that still fits, or ``None``."""
+    units = len(line.value.units)
+    low, high = 1, units - 1
+    best: Optional[Tuple[Line, str, int]] = None
+    while low <= high:
+        mid = (low + high) // 2
+        value = line.value
+        short = RenderedValue(value.units[:mid], value.separator, value.shortened_suffix, True)
+        short_line = Line(line.name, line.prefix, short)
+        candidate, tokens = trial(index, short_line.text)
+        if tokens <= max_tokens:
+            best = (short_line, candidate, tokens)
+            low = mid + 1
+        else:
+            high = mid - 1
+    return best

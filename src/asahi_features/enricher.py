@@ -1,0 +1,662 @@
+"""FeatureEnricher: task -> features -> a context block within a token budget (spec section 3).
+
+One request flows like this:
+
+1. the task type must be in ``enabled_task_types`` and have a feature mapping;
+2. the monitor (if any) may hold the request out (control group) or pause enrichment;
+3. each entity type the task uses needs an identity (``user_id``, ``organization_id``,
+   or ``context["<entity_type>_id"]``); the features of each entity are fetched with one
+   call per entity type;
+4. stale features (older than ``freshness_threshold_seconds``) are left out one by one,
+   then the feature policy (allow / deny / redact) is applied;
+5. the values are rendered as inert single lines and the blocks are fitted into
+   ``max_feature_tokens`` (see :mod:`asahi_features.budget`).
+
+Whatever happens, the original prompt is the exact suffix of ``enriched_prompt``; when
+nothing is added they are equal and :attr:`EnrichmentResult.reason` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    Union,
+    runtime_checkable,
+)
+
+from .budget import Block, Fitted, Line, fit_blocks
+from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from .models import (
+    EnrichmentReason,
+    EnrichmentRequest,
+    EnrichmentResult,
+    FeatureStatus,
+    FeatureVector,
+)
+from .rendering import RenderedValue, format_value, humanize, sanitize
+from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
+from .stores.base import FeatureStoreClient, aget_batch_features, aget_features
+from .tokens import TokenCounter
+
+__all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enricher"]
+
+logger = logging.getLogger(__name__)
+
+CONTEXT_HEADER = "[Context from request]"
+_IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
+
+
+@runtime_checkable
+class EnrichmentGate(Protocol):
+    """What the enricher needs from a monitor (:class:`~asahi_features.monitor.FeatureMonitor`
+    implements it)."""
+
+    def is_held_out(self, task_type: str, unit_id: Optional[str]) -> bool:
+        """True when this request belongs to the control group (never enriched)."""
+        ...
+
+    def should_enrich(self, task_type: str) -> bool:
+        """False when enrichment is paused for this task type."""
+        ...
+
+    def record_enrichment(
+        self, result: EnrichmentResult, inference_quality: Optional[float] = None
+    ) -> None:
+        """Called with every result the enricher produces."""
+        ...
+
+
+def _plain(name: str) -> str:
+    return name.rsplit(":", 1)[-1]
+
+
+class _PolicyMatcher:
+    """Answers allow / deny / redact for plain names and ``view:feature`` references.
+
+    A plain policy entry (``email``) matches ``email`` and every ``view:email``; a full
+    entry (``profile:email``) matches ``profile:email`` and the plain ``email`` (whose
+    view the enricher cannot know, so the safer reading applies).
+    """
+
+    def __init__(self, policy: FeaturePolicy) -> None:
+        self.policy = policy
+        self._allow = self._index(policy.allow)
+        self._deny = self._index(policy.deny)
+        self._redact = self._index(policy.redact)
+        self._cache: Dict[str, Optional[str]] = {}
+
+    @staticmethod
+    def _index(names: Sequence[str]) -> Tuple[frozenset[str], frozenset[str]]:
+        full = frozenset(names)
+        return full, frozenset(_plain(n) for n in names)
+
+    @staticmethod
+    def _matches(name: str, index: Tuple[frozenset[str], frozenset[str]]) -> bool:
+        full, plains = index
+        if name in full:
+            return True
+        plain = _plain(name)
+        if plain == name:  # a plain requested name matches any entry with this plain part
+            return plain in plains
+        return plain in full  # a full reference matches a plain entry
+
+    def decide(self, name: str) -> Optional[str]:
+        """``None`` (keep), ``"drop"`` or ``"redact"``."""
+        try:
+            return self._cache[name]
+        except KeyError:
+            pass
+        decision: Optional[str] = None
+        if (self.policy.allow and not self._matches(name, self._allow)) or self._matches(
+            name, self._deny
+        ):
+            decision = "drop"
+        elif self._matches(name, self._redact):
+            decision = "redact"
+        self._cache[name] = decision
+        return decision
+
+
+@dataclass
+class _Plan:
+    """One request between the decision to fetch and the rendering."""
+
+    request: EnrichmentRequest
+    started: float
+    mapping: Dict[str, List[str]] = field(default_factory=dict)
+    identities: Dict[str, str] = field(default_factory=dict)
+    missing_entities: List[str] = field(default_factory=list)
+    done: Optional[EnrichmentResult] = None
+    vectors: Dict[str, FeatureVector] = field(default_factory=dict)
+    failed: bool = False
+
+
+class FeatureEnricher:
+    """Enriches prompts with features from a feature store (spec section 3.3).
+
+    Args:
+        client: any :class:`~asahi_features.stores.base.FeatureStoreClient` (normally the
+            :class:`~asahi_features.stores.guarded.GuardedClient` from the config).
+        config: the enricher settings (defaults: spec 3.3 and the task map of spec 3.5).
+        monitor: optional :class:`EnrichmentGate` consulted before fetching and told about
+            every result.
+        clock: monotonic clock in seconds, for ``enrichment_latency_ms``.
+
+    Raises:
+        TokenizerUnavailableError: the configured encoding cannot be loaded offline.
+
+    Only :class:`~asahi_features.errors.FeatureConfigError` and
+    :class:`~asahi_features.errors.ConfigError` propagate from the enrich methods, plus
+    :class:`~asahi_features.errors.FeatureStoreUnavailableError` when the client is a guard
+    configured with ``fallback_on_timeout: false`` (the caller asked for the failure).
+    Everything else degrades to the un-enriched prompt with a reason.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from asahi_features import LocalFeatureStore, EnricherConfig
+        >>> store = LocalFeatureStore(Path("examples/sample_features.json"))
+        >>> enricher = FeatureEnricher(store, EnricherConfig(
+        ...     enabled_task_types=["product_recommendation"], freshness_threshold_seconds=10**9))
+        >>> result = enricher.enrich("Recommend a product", user_id="u_1001",
+        ...                          task_type="product_recommendation")
+        >>> result.enriched_prompt.splitlines()[0]
+        '[Context from user profile]'
+    """
+
+    def __init__(
+        self,
+        client: FeatureStoreClient,
+        config: Optional[EnricherConfig] = None,
+        *,
+        monitor: Optional[EnrichmentGate] = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.client = client
+        self.config = config if config is not None else EnricherConfig()
+        self.monitor = monitor
+        self._clock = clock
+        self._tokens = TokenCounter(self.config.encoding)
+        self._count = self._tokens.encoding.encode_ordinary  # loads now: fail early
+        self._policy = _PolicyMatcher(self.config.policy)
+        self._prefixes: Dict[str, str] = {}
+        self._headers: Dict[str, str] = {}
+        self._enabled = frozenset(self.config.enabled_task_types)
+        redaction = sanitize(self.config.policy.redaction_text.replace("\n", " ")) or "redacted"
+        self._redacted = RenderedValue((redaction,), " ", "")
+
+    def __repr__(self) -> str:
+        return f"FeatureEnricher(client={self.client!r}, monitor={self.monitor!r})"
+
+    # -- public API ------------------------------------------------------------------
+
+    def get_relevant_features(self, task_type: str, entity_type: str) -> List[str]:
+        """Feature names the task uses for the entity type, in priority order.
+
+        An unmapped task or entity type gives an empty list (not an error).
+        """
+        return list(self.config.task_features.get(task_type, {}).get(entity_type, []))
+
+    def enrich(
+        self,
+        prompt: str,
+        user_id: Optional[str] = None,
+        organization_id: Optional[str] = None,
+        task_type: str = "general",
+        context: Optional[Dict[str, Any]] = None,
+    ) -> EnrichmentResult:
+        """Prepend the task's features to ``prompt`` (spec 3.4 format).
+
+        Args:
+            prompt: the original prompt (kept verbatim as the suffix).
+            user_id: identity for ``user`` features.
+            organization_id: identity for ``organization`` features.
+            task_type: selects the features (``task_features``); must be enabled.
+            context: request-time values rendered in a ``[Context from request]`` block;
+                ``<entity_type>_id`` keys give identities for other entity types.
+
+        Raises:
+            FeatureConfigError: a mapped feature or entity type does not exist in the store.
+        """
+        request = EnrichmentRequest.model_construct(
+            prompt=prompt,
+            user_id=user_id,
+            organization_id=organization_id,
+            task_type=task_type,
+            context=context,
+        )
+        plan = self._plan(request, self._clock())
+        if plan.done is None:
+            for entity_type, entity_id in plan.identities.items():
+                self._fetch_one(plan, entity_type, entity_id)
+        return self._finish(plan)
+
+    async def aenrich(
+        self,
+        prompt: str,
+        user_id: Optional[str] = None,
+        organization_id: Optional[str] = None,
+        task_type: str = "general",
+        context: Optional[Dict[str, Any]] = None,
+    ) -> EnrichmentResult:
+        """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
+        loop (a client with only sync methods runs in a worker thread)."""
+        request = EnrichmentRequest.model_construct(
+            prompt=prompt,
+            user_id=user_id,
+            organization_id=organization_id,
+            task_type=task_type,
+            context=context,
+        )
+        plan = self._plan(request, self._clock())
+        if plan.done is None:
+            items = list(plan.identities.items())
+            vectors = await asyncio.gather(
+                *(self._afetch_guarded(plan, et, eid) for et, eid in items)
+            )
+            for (entity_type, _), vector in zip(items, vectors, strict=True):
+                if vector is not None:
+                    plan.vectors[entity_type] = vector
+        return self._finish(plan)
+
+    def enrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+        """Enrich many requests with one backend batch call per (entity type, feature set).
+
+        Results come back in input order, each with its own ``enrichment_id``; the
+        latency of each is the time of the whole batch up to its completion.
+        """
+        started = self._clock()
+        plans = [self._plan(r, started) for r in requests]
+        for (entity_type, names), ids in self._groups(plans).items():
+            try:
+                vectors = self.client.get_batch_features(ids, entity_type, list(names))
+            except Exception as exc:
+                self._on_fetch_error(exc, entity_type)
+                vectors = None
+            self._assign(plans, entity_type, names, ids, vectors)
+        return [self._finish(p) for p in plans]
+
+    async def aenrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+        """Async :meth:`enrich_batch` (the groups are fetched concurrently)."""
+        started = self._clock()
+        plans = [self._plan(r, started) for r in requests]
+        groups = list(self._groups(plans).items())
+
+        async def fetch(entity_type: str, names: Tuple[str, ...], ids: List[str]) -> Any:
+            try:
+                return await aget_batch_features(self.client, ids, entity_type, list(names))
+            except Exception as exc:
+                self._on_fetch_error(exc, entity_type)
+                return None
+
+        results = await asyncio.gather(*(fetch(et, n, ids) for (et, n), ids in groups))
+        for ((entity_type, names), ids), vectors in zip(groups, results, strict=True):
+            self._assign(plans, entity_type, names, ids, vectors)
+        return [self._finish(p) for p in plans]
+
+    # -- planning --------------------------------------------------------------------
+
+    def _plan(self, request: EnrichmentRequest, started: float) -> _Plan:
+        plan = _Plan(request=request, started=started)
+        task = request.task_type
+        if task not in self._enabled:
+            plan.done = self._empty(plan, EnrichmentReason.TASK_NOT_ENABLED)
+            return plan
+        mapping = {
+            et: names for et, names in self.config.task_features.get(task, {}).items() if names
+        }
+        if not mapping:
+            plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
+            return plan
+        monitor = self.monitor
+        if monitor is not None:
+            unit = request.user_id or request.organization_id
+            if monitor.is_held_out(task, unit):
+                plan.done = self._empty(plan, EnrichmentReason.HELD_OUT, held_out=True)
+                return plan
+            if not monitor.should_enrich(task):
+                plan.done = self._empty(plan, EnrichmentReason.DISABLED_BY_MONITOR)
+                return plan
+        context = request.context or {}
+        for entity_type in mapping:
+            param = _IDENTITY_PARAMS.get(entity_type)
+            raw = getattr(request, param) if param else context.get(f"{entity_type}_id")
+            if raw is None or raw == "":
+                plan.missing_entities.append(entity_type)
+            else:
+                plan.identities[entity_type] = str(raw)
+        plan.mapping = mapping
+        if not plan.identities:
+            plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
+        return plan
+
+    # -- fetching --------------------------------------------------------------------
+
+    def _raise_unavailable(self) -> bool:
+        """True when the client is a guard told not to fall back (errors then propagate)."""
+        settings = getattr(self.client, "settings", None)
+        fallback = getattr(self.client, "fallback_on_timeout", None)
+        if fallback is None and settings is not None:
+            fallback = getattr(settings, "fallback_on_timeout", None)
+        return fallback is False
+
+    def _on_fetch_error(self, exc: Exception, entity_type: str) -> None:
+        if isinstance(exc, (FeatureConfigError, ConfigError)):
+            raise exc
+        if isinstance(exc, FeatureStoreUnavailableError) and self._raise_unavailable():
+            raise exc
+        logger.warning(
+            "feature fetch for entity type %r failed (%s: %s); continuing without it",
+            entity_type,
+            type(exc).__name__,
+            exc,
+        )
+
+    def _fetch_one(self, plan: _Plan, entity_type: str, entity_id: str) -> None:
+        try:
+            plan.vectors[entity_type] = self.client.get_features(
+                entity_id, entity_type, plan.mapping[entity_type]
+            )
+        except Exception as exc:
+            self._on_fetch_error(exc, entity_type)
+            plan.failed = True
+
+    async def _afetch_guarded(
+        self, plan: _Plan, entity_type: str, entity_id: str
+    ) -> Optional[FeatureVector]:
+        try:
+            return await aget_features(
+                self.client, entity_id, entity_type, plan.mapping[entity_type]
+            )
+        except Exception as exc:
+            self._on_fetch_error(exc, entity_type)
+            plan.failed = True
+            return None
+
+    @staticmethod
+    def _groups(plans: Sequence[_Plan]) -> Dict[Tuple[str, Tuple[str, ...]], List[str]]:
+        groups: Dict[Tuple[str, Tuple[str, ...]], List[str]] = {}
+        for plan in plans:
+            if plan.done is not None:
+                continue
+            for entity_type, entity_id in plan.identities.items():
+                ids = groups.setdefault((entity_type, tuple(plan.mapping[entity_type])), [])
+                if entity_id not in ids:
+                    ids.append(entity_id)
+        return groups
+
+    @staticmethod
+    def _assign(
+        plans: Sequence[_Plan],
+        entity_type: str,
+        names: Tuple[str, ...],
+        ids: List[str],
+        vectors: Optional[Sequence[FeatureVector]],
+    ) -> None:
+        by_id: Dict[str, FeatureVector] = {}
+        if vectors is not None:
+            if len(vectors) != len(ids):
+                logger.warning(
+                    "batch fetch for %r returned %d vectors for %d ids; ignoring it",
+                    entity_type,
+                    len(vectors),
+                    len(ids),
+                )
+            else:
+                by_id = dict(zip(ids, vectors, strict=True))
+        for plan in plans:
+            if plan.done is not None or entity_type not in plan.identities:
+                continue
+            if tuple(plan.mapping[entity_type]) != names:
+                continue
+            vector = by_id.get(plan.identities[entity_type])
+            if vector is None:
+                plan.failed = True
+            else:
+                plan.vectors[entity_type] = vector
+
+    # -- rendering -------------------------------------------------------------------
+
+    def _prefix(self, name: str) -> str:
+        prefix = self._prefixes.get(name)
+        if prefix is None:
+            label = self.config.feature_labels.get(name) or self.config.feature_labels.get(
+                _plain(name)
+            )
+            text = sanitize(label) if label else humanize(name)
+            prefix = f"- {text or humanize(name)}: "
+            self._prefixes[name] = prefix
+        return prefix
+
+    def _header(self, entity_type: str) -> str:
+        header = self._headers.get(entity_type)
+        if header is None:
+            kind = sanitize(entity_type.replace("_", " ")) or "entity"
+            header = f"[Context from {kind} profile]"
+            self._headers[entity_type] = header
+        return header
+
+    def _render(self, name: str, value: Any) -> Optional[RenderedValue]:
+        config = self.config
+        return format_value(
+            value, max_list_items=config.max_list_items, max_value_chars=config.max_value_chars
+        )
+
+    def _finish(self, plan: _Plan) -> EnrichmentResult:
+        if plan.done is None:
+            plan.done = self._build(plan)
+        result = plan.done
+        result.enrichment_latency_ms = (self._clock() - plan.started) * 1000.0
+        if self.monitor is not None:
+            try:
+                self.monitor.record_enrichment(result)
+            except Exception:  # a monitor bug must never fail the request
+                logger.exception("monitor.record_enrichment failed")
+        return result
+
+    def _build(self, plan: _Plan) -> EnrichmentResult:
+        threshold = self.config.freshness_threshold_seconds
+        policy = self._policy
+        blocks: List[Block] = []
+        status: Dict[str, FeatureStatus] = {}
+        dropped_stale: List[str] = []
+        dropped_policy: List[str] = []
+        ages: Dict[str, float] = {}
+        counts = {"found": 0, "values": 0, "fresh": 0, "allowed": 0}
+        failed = plan.failed
+        for entity_type in plan.identities:
+            vector = plan.vectors.get(entity_type)
+            if vector is None:
+                status[entity_type] = FeatureStatus.UNAVAILABLE
+                failed = True
+                continue
+            status[entity_type] = vector.status
+            if vector.status is FeatureStatus.UNAVAILABLE:
+                failed = True
+                continue
+            if vector.status is not FeatureStatus.FOUND:
+                continue
+            counts["found"] += 1
+            block = Block(self._header(entity_type))
+            features = vector.features
+            freshness = vector.feature_freshness
+            for name in plan.mapping[entity_type]:
+                if name not in features:
+                    continue
+                value = features[name]
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    continue
+                counts["values"] += 1
+                age = freshness.get(name, vector.freshness_seconds)
+                if age > threshold:
+                    dropped_stale.append(name)
+                    continue
+                counts["fresh"] += 1
+                decision = policy.decide(name)
+                if decision == "drop":
+                    dropped_policy.append(name)
+                    continue
+                counts["allowed"] += 1
+                rendered = self._redacted if decision == "redact" else self._render(name, value)
+                if rendered is None:
+                    continue
+                block.lines.append(Line(name, self._prefix(name), rendered))
+                ages[name] = age
+            if block.lines:
+                blocks.append(block)
+        if blocks:
+            context_block = self._context_block(plan, dropped_policy)
+            if context_block is not None:
+                blocks.append(context_block)
+            fitted = fit_blocks(blocks, self._count_tokens, self.config.max_feature_tokens)
+        else:
+            fitted = Fitted("", 0, [], [], [])
+        return self._result(
+            plan, fitted, status, dropped_stale, dropped_policy, ages, counts, failed
+        )
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self._count(text))
+
+    def _context_block(self, plan: _Plan, dropped_policy: List[str]) -> Optional[Block]:
+        context = plan.request.context
+        if not context or not isinstance(context, Mapping):
+            return None
+        consumed = {f"{et}_id" for et in plan.mapping if et not in _IDENTITY_PARAMS}
+        block = Block(CONTEXT_HEADER, is_context=True)
+        for key, value in context.items():
+            key = str(key)
+            if key in consumed:
+                continue
+            name = f"context.{key}"
+            decision = self._policy.decide(key)
+            if decision == "drop":
+                dropped_policy.append(name)
+                continue
+            rendered = self._redacted if decision == "redact" else self._render(key, value)
+            if rendered is None:
+                continue
+            block.lines.append(Line(name, self._prefix(key), rendered))
+        return block if block.lines else None
+
+    def _result(
+        self,
+        plan: _Plan,
+        fitted: Fitted,
+        status: Dict[str, FeatureStatus],
+        dropped_stale: List[str],
+        dropped_policy: List[str],
+        ages: Dict[str, float],
+        counts: Dict[str, int],
+        failed: bool,
+    ) -> EnrichmentResult:
+        used = [line.name for line in fitted.kept if not line.name.startswith("context.")]
+        if not used:
+            # Context lines alone never make an enrichment.
+            fitted = Fitted("", 0, [], fitted.dropped, [])
+        if used:
+            reason = EnrichmentReason.ENRICHED
+        elif failed and counts["found"] == 0:
+            reason = EnrichmentReason.STORE_UNAVAILABLE
+        elif counts["found"] == 0:
+            reason = EnrichmentReason.ENTITY_MISSING
+        elif counts["values"] == 0:
+            reason = EnrichmentReason.NO_FEATURE_VALUES
+        elif counts["fresh"] == 0:
+            reason = EnrichmentReason.ALL_STALE
+        elif counts["allowed"] == 0:
+            reason = EnrichmentReason.POLICY_FILTERED
+        elif fitted.dropped:
+            reason = EnrichmentReason.BUDGET_EXHAUSTED
+        else:
+            reason = EnrichmentReason.NO_FEATURE_VALUES
+        request = plan.request
+        text = fitted.text
+        return EnrichmentResult.model_construct(
+            original_prompt=request.prompt,
+            enriched_prompt=text + request.prompt if text else request.prompt,
+            features_used=used,
+            feature_tokens_added=fitted.tokens if text else 0,
+            enrichment_latency_ms=0.0,
+            features_available=bool(used),
+            task_type=request.task_type,
+            reason=reason,
+            feature_context=text,
+            entity_status=status,
+            missing_entities=plan.missing_entities,
+            dropped_stale=dropped_stale,
+            dropped_budget=fitted.dropped,
+            dropped_policy=dropped_policy,
+            store_attempted=True,
+            store_failed=failed,
+            max_freshness_seconds=max((ages[n] for n in used if n in ages), default=0.0),
+        )
+
+    def _empty(
+        self, plan: _Plan, reason: EnrichmentReason, *, held_out: bool = False
+    ) -> EnrichmentResult:
+        request = plan.request
+        return EnrichmentResult.model_construct(
+            original_prompt=request.prompt,
+            enriched_prompt=request.prompt,
+            features_used=[],
+            feature_tokens_added=0,
+            enrichment_latency_ms=0.0,
+            features_available=False,
+            task_type=request.task_type,
+            reason=reason,
+            held_out=held_out,
+            missing_entities=list(plan.missing_entities),
+        )
+
+
+def build_enricher(
+    config: Union[str, Path, AsahiConfig],
+    *,
+    monitor: Union[bool, EnrichmentGate, None] = None,
+) -> FeatureEnricher:
+    """An enricher over the guarded client described by a configuration.
+
+    Args:
+        config: a configuration file path or a loaded :class:`~asahi_features.settings.AsahiConfig`.
+        monitor: ``True`` builds a :class:`~asahi_features.monitor.FeatureMonitor` from the
+            ``monitor:`` section; an object implementing :class:`EnrichmentGate` is used as
+            is; ``None`` / ``False``: no monitor.
+
+    Raises:
+        ConfigError: the file or a key is invalid, or the backend is not available.
+
+    Example:
+        >>> enricher = build_enricher("examples/config.yaml")  # doctest: +SKIP
+        >>> enricher.enrich("Recommend a product", user_id="u_1001",
+        ...                 task_type="product_recommendation").features_available  # doctest: +SKIP
+        True
+    """
+    from .config import client_from_config, load_config
+
+    if not isinstance(config, AsahiConfig):
+        config = load_config(config)
+    client = client_from_config(config)
+    gate: Optional[EnrichmentGate]
+    if monitor is True:
+        from .monitor import FeatureMonitor
+
+        gate = FeatureMonitor(config.monitor)
+    elif monitor is None or monitor is False:
+        gate = None
+    else:
+        gate = monitor
+    return FeatureEnricher(client, config.enricher, monitor=gate)
