@@ -1,14 +1,29 @@
-"""The ``asahi-features`` command."""
+"""The ``asahi-features`` command.
+
+Every command prints one clear line and exits non-zero on a user-facing error; a
+traceback is shown only with ``--debug``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional
 
 import typer
 
 from . import __version__
+from .errors import AsahiFeaturesError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .enricher import FeatureEnricher
+    from .models import EnrichmentResult
+    from .settings import AsahiConfig
 
 app = typer.Typer(
     name="asahi-features",
@@ -18,7 +33,76 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-SAMPLE_FEATURES = Path(__file__).resolve().parents[2] / "examples" / "sample_features.json"
+CONFIG_ENV = "ASAHI_FEATURES_CONFIG"
+DEMO_DIR = Path(".asahi-demo")
+
+DEMO_PROMPTS: Dict[str, str] = {
+    "product_recommendation": "Recommend a product for this customer.",
+    "customer_support": "The customer asks why their last order is late. Draft a reply.",
+    "content_generation": "Write a two-sentence announcement of our spring sale.",
+    "code_generation": "Write a function that retries an HTTP request.",
+    "general": "What should I know about this customer before the call?",
+    "summarization": "Summarise the attached release notes.",
+    "faq": "How do I reset my password?",
+}
+
+_state: Dict[str, Any] = {"debug": False}
+
+CONFIG_OPTION: Any = typer.Option(None, "--config", help=f"Config file (default: ${CONFIG_ENV}).")
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; turn any exception into one error line unless --debug."""
+    try:
+        return func(*args, **kwargs)
+    except typer.Exit:
+        raise
+    except AsahiFeaturesError as exc:
+        if _state["debug"]:
+            raise
+        _fail(f"{type(exc).__name__}: {exc}")
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        _fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+
+
+def _config_path(config: Optional[Path]) -> Path:
+    if config is not None:
+        return config
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    _fail(f"no configuration: pass --config FILE or set {CONFIG_ENV}", code=2)
+
+
+def _load(config: Optional[Path]) -> AsahiConfig:
+    from .config import load_config
+
+    result: AsahiConfig = _run(load_config, _config_path(config))
+    return result
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+) -> None:
+    """asahi-features: context from your feature store, in your prompts."""
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @app.command()
@@ -28,21 +112,203 @@ def version() -> None:
 
 
 @app.command()
-def demo(
-    data: Optional[Path] = typer.Option(None, help="JSON feature file (default: the sample)."),
+def enrich(
+    prompt: str = typer.Argument(..., help="The prompt to enrich."),
+    user_id: Optional[str] = typer.Option(None, "--user-id", help="User entity id."),
+    org_id: Optional[str] = typer.Option(None, "--org-id", help="Organization entity id."),
+    task: str = typer.Option("general", "--task", help="Task type (see the task map)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"Config file (or ${CONFIG_ENV})."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full EnrichmentResult as JSON."),
 ) -> None:
-    """Show the features of the bundled sample users."""
-    from .stores.local import LocalFeatureStore
+    """Print the enriched prompt (or the whole result as JSON)."""
+    from .enricher import build_enricher
 
-    store = LocalFeatureStore(data or SAMPLE_FEATURES)
-    catalog = store.list_features()
-    for entity_type, names in catalog.items():
-        ids = sorted(store._load().entities[entity_type])
-        for vector in store.get_batch_features(ids, entity_type, names):
-            typer.echo(f"{entity_type} {vector.entity_id} (age {vector.freshness_seconds:.0f}s)")
-            typer.echo(json.dumps(vector.features, indent=2, default=str))
+    enricher = _run(build_enricher, _load(config))
+    result = _run(enricher.enrich, prompt, user_id=user_id, organization_id=org_id, task_type=task)
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        typer.echo(result.enriched_prompt)
+        if not result.features_available:
+            typer.echo(f"(not enriched: {result.reason.value})", err=True)
+
+
+@app.command()
+def features(
+    entity_type: Optional[str] = typer.Option(None, "--entity-type", help="Only this type."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"Config file (or ${CONFIG_ENV})."
+    ),
+) -> None:
+    """List the features the configured store offers, per entity type."""
+    from .config import build_backend
+
+    backend = _run(build_backend, _load(config).feature_store)
+    lister = getattr(backend, "list_features", None)
+    if lister is None:
+        _fail(f"{type(backend).__name__} cannot list its features")
+    catalog = _run(lister, entity_type)
+    for etype, names in catalog.items():
+        typer.echo(f"{etype}: {', '.join(names) if names else '(none)'}")
+
+
+@app.command()
+def health(
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"Config file (or ${CONFIG_ENV})."
+    ),
+) -> None:
+    """Check the store; exit 1 when it is unhealthy."""
+    from .config import client_from_config
+
+    client = _run(client_from_config, _load(config))
+    healthy = bool(_run(client.health_check))
+    typer.echo("healthy" if healthy else "unhealthy")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+@app.command()
+def stats(
+    config: Optional[Path] = typer.Option(
+        None, "--config", help=f"Config file (or ${CONFIG_ENV})."
+    ),
+    snapshot: Optional[Path] = typer.Option(None, "--snapshot", help="A saved monitor file."),
+) -> None:
+    """Print the statistics of a persisted monitor snapshot as JSON."""
+    from .monitor import FeatureMonitor
+
+    path = snapshot
+    monitor_config = None
+    if path is None:
+        loaded = _load(config)
+        monitor_config = loaded.monitor
+        path = loaded.monitor.persist_path
+        if path is None:
+            _fail("monitor.persist_path is not set in the config; pass --snapshot FILE", code=2)
+    if not path.exists():
+        _fail(f"no monitor snapshot at {path} (FeatureMonitor.save() writes one)", code=2)
+    monitor = _run(FeatureMonitor.load, path, monitor_config)
+    typer.echo(json.dumps(monitor.get_stats(), indent=2, default=str))
+
+
+@app.command("build-sample-repo")
+def build_sample_repo_command(
+    directory: Path = typer.Argument(DEMO_DIR / "feast_repo", help="Where to build it."),
+    users: int = typer.Option(1000, min=1, help="Number of sample users."),
+    organizations: int = typer.Option(50, min=1, help="Number of sample organisations."),
+    redis: Optional[str] = typer.Option(None, help="host:port of Redis (default: SQLite)."),
+) -> None:
+    """Build the sample Feast repository (feature_store.yaml, data, online store)."""
+    path = _build_repo(directory, users=users, organizations=organizations, redis=redis)
+    typer.echo(f"sample Feast repository ready in {path}")
+
+
+def _build_repo(
+    directory: Path, *, users: int = 1000, organizations: int = 50, redis: Optional[str] = None
+) -> Path:
+    from rich.progress import Progress
+
+    from .sample_repo import build_sample_repo
+
+    with Progress(transient=True) as progress:
+        task_id = progress.add_task("building the sample Feast repo", total=None)
+
+        def report(step: str, *_: Any) -> None:
+            progress.update(task_id, description=f"sample repo: {step}")
+
+        kwargs: Dict[str, Any] = {"users": users, "organizations": organizations}
+        if redis:
+            kwargs.update(online_store="redis", redis_connection=redis)
+        result: Path = _run(build_sample_repo, directory, progress=report, **kwargs)
+    return result
+
+
+def _demo_config_text(repo: Path) -> str:
+    from .settings import DEFAULT_TASK_FEATURES
+
+    tasks = ", ".join(DEFAULT_TASK_FEATURES)
+    return (
+        "# Written by `asahi-features demo`: the sample Feast repo, every mapped task enabled.\n"
+        "feature_store:\n"
+        "  provider: feast\n"
+        "  feast:\n"
+        f"    repo_path: {repo.resolve()}\n"
+        "    project: asahi\n"
+        "  timeout_ms: 200\n"
+        "  fallback_on_timeout: true\n"
+        "enricher:\n"
+        f"  enabled_task_types: [{tasks}]\n"
+    )
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(DEMO_DIR, help="Working directory for the sample repo."),
+    users: int = typer.Option(1000, min=10, help="Sample users to generate."),
+    rebuild: bool = typer.Option(False, help="Rebuild the sample repo even if it exists."),
+    show: int = typer.Option(2, min=1, max=10, help="Sample users shown per task."),
+) -> None:
+    """Build (or reuse) the sample Feast repo and show prompts before and after enrichment."""
+    from .config import load_config
+    from .enricher import build_enricher
+    from .sample_repo import stale_user_ids, user_id
+
+    console = _console()
+    repo = workdir / "feast_repo"
+    if rebuild or not (repo / "feature_store.yaml").exists():
+        _build_repo(repo, users=users)
+    config_path = workdir / "asahi.yaml"
+    config_path.write_text(_demo_config_text(repo), encoding="utf-8")
+    enricher: FeatureEnricher = _run(build_enricher, _run(load_config, config_path))
+
+    sample_users = [user_id(n) for n in range(1, show + 1)]
+    stale = stale_user_ids(users)[:1]
+    console.rule("[bold]asahi-features demo[/bold]")
+    console.print(f"Feast repo: {repo}  config: {config_path}\n")
+    for task, prompt in DEMO_PROMPTS.items():
+        entity_types = list(enricher.config.task_features.get(task, {}))
+        ids = sample_users + (stale if "user" in entity_types else [])
+        for uid in ids:
+            org = "org_001" if "organization" in entity_types else None
+            result = _run(enricher.enrich, prompt, user_id=uid, organization_id=org, task_type=task)
+            _print_result(console, task, uid if org is None else org, result)
+    console.print(
+        f"Try: asahi-features enrich 'Recommend a product' --user-id {sample_users[0]} "
+        f"--task product_recommendation --config {config_path}"
+    )
+
+
+def _print_result(console: Console, task: str, who: str, result: EnrichmentResult) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    dropped: List[str] = []
+    if result.dropped_stale:
+        dropped.append(f"stale: {', '.join(result.dropped_stale)}")
+    if result.dropped_budget:
+        dropped.append(f"over budget: {', '.join(result.dropped_budget)}")
+    if result.dropped_policy:
+        dropped.append(f"policy: {', '.join(result.dropped_policy)}")
+    summary = (
+        f"tokens added: {result.feature_tokens_added}  "
+        f"latency: {result.enrichment_latency_ms:.2f} ms  "
+        f"outcome: {result.reason.value}" + (f"  dropped ({'; '.join(dropped)})" if dropped else "")
+    )
+    body = Text()
+    body.append("before: ", style="bold")
+    body.append(result.original_prompt + "\n\n")
+    body.append("after:\n", style="bold")
+    body.append(result.enriched_prompt + "\n\n")
+    body.append(summary, style="dim")
+    console.print(Panel(body, title=f"{task} · {who}", title_align="left"))
 
 
 def main() -> None:
     """Entry point of the console script."""
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        sys.exit(130)
