@@ -67,6 +67,10 @@ class TectonSettings(_Strict):
     url: Optional[str] = None
     """Cluster URL, e.g. ``https://yourco.tecton.ai``."""
     feature_service: Optional[str] = None
+    feature_services: Dict[str, str] = Field(default_factory=dict)
+    """Entity type -> feature service, overriding ``feature_service`` for that type."""
+    entity_join_keys: Dict[str, str] = Field(default_factory=dict)
+    """Entity type -> join key (default: the service's only join key, else ``<type>_id``)."""
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     """Concurrent requests of one batch (Tecton serves one entity per request)."""
 
@@ -225,6 +229,10 @@ class MonitorConfig(_Strict):
     """Attempts in the window before a low availability disables enrichment."""
     min_availability_pct: float = Field(default=50.0, ge=0.0, le=100.0)
     """Below this recent availability, enrichment is paused (together with the breaker)."""
+    availability_probe_interval_seconds: float = Field(default=5.0, gt=0)
+    """While paused for low availability, one request per interval is let through as a probe."""
+    max_task_types: int = Field(default=1000, ge=1)
+    """Distinct task types tracked separately (more are pooled under ``"__other__"``)."""
     max_pending_quality: int = Field(default=100_000, ge=1)
     """Enrichments remembered for late quality scores (oldest evicted, eviction counted)."""
     latency_reservoir_size: int = Field(default=4096, ge=16)

@@ -1,0 +1,217 @@
+"""Small, bounded, lock-free accumulators used by :class:`~asahi_features.monitor.FeatureMonitor`.
+
+None of these classes lock: the monitor holds its one lock while it updates them. Each
+keeps O(1) (or fixed-size) memory however many values it sees, and can be written to
+and read back from a JSON-compatible dict so that a restart keeps the history.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from statistics import NormalDist
+from typing import Any, Dict, List, Optional, Sequence
+
+__all__ = [
+    "AvailabilityWindow",
+    "LatencyReservoir",
+    "Welford",
+    "student_t_quantile",
+    "welch_upper_bound",
+]
+
+
+class Welford:
+    """Running count, mean and variance (Welford's online algorithm), O(1) memory.
+
+    Example:
+        >>> acc = Welford()
+        >>> for x in (1.0, 2.0, 3.0):
+        ...     acc.add(x)
+        >>> acc.n, acc.mean, acc.variance
+        (3, 2.0, 1.0)
+    """
+
+    __slots__ = ("m2", "mean", "n")
+
+    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.n = n
+        self.mean = mean
+        self.m2 = m2
+
+    def add(self, x: float) -> None:
+        """Add one value."""
+        self.n += 1
+        delta = x - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (x - self.mean)
+
+    @property
+    def variance(self) -> float:
+        """Sample variance (``n - 1`` denominator); 0.0 with fewer than two values."""
+        return self.m2 / (self.n - 1) if self.n > 1 else 0.0
+
+    def summary(self) -> Dict[str, Any]:
+        """``{"n", "mean", "stddev"}`` (``mean``/``stddev`` are ``None`` without data)."""
+        if self.n == 0:
+            return {"n": 0, "mean": None, "stddev": None}
+        return {"n": self.n, "mean": self.mean, "stddev": math.sqrt(self.variance)}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The exact state, for persistence."""
+        return {"n": self.n, "mean": self.mean, "m2": self.m2}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> Welford:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(int(data["n"]), float(data["mean"]), float(data["m2"]))
+
+
+class LatencyReservoir:
+    """A uniform random sample of at most ``size`` values (Vitter's algorithm R).
+
+    Percentiles of the sample estimate the percentiles of everything seen; memory is
+    fixed at ``size`` floats.
+
+    Args:
+        size: how many values to keep (>= 1).
+        seed: seed of the private random generator that picks replacements.
+    """
+
+    __slots__ = ("_random", "seen", "size", "values")
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError(f"reservoir size must be >= 1, got {size}")
+        self.size = size
+        self.seen = 0
+        self.values: List[float] = []
+        self._random = random.Random(seed).random
+
+    def add(self, x: float) -> None:
+        """Offer one value to the sample."""
+        self.seen += 1
+        if self.seen <= self.size:
+            self.values.append(x)
+            return
+        j = int(self._random() * self.seen)
+        if j < self.size:
+            self.values[j] = x
+
+    def percentiles(self, qs: Sequence[float]) -> List[Optional[float]]:
+        """Nearest-rank percentiles (``qs`` in 0..100) of the sample; ``None`` when empty."""
+        return self.percentiles_of(self.values, qs)
+
+    @staticmethod
+    def percentiles_of(values: Sequence[float], qs: Sequence[float]) -> List[Optional[float]]:
+        """Nearest-rank percentiles (``qs`` in 0..100) of ``values``; ``None`` when empty."""
+        if not values:
+            return [None for _ in qs]
+        ordered = sorted(values)
+        last = len(ordered) - 1
+        return [ordered[min(last, max(0, math.ceil(q / 100.0 * len(ordered)) - 1))] for q in qs]
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self.seen = 0
+        self.values = []
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The sample and the count seen, for persistence."""
+        return {"seen": self.seen, "values": list(self.values)}
+
+    def load(self, data: Dict[str, Any]) -> None:
+        """Restore :meth:`to_dict` output (a larger saved sample is cut to ``size``)."""
+        values = [float(v) for v in data.get("values", [])][: self.size]
+        self.values = values
+        self.seen = max(int(data.get("seen", len(values))), len(values))
+
+
+class AvailabilityWindow:
+    """Outcome (ok / failed) of the last ``size`` fetch attempts, in a ring buffer.
+
+    Args:
+        size: how many recent attempts count (>= 1).
+    """
+
+    __slots__ = ("_ring", "count", "failures", "pos", "size")
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"window size must be >= 1, got {size}")
+        self.size = size
+        self._ring = bytearray(size)
+        self.pos = 0
+        self.count = 0
+        self.failures = 0
+
+    def add(self, failed: bool) -> None:
+        """Record one attempt."""
+        pos = self.pos
+        bit = 1 if failed else 0
+        if self.count == self.size:
+            self.failures -= self._ring[pos]
+        else:
+            self.count += 1
+        self._ring[pos] = bit
+        self.failures += bit
+        self.pos = pos + 1 if pos + 1 < self.size else 0
+
+    def clear(self) -> None:
+        """Forget every attempt (used when the store is known to have recovered)."""
+        self._ring = bytearray(self.size)
+        self.pos = 0
+        self.count = 0
+        self.failures = 0
+
+    @property
+    def availability_pct(self) -> Optional[float]:
+        """Share of attempts in the window that did not fail, in percent (``None``: empty)."""
+        if self.count == 0:
+            return None
+        return 100.0 * (self.count - self.failures) / self.count
+
+
+_NORMAL = NormalDist()
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """Quantile ``p`` of Student's t distribution with ``df`` degrees of freedom.
+
+    Cornish-Fisher expansion around the normal quantile (Abramowitz & Stegun 26.7.5);
+    good to about 1e-3 for ``df >= 3`` and conservative enough below. No SciPy needed.
+
+    Example:
+        >>> round(student_t_quantile(0.975, 10), 2)
+        2.23
+    """
+    z = _NORMAL.inv_cdf(p)
+    if not math.isfinite(df) or df > 1e7:
+        return z
+    df = max(df, 1.0)
+    z2 = z * z
+    g1 = (z2 + 1.0) * z / 4.0
+    g2 = ((5.0 * z2 + 16.0) * z2 + 3.0) * z / 96.0
+    g3 = (((3.0 * z2 + 19.0) * z2 + 17.0) * z2 - 15.0) * z / 384.0
+    g4 = ((((79.0 * z2 + 776.0) * z2 + 1482.0) * z2 - 1920.0) * z2 - 945.0) * z / 92160.0
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def welch_upper_bound(a: Welford, b: Welford, confidence: float) -> Optional[float]:
+    """One-sided upper confidence bound of ``mean(a) - mean(b)`` (Welch's t).
+
+    ``diff + t(confidence, df) * se`` with ``se = sqrt(var_a/n_a + var_b/n_b)`` and the
+    Welch-Satterthwaite degrees of freedom. ``None`` when either group has fewer than two
+    values. With zero variance in both groups the bound is the observed difference.
+    """
+    if a.n < 2 or b.n < 2:
+        return None
+    va = a.variance / a.n
+    vb = b.variance / b.n
+    diff = a.mean - b.mean
+    se2 = va + vb
+    if se2 <= 0.0:
+        return diff
+    denom = (va * va) / (a.n - 1) + (vb * vb) / (b.n - 1)
+    df = se2 * se2 / denom if denom > 0 else float("inf")
+    return diff + student_t_quantile(confidence, df) * math.sqrt(se2)
