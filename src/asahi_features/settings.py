@@ -44,14 +44,16 @@ ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
 
 
 class FeastSettings(_Strict):
     """``feature_store.feast``: an embedded Feast repository."""
 
     repo_path: ConfigPath
+    """Directory holding ``feature_store.yaml`` (relative to the config file)."""
     project: str = "asahi"
+    """Feast project name."""
     entity_join_keys: Dict[str, str] = Field(default_factory=dict)
     """Entity type -> join key, overriding what the registry says."""
     registry_ttl_seconds: Optional[float] = Field(default=None, ge=0)
@@ -64,9 +66,11 @@ class TectonSettings(_Strict):
     api_key_env: str = "TECTON_API_KEY"
     """Name of the environment variable holding the key (never the key itself)."""
     workspace: str = "production"
+    """Tecton workspace."""
     url: Optional[str] = None
     """Cluster URL, e.g. ``https://yourco.tecton.ai``."""
     feature_service: Optional[str] = None
+    """Feature service serving every entity type (see ``feature_services``)."""
     feature_services: Dict[str, str] = Field(default_factory=dict)
     """Entity type -> feature service, overriding ``feature_service`` for that type."""
     entity_join_keys: Dict[str, str] = Field(default_factory=dict)
@@ -81,12 +85,15 @@ class HttpSettings(_Strict):
     url: str
     """Base URL of the feature server, e.g. ``http://features.internal:6566``."""
     project: str = "asahi"
+    """Feast project served by the feature server."""
     entity_join_keys: Dict[str, str] = Field(default_factory=dict)
+    """Entity type -> join key (default: ``<entity type>_id``)."""
     feature_views: Dict[str, List[str]] = Field(default_factory=dict)
     """Entity type -> feature references (``view:feature``) it serves, for plain names."""
     headers_env: Dict[str, str] = Field(default_factory=dict)
     """HTTP header -> name of the environment variable that holds its value."""
     max_connections: int = Field(default=32, ge=1)
+    """Size of the pooled HTTP connection pool."""
 
 
 class CustomSettings(_Strict):
@@ -102,12 +109,14 @@ class LocalSettings(_Strict):
     """``feature_store.local``: a JSON file, for development and tests."""
 
     data_path: ConfigPath
+    """The JSON feature file (relative to the config file)."""
 
 
 class FeatureStoreSettings(_Strict):
     """``feature_store``: which backend, and how the guard protects callers from it."""
 
     provider: Provider
+    """Backend: ``feast``, ``tecton``, ``http``, ``custom`` or ``local``."""
     feast: Optional[FeastSettings] = None
     tecton: Optional[TectonSettings] = None
     http: Optional[HttpSettings] = None
@@ -127,6 +136,7 @@ class FeatureStoreSettings(_Strict):
     cache_ttl_seconds: float = Field(default=0.0, ge=0)
     """Keep fetched vectors this long (0 = no cache)."""
     cache_max_entries: int = Field(default=10_000, ge=1)
+    """Most vectors the cache holds (least recently used evicted first)."""
     warning_interval_seconds: float = Field(default=60.0, ge=0)
     """At most one fallback WARNING per this interval; the rest are counted."""
 
@@ -179,9 +189,13 @@ class FeaturePolicy(_Strict):
     """
 
     allow: List[str] = Field(default_factory=list)
+    """When non-empty, only these features may reach a prompt."""
     deny: List[str] = Field(default_factory=list)
+    """These features never reach a prompt."""
     redact: List[str] = Field(default_factory=list)
+    """These features are shown with ``redaction_text`` instead of their value."""
     redaction_text: str = "[redacted]"
+    """What a redacted value is replaced with."""
 
 
 class EnricherConfig(_Strict):
@@ -236,6 +250,7 @@ class MonitorConfig(_Strict):
     max_pending_quality: int = Field(default=100_000, ge=1)
     """Enrichments remembered for late quality scores (oldest evicted, eviction counted)."""
     latency_reservoir_size: int = Field(default=4096, ge=16)
+    """Latency samples kept for the percentiles (a uniform reservoir)."""
     persist_path: Optional[ConfigPath] = None
     """Where ``save()`` / ``load()`` keep the counters across restarts."""
     seed: int = 0
