@@ -1,0 +1,770 @@
+"""GuardedClient: a deadline, fallback, circuit breaker and optional cache around any backend.
+
+Whatever the backend does (hang forever, sleep, raise, return garbage), a guarded call
+returns within ``timeout_ms``. The synchronous path cannot interrupt a blocking call, so
+it hands the call to a bounded pool of *daemon* worker threads and stops waiting at the
+deadline; a backend hung forever can hold at most ``max_workers`` threads and never
+keeps the interpreter from exiting. The async path uses native cancellation
+(:func:`asyncio.wait_for`) when the backend has its own ``aget_*`` coroutines, and the
+same worker pool bridged to the event loop otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+from ..errors import (
+    AsahiFeaturesError,
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreDataError,
+    FeatureStoreTimeoutError,
+    FeatureStoreUnavailableError,
+)
+from ..models import FeatureStatus, FeatureVector
+from .base import BaseFeatureStore, FeatureStoreClient
+from .breaker import BreakerState, CircuitBreaker
+from .cache import FeatureCache
+
+if TYPE_CHECKING:
+    from ..settings import FeatureStoreSettings
+
+__all__ = ["BreakerState", "CircuitBreaker", "GuardedClient"]
+
+logger = logging.getLogger(__name__)
+
+_PASS_THROUGH = (FeatureConfigError, ConfigError)
+"""The caller's mistakes: never swallowed, never counted against the backend."""
+
+_MAX_ERROR_CHARS = 200
+
+
+# --------------------------------------------------------------------------- workers
+
+
+class _Call:
+    """One call handed to a worker: the function, and where its outcome goes."""
+
+    __slots__ = ("args", "done", "error", "fn", "future", "loop", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.done: Optional[Any] = None  # a held threading.Lock (sync callers)
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.future: Optional[asyncio.Future[None]] = None
+
+
+def _wake_future(future: Optional[asyncio.Future[None]]) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class _Worker:
+    """A daemon thread that runs one call at a time, handed over through a lock."""
+
+    __slots__ = ("_call", "_go", "_pool", "thread")
+
+    def __init__(self, pool: _WorkerPool, name: str) -> None:
+        self._pool = pool
+        self._call: Optional[_Call] = None
+        self._go = threading.Lock()
+        self._go.acquire()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def submit(self, call: Optional[_Call]) -> None:
+        """Run ``call`` next (``None`` stops the worker)."""
+        self._call = call
+        self._go.release()
+
+    def _run(self) -> None:
+        go = self._go
+        pool = self._pool
+        while True:
+            go.acquire()
+            call = self._call
+            self._call = None
+            if call is None:
+                return
+            try:
+                call.result = call.fn(*call.args)
+            except BaseException as exc:  # reported to the caller
+                call.error = exc
+            loop = call.loop
+            if loop is None:
+                call.done.release()  # type: ignore[union-attr]
+            else:
+                with contextlib.suppress(RuntimeError):  # loop closed: nobody waits
+                    loop.call_soon_threadsafe(_wake_future, call.future)
+            del call, loop
+            if not pool.release(self):
+                return
+
+
+class _WorkerPool:
+    """At most ``max_workers`` daemon threads, created on demand, reused, never queued.
+
+    :meth:`acquire` returns an idle worker, starts a new one while under the limit, or
+    returns ``None`` when every worker is busy (possibly stuck in a hung call): the caller
+    then fails fast instead of waiting. A worker goes back to the idle stack as soon as
+    its call returns, even when the caller stopped waiting long before.
+    """
+
+    def __init__(self, max_workers: int, name: str = "asahi-guard") -> None:
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self.max_workers = max_workers
+        self._name = name
+        self._idle: Deque[_Worker] = deque()
+        self._lock = threading.Lock()
+        self._started = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        """Worker threads alive (idle or busy)."""
+        return self._started
+
+    @property
+    def busy(self) -> int:
+        """Workers running a call right now (including calls nobody waits for any more)."""
+        return self._started - len(self._idle)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def acquire(self) -> Optional[_Worker]:
+        """An idle worker, a new one, or ``None`` when saturated or closed."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            pass
+        with self._lock:
+            if self._closed:
+                return None
+            if self._idle:
+                return self._idle.pop()
+            if self._started >= self.max_workers:
+                return None
+            self._started += 1
+            worker = _Worker(self, f"{self._name}-{self._started}")
+        worker.thread.start()
+        return worker
+
+    def release(self, worker: _Worker) -> bool:
+        """Put a worker back (False: the pool is closed and the worker should exit)."""
+        with self._lock:
+            if self._closed:
+                self._started -= 1
+                return False
+            self._idle.append(worker)
+            return True
+
+    def close(self) -> None:
+        """Stop idle workers now and busy ones when their call returns. Never blocks."""
+        with self._lock:
+            self._closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._started -= len(idle)
+        for worker in idle:
+            worker.submit(None)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _has_native(client: object, name: str) -> bool:
+    """True when ``client.name`` is a coroutine function of its own.
+
+    ``BaseFeatureStore``'s default ``aget_*`` methods run the sync method with
+    :func:`asyncio.to_thread` (the loop's non-daemon, unbounded executor), so they do not
+    count as native: the guard uses its own bounded daemon workers for those.
+    """
+    attr = getattr(type(client), name, None)
+    if attr is None:
+        attr = getattr(client, name, None)
+        return attr is not None and inspect.iscoroutinefunction(attr)
+    if attr is getattr(BaseFeatureStore, name, None):
+        return False
+    return inspect.iscoroutinefunction(attr)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a backend failure.
+
+    The library's own errors are written to be secret-free, so their message is kept
+    (shortened); for anything else only the exception type is reported.
+    """
+    if isinstance(exc, AsahiFeaturesError):
+        return _shorten(f"{type(exc).__name__}: {exc}")
+    return f"backend raised {type(exc).__name__}"
+
+
+def _shorten(text: str) -> str:
+    if len(text) > _MAX_ERROR_CHARS:
+        return text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+def _check_vector(result: Any) -> FeatureVector:
+    if not isinstance(result, FeatureVector):
+        raise FeatureStoreDataError(
+            f"backend returned {type(result).__name__}, expected a FeatureVector"
+        )
+    return result
+
+
+def _check_batch(result: Any, expected: int) -> List[FeatureVector]:
+    if not isinstance(result, list):
+        if isinstance(result, tuple):
+            result = list(result)
+        else:
+            raise FeatureStoreDataError(
+                f"backend returned {type(result).__name__} for a batch, expected a list"
+            )
+    if len(result) != expected:
+        raise FeatureStoreDataError(
+            f"backend returned {len(result)} vectors for a batch of {expected} ids"
+        )
+    for item in result:
+        if not isinstance(item, FeatureVector):
+            raise FeatureStoreDataError(
+                f"backend returned a {type(item).__name__} in a batch, expected FeatureVectors"
+            )
+    vectors: List[FeatureVector] = result
+    return vectors
+
+
+def _unique(ids: Sequence[str]) -> List[str]:
+    return list(dict.fromkeys(ids))
+
+
+# --------------------------------------------------------------------------- the guard
+
+
+class GuardedClient(BaseFeatureStore):
+    """Wraps any :class:`FeatureStoreClient` so that no call can block inference.
+
+    * **Deadline**: every read returns within ``timeout_ms`` (sync and async, single and
+      batch), whatever the backend does.
+    * **Fallback**: with ``fallback_on_timeout`` a timeout, an unreachable store, an open
+      breaker or garbage yields one ``UNAVAILABLE`` vector per requested id and a
+      rate-limited WARNING; without it the caller gets :class:`FeatureStoreTimeoutError`
+      or :class:`FeatureStoreUnavailableError`.
+      :class:`FeatureConfigError` and :class:`ConfigError` always propagate and never
+      count as backend failures.
+    * **Circuit breaker**: ``breaker_failure_threshold`` consecutive failures open it;
+      while open, calls fail fast without touching the backend or a thread; after
+      ``breaker_reset_seconds`` one probe is let through.
+    * **Bounded resources**: at most ``max_workers`` daemon threads; when all are busy
+      (e.g. stuck in a hung backend) new calls fail fast as unavailable, without
+      queueing or creating threads.
+    * **Cache** (opt-in, ``cache_ttl_seconds > 0``): recent vectors per (entity type,
+      entity id, feature list), at most ``cache_max_entries``; hits return copies whose
+      freshness keeps ageing; a batch fetches only its misses, in one backend call.
+
+    Args:
+        client: the backend (anything with the three protocol methods).
+        timeout_ms: the deadline of one read, in milliseconds (> 0).
+        fallback_on_timeout: degrade to ``UNAVAILABLE`` vectors instead of raising.
+        breaker_failure_threshold: consecutive failures that open the breaker.
+        breaker_reset_seconds: cool-down of an open breaker.
+        max_workers: worker threads the guard may use (and at most this many can hang).
+        cache_ttl_seconds: cache lifetime of a vector (0 = no cache).
+        cache_max_entries: cache size bound.
+        warning_interval_seconds: at most one fallback WARNING per interval.
+        clock: monotonic seconds for the breaker, cache and log rate limit (the
+            deadline itself always uses real time).
+
+    Raises:
+        ValueError: a non-positive timeout or another out-of-range argument.
+        TypeError: ``client`` lacks one of the protocol methods.
+
+    Example:
+        >>> from asahi_features.stores.local import LocalFeatureStore
+        >>> guarded = GuardedClient(LocalFeatureStore("features.json"), timeout_ms=200)
+        >>> vector = guarded.get_features("u_1001", "user", ["tier"])  # doctest: +SKIP
+        >>> vector.status  # FOUND, MISSING, or UNAVAILABLE after a fallback  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: FeatureStoreClient,
+        *,
+        timeout_ms: float = 200,
+        fallback_on_timeout: bool = True,
+        breaker_failure_threshold: int = 5,
+        breaker_reset_seconds: float = 30.0,
+        max_workers: int = 8,
+        cache_ttl_seconds: float = 0.0,
+        cache_max_entries: int = 10_000,
+        warning_interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        missing = [
+            name
+            for name in ("get_features", "get_batch_features", "health_check")
+            if not callable(getattr(client, name, None))
+        ]
+        if missing:
+            raise TypeError(
+                f"{type(client).__name__} is not a FeatureStoreClient: missing "
+                f"{', '.join(missing)} (needs get_features, get_batch_features, health_check)"
+            )
+        if not timeout_ms > 0:
+            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms}")
+        if cache_ttl_seconds < 0:
+            raise ValueError(f"cache_ttl_seconds must be >= 0, got {cache_ttl_seconds}")
+        if warning_interval_seconds < 0:
+            raise ValueError(
+                f"warning_interval_seconds must be >= 0, got {warning_interval_seconds}"
+            )
+        self.inner = client
+        self.source = str(getattr(client, "source", None) or "custom")
+        self.timeout_ms = float(timeout_ms)
+        self._timeout = self.timeout_ms / 1000.0
+        self.fallback_on_timeout = fallback_on_timeout
+        self.warning_interval_seconds = float(warning_interval_seconds)
+        self._clock = clock
+        self.breaker = CircuitBreaker(breaker_failure_threshold, breaker_reset_seconds, clock=clock)
+        self._pool = _WorkerPool(max_workers)
+        self.cache: Optional[FeatureCache] = (
+            FeatureCache(cache_ttl_seconds, cache_max_entries, clock=clock)
+            if cache_ttl_seconds > 0
+            else None
+        )
+        self._native_single = _has_native(client, "aget_features")
+        self._native_batch = _has_native(client, "aget_batch_features")
+        self._stats_lock = threading.Lock()
+        self._counts: Dict[str, int] = dict.fromkeys(
+            (
+                "calls",
+                "successes",
+                "timeouts",
+                "unavailable",
+                "fallbacks",
+                "config_errors",
+                "rejected_open",
+                "rejected_saturated",
+                "cache_hits",
+                "cache_misses",
+            ),
+            0,
+        )
+        self._warn_lock = threading.Lock()
+        self._last_warning: Optional[float] = None
+        self._suppressed_warnings = 0
+
+    @classmethod
+    def from_settings(
+        cls, client: FeatureStoreClient, settings: FeatureStoreSettings
+    ) -> GuardedClient:
+        """Wrap ``client`` with the guard keys of the ``feature_store:`` section."""
+        return cls(
+            client,
+            timeout_ms=settings.timeout_ms,
+            fallback_on_timeout=settings.fallback_on_timeout,
+            breaker_failure_threshold=settings.breaker_failure_threshold,
+            breaker_reset_seconds=settings.breaker_reset_seconds,
+            max_workers=settings.max_workers,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            cache_max_entries=settings.cache_max_entries,
+            warning_interval_seconds=settings.warning_interval_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"GuardedClient({self.inner!r}, timeout_ms={self.timeout_ms:g}, "
+            f"breaker={self.breaker.state.value})"
+        )
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _count(self, *names: str) -> None:
+        with self._stats_lock:
+            counts = self._counts
+            for name in names:
+                counts[name] += 1
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters since construction, pool usage and the breaker snapshot (JSON-ready).
+
+        ``calls`` counts reads (a batch is one call); ``fallbacks`` counts calls answered
+        with ``UNAVAILABLE`` vectors; ``unavailable`` counts failed calls of any cause
+        (timeouts, backend errors, garbage, open breaker, saturated pool).
+        """
+        with self._stats_lock:
+            out: Dict[str, Any] = dict(self._counts)
+        out["busy_workers"] = self._pool.busy
+        out["workers"] = self._pool.size
+        out["max_workers"] = self._pool.max_workers
+        out["cache_entries"] = len(self.cache) if self.cache is not None else 0
+        out["suppressed_warnings"] = self._suppressed_warnings
+        out["breaker"] = self.breaker.snapshot()
+        return out
+
+    def _warn(self, reason: str) -> None:
+        now = self._clock()
+        with self._warn_lock:
+            last = self._last_warning
+            if last is not None and now - last < self.warning_interval_seconds:
+                self._suppressed_warnings += 1
+                return
+            suppressed = self._suppressed_warnings
+            self._last_warning = now
+            self._suppressed_warnings = 0
+        extra = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+        logger.warning(
+            "feature store %r unavailable, proceeding without features: %s%s",
+            self.source,
+            reason,
+            extra,
+        )
+
+    def _fallback(
+        self, exc: FeatureStoreUnavailableError, entity_ids: Sequence[str], entity_type: str
+    ) -> List[FeatureVector]:
+        if not self.fallback_on_timeout:
+            raise exc
+        reason = _shorten(str(exc))
+        self._count("fallbacks")
+        self._warn(reason)
+        empty = FeatureVector.empty
+        unavailable = FeatureStatus.UNAVAILABLE
+        source = self.source
+        return [empty(eid, entity_type, source, unavailable, error=reason) for eid in entity_ids]
+
+    # -- admission and outcome -------------------------------------------------------
+
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            self._count("calls", "rejected_open", "unavailable")
+            retry = self.breaker.snapshot()["retry_in_seconds"]
+            raise FeatureStoreUnavailableError(
+                f"circuit breaker open after {self.breaker.consecutive_failures} consecutive "
+                f"failures; retrying in {retry:.1f} s"
+            )
+
+    def _saturated(self) -> FeatureStoreUnavailableError:
+        self.breaker.record_neutral()
+        self._count("calls", "rejected_saturated", "unavailable")
+        if self._pool.closed:
+            return FeatureStoreUnavailableError("the guarded client is closed")
+        return FeatureStoreUnavailableError(
+            f"all {self._pool.max_workers} guard workers are busy (backend slow or hung)"
+        )
+
+    def _timed_out(self) -> FeatureStoreTimeoutError:
+        self.breaker.record_failure()
+        self._count("calls", "timeouts", "unavailable")
+        return FeatureStoreTimeoutError(f"no answer within {self.timeout_ms:g} ms")
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """Classify a backend exception; returns what to raise (to the fallback or caller)."""
+        if isinstance(exc, _PASS_THROUGH):
+            self.breaker.record_neutral()
+            self._count("calls", "config_errors")
+            return exc
+        self.breaker.record_failure()
+        self._count("calls", "unavailable")
+        if isinstance(exc, FeatureStoreUnavailableError):
+            if isinstance(exc, FeatureStoreTimeoutError):
+                return FeatureStoreTimeoutError(_describe(exc))
+            return exc
+        err = FeatureStoreUnavailableError(_describe(exc))
+        err.__cause__ = exc
+        return err
+
+    def _succeeded(self) -> None:
+        self.breaker.record_success()
+        self._count("calls", "successes")
+
+    # -- the guarded call, sync --------------------------------------------------------
+
+    def _run_sync(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> Any:
+        """Run ``fn(*args)`` on a worker within the deadline; classify failures."""
+        self._admit()
+        worker = self._pool.acquire()
+        if worker is None:
+            raise self._saturated()
+        call = _Call(fn, args)
+        done = threading.Lock()
+        done.acquire()
+        call.done = done
+        worker.submit(call)
+        if not done.acquire(timeout=self._timeout):
+            raise self._timed_out()
+        if call.error is not None:
+            raise self._failed(call.error)
+        return call.result
+
+    def _guard_single(
+        self, entity_id: str, entity_type: str, names: List[str], raw: Callable[[], Any]
+    ) -> FeatureVector:
+        try:
+            result = raw()  # raises failures already classified and counted
+            try:
+                vector = _check_vector(result)
+            except FeatureStoreDataError as exc:
+                raise self._failed(exc) from None
+        except FeatureStoreUnavailableError as exc:
+            return self._fallback(exc, (entity_id,), entity_type)[0]
+        self._succeeded()
+        if self.cache is not None:
+            self.cache.put(entity_type, entity_id, names, vector)
+        return vector
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Features of one entity within the deadline.
+
+        Raises:
+            FeatureConfigError: unknown features or entity type (never swallowed).
+            FeatureStoreTimeoutError: no answer in time (only without fallback).
+            FeatureStoreUnavailableError: the store failed or the breaker is open (only
+                without fallback).
+        """
+        names = list(feature_names)
+        cache = self.cache
+        if cache is not None:
+            hit = cache.get(entity_type, entity_id, names)
+            if hit is not None:
+                self._count("cache_hits")
+                return hit
+            self._count("cache_misses")
+        inner = self.inner
+        return self._guard_single(
+            entity_id,
+            entity_type,
+            names,
+            lambda: self._run_sync(inner.get_features, (entity_id, entity_type, names)),
+        )
+
+    def _split_batch(
+        self, ids: List[str], entity_type: str, names: List[str]
+    ) -> Tuple[List[Optional[FeatureVector]], List[str]]:
+        cache = self.cache
+        if cache is None:
+            return [None] * len(ids), ids
+        cached = cache.get_many(entity_type, ids, names)
+        misses = _unique([eid for eid, hit in zip(ids, cached, strict=True) if hit is None])
+        hits = len(ids) - sum(1 for hit in cached if hit is None)
+        with self._stats_lock:
+            self._counts["cache_hits"] += hits
+            self._counts["cache_misses"] += len(ids) - hits
+        return cached, misses
+
+    def _merge_batch(
+        self,
+        ids: List[str],
+        entity_type: str,
+        names: List[str],
+        cached: List[Optional[FeatureVector]],
+        misses: List[str],
+        raw: Callable[[], Any],
+    ) -> List[FeatureVector]:
+        try:
+            result = raw()  # raises failures already classified and counted
+            try:
+                fetched = _check_batch(result, len(misses))
+            except FeatureStoreDataError as exc:
+                raise self._failed(exc) from None
+        except FeatureStoreUnavailableError as exc:
+            fetched = self._fallback(exc, misses, entity_type)
+        else:
+            self._succeeded()
+            if self.cache is not None:
+                self.cache.put_many(entity_type, misses, names, fetched)
+        if self.cache is None:
+            return fetched
+        by_id = dict(zip(misses, fetched, strict=True))
+        return [
+            hit if hit is not None else by_id[eid] for eid, hit in zip(ids, cached, strict=True)
+        ]
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """One vector per id, in input order, within the deadline (one backend call).
+
+        With the cache on, only the ids not in the cache are fetched (each once).
+
+        Raises:
+            FeatureConfigError: unknown features or entity type (never swallowed).
+            FeatureStoreTimeoutError: no answer in time (only without fallback).
+            FeatureStoreUnavailableError: the store failed, returned the wrong number of
+                vectors, or the breaker is open (only without fallback).
+        """
+        ids = list(entity_ids)
+        names = list(feature_names)
+        if not ids:
+            return []
+        cached, misses = self._split_batch(ids, entity_type, names)
+        if not misses:
+            return [hit for hit in cached if hit is not None]
+        inner = self.inner
+        return self._merge_batch(
+            ids,
+            entity_type,
+            names,
+            cached,
+            misses,
+            lambda: self._run_sync(inner.get_batch_features, (misses, entity_type, names)),
+        )
+
+    def health_check(self) -> bool:
+        """True when the backend says healthy within the deadline (False otherwise).
+
+        Uses a worker (so it is bounded too) but neither consults nor feeds the breaker.
+        """
+        worker = self._pool.acquire()
+        if worker is None:
+            return False
+        call = _Call(self.inner.health_check, ())
+        done = threading.Lock()
+        done.acquire()
+        call.done = done
+        worker.submit(call)
+        if not done.acquire(timeout=self._timeout):
+            return False
+        return call.error is None and call.result is True
+
+    # -- the guarded call, async -------------------------------------------------------
+
+    async def _run_async(
+        self, native: bool, name: str, fn: Callable[..., Any], args: Tuple[Any, ...]
+    ) -> Any:
+        self._admit()
+        if native:
+            coro = getattr(self.inner, name)(*args)
+            try:
+                return await asyncio.wait_for(coro, self._timeout)
+            except asyncio.TimeoutError:
+                raise self._timed_out() from None
+            except Exception as exc:
+                raise self._failed(exc) from None
+        worker = self._pool.acquire()
+        if worker is None:
+            raise self._saturated()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        call = _Call(fn, args)
+        call.loop = loop
+        call.future = future
+        worker.submit(call)
+        try:
+            await asyncio.wait_for(future, self._timeout)
+        except asyncio.TimeoutError:
+            raise self._timed_out() from None
+        if call.error is not None:
+            raise self._failed(call.error)
+        return call.result
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Async :meth:`get_features` (native cancellation when the backend is async)."""
+        names = list(feature_names)
+        cache = self.cache
+        if cache is not None:
+            hit = cache.get(entity_type, entity_id, names)
+            if hit is not None:
+                self._count("cache_hits")
+                return hit
+            self._count("cache_misses")
+        try:
+            result = await self._run_async(
+                self._native_single,
+                "aget_features",
+                self.inner.get_features,
+                (entity_id, entity_type, names),
+            )
+        except FeatureStoreUnavailableError as exc:
+            return self._fallback(exc, (entity_id,), entity_type)[0]
+        return self._guard_single(entity_id, entity_type, names, lambda: result)
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """Async :meth:`get_batch_features` (native cancellation when available)."""
+        ids = list(entity_ids)
+        names = list(feature_names)
+        if not ids:
+            return []
+        cached, misses = self._split_batch(ids, entity_type, names)
+        if not misses:
+            return [hit for hit in cached if hit is not None]
+        try:
+            result = await self._run_async(
+                self._native_batch,
+                "aget_batch_features",
+                self.inner.get_batch_features,
+                (misses, entity_type, names),
+            )
+        except FeatureStoreUnavailableError as exc:
+            failed = exc
+
+            def raise_failed() -> Any:
+                raise failed
+
+            return self._merge_batch(ids, entity_type, names, cached, misses, raise_failed)
+        return self._merge_batch(ids, entity_type, names, cached, misses, lambda: result)
+
+    # -- the rest ----------------------------------------------------------------------
+
+    def list_features(self, entity_type: Optional[str] = None) -> Dict[str, List[str]]:
+        """Delegates to the backend's ``list_features`` (not guarded by the deadline).
+
+        Raises:
+            NotImplementedError: the backend cannot list its features.
+        """
+        lister = getattr(self.inner, "list_features", None)
+        if lister is None:
+            raise NotImplementedError(f"{type(self.inner).__name__} cannot list its features")
+        result: Dict[str, List[str]] = lister(entity_type)
+        return result
+
+    def close(self) -> None:
+        """Stop idle workers and close the backend, waiting at most about one deadline.
+
+        Workers stuck in a hung call exit when it returns (they are daemon threads, so
+        they never hold up interpreter exit). Later reads fail as unavailable.
+        """
+        self._pool.close()
+        closer = getattr(self.inner, "close", None)
+        if not callable(closer):
+            return
+        thread = threading.Thread(target=self._close_inner, args=(closer,), daemon=True)
+        thread.start()
+        thread.join(max(self._timeout, 1.0))
+        if thread.is_alive():
+            logger.warning("closing feature store %r did not finish in time", self.source)
+
+    @staticmethod
+    def _close_inner(closer: Callable[[], Any]) -> None:
+        try:
+            closer()
+        except Exception as exc:  # closing is best effort
+            logger.warning("closing the feature store failed: %s", _describe(exc))
