@@ -142,9 +142,10 @@ class FeatureMonitor:
     **Should we enrich?** (:meth:`should_enrich`, reason via :meth:`decision`)
 
     1. *Store failing persistently.* With a watched breaker (:meth:`watch`): ``False``
-       while it is ``open``, ``True`` when half-open (so the guard's probe can run) and
-       after it closes. Independently, when at least ``failure_window_min_attempts`` of
-       the last ``availability_window`` fetch attempts are known and fewer than
+       while it is ``open``; ``True`` when half-open (so the guard's probe can run) and
+       after it closes (closing also clears the recent-availability window).
+       Independently, when at least ``failure_window_min_attempts`` of the last
+       ``availability_window`` fetch attempts are known and fewer than
        ``min_availability_pct`` percent succeeded, enrichment is *paused*. While paused,
        one request per ``availability_probe_interval_seconds`` is let through as a
        probe; the first successful fetch attempt (or the watched breaker closing again)
@@ -422,11 +423,15 @@ class FeatureMonitor:
             breaker = getattr(target, "breaker", None)
             if breaker is not None:
                 target = breaker
-            if not hasattr(target, "state"):
+            try:
+                target.state  # noqa: B018 - probing the attribute
+            except AttributeError:
                 raise TypeError(
                     "watch() needs a circuit breaker (with .state) or a client with "
                     f".breaker, got {type(client_or_breaker).__name__}"
-                )
+                ) from None
+            except Exception:  # present but failing now: read again at each decision
+                logger.debug("the watched breaker's state cannot be read now", exc_info=True)
         with self._lock:
             self._watched = target
             self._last_breaker_state = None
@@ -465,6 +470,8 @@ class FeatureMonitor:
                             self._resume("the circuit breaker closed")
                 if state == "open":
                     return Decision(False, DecisionReason.BREAKER_OPEN)
+                if state == "half_open":  # the guard's probe decides, not the window
+                    return Decision(True, DecisionReason.BREAKER_HALF_OPEN)
             if self._availability_paused():
                 now = self._clock()
                 if now >= self._next_probe_at:
@@ -472,8 +479,6 @@ class FeatureMonitor:
                     self._probes += 1
                     return Decision(True, DecisionReason.AVAILABILITY_PROBE)
                 return Decision(False, DecisionReason.STORE_UNAVAILABLE)
-            if state == "half_open":
-                return Decision(True, DecisionReason.BREAKER_HALF_OPEN)
             ts = self._lookup_task(task_type)
             if ts is not None and self._quality_verdict(ts)[0]:
                 if self._rng.random() < self.config.exploration_fraction:
