@@ -1,0 +1,273 @@
+"""Writes the notebooks from the cell sources below (run: python notebooks/build_notebooks.py).
+
+Keeping the cells here makes the notebooks reviewable as code; the .ipynb files are saved
+without outputs and executed by `make test` (nbmake), so they never rot.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+MONITORING = [
+    (
+        "md",
+        """# Monitoring: does enrichment really improve answers?
+
+This notebook runs a simulated evaluation with a **holdout group** (requests that are
+deliberately not enriched), plots quality with and without features per task type, the
+latency distribution and the token budget use, and shows how `should_enrich` reacts to
+an outage and to a task where enrichment does not help.
+
+Everything runs offline. The "judge" below is a deterministic stand-in for an evaluation
+run (an LLM-as-judge, human ratings, or LangSmith/LlamaIndex evaluators); in production
+you would call `monitor.record_quality(result.enrichment_id, score)` with real scores.""",
+    ),
+    (
+        "code",
+        """import json
+import random
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from asahi_features import (
+    EnricherConfig,
+    FeatureEnricher,
+    FeatureMonitor,
+    GuardedClient,
+    LocalFeatureStore,
+    MonitorConfig,
+)
+from asahi_features.errors import FeatureStoreUnavailableError
+from asahi_features.settings import DEFAULT_TASK_FEATURES""",
+    ),
+    (
+        "md",
+        """## A feature store with 300 users
+
+A local JSON store keeps this notebook fast; the LangChain and LlamaIndex notebooks use
+the sample Feast repository. `Switchable` lets us simulate an outage later.""",
+    ),
+    (
+        "code",
+        """rng = random.Random(7)
+from datetime import datetime, timezone
+
+now = datetime.now(timezone.utc).isoformat()
+users = {
+    f"u_{i:04d}": {
+        "updated_at": now,
+        "features": {
+            "purchase_history": rng.sample(["shoes", "jacket", "belt", "sneakers", "hat", "scarf"], 3),
+            "browsing": rng.choice(["athletic wear", "outdoor gear", "formal wear"]),
+            "preferences": rng.choice(["casual athletic", "classic", "minimalist"]),
+            "budget_level": rng.choice(["budget-conscious", "medium", "premium"]),
+            "demographics": "25-34, urban",
+            "tier": rng.choice(["free", "silver", "gold"]),
+            "recent_tickets": ["T-1: late delivery"],
+            "product_owned": ["Asahi Pro"],
+            "preferred_language": "en",
+        },
+    }
+    for i in range(1, 301)
+}
+data_path = Path(tempfile.mkdtemp()) / "features.json"
+LocalFeatureStore.write(data_path, {"user": users})
+
+
+class Switchable:
+    \"\"\"Wraps a backend; `down = True` simulates an outage.\"\"\"
+
+    def __init__(self, inner):
+        self.inner, self.down = inner, False
+
+    def get_features(self, entity_id, entity_type, feature_names):
+        if self.down:
+            raise FeatureStoreUnavailableError("simulated outage")
+        return self.inner.get_features(entity_id, entity_type, feature_names)
+
+    def get_batch_features(self, entity_ids, entity_type, feature_names):
+        if self.down:
+            raise FeatureStoreUnavailableError("simulated outage")
+        return self.inner.get_batch_features(entity_ids, entity_type, feature_names)
+
+    def health_check(self):
+        return not self.down
+
+
+backend = Switchable(LocalFeatureStore(data_path))
+client = GuardedClient(backend, timeout_ms=200, breaker_failure_threshold=5, breaker_reset_seconds=0.5)""",
+    ),
+    (
+        "md",
+        """## The monitor, with a 25% holdout
+
+`holdout_fraction` puts a reproducible share of users (by a hash of the user id) in the
+control group for each task, so every user gets a consistent experience and the
+"without features" group is a fair comparison (requests that fell back because the store
+was down are not). Tasks must be enabled in the enricher to be enriched at all.""",
+    ),
+    (
+        "code",
+        """tasks = ["product_recommendation", "customer_support", "faq"]
+monitor = FeatureMonitor(
+    MonitorConfig(holdout_fraction={"*": 0.25}, min_samples=30, min_quality_gain=0.05, exploration_fraction=0.1)
+)
+monitor.watch(client)  # should_enrich follows the guard's circuit breaker
+enricher = FeatureEnricher(client, EnricherConfig(enabled_task_types=tasks), monitor=monitor)
+
+# a user outside the control group (membership is a stable hash of the user id)
+uid = next(f"u_{i:04d}" for i in range(1, 301) if not monitor.is_held_out("product_recommendation", f"u_{i:04d}"))
+result = enricher.enrich("Recommend a product for this customer.", user_id=uid, task_type="product_recommendation")
+print(result.enriched_prompt)
+print(result.reason.value, result.feature_tokens_added, "tokens")""",
+    ),
+    (
+        "md",
+        """## A simulated evaluation run
+
+The judge scores an answer higher when the prompt carried the customer's context, for
+the two tasks where context matters. For `faq` the context does not help (an FAQ answer
+is the same for everybody), so the judge gives the same score either way.""",
+    ),
+    (
+        "code",
+        """judge = random.Random(11)
+HELPS = {"product_recommendation": 0.25, "customer_support": 0.15, "faq": 0.0}
+
+
+def judge_score(task, result):
+    base = 0.6 + judge.gauss(0, 0.05)
+    return max(0.0, min(1.0, base + (HELPS[task] if result.features_available else 0.0)))
+
+
+results = []
+for i in range(900):
+    task = tasks[i % 3]
+    uid = f"u_{judge.randint(1, 300):04d}"
+    res = enricher.enrich("Help this customer.", user_id=uid, task_type=task)
+    monitor.record_quality(res.enrichment_id, judge_score(task, res))
+    results.append(res)
+
+stats = monitor.get_stats()
+print(json.dumps({k: stats[k] for k in [
+    "total_enrichments", "successful_enrichments", "held_out_enrichments",
+    "quality_with_features", "quality_without_features", "feature_store_availability_pct",
+]}, indent=2))
+for task in tasks:
+    t = stats["task_types"][task]
+    print(f"{task:24s} delta={t['quality_delta']:+.3f} samples={t['quality_delta_samples']} "
+          f"disabled_for_quality={t['disabled_for_quality']}")""",
+    ),
+    (
+        "code",
+        """fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+width = 0.38
+xs = range(len(tasks))
+with_q = [stats["task_types"][t]["quality"]["with_features"]["mean"] for t in tasks]
+held_q = [stats["task_types"][t]["quality"]["held_out"]["mean"] for t in tasks]
+axes[0].bar([x - width / 2 for x in xs], with_q, width, label="with features")
+axes[0].bar([x + width / 2 for x in xs], held_q, width, label="held out")
+axes[0].set_xticks(list(xs), tasks, rotation=15)
+axes[0].set_ylim(0, 1)
+axes[0].set_title("Quality by task type")
+axes[0].legend()
+axes[1].hist([r.enrichment_latency_ms for r in results], bins=40)
+axes[1].set_title("Enrichment latency (ms)")
+axes[2].hist([r.feature_tokens_added for r in results if r.features_available], bins=20)
+axes[2].axvline(enricher.config.max_feature_tokens, color="red", linestyle="--", label="budget")
+axes[2].set_title("Tokens added per enriched prompt")
+axes[2].legend()
+fig.tight_layout()
+fig.savefig(Path(tempfile.gettempdir()) / "asahi_monitoring.png")
+print("p50/p95/p99 latency (ms):", stats["latency_ms"])""",
+    ),
+    (
+        "md",
+        """## `should_enrich` where enrichment does not help
+
+With enough samples in both groups, a one-sided Welch t-test decides whether the
+enriched group beats the held-out group by `min_quality_gain` (here 0.05: enrichment
+must be worth at least five points of quality to pay for its tokens). For `faq` it does not, so
+the monitor stops paying for enrichment there, while a small exploration share keeps
+collecting evidence in case that changes.""",
+    ),
+    (
+        "code",
+        """for task in tasks:
+    print(task, monitor.decision(task))
+assert monitor.decision("product_recommendation").enrich
+assert monitor.decision("faq").reason in ("quality_no_gain", "exploration")""",
+    ),
+    (
+        "md",
+        """## An outage, and the recovery
+
+When the store goes down, the guard falls back (every request is still answered, just
+without context), its circuit breaker opens after 5 consecutive failures, and the
+monitor pauses enrichment. After the cool-down the breaker lets one probe through; once
+the store is back, enrichment resumes by itself.""",
+    ),
+    (
+        "code",
+        """import time
+
+backend.down = True
+outcomes = [enricher.enrich("Help.", user_id="u_0002", task_type="customer_support").reason.value for _ in range(10)]
+print("during the outage:", outcomes)
+print("breaker:", client.breaker.state.value, "| should_enrich:", monitor.decision("customer_support"))
+
+backend.down = False
+time.sleep(0.6)  # the breaker's cool-down (breaker_reset_seconds=0.5)
+after = [enricher.enrich("Help.", user_id="u_0002", task_type="customer_support").reason.value for _ in range(3)]
+print("after recovery:", after)
+print("breaker:", client.breaker.state.value, "| should_enrich:", monitor.decision("customer_support"))
+assert after[-1] in ("enriched", "held_out")
+stats = monitor.get_stats()
+print("availability overall: %.1f%%, recent: %.1f%%" % (
+    stats["feature_store_availability_pct"], stats["feature_store_availability_pct_recent"]))""",
+    ),
+    (
+        "md",
+        """## Export
+
+`monitor.snapshot()` is JSON-serialisable, `monitor.save()` / `FeatureMonitor.load()`
+persist the quality history across restarts, and `monitor.register_prometheus()` exposes
+the counters to a Prometheus scrape.""",
+    ),
+    (
+        "code",
+        """from prometheus_client import CollectorRegistry, generate_latest
+
+registry = CollectorRegistry()
+monitor.register_prometheus(registry)
+print("\\n".join(line for line in generate_latest(registry).decode().splitlines() if line.startswith("asahi_features_enrichments_total"))[:800])
+snapshot_path = monitor.save(Path(tempfile.mkdtemp()) / "monitor.json")
+print("saved to", snapshot_path, "-", len(json.dumps(monitor.snapshot())), "bytes")""",
+    ),
+]
+
+
+def build(name: str, cells: list[tuple[str, str]]) -> None:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
+    nbformat.write(nb, HERE / name)
+
+
+NOTEBOOKS = {"03_monitoring.ipynb": MONITORING}
+
+if __name__ == "__main__":
+    for filename, cells in NOTEBOOKS.items():
+        build(filename, cells)
+        print("wrote", filename)
