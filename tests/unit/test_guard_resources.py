@@ -1,0 +1,138 @@
+"""Bounded threads under a hung backend, reuse of stuck workers, prompt interpreter exit."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from asahi_features.models import FeatureStatus
+from asahi_features.stores.guarded import GuardedClient
+from tests.faults import FaultyBackend
+
+NAMES = ["tier"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(check: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> None:
+    backend = FaultyBackend("hang")
+    guard = GuardedClient(backend, timeout_ms=50, max_workers=4, breaker_failure_threshold=10**9)
+    callers, per_caller = 16, 200
+    baseline = threading.active_count()
+    peak = [0]
+    statuses: list[FeatureStatus] = []
+    lock = threading.Lock()
+    start = threading.Barrier(callers)
+
+    def caller(index: int) -> None:
+        start.wait()
+        for i in range(per_caller):
+            if i % 2:
+                got = [guard.get_features(f"u{index}", "user", NAMES)]
+            else:
+                got = guard.get_batch_features([f"u{index}", "x"], "user", NAMES)
+            with lock:
+                statuses.extend(v.status for v in got)
+                peak[0] = max(peak[0], threading.active_count())
+
+    try:
+        threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads)
+        assert set(statuses) == {FeatureStatus.UNAVAILABLE}
+        assert peak[0] <= baseline + callers + 4
+        assert backend.max_in_flight <= 4
+        stats = guard.stats()
+        assert stats["calls"] == callers * per_caller
+        assert stats["workers"] <= 4 and stats["busy_workers"] == 4
+        assert stats["rejected_saturated"] >= callers * per_caller - 4
+    finally:
+        backend.release()
+    # Stuck workers come back when their call returns, and are reused.
+    assert wait_until(lambda: guard.stats()["busy_workers"] == 0)
+    backend.set_mode("ok")
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    assert guard.stats()["workers"] <= 4
+    guard.close()
+    assert wait_until(lambda: threading.active_count() <= baseline)
+
+
+async def test_many_async_callers_keep_threads_bounded() -> None:
+    backend = FaultyBackend("hang")
+    guard = GuardedClient(backend, timeout_ms=50, max_workers=3, breaker_failure_threshold=10**9)
+    baseline = threading.active_count()
+    try:
+        for _ in range(5):
+            vectors = await asyncio.gather(
+                *(guard.aget_features(f"u{i}", "user", NAMES) for i in range(200))
+            )
+            assert {v.status for v in vectors} == {FeatureStatus.UNAVAILABLE}
+            assert threading.active_count() <= baseline + 3
+        assert backend.max_in_flight <= 3
+    finally:
+        backend.release()
+    assert wait_until(lambda: guard.stats()["busy_workers"] == 0)
+    guard.close()
+
+
+def test_stuck_workers_are_reused_not_replaced() -> None:
+    backend = FaultyBackend("hang")
+    guard = GuardedClient(backend, timeout_ms=50, max_workers=2, breaker_failure_threshold=10**9)
+    try:
+        guard.get_features("u1", "user", NAMES)
+        guard.get_features("u2", "user", NAMES)
+        vector = guard.get_features("u3", "user", NAMES)
+        assert vector.error == "all 2 guard workers are busy (backend slow or hung)"
+        assert backend.calls == 2
+    finally:
+        backend.release()
+    assert wait_until(lambda: guard.stats()["busy_workers"] == 0)
+    backend.set_mode("ok")
+    names_before = {t.name for t in threading.enumerate() if t.name.startswith("asahi-guard")}
+    for i in range(10):
+        assert guard.get_features(f"u{i}", "user", NAMES).status is FeatureStatus.FOUND
+    names_after = {t.name for t in threading.enumerate() if t.name.startswith("asahi-guard")}
+    assert names_after <= names_before and guard.stats()["workers"] == 2
+    assert all(t.daemon for t in threading.enumerate() if t.name.startswith("asahi-guard"))
+    guard.close()
+
+
+def test_interpreter_with_a_forever_hung_backend_exits_promptly() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        sys.path.insert(0, {root!r})
+        from asahi_features.stores.guarded import GuardedClient
+        from tests.faults import FaultyBackend
+
+        guard = GuardedClient(FaultyBackend("hang"), timeout_ms=50, max_workers=4)
+        print(guard.get_features("u1", "user", ["tier"]).status.value)
+        print(guard.get_batch_features(["a"], "user", ["tier"])[0].status.value)
+        print(asyncio.run(guard.aget_features("u1", "user", ["tier"])).status.value)
+        print("busy", guard.stats()["busy_workers"])
+        """
+    ).format(root=str(ROOT))
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["unavailable"] * 3 + ["busy", "3"]
+    assert elapsed < 30
