@@ -24,15 +24,21 @@ BLOCK_SEPARATOR = "\n\n"
 PROMPT_SEPARATOR = "\n\n"
 
 
-@dataclass(frozen=True)
 class Line:
-    """One ``- Label: value`` line of a block."""
+    """One ``- Label: value`` line of a block.
 
-    name: str
-    """What the line shows (a feature name, or ``context.<key>``)."""
-    prefix: str
-    """``- Label: ``."""
-    value: RenderedValue
+    Args:
+        name: what the line shows (a feature name, or ``context.<key>``).
+        prefix: ``- Label: ``.
+        value: the rendered value.
+    """
+
+    __slots__ = ("name", "prefix", "value")
+
+    def __init__(self, name: str, prefix: str, value: RenderedValue) -> None:
+        self.name = name
+        self.prefix = prefix
+        self.value = value
 
     @property
     def text(self) -> str:

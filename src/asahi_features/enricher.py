@@ -22,14 +22,15 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
     Any,
     Callable,
     Dict,
     List,
+    NamedTuple,
     Optional,
     Protocol,
     Sequence,
@@ -46,6 +47,7 @@ from .models import (
     EnrichmentResult,
     FeatureStatus,
     FeatureVector,
+    utc_now,
 )
 from .rendering import RenderedValue, format_value, humanize, sanitize
 from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
@@ -131,18 +133,49 @@ class _PolicyMatcher:
         return decision
 
 
-@dataclass
+class _Request(NamedTuple):
+    prompt: str
+    user_id: Optional[str]
+    organization_id: Optional[str]
+    task_type: str
+    context: Optional[Dict[str, Any]]
+
+    @classmethod
+    def of(cls, request: Union[EnrichmentRequest, Mapping[str, Any]]) -> _Request:
+        if isinstance(request, Mapping):
+            request = EnrichmentRequest(**request)
+        return cls(
+            request.prompt,
+            request.user_id,
+            request.organization_id,
+            request.task_type,
+            request.context,
+        )
+
+
 class _Plan:
     """One request between the decision to fetch and the rendering."""
 
-    request: EnrichmentRequest
-    started: float
-    mapping: Dict[str, List[str]] = field(default_factory=dict)
-    identities: Dict[str, str] = field(default_factory=dict)
-    missing_entities: List[str] = field(default_factory=list)
-    done: Optional[EnrichmentResult] = None
-    vectors: Dict[str, FeatureVector] = field(default_factory=dict)
-    failed: bool = False
+    __slots__ = (
+        "done",
+        "failed",
+        "identities",
+        "mapping",
+        "missing_entities",
+        "request",
+        "started",
+        "vectors",
+    )
+
+    def __init__(self, request: _Request, started: float) -> None:
+        self.request = request
+        self.started = started
+        self.mapping: Dict[str, List[str]] = {}
+        self.identities: Dict[str, str] = {}
+        self.missing_entities: List[str] = []
+        self.done: Optional[EnrichmentResult] = None
+        self.vectors: Dict[str, FeatureVector] = {}
+        self.failed = False
 
 
 class FeatureEnricher:
@@ -195,7 +228,8 @@ class FeatureEnricher:
         self._prefixes: Dict[str, str] = {}
         self._headers: Dict[str, str] = {}
         self._enabled = frozenset(self.config.enabled_task_types)
-        redaction = sanitize(self.config.policy.redaction_text.replace("\n", " ")) or "redacted"
+        redaction = sanitize(self.config.policy.redaction_text, keep_brackets=True)
+        redaction = redaction or "[redacted]"
         self._redacted = RenderedValue((redaction,), " ", "")
 
     def __repr__(self) -> str:
@@ -231,13 +265,7 @@ class FeatureEnricher:
         Raises:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
-        request = EnrichmentRequest.model_construct(
-            prompt=prompt,
-            user_id=user_id,
-            organization_id=organization_id,
-            task_type=task_type,
-            context=context,
-        )
+        request = _Request(prompt, user_id, organization_id, task_type, context)
         plan = self._plan(request, self._clock())
         if plan.done is None:
             for entity_type, entity_id in plan.identities.items():
@@ -254,13 +282,7 @@ class FeatureEnricher:
     ) -> EnrichmentResult:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
-        request = EnrichmentRequest.model_construct(
-            prompt=prompt,
-            user_id=user_id,
-            organization_id=organization_id,
-            task_type=task_type,
-            context=context,
-        )
+        request = _Request(prompt, user_id, organization_id, task_type, context)
         plan = self._plan(request, self._clock())
         if plan.done is None:
             items = list(plan.identities.items())
@@ -279,7 +301,7 @@ class FeatureEnricher:
         latency of each is the time of the whole batch up to its completion.
         """
         started = self._clock()
-        plans = [self._plan(r, started) for r in requests]
+        plans = [self._plan(_Request.of(r), started) for r in requests]
         for (entity_type, names), ids in self._groups(plans).items():
             try:
                 vectors = self.client.get_batch_features(ids, entity_type, list(names))
@@ -292,7 +314,7 @@ class FeatureEnricher:
     async def aenrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
         """Async :meth:`enrich_batch` (the groups are fetched concurrently)."""
         started = self._clock()
-        plans = [self._plan(r, started) for r in requests]
+        plans = [self._plan(_Request.of(r), started) for r in requests]
         groups = list(self._groups(plans).items())
 
         async def fetch(entity_type: str, names: Tuple[str, ...], ids: List[str]) -> Any:
@@ -309,7 +331,7 @@ class FeatureEnricher:
 
     # -- planning --------------------------------------------------------------------
 
-    def _plan(self, request: EnrichmentRequest, started: float) -> _Plan:
+    def _plan(self, request: _Request, started: float) -> _Plan:
         plan = _Plan(request=request, started=started)
         task = request.task_type
         if task not in self._enabled:
@@ -603,6 +625,9 @@ class FeatureEnricher:
             store_attempted=True,
             store_failed=failed,
             max_freshness_seconds=max((ages[n] for n in used if n in ages), default=0.0),
+            held_out=False,
+            enrichment_id=uuid.uuid4().hex,
+            created_at=utc_now(),
         )
 
     def _empty(
@@ -620,6 +645,16 @@ class FeatureEnricher:
             reason=reason,
             held_out=held_out,
             missing_entities=list(plan.missing_entities),
+            feature_context="",
+            entity_status={},
+            dropped_stale=[],
+            dropped_budget=[],
+            dropped_policy=[],
+            store_attempted=False,
+            store_failed=False,
+            max_freshness_seconds=0.0,
+            enrichment_id=uuid.uuid4().hex,
+            created_at=utc_now(),
         )
 
 
@@ -631,10 +666,11 @@ def build_enricher(
     """An enricher over the guarded client described by a configuration.
 
     Args:
-        config: a configuration file path or a loaded :class:`~asahi_features.settings.AsahiConfig`.
+        config: a configuration file path or a loaded
+            :class:`~asahi_features.settings.AsahiConfig`.
         monitor: ``True`` builds a :class:`~asahi_features.monitor.FeatureMonitor` from the
-            ``monitor:`` section; an object implementing :class:`EnrichmentGate` is used as
-            is; ``None`` / ``False``: no monitor.
+            ``monitor:`` section, watching the guard's circuit breaker; an object
+            implementing :class:`EnrichmentGate` is used as is; ``None`` / ``False``: none.
 
     Raises:
         ConfigError: the file or a key is invalid, or the backend is not available.
@@ -654,7 +690,9 @@ def build_enricher(
     if monitor is True:
         from .monitor import FeatureMonitor
 
-        gate = FeatureMonitor(config.monitor)
+        # The monitor follows the guard's circuit breaker, so should_enrich agrees with it.
+        watched = client if getattr(client, "breaker", None) is not None else None
+        gate = FeatureMonitor(config.monitor, breaker=watched)
     elif monitor is None or monitor is False:
         gate = None
     else:
