@@ -1,0 +1,457 @@
+"""HttpFeatureStore: a client of Feast's feature server (``feast serve``) over HTTP.
+
+Many application servers can share one feature-serving tier in front of Redis: each
+reads through ``POST /get-online-features`` with a pooled httpx client (sync and async).
+A batch is one POST. Entity ids travel only inside the JSON body, never in a URL.
+
+Wire format (feast 0.6x): the request is ``{"entities": {join_key: [ids]}, "features":
+["view:feature", ...], "full_feature_names": true}``; the answer is column-major,
+``{"metadata": {"feature_names": ["user_id", "view__feature", ...]}, "results": [{"values":
+[...one per entity], "statuses": [...], "event_timestamps": [...]}, ...]}`` with columns
+in no guaranteed order (they are matched by name). The server names no endpoint that
+lists feature views, so plain feature names need ``feature_views`` in the configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import (
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreDataError,
+    FeatureStoreTimeoutError,
+    FeatureStoreUnavailableError,
+)
+from ..models import FeatureVector, utc_now
+from .base import BaseFeatureStore
+from .naming import FeatureNameResolver
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..settings import FeatureStoreSettings
+
+__all__ = ["HttpFeatureStore", "parse_timestamp", "transport_error"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# feast serve answers a bad feature name, a name without a view or a wrong join key with
+# HTTP 500 and one of these messages; they are request mistakes, not an outage
+_CONFIG_MESSAGES = re.compile(
+    r"not found in projection|Invalid feature reference|Missing join key values|"
+    r"does not exist in project|FeatureViewNotFound|FeatureServiceNotFound|"
+    r"EntityNotFound|Unknown feature",
+    re.IGNORECASE,
+)
+
+
+def parse_timestamp(value: str) -> Optional[datetime]:
+    """An aware UTC datetime from an ISO-8601 string (``Z`` or offset); None if unparsable."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        match = re.match(r"^(.*T\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?([+-]\d\d:\d\d)?$", text)
+        if not match:
+            return None
+        base, frac, offset = match.groups()
+        try:
+            ts = datetime.fromisoformat(f"{base}.{(frac or '0')[:6].ljust(6, '0')}{offset or ''}")
+        except ValueError:
+            return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Exception:
+    """The library error for an httpx transport failure (timeouts and connection errors)."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return FeatureStoreTimeoutError(
+            f"{where} did not answer within {timeout_ms:g} ms ({type(exc).__name__})"
+        )
+    return FeatureStoreUnavailableError(f"{where} is unreachable: {type(exc).__name__}: {exc}")
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A reused connection the server closed (worker recycled): safe to retry a read once."""
+    import httpx
+
+    return isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
+
+
+def _error_text(response: httpx.Response) -> str:
+    """The message of a feast serve error body (a JSON string, often wrapping JSON)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        text = " ".join(response.text.split())
+        return f"non-JSON body ({response.headers.get('content-type', '?')}): {text[:200]}"
+    if isinstance(body, str):
+        try:
+            inner = json.loads(body)
+        except ValueError:
+            return body.strip("'\"")[:500]
+        body = inner
+    if isinstance(body, dict):
+        if "message" in body:
+            kind = f"{body['class']}: " if "class" in body else ""
+            return f"{kind}{body['message']}"[:500]
+        if "detail" in body:
+            return json.dumps(body["detail"])[:500]
+    return str(body)[:500]
+
+
+class HttpFeatureStore(BaseFeatureStore):
+    """Feast feature server (``feast serve``) over HTTP, provider ``http``.
+
+    Args:
+        url: base URL of the feature server, e.g. ``http://features.internal:6566``.
+        project: the Feast project the server serves (for messages).
+        entity_join_keys: entity type -> join key (default ``<entity_type>_id``).
+        feature_views: entity type -> feature references (``view:feature``) it serves.
+            With it, plain names (``tier``) are accepted and unknown names are rejected
+            before any request; without it, only full references work.
+        headers: extra HTTP headers (e.g. an auth token). Never logged or shown.
+        timeout_ms: timeout of every HTTP request.
+        max_connections: size of the connection pool.
+        clock: returns "now" as an aware datetime (tests pass a controllable clock).
+
+    Raises:
+        FeatureConfigError: unknown or ambiguous feature names, an unknown feature view,
+            or a join key the server does not know.
+        ConfigError: the server rejected the credentials (401/403) or the request (422).
+        FeatureStoreUnavailableError: connection failures, 429/5xx outages.
+        FeatureStoreTimeoutError: no answer within ``timeout_ms``.
+        FeatureStoreDataError: an answer that is not the expected JSON.
+
+    Example:
+        >>> store = HttpFeatureStore("http://127.0.0.1:6566",
+        ...                          feature_views={"user": ["user_profile:tier"]})
+        >>> store.get_features("u_1001", "user", ["tier"]).features
+        {'tier': 'gold'}
+    """
+
+    source = "feast_http"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        project: str = "asahi",
+        entity_join_keys: Optional[Mapping[str, str]] = None,
+        feature_views: Optional[Mapping[str, Sequence[str]]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        timeout_ms: float = 200,
+        max_connections: int = 32,
+        clock: Optional[Clock] = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"feature_store.http.url must be an http(s) URL such as "
+                f"http://features.internal:6566; got {url!r}",
+                key_path="feature_store.http.url",
+            )
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.project = project
+        self.entity_join_keys = dict(entity_join_keys or {})
+        self.feature_views = {k: list(v) for k, v in (feature_views or {}).items()}
+        self.timeout_ms = timeout_ms
+        self.max_connections = max_connections
+        self._clock: Clock = clock or utc_now
+        self._features_url = f"{self.url}/get-online-features"
+        self._health_url = f"{self.url}/health"
+        self._headers = {"Content-Type": "application/json", **dict(headers or {})}
+        self._timeout = httpx.Timeout(timeout_ms / 1000.0)
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._client = httpx.Client(
+            timeout=self._timeout, limits=self._limits, headers=self._headers
+        )
+        self._async: Dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._resolvers: Dict[str, FeatureNameResolver] = {}
+        for entity_type, refs in self.feature_views.items():
+            views: Dict[str, List[str]] = {}
+            for ref in refs:
+                view, sep, feature = ref.partition(":")
+                if not sep or not view or not feature:
+                    raise ConfigError(
+                        f"feature_store.http.feature_views.{entity_type}: {ref!r} is not a "
+                        f"feature reference 'view:feature'",
+                        key_path=f"feature_store.http.feature_views.{entity_type}",
+                    )
+                views.setdefault(view, []).append(feature)
+            self._resolvers[entity_type] = FeatureNameResolver(entity_type, views, ":")
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: FeatureStoreSettings) -> HttpFeatureStore:
+        """Build from ``feature_store.http``; header values come from the named env vars."""
+        section = settings.http
+        assert section is not None
+        headers: Dict[str, str] = {}
+        for header, env in section.headers_env.items():
+            value = os.environ.get(env)
+            if value is None:
+                raise ConfigError(
+                    f"environment variable {env!r} for HTTP header {header!r} is not set",
+                    key_path=f"feature_store.http.headers_env.{header}",
+                )
+            headers[header] = value
+        return cls(
+            section.url,
+            project=section.project,
+            entity_join_keys=section.entity_join_keys,
+            feature_views=section.feature_views,
+            headers=headers,
+            timeout_ms=settings.timeout_ms,
+            max_connections=section.max_connections,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpFeatureStore(url={self.url!r}, project={self.project!r})"
+
+    # -- request building ----------------------------------------------------------------
+
+    def _resolve(self, entity_type: str, feature_names: List[str]) -> List[Tuple[str, str]]:
+        resolver = self._resolvers.get(entity_type)
+        if resolver is not None:
+            return resolver.resolve(feature_names)
+        plain = [n for n in feature_names if ":" not in n]
+        if plain:
+            raise FeatureConfigError(
+                f"feature(s) {', '.join(map(repr, plain))} of entity type {entity_type!r} "
+                f"need full references 'view:feature' (or list the type's features in "
+                f"feature_store.http.feature_views)",
+                [ref for refs in self.feature_views.values() for ref in refs],
+                kind="configured references",
+            )
+        return [(n, n) for n in feature_names]
+
+    def _body(
+        self, entity_ids: List[str], entity_type: str, resolved: List[Tuple[str, str]]
+    ) -> Dict[str, Any]:
+        join_key = self.entity_join_keys.get(entity_type, f"{entity_type}_id")
+        refs = list(dict.fromkeys(ref for _, ref in resolved))
+        return {"entities": {join_key: entity_ids}, "features": refs, "full_feature_names": True}
+
+    # -- response handling ---------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"feature server {self.url}"
+
+    def _status_error(self, response: httpx.Response, entity_type: str) -> Exception:
+        status = response.status_code
+        text = f"{self._where()} returned HTTP {status}: {_error_text(response)}"
+        if status in (401, 403):
+            return ConfigError(
+                f"{text} (check the credentials in feature_store.http.headers_env)",
+                key_path="feature_store.http.headers_env",
+            )
+        if status in (400, 404) or (status == 500 and _CONFIG_MESSAGES.search(text)):
+            resolver = self._resolvers.get(entity_type)
+            return FeatureConfigError(text, resolver.available if resolver else ())
+        if status == 422:
+            return ConfigError(f"{text} (the server rejected the request body)")
+        if status == 504:
+            return FeatureStoreTimeoutError(text)
+        return FeatureStoreUnavailableError(text)
+
+    def _parse(
+        self,
+        response: httpx.Response,
+        entity_ids: List[str],
+        entity_type: str,
+        resolved: List[Tuple[str, str]],
+    ) -> List[FeatureVector]:
+        if response.status_code != 200:
+            raise self._status_error(response, entity_type)
+        now = self._clock()
+        try:
+            body = response.json()
+            names = body["metadata"]["feature_names"]
+            results = body["results"]
+            columns = {name: results[i] for i, name in enumerate(names)}
+            picked = [
+                (requested, columns[ref.replace(":", "__", 1)]) for requested, ref in resolved
+            ]
+            vectors = [
+                self._vector(i, eid, entity_type, picked, now) for i, eid in enumerate(entity_ids)
+            ]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise FeatureStoreDataError(
+                f"{self._where()} answered with an unexpected body: {type(exc).__name__}: {exc}"
+            ) from None
+        return vectors
+
+    def _vector(
+        self,
+        i: int,
+        entity_id: str,
+        entity_type: str,
+        picked: List[Tuple[str, Dict[str, Any]]],
+        now: datetime,
+    ) -> FeatureVector:
+        features: Dict[str, Any] = {}
+        ages: Dict[str, float] = {}
+        for requested, column in picked:
+            value = column["values"][i]
+            if value is None or column["statuses"][i] == "NOT_FOUND":
+                continue
+            features[requested] = value
+            stamps = column.get("event_timestamps")
+            ts = parse_timestamp(stamps[i]) if stamps else None
+            ages[requested] = (
+                max(0.0, (now - ts).total_seconds()) if ts is not None and ts > _EPOCH else 0.0
+            )
+        if not features and picked:
+            logger.info("entity %s/%s not found on %s", entity_type, entity_id, self._where())
+        return FeatureVector.from_ages(
+            entity_id, entity_type, self.source, features, ages, retrieved_at=now
+        )
+
+    # -- sync reads ----------------------------------------------------------------------
+
+    def _post(self, body: Dict[str, Any]) -> httpx.Response:
+        if self._closed:
+            raise FeatureStoreUnavailableError("HttpFeatureStore is closed")
+        try:
+            try:
+                return self._client.post(self._features_url, json=body)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
+                return self._client.post(self._features_url, json=body)
+        except Exception as exc:
+            raise transport_error(exc, self._where(), self.timeout_ms) from None
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Features of one entity; an empty vector when the server has no row for it."""
+        return self.get_batch_features([entity_id], entity_type, feature_names)[0]
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """One POST for all ids; one vector per id, in input order."""
+        resolved = self._resolve(entity_type, feature_names)
+        if not entity_ids:
+            return []
+        ids = [str(e) for e in entity_ids]
+        if not resolved:
+            now = self._clock()
+            return [FeatureVector.empty(e, entity_type, self.source, retrieved_at=now) for e in ids]
+        response = self._post(self._body(ids, entity_type, resolved))
+        return self._parse(response, ids, entity_type, resolved)
+
+    def health_check(self) -> bool:
+        """``GET /health`` answers 200."""
+        if self._closed:
+            return False
+        try:
+            return self._client.get(self._health_url).status_code == 200
+        except Exception as exc:
+            logger.warning("health check of %s failed: %s", self._where(), type(exc).__name__)
+            return False
+
+    # -- async reads ---------------------------------------------------------------------
+
+    def _aclient(self) -> httpx.AsyncClient:
+        if self._closed:
+            raise FeatureStoreUnavailableError("HttpFeatureStore is closed")
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            for old in [lp for lp in self._async if lp.is_closed()]:
+                del self._async[old]
+            client = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, headers=self._headers
+            )
+            self._async[loop] = client
+        return client
+
+    async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+        client = self._aclient()
+        try:
+            try:
+                return await client.post(self._features_url, json=body)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
+                return await client.post(self._features_url, json=body)
+        except Exception as exc:
+            raise transport_error(exc, self._where(), self.timeout_ms) from None
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Native async :meth:`get_features`."""
+        return (await self.aget_batch_features([entity_id], entity_type, feature_names))[0]
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """Native async :meth:`get_batch_features` (one POST)."""
+        resolved = self._resolve(entity_type, feature_names)
+        if not entity_ids:
+            return []
+        ids = [str(e) for e in entity_ids]
+        if not resolved:
+            now = self._clock()
+            return [FeatureVector.empty(e, entity_type, self.source, retrieved_at=now) for e in ids]
+        response = await self._apost(self._body(ids, entity_type, resolved))
+        return self._parse(response, ids, entity_type, resolved)
+
+    def list_features(self, entity_type: Optional[str] = None) -> Dict[str, List[str]]:
+        """Plain feature names per entity type, from ``feature_views``."""
+        if entity_type is not None:
+            resolver = self._resolvers.get(entity_type)
+            if resolver is None:
+                raise FeatureConfigError(
+                    f"entity type {entity_type!r} has no feature_views configured",
+                    self._resolvers.keys(),
+                    kind="entity types",
+                )
+            return {entity_type: resolver.plain_names}
+        return {etype: r.plain_names for etype, r in self._resolvers.items()}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pooled connections (async pools of other loops are dropped)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._client.close()
+        self._async.clear()
+
+    async def aclose(self) -> None:
+        """Close the async pool of the running loop, then the rest."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+        self.close()
