@@ -1,0 +1,820 @@
+"""LangChain integration: an enrichment ``Runnable`` and a monitor callback handler.
+
+Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langsmith``).
+
+* :class:`FeatureEnrichmentRunnable` puts a :class:`~asahi_features.enricher.FeatureEnricher`
+  into any chain: ``runnable | llm`` or ``runnable | ChatPromptTemplate | llm``.
+  ``batch`` / ``abatch`` of N inputs cost one backend batch fetch per entity type while
+  every input keeps its own callback run.
+* :class:`FeatureMonitorCallbackHandler` (a ``BaseTracer``) records every enrichment of a
+  chain in a :class:`~asahi_features.monitor.FeatureMonitor` and ties it to the chain's
+  root run, so that a quality score for that run lands on the enrichment. It can run
+  evaluators on every finished root run.
+* :func:`evaluate_runs`, :func:`record_langsmith_results` and :func:`evaluate_offline`
+  score finished runs with LangSmith ``RunEvaluator`` objects or plain functions and
+  record the scores, without any network access or LangSmith account.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Optional, Union
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.utils import ConfigurableFieldSpec
+from langchain_core.tracers.base import BaseTracer
+from pydantic import ConfigDict
+
+from .models import EnrichmentRequest, EnrichmentResult
+
+if TYPE_CHECKING:
+    from langchain_core.tracers.schemas import Run
+
+__all__ = [
+    "ENRICHMENT_KEY",
+    "EnrichedPrompt",
+    "Evaluator",
+    "FeatureEnrichmentRunnable",
+    "FeatureMonitorCallbackHandler",
+    "RunQuality",
+    "evaluate_offline",
+    "evaluate_runs",
+    "find_enrichments",
+    "offline_langsmith_client",
+    "record_langsmith_results",
+]
+
+logger = logging.getLogger(__name__)
+
+ENRICHMENT_KEY = "enrichment"
+"""Reserved output key (``output="dict"``) holding the :class:`EnrichmentResult`."""
+
+Evaluator = Union[Any, Callable[..., Any]]
+"""A LangSmith ``RunEvaluator`` (anything with ``evaluate_run(run, example)``) or a plain
+function of ``run`` (and optionally ``example``), or of the LangSmith argument names
+``inputs`` / ``outputs`` / ``reference_outputs`` / ``run`` / ``example``."""
+
+_IDENTITY_KEYS = ("user_id", "organization_id", "task_type")
+
+
+class EnrichedPrompt(str):
+    """The enriched prompt (a ``str``) that also carries its :class:`EnrichmentResult`.
+
+    Returned by :class:`FeatureEnrichmentRunnable` with ``output="prompt"``: it is the
+    prompt string every LLM accepts, and the monitor handler reads ``.enrichment`` from
+    the step's output.
+    """
+
+    enrichment: EnrichmentResult
+
+    def __new__(cls, text: str, enrichment: EnrichmentResult) -> EnrichedPrompt:
+        obj = super().__new__(cls, text)
+        obj.enrichment = enrichment
+        return obj
+
+    def __reduce__(self) -> Any:
+        return (EnrichedPrompt, (str(self), self.enrichment))
+
+
+def _config_specs() -> List[ConfigurableFieldSpec]:
+    return [
+        ConfigurableFieldSpec(
+            id="user_id",
+            annotation=Optional[str],
+            name="User ID",
+            description="Identity for user features (wins over the input's user_id).",
+            default=None,
+            is_shared=True,
+        ),
+        ConfigurableFieldSpec(
+            id="organization_id",
+            annotation=Optional[str],
+            name="Organization ID",
+            description="Identity for organization features (wins over the input).",
+            default=None,
+            is_shared=True,
+        ),
+        ConfigurableFieldSpec(
+            id="task_type",
+            annotation=Optional[str],
+            name="Task type",
+            description="Task type that selects the features (wins over the input).",
+            default=None,
+            is_shared=True,
+        ),
+    ]
+
+
+_CONFIG_SPECS = _config_specs()
+
+
+class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
+    """A LangChain step that enriches the prompt with feature-store context.
+
+    Input: the prompt as a ``str``, or a ``dict`` holding it under ``prompt_key`` with
+    optional ``user_id``, ``organization_id``, ``task_type`` and ``context``. The same
+    identity keys in ``config["configurable"]`` win over the input (servers put the
+    authenticated identity there); they are advertised through :attr:`config_specs`.
+
+    Output: with ``output="prompt"`` (default) the enriched prompt as an
+    :class:`EnrichedPrompt` string, so ``runnable | llm`` works. With ``output="dict"``
+    the input dict plus ``enriched_prompt``, ``feature_context`` (the added block alone,
+    for a ``{feature_context}`` template slot) and ``enrichment`` (the result).
+
+    ``invoke`` / ``ainvoke`` / ``batch`` / ``abatch`` each give every input its own
+    callback run; a batch of N inputs is one ``enrich_batch`` call, i.e. one backend
+    batch fetch per entity type. A store that is down degrades to the original prompt
+    (the enricher's fallback); a malformed input fails only that input
+    (``return_exceptions=True`` returns the error in its place).
+
+    Args:
+        enricher: the :class:`~asahi_features.enricher.FeatureEnricher` to use.
+        monitor: optional :class:`~asahi_features.monitor.FeatureMonitor` to record every
+            result in (skipped when it is the enricher's own monitor, which records).
+        prompt_key: the dict key of the prompt (default ``"prompt"``).
+        output: ``"prompt"`` or ``"dict"``.
+        task_type: the task type when neither the config nor the input gives one.
+
+    Raises:
+        TypeError: (per input) the input is not a str or a dict with a str prompt.
+
+    Example:
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> runnable = FeatureEnrichmentRunnable(enricher)  # doctest: +SKIP
+        >>> chain = runnable | FakeListChatModel(responses=["ok"])  # doctest: +SKIP
+        >>> chain.invoke("Recommend a product",  # doctest: +SKIP
+        ...              config={"configurable": {"user_id": "u_0001"}})
+    """
+
+    enricher: Any
+    monitor: Any = None
+    prompt_key: str = "prompt"
+    output: Literal["prompt", "dict"] = "prompt"
+    task_type: str = "general"
+    name: Optional[str] = "FeatureEnrichment"
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    def __init__(self, enricher: Any = None, **kwargs: Any) -> None:
+        if enricher is None:
+            raise TypeError("FeatureEnrichmentRunnable needs an enricher (a FeatureEnricher)")
+        super().__init__(enricher=enricher, **kwargs)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Not serializable: it holds a live enricher and store client."""
+        return False
+
+    @property
+    def config_specs(self) -> List[ConfigurableFieldSpec]:
+        """``user_id``, ``organization_id`` and ``task_type`` in ``configurable``."""
+        return list(_CONFIG_SPECS)
+
+    @property
+    def OutputType(self) -> Any:
+        """``str`` for ``output="prompt"``, ``dict`` for ``output="dict"``."""
+        return str if self.output == "prompt" else dict
+
+    # -- input and output -------------------------------------------------------------
+
+    def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentRequest:
+        if isinstance(input, str):
+            prompt: Any = input
+            given: Mapping[str, Any] = {}
+        elif isinstance(input, Mapping):
+            prompt = input.get(self.prompt_key)
+            if not isinstance(prompt, str):
+                what = "missing" if prompt is None else f"a {type(prompt).__name__}"
+                raise TypeError(
+                    f"FeatureEnrichmentRunnable: the prompt under key {self.prompt_key!r} is "
+                    f"{what}; expected a str (input keys: {sorted(map(str, input))})"
+                )
+            given = input
+        else:
+            raise TypeError(
+                "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
+                f"under {self.prompt_key!r}, got {type(input).__name__}"
+            )
+        configurable = (config or {}).get("configurable") or {}
+        values: Dict[str, Any] = {}
+        for key in _IDENTITY_KEYS:
+            value = configurable.get(key)
+            if value is None:
+                value = given.get(key)
+            values[key] = None if value is None else str(value)
+        context = given.get("context")
+        if context is not None and not isinstance(context, Mapping):
+            raise TypeError(
+                f"FeatureEnrichmentRunnable: 'context' must be a dict, got {type(context).__name__}"
+            )
+        return EnrichmentRequest.model_construct(
+            prompt=prompt,
+            user_id=values["user_id"],
+            organization_id=values["organization_id"],
+            task_type=values["task_type"] or self.task_type,
+            context=dict(context) if context is not None else None,
+        )
+
+    def _output(self, input: Any, result: EnrichmentResult) -> Any:
+        monitor = self.monitor
+        if monitor is not None and monitor is not getattr(self.enricher, "monitor", None):
+            try:
+                monitor.record_enrichment(result)
+            except Exception:  # a monitor bug must never fail the chain
+                logger.exception("monitor.record_enrichment failed")
+        if self.output == "prompt":
+            return EnrichedPrompt(result.enriched_prompt, result)
+        out: Dict[str, Any] = (
+            dict(input) if isinstance(input, Mapping) else {self.prompt_key: input}
+        )
+        out["enriched_prompt"] = result.enriched_prompt
+        out["feature_context"] = result.feature_context
+        out[ENRICHMENT_KEY] = result
+        return out
+
+    # -- single input ------------------------------------------------------------------
+
+    def _invoke(
+        self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        r = self._request(input, config)
+        result = self.enricher.enrich(
+            r.prompt,
+            user_id=r.user_id,
+            organization_id=r.organization_id,
+            task_type=r.task_type,
+            context=r.context,
+        )
+        return self._output(input, result)
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> Any:
+        r = self._request(input, config)
+        result = await self.enricher.aenrich(
+            r.prompt,
+            user_id=r.user_id,
+            organization_id=r.organization_id,
+            task_type=r.task_type,
+            context=r.context,
+        )
+        return self._output(input, result)
+
+    def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
+        """Enrich one input (one callback run). See the class docs for input and output."""
+        return self._call_with_config(self._invoke, input, config)
+
+    async def ainvoke(
+        self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any
+    ) -> Any:
+        """Async :meth:`invoke`."""
+        return await self._acall_with_config(self._ainvoke, input, config)
+
+    # -- batches -----------------------------------------------------------------------
+
+    def _prepare(
+        self, inputs: List[Any], configs: List[RunnableConfig]
+    ) -> tuple[List[Any], List[EnrichmentRequest], List[int]]:
+        outputs: List[Any] = [None] * len(inputs)
+        requests: List[EnrichmentRequest] = []
+        positions: List[int] = []
+        for i, (input, config) in enumerate(zip(inputs, configs, strict=True)):
+            try:
+                requests.append(self._request(input, config))
+            except Exception as exc:
+                outputs[i] = exc
+            else:
+                positions.append(i)
+        return outputs, requests, positions
+
+    def _assemble(
+        self,
+        inputs: List[Any],
+        outputs: List[Any],
+        positions: List[int],
+        results: Sequence[EnrichmentResult],
+    ) -> List[Any]:
+        for i, result in zip(positions, results, strict=True):
+            outputs[i] = self._output(inputs[i], result)
+        return outputs
+
+    def _batch(
+        self,
+        inputs: List[Any],
+        run_manager: List[CallbackManagerForChainRun],
+        config: List[RunnableConfig],
+    ) -> List[Any]:
+        outputs, requests, positions = self._prepare(inputs, config)
+        results = self.enricher.enrich_batch(requests) if requests else []
+        return self._assemble(inputs, outputs, positions, results)
+
+    async def _abatch(
+        self,
+        inputs: List[Any],
+        run_manager: List[AsyncCallbackManagerForChainRun],
+        config: List[RunnableConfig],
+    ) -> List[Any]:
+        outputs, requests, positions = self._prepare(inputs, config)
+        results = await self.enricher.aenrich_batch(requests) if requests else []
+        return self._assemble(inputs, outputs, positions, results)
+
+    def batch(
+        self,
+        inputs: List[Any],
+        config: Optional[Union[RunnableConfig, List[RunnableConfig]]] = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> List[Any]:
+        """Enrich many inputs with one ``enrich_batch`` call; one callback run per input.
+
+        Args:
+            inputs: prompts or dicts (see the class docs).
+            config: one config for all inputs or one per input (identity per input).
+            return_exceptions: return an input's error in its place instead of raising.
+        """
+        return self._batch_with_config(
+            self._batch, list(inputs), config, return_exceptions=return_exceptions
+        )
+
+    async def abatch(
+        self,
+        inputs: List[Any],
+        config: Optional[Union[RunnableConfig, List[RunnableConfig]]] = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> List[Any]:
+        """Async :meth:`batch` (one ``aenrich_batch`` call)."""
+        return await self._abatch_with_config(
+            self._abatch, list(inputs), config, return_exceptions=return_exceptions
+        )
+
+
+# -- finding enrichments in runs --------------------------------------------------------
+
+
+def _enrichment_in(value: Any) -> Optional[EnrichmentResult]:
+    if isinstance(value, EnrichedPrompt):
+        return value.enrichment
+    if isinstance(value, EnrichmentResult):
+        return value
+    if isinstance(value, Mapping) and "enrichment_id" in value and "enriched_prompt" in value:
+        try:  # a tracer that serialised the output
+            return EnrichmentResult.model_validate(value)
+        except Exception:
+            return None
+    return None
+
+
+def _enrichment_of_outputs(outputs: Any) -> Optional[EnrichmentResult]:
+    if not isinstance(outputs, Mapping):
+        return _enrichment_in(outputs)
+    found = _enrichment_in(outputs.get(ENRICHMENT_KEY))
+    if found is None:
+        found = _enrichment_in(outputs.get("output"))
+    return found
+
+
+def find_enrichments(run: Any) -> List[EnrichmentResult]:
+    """Every enrichment in a finished run tree (the run and its ``child_runs``).
+
+    Works on LangChain tracer runs and on the runs returned by ``langsmith.evaluate``.
+    Each enrichment appears once (by ``enrichment_id``), in the order found.
+    """
+    found: Dict[str, EnrichmentResult] = {}
+    stack = [run]
+    while stack:
+        node = stack.pop()
+        result = _enrichment_of_outputs(getattr(node, "outputs", None))
+        if result is not None:
+            found.setdefault(result.enrichment_id, result)
+        stack.extend(reversed(list(getattr(node, "child_runs", None) or [])))
+    return list(found.values())
+
+
+# -- scores -----------------------------------------------------------------------------
+
+
+def _number(value: Any) -> Optional[float]:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _scores_of(outcome: Any, default_key: str) -> List[tuple[str, float]]:
+    """(key, score) pairs from what an evaluator returned (numbers, dicts, results)."""
+    if outcome is None:
+        return []
+    number = _number(outcome)
+    if number is not None:
+        return [(default_key, number)]
+    if isinstance(outcome, Mapping):
+        if "results" in outcome and "score" not in outcome:
+            return _scores_of(list(outcome["results"]), default_key)
+        score = _number(outcome.get("score"))
+        return [(str(outcome.get("key") or default_key), score)] if score is not None else []
+    if isinstance(outcome, (list, tuple)):
+        pairs: List[tuple[str, float]] = []
+        for item in outcome:
+            pairs.extend(_scores_of(item, default_key))
+        return pairs
+    if hasattr(outcome, "score"):  # langsmith EvaluationResult and alike
+        score = _number(outcome.score)
+        key = getattr(outcome, "key", None) or default_key
+        return [(str(key), score)] if score is not None else []
+    return []
+
+
+_NAMED_ARGS = frozenset({"run", "example", "inputs", "outputs", "reference_outputs"})
+
+
+class _Scorer:
+    """Calls one evaluator the way LangSmith would and returns (key, score) pairs."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator: Any = evaluator
+        self.native = callable(getattr(evaluator, "evaluate_run", None))
+        if not self.native and not callable(evaluator):
+            raise TypeError(
+                f"an evaluator must be a langsmith RunEvaluator or a callable, "
+                f"got {type(evaluator).__name__}"
+            )
+        self.key = str(getattr(evaluator, "__name__", None) or type(evaluator).__name__)
+        self.named: Optional[List[str]] = None
+        self.arity = 1
+        if not self.native:
+            params = [
+                p
+                for p in inspect.signature(evaluator).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            ]
+            names = [p.name for p in params]
+            if names and set(names) <= _NAMED_ARGS and names not in (["run"], ["run", "example"]):
+                self.named = names
+            self.arity = 2 if len(params) >= 2 else 1
+
+    def __call__(self, run: Any, example: Any) -> List[tuple[str, float]]:
+        if self.native:
+            outcome = self.evaluator.evaluate_run(run, example)
+        elif self.named is not None:
+            values = {
+                "run": run,
+                "example": example,
+                "inputs": getattr(run, "inputs", None),
+                "outputs": getattr(run, "outputs", None),
+                "reference_outputs": getattr(example, "outputs", None),
+            }
+            outcome = self.evaluator(**{name: values[name] for name in self.named})
+        elif self.arity == 2:
+            outcome = self.evaluator(run, example)
+        else:
+            outcome = self.evaluator(run)
+        return _scores_of(outcome, self.key)
+
+
+def _quality(pairs: Sequence[tuple[str, float]], key: Optional[str]) -> Optional[float]:
+    values = [score for k, score in pairs if key is None or k == key]
+    return sum(values) / len(values) if values else None
+
+
+@dataclass
+class RunQuality:
+    """The quality recorded for one run."""
+
+    run_id: str
+    """Id of the (root) run that was scored."""
+    score: Optional[float]
+    """The recorded quality (mean of the selected scores); ``None`` when none applied."""
+    enrichment_ids: List[str] = field(default_factory=list)
+    """Enrichments of the run that the score was given to."""
+    scores: Dict[str, float] = field(default_factory=dict)
+    """Every score the evaluators gave, by key (the last one of a repeated key)."""
+    recorded: int = 0
+    """How many enrichments accepted the score (``FeatureMonitor.record_quality``)."""
+
+
+def _record(monitor: Any, enrichments: Sequence[EnrichmentResult], score: Optional[float]) -> int:
+    if score is None:
+        return 0
+    recorded = 0
+    for result in enrichments:
+        try:
+            monitor.record_enrichment(result)  # idempotent: makes the id known
+            if monitor.record_quality(result.enrichment_id, score):
+                recorded += 1
+        except Exception:
+            logger.exception("recording quality for enrichment %s failed", result.enrichment_id)
+    return recorded
+
+
+def _merge(*groups: Iterable[EnrichmentResult]) -> List[EnrichmentResult]:
+    merged: Dict[str, EnrichmentResult] = {}
+    for group in groups:
+        for result in group:
+            merged.setdefault(result.enrichment_id, result)
+    return list(merged.values())
+
+
+# -- the tracer -------------------------------------------------------------------------
+
+
+class FeatureMonitorCallbackHandler(BaseTracer):
+    """Records every enrichment of a chain in a monitor, tied to the chain's root run.
+
+    Attach it to any chain that contains a :class:`FeatureEnrichmentRunnable` (as a
+    callback in the config). Each enrichment step that ends is recorded in ``monitor``
+    and remembered under the id of its root run (and its own run id), so that
+    :meth:`record_run_quality` (or an evaluator) attaches a quality score to it. With
+    ``evaluators``, every finished root run is scored right away.
+
+    Runs inline (also in async chains), so evaluators should be quick; slow scoring
+    belongs in :func:`evaluate_runs` over :attr:`finished_runs` later. Nothing here
+    touches the network.
+
+    Args:
+        monitor: the :class:`~asahi_features.monitor.FeatureMonitor` to record into.
+        evaluators: LangSmith ``RunEvaluator`` objects or plain functions (see
+            :data:`Evaluator`) run on every finished root run.
+        key: which evaluator score is the quality (default: the mean of all).
+        max_tracked_runs: how many run ids are remembered for late scores (oldest first
+            out).
+        keep_finished_runs: how many finished root runs :attr:`finished_runs` keeps.
+
+    Example:
+        >>> handler = FeatureMonitorCallbackHandler(monitor)  # doctest: +SKIP
+        >>> chain.invoke("Hi", config={"callbacks": [handler], "run_id": run_id})  # doctest: +SKIP
+        >>> handler.record_run_quality(run_id, 0.9)  # doctest: +SKIP
+        1
+    """
+
+    name: str = "asahi_features_monitor"
+    run_inline: bool = True
+
+    def __init__(
+        self,
+        monitor: Any,
+        *,
+        evaluators: Sequence[Evaluator] = (),
+        key: Optional[str] = None,
+        max_tracked_runs: int = 100_000,
+        keep_finished_runs: int = 1_000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_tracked_runs < 1:
+            raise ValueError(f"max_tracked_runs must be at least 1, got {max_tracked_runs}")
+        self.monitor = monitor
+        self.key = key
+        self._scorers = [_Scorer(e) for e in evaluators]
+        self._max_tracked = max_tracked_runs
+        self._lock = threading.Lock()
+        self._by_run: OrderedDict[str, Dict[str, EnrichmentResult]] = OrderedDict()
+        self.finished_runs: Deque[Run] = deque(maxlen=max(0, keep_finished_runs))
+        """The most recent finished root runs (for :func:`evaluate_runs`)."""
+        self.evaluations: Deque[RunQuality] = deque(maxlen=max(0, keep_finished_runs))
+        """What the evaluators recorded for the most recent root runs."""
+        self.latest_root_run_id: Optional[str] = None
+        """Id of the most recently finished root run."""
+
+    # -- tracer hooks ------------------------------------------------------------------
+
+    def _collect(self, run: Run) -> None:
+        result = _enrichment_of_outputs(run.outputs)
+        if result is None:
+            return
+        root = str(run.trace_id or run.id)
+        eid = result.enrichment_id
+        with self._lock:
+            new = False
+            for run_id in (root, str(run.id)):
+                known = self._by_run.get(run_id)
+                if known is None:
+                    known = self._by_run[run_id] = {}
+                    while len(self._by_run) > self._max_tracked:
+                        self._by_run.popitem(last=False)
+                if eid not in known:
+                    known[eid] = result
+                    new = True
+        if new:
+            try:
+                self.monitor.record_enrichment(result)
+            except Exception:
+                logger.exception("monitor.record_enrichment failed")
+
+    def _on_chain_end(self, run: Run) -> None:
+        self._collect(run)
+
+    def _persist_run(self, run: Run) -> None:
+        # Called when a root run ends, before _on_chain_end of that same run.
+        self._collect(run)
+        self.latest_root_run_id = str(run.id)
+        self.finished_runs.append(run)
+        if self._scorers:
+            self.evaluations.append(self.evaluate_run(run))
+
+    # -- quality -----------------------------------------------------------------------
+
+    def enrichments_for_run(self, run_id: Any) -> List[EnrichmentResult]:
+        """The enrichments recorded under a root run id (or an enrichment step's id)."""
+        with self._lock:
+            return list(self._by_run.get(str(run_id), {}).values())
+
+    def record_run_quality(self, run_id: Any, score: Any) -> int:
+        """Attach a quality score for a run to every enrichment of that run.
+
+        Args:
+            run_id: the root run id (e.g. the ``run_id`` you passed in the config), or the
+                id of the enrichment step's own run.
+            score: a number (higher is better), a bool, or an object with ``.score``.
+
+        Returns:
+            How many enrichments accepted the score (0 when the run had none).
+        """
+        enrichments = self.enrichments_for_run(run_id)
+        if not enrichments:
+            logger.debug("no enrichment known for run %s", run_id)
+        recorded = 0
+        for result in enrichments:
+            try:
+                if self.monitor.record_quality(result.enrichment_id, score):
+                    recorded += 1
+            except Exception:
+                logger.exception("monitor.record_quality failed")
+        return recorded
+
+    def evaluate_run(self, run: Any, example: Any = None) -> RunQuality:
+        """Score one finished run with this handler's evaluators and record the quality."""
+        return _evaluate_one(run, example, self._scorers, self.monitor, self.key, self)
+
+
+def _evaluate_one(
+    run: Any,
+    example: Any,
+    scorers: Sequence[_Scorer],
+    monitor: Any,
+    key: Optional[str],
+    handler: Optional[FeatureMonitorCallbackHandler],
+) -> RunQuality:
+    pairs: List[tuple[str, float]] = []
+    for scorer in scorers:
+        try:
+            pairs.extend(scorer(run, example))
+        except Exception:
+            logger.exception("evaluator %s failed on run %s", scorer.key, getattr(run, "id", "?"))
+    return _record_pairs(run, pairs, monitor, key, handler)
+
+
+def _record_pairs(
+    run: Any,
+    pairs: Sequence[tuple[str, float]],
+    monitor: Any,
+    key: Optional[str],
+    handler: Optional[FeatureMonitorCallbackHandler],
+) -> RunQuality:
+    run_id = str(getattr(run, "id", ""))
+    known = handler.enrichments_for_run(run_id) if handler is not None else []
+    enrichments = _merge(find_enrichments(run), known)
+    score = _quality(pairs, key)
+    recorded = _record(monitor, enrichments, score)
+    return RunQuality(
+        run_id=run_id,
+        score=score,
+        enrichment_ids=[e.enrichment_id for e in enrichments],
+        scores=dict(pairs),
+        recorded=recorded,
+    )
+
+
+# -- offline evaluation -----------------------------------------------------------------
+
+
+def evaluate_runs(
+    runs: Iterable[Any],
+    evaluators: Sequence[Evaluator],
+    monitor: Any,
+    *,
+    examples: Optional[Sequence[Any]] = None,
+    key: Optional[str] = None,
+    handler: Optional[FeatureMonitorCallbackHandler] = None,
+) -> List[RunQuality]:
+    """Score finished runs and record the quality of each run's enrichments. Offline.
+
+    Args:
+        runs: finished run trees (e.g. ``handler.finished_runs``, or runs from
+            ``langchain_core.tracers.context.collect_runs``).
+        evaluators: LangSmith ``RunEvaluator`` objects or plain functions returning a
+            score (number, bool, ``{"key", "score"}`` dict or ``EvaluationResult``).
+        monitor: the :class:`~asahi_features.monitor.FeatureMonitor`.
+        examples: reference examples aligned with ``runs`` (passed to evaluators).
+        key: which score is the quality (default: the mean of all scores).
+        handler: a handler that saw the runs (adds the enrichments it recorded).
+
+    Returns:
+        One :class:`RunQuality` per run.
+
+    Raises:
+        TypeError: an evaluator is neither a RunEvaluator nor callable.
+        ValueError: ``examples`` is not as long as ``runs``.
+    """
+    scorers = [_Scorer(e) for e in evaluators]
+    run_list = list(runs)
+    example_list = list(examples) if examples is not None else [None] * len(run_list)
+    if len(example_list) != len(run_list):
+        raise ValueError(f"got {len(run_list)} runs but {len(example_list)} examples")
+    return [
+        _evaluate_one(run, example, scorers, monitor, key, handler)
+        for run, example in zip(run_list, example_list, strict=True)
+    ]
+
+
+def record_langsmith_results(
+    results: Iterable[Any],
+    monitor: Any,
+    *,
+    key: Optional[str] = None,
+    handler: Optional[FeatureMonitorCallbackHandler] = None,
+) -> List[RunQuality]:
+    """Record the scores of ``langsmith.evaluate(..., upload_results=False)`` in a monitor.
+
+    Each result row (``{"run", "example", "evaluation_results"}``) gives a quality: the
+    score named ``key``, or the mean of all numeric scores. It is attached to every
+    enrichment found in the row's run tree (and, with ``handler``, those it recorded).
+
+    Args:
+        results: the ``ExperimentResults`` (or any iterable of its rows).
+        monitor: the :class:`~asahi_features.monitor.FeatureMonitor`.
+        key: the evaluator key to use as quality (default: the mean of all).
+        handler: a handler attached to the evaluated chain, if any.
+
+    Returns:
+        One :class:`RunQuality` per row.
+    """
+    recorded: List[RunQuality] = []
+    for row in results:
+        get = row.get if isinstance(row, Mapping) else (lambda k, r=row: getattr(r, k, None))
+        run = get("run")
+        evaluation = get("evaluation_results")
+        pairs = _scores_of(evaluation, "score")
+        recorded.append(_record_pairs(run, pairs, monitor, key, handler))
+    return recorded
+
+
+def offline_langsmith_client() -> Any:
+    """A ``langsmith.Client`` that never sends anything (for ``langsmith.evaluate``).
+
+    It points at a closed loopback port and samples no run for tracing, so an
+    evaluation with ``upload_results=False`` needs no account and opens no connection.
+    """
+    from langsmith import Client
+
+    return Client(
+        api_url="http://127.0.0.1:9",
+        api_key="offline",
+        auto_batch_tracing=False,
+        tracing_sampling_rate=0.0,
+    )
+
+
+def evaluate_offline(
+    target: Any,
+    data: Sequence[Any],
+    evaluators: Sequence[Any],
+    monitor: Any,
+    *,
+    key: Optional[str] = None,
+    handler: Optional[FeatureMonitorCallbackHandler] = None,
+    **kwargs: Any,
+) -> List[RunQuality]:
+    """Run ``langsmith.evaluate`` fully offline and record the scores in ``monitor``.
+
+    Args:
+        target: the chain (or a function of the example inputs) to evaluate.
+        data: ``langsmith.schemas.Example`` objects (a list; no dataset is fetched).
+        evaluators: LangSmith evaluators (see ``langsmith.evaluate``).
+        monitor: the :class:`~asahi_features.monitor.FeatureMonitor`.
+        key: the evaluator key to use as quality (default: the mean of all).
+        handler: a handler attached to ``target``, if any.
+        **kwargs: passed on to ``langsmith.evaluate`` (default ``max_concurrency=0``).
+
+    Returns:
+        One :class:`RunQuality` per example.
+    """
+    import langsmith
+
+    kwargs.setdefault("max_concurrency", 0)
+    kwargs.setdefault("client", offline_langsmith_client())
+    with langsmith.tracing_context(enabled=False):
+        results = langsmith.evaluate(
+            target, data=list(data), evaluators=list(evaluators), upload_results=False, **kwargs
+        )
+        rows = list(results)
+    return record_langsmith_results(rows, monitor, key=key, handler=handler)

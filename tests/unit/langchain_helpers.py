@@ -1,0 +1,131 @@
+"""Shared pieces of the LangChain tests: a real local store, a counting client, fake models."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import SimpleChatModel
+from langchain_core.messages import BaseMessage
+
+from asahi_features.models import FeatureVector
+from asahi_features.stores.base import BaseFeatureStore
+from asahi_features.stores.local import LocalFeatureStore
+
+PROFILE_HEADER = "[Context from user profile]"
+
+
+def marker(number: int) -> str:
+    """A value unique to one user, so crossing between users is visible."""
+    return f"pref-{number:03d}-zz"
+
+
+def write_features(path: Path, users: int = 60) -> Path:
+    """A JSON feature file: users u_000... with a tier, a unique preference and a language."""
+    updated = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
+    data: Dict[str, Any] = {
+        "user": {
+            f"u_{n:03d}": {
+                "updated_at": updated,
+                "features": {
+                    "tier": ["gold", "silver", "bronze"][n % 3],
+                    "preferences": marker(n),
+                    "preferred_language": "en",
+                },
+            }
+            for n in range(users)
+        },
+        "organization": {
+            "acme": {
+                "updated_at": updated,
+                "features": {"brand_voice": "playful", "tone": "warm", "style_guide": "short"},
+            },
+        },
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+class CountingClient(BaseFeatureStore):
+    """Wraps a real LocalFeatureStore and counts every call made to it."""
+
+    source = "local"
+
+    def __init__(self, inner: LocalFeatureStore) -> None:
+        self.inner = inner
+        self.single_calls: List[str] = []
+        self.batch_calls: List[List[str]] = []
+        self._lock = threading.Lock()
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        with self._lock:
+            self.single_calls.append(entity_id)
+        return self.inner.get_features(entity_id, entity_type, feature_names)
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        with self._lock:
+            self.batch_calls.append(list(entity_ids))
+        return self.inner.get_batch_features(entity_ids, entity_type, feature_names)
+
+    def health_check(self) -> bool:
+        return self.inner.health_check()
+
+
+class MessageRecorder(BaseCallbackHandler):
+    """Records the exact messages every chat model received, and every chain run."""
+
+    def __init__(self) -> None:
+        self.messages: List[List[BaseMessage]] = []
+        self.chain_starts: List[tuple[Optional[str], UUID, Any]] = []
+        self.chain_ends: List[tuple[UUID, Any]] = []
+        self.chain_errors: List[tuple[UUID, BaseException]] = []
+        self._lock = threading.Lock()
+
+    def on_chat_model_start(
+        self, serialized: Dict[str, Any], messages: List[List[BaseMessage]], **kwargs: Any
+    ) -> None:
+        with self._lock:
+            self.messages.extend(messages)
+
+    def on_chain_start(
+        self, serialized: Optional[Dict[str, Any]], inputs: Any, **kwargs: Any
+    ) -> None:
+        with self._lock:
+            self.chain_starts.append((kwargs.get("name"), kwargs["run_id"], inputs))
+
+    def on_chain_end(self, outputs: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.chain_ends.append((kwargs["run_id"], outputs))
+
+    def on_chain_error(self, error: BaseException, **kwargs: Any) -> None:
+        with self._lock:
+            self.chain_errors.append((kwargs["run_id"], error))
+
+    def runs_named(self, name: str) -> List[tuple[Optional[str], UUID, Any]]:
+        return [start for start in self.chain_starts if start[0] == name]
+
+
+class ContextAwareChat(SimpleChatModel):
+    """A deterministic fake chat model: with a user-profile block it answers with the
+    user's tier (a good answer); without one it gives a generic answer."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "context-aware-fake"
+
+    def _call(self, messages: List[BaseMessage], stop: Any = None, **kwargs: Any) -> str:
+        text = "\n".join(str(m.content) for m in messages)
+        if PROFILE_HEADER in text:
+            for tier in ("gold", "silver", "bronze"):
+                if f"Customer tier: {tier}" in text:
+                    return f"As a {tier} customer you get the {tier} plan."
+        return "Here is a generic plan."
