@@ -23,7 +23,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy src
 
 unit: $(STAMP)
-	$(BIN)/pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
+	$(BIN)/pytest --nbmake tests notebooks --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 test: lint typecheck unit
 
