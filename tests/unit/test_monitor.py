@@ -198,9 +198,10 @@ def test_quality_accepts_evaluation_result_like_objects_and_counts_invalid() -> 
     assert not monitor.record_quality(results[3].enrichment_id, float("nan"))
     assert not monitor.record_quality(results[4].enrichment_id, "good")
     assert not monitor.record_quality(results[4].enrichment_id, object())
+    assert not monitor.record_quality(results[4].enrichment_id, EvaluationResult([1.0]))
     stats = monitor.get_stats()
     assert stats["quality"]["with_features"]["n"] == 2
-    assert stats["invalid_quality_scores"] == 4
+    assert stats["invalid_quality_scores"] == 5
     # the invalid ones can still be scored properly later
     assert monitor.record_quality(results[4].enrichment_id, 0)
 
@@ -375,17 +376,20 @@ def test_follows_the_guards_circuit_breaker() -> None:
 
 def test_breaker_closing_ends_an_availability_pause() -> None:
     class Breaker:
-        state = "open"
+        state = "closed"
 
     breaker = Breaker()
     monitor = FeatureMonitor(
         MonitorConfig(availability_window=5, failure_window_min_attempts=5),
         breaker=breaker,
     )
-    _fail(monitor, 5)
+    _fail(monitor, 5)  # slow store: timeouts that did not (yet) open the breaker
+    assert monitor.decision("faq").reason == DecisionReason.STORE_UNAVAILABLE
+    breaker.state = "open"
     assert monitor.decision("faq").reason == DecisionReason.BREAKER_OPEN
-    breaker.state = "closed"
+    breaker.state = "closed"  # the guard's probe succeeded
     assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
+    assert monitor.get_stats()["availability_paused"] is False
 
 
 def test_half_open_breaker_lets_requests_through() -> None:
