@@ -57,7 +57,9 @@ def server() -> Iterator[TectonTestServer]:
                 "activity.recent": NOW - timedelta(hours=5),
             },
         )
-        srv.add_service("two_keys_fs", join_keys=["user_id", "merchant"], features={"m.x": "string"})
+        srv.add_service(
+            "two_keys_fs", join_keys=["user_id", "merchant"], features={"m.x": "string"}
+        )
         yield srv
 
 
