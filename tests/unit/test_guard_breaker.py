@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -260,5 +261,31 @@ def test_saturation_is_not_a_breaker_failure(clock: ManualClock) -> None:
             assert "guard workers are busy" in (vector.error or "")
         assert guard.breaker.consecutive_failures == 1
         assert guard.stats()["rejected_saturated"] == 5
+    finally:
+        backend.release()
+
+
+@pytest.mark.parametrize("native", [False, True])
+async def test_cancelled_caller_gives_the_probe_back(clock: ManualClock, native: bool) -> None:
+    from tests.faults import AsyncFaultyBackend
+
+    backend = (AsyncFaultyBackend if native else FaultyBackend)("raise")
+    try:
+        guard = guard_for(backend, clock, breaker_failure_threshold=1, timeout_ms=5000)
+        await guard.aget_features("u1", "user", NAMES)
+        assert guard.breaker.state is BreakerState.OPEN
+        clock.advance(10)
+        backend.set_mode("hang")
+        probe = asyncio.ensure_future(guard.aget_features("u1", "user", NAMES))
+        await asyncio.sleep(0.05)
+        assert guard.breaker.snapshot()["probe_in_flight"] is True
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        assert guard.breaker.snapshot()["probe_in_flight"] is False
+        backend.release()
+        backend.set_mode("ok")
+        assert (await guard.aget_features("u1", "user", NAMES)).status is FeatureStatus.FOUND
+        assert guard.breaker.state is BreakerState.CLOSED
     finally:
         backend.release()

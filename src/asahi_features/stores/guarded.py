@@ -513,7 +513,12 @@ class GuardedClient(BaseFeatureStore):
         done.acquire()
         call.done = done
         worker.submit(call)
-        if not done.acquire(timeout=self._timeout):
+        try:
+            answered = done.acquire(timeout=self._timeout)
+        except BaseException:  # KeyboardInterrupt while waiting: give a probe slot back
+            self.breaker.record_neutral()
+            raise
+        if not answered:
             raise self._timed_out()
         if call.error is not None:
             raise self._failed(call.error)
@@ -663,6 +668,9 @@ class GuardedClient(BaseFeatureStore):
                 return await asyncio.wait_for(coro, self._timeout)
             except asyncio.TimeoutError:
                 raise self._timed_out() from None
+            except asyncio.CancelledError:  # the caller was cancelled, not the backend
+                self.breaker.record_neutral()
+                raise
             except Exception as exc:
                 raise self._failed(exc) from None
         worker = self._pool.acquire()
@@ -678,6 +686,9 @@ class GuardedClient(BaseFeatureStore):
             await asyncio.wait_for(future, self._timeout)
         except asyncio.TimeoutError:
             raise self._timed_out() from None
+        except asyncio.CancelledError:  # the caller was cancelled, not the backend
+            self.breaker.record_neutral()
+            raise
         if call.error is not None:
             raise self._failed(call.error)
         return call.result
