@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -812,7 +813,8 @@ def evaluate_offline(
 
     kwargs.setdefault("max_concurrency", 0)
     kwargs.setdefault("client", offline_langsmith_client())
-    with langsmith.tracing_context(enabled=False):
+    with langsmith.tracing_context(enabled=False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*upload_results.*")
         results = langsmith.evaluate(
             target, data=list(data), evaluators=list(evaluators), upload_results=False, **kwargs
         )
