@@ -244,6 +244,7 @@ class DeadlineRun:
     def __init__(self, max_workers: int, callers: int, timeout_ms: float) -> None:
         self.callers = callers
         self.max_workers = max_workers
+        self.timeout = timeout_ms / 1000
         self.backend = FaultyBackend("hang")
         self.guard = GuardedClient(
             self.backend,
@@ -267,8 +268,6 @@ class DeadlineRun:
             self.latencies.append(took)
             if vector.error and "no answer" in vector.error:
                 self.timed_out.append(took)
-            self.peak_workers = max(self.peak_workers, self.guard.stats()["workers"])
-            self.peak_threads = max(self.peak_threads, threading.active_count())
 
     def round(self) -> None:
         """All callers at once against the hang; then release it and let workers drain."""
@@ -279,6 +278,9 @@ class DeadlineRun:
         ]
         for t in threads:
             t.start()
+        time.sleep(self.timeout / 2)  # every caller waits, every worker is stuck: the peak
+        self.peak_workers = max(self.peak_workers, self.guard.stats()["workers"])
+        self.peak_threads = max(self.peak_threads, threading.active_count())
         for t in threads:
             t.join()
         self.backend.release()

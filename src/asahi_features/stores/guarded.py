@@ -55,6 +55,9 @@ _PASS_THROUGH = (FeatureConfigError, ConfigError)
 
 _MAX_ERROR_CHARS = 200
 
+_now = time.monotonic
+"""Real time for deadlines (the injectable clock is for the breaker, cache and logs)."""
+
 
 # --------------------------------------------------------------------------- workers
 
@@ -502,8 +505,12 @@ class GuardedClient(BaseFeatureStore):
 
     # -- the guarded call, sync --------------------------------------------------------
 
-    def _run_sync(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> Any:
-        """Run ``fn(*args)`` on a worker within the deadline; classify failures."""
+    def _run_sync(self, fn: Callable[..., Any], args: Tuple[Any, ...], start: float) -> Any:
+        """Run ``fn(*args)`` on a worker, waiting until ``start`` + the timeout at most.
+
+        ``start`` is the ``time.monotonic()`` reading taken when the public method was
+        entered, so time lost before the wait (a busy interpreter) counts too.
+        """
         self._admit()
         worker = self._pool.acquire()
         if worker is None:
@@ -514,7 +521,8 @@ class GuardedClient(BaseFeatureStore):
         call.done = done
         worker.submit(call)
         try:
-            answered = done.acquire(timeout=self._timeout)
+            remaining = start + self._timeout - _now()
+            answered = done.acquire(timeout=remaining if remaining > 0 else 0)
         except BaseException:  # KeyboardInterrupt while waiting: give a probe slot back
             self.breaker.record_neutral()
             raise
@@ -551,6 +559,7 @@ class GuardedClient(BaseFeatureStore):
             FeatureStoreUnavailableError: the store failed or the breaker is open (only
                 without fallback).
         """
+        start = _now()
         names = list(feature_names)
         cache = self.cache
         if cache is not None:
@@ -564,7 +573,7 @@ class GuardedClient(BaseFeatureStore):
             entity_id,
             entity_type,
             names,
-            lambda: self._run_sync(inner.get_features, (entity_id, entity_type, names)),
+            lambda: self._run_sync(inner.get_features, (entity_id, entity_type, names), start),
         )
 
     def _split_batch(
@@ -622,6 +631,7 @@ class GuardedClient(BaseFeatureStore):
             FeatureStoreUnavailableError: the store failed, returned the wrong number of
                 vectors, or the breaker is open (only without fallback).
         """
+        start = _now()
         ids = list(entity_ids)
         names = list(feature_names)
         if not ids:
@@ -636,7 +646,7 @@ class GuardedClient(BaseFeatureStore):
             names,
             cached,
             misses,
-            lambda: self._run_sync(inner.get_batch_features, (misses, entity_type, names)),
+            lambda: self._run_sync(inner.get_batch_features, (misses, entity_type, names), start),
         )
 
     def health_check(self) -> bool:
@@ -659,13 +669,14 @@ class GuardedClient(BaseFeatureStore):
     # -- the guarded call, async -------------------------------------------------------
 
     async def _run_async(
-        self, native: bool, name: str, fn: Callable[..., Any], args: Tuple[Any, ...]
+        self, native: bool, name: str, fn: Callable[..., Any], args: Tuple[Any, ...], start: float
     ) -> Any:
         self._admit()
+        remaining = max(0.0, start + self._timeout - _now())
         if native:
             coro = getattr(self.inner, name)(*args)
             try:
-                return await asyncio.wait_for(coro, self._timeout)
+                return await asyncio.wait_for(coro, remaining)
             except asyncio.TimeoutError:
                 raise self._timed_out() from None
             except asyncio.CancelledError:  # the caller was cancelled, not the backend
@@ -683,7 +694,7 @@ class GuardedClient(BaseFeatureStore):
         call.future = future
         worker.submit(call)
         try:
-            await asyncio.wait_for(future, self._timeout)
+            await asyncio.wait_for(future, remaining)
         except asyncio.TimeoutError:
             raise self._timed_out() from None
         except asyncio.CancelledError:  # the caller was cancelled, not the backend
@@ -697,6 +708,7 @@ class GuardedClient(BaseFeatureStore):
         self, entity_id: str, entity_type: str, feature_names: List[str]
     ) -> FeatureVector:
         """Async :meth:`get_features` (native cancellation when the backend is async)."""
+        start = _now()
         names = list(feature_names)
         cache = self.cache
         if cache is not None:
@@ -711,6 +723,7 @@ class GuardedClient(BaseFeatureStore):
                 "aget_features",
                 self.inner.get_features,
                 (entity_id, entity_type, names),
+                start,
             )
         except FeatureStoreUnavailableError as exc:
             return self._fallback(exc, (entity_id,), entity_type)[0]
@@ -720,6 +733,7 @@ class GuardedClient(BaseFeatureStore):
         self, entity_ids: List[str], entity_type: str, feature_names: List[str]
     ) -> List[FeatureVector]:
         """Async :meth:`get_batch_features` (native cancellation when available)."""
+        start = _now()
         ids = list(entity_ids)
         names = list(feature_names)
         if not ids:
@@ -733,6 +747,7 @@ class GuardedClient(BaseFeatureStore):
                 "aget_batch_features",
                 self.inner.get_batch_features,
                 (misses, entity_type, names),
+                start,
             )
         except FeatureStoreUnavailableError as exc:
             failed = exc
