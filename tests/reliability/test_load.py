@@ -1,0 +1,277 @@
+"""Load: many threads and many concurrent coroutines enriching for mixed users at once.
+
+Checked for every request: the prompt carries only its own user's features (each user
+has a unique marker value; zero crossings), un-enriched prompts are exactly the original
+prompt, the monitor counted every request exactly once, and no call overran its deadline
+beyond a generous functional bound (timeout + 2 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from asahi_features.enricher import FeatureEnricher
+from asahi_features.models import EnrichmentReason, EnrichmentResult
+from asahi_features.monitor import FeatureMonitor
+from asahi_features.settings import EnricherConfig, MonitorConfig
+from asahi_features.stores.guarded import GuardedClient
+from asahi_features.stores.local import LocalFeatureStore
+
+USERS = 500
+THREADS = 32
+THREAD_REQUESTS = 10_000
+ASYNC_REQUESTS = 1_000
+TIMEOUT_MS = 1_000
+BOUND_S = TIMEOUT_MS / 1000 + 2.0
+MARKER = re.compile(r"MK\d{5}[A-Z]")
+
+
+def marker(n: int, kind: str) -> str:
+    return f"MK{n:05d}{kind}"
+
+
+def uid(n: int) -> str:
+    return f"user-{n:05d}"
+
+
+@pytest.fixture(scope="module")
+def feature_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("load") / "features.json"
+    LocalFeatureStore.write(
+        path,
+        {
+            "user": {
+                uid(n): {
+                    "updated_at": "2100-01-01T00:00:00Z",  # never stale
+                    "features": {
+                        "tier": marker(n, "T"),
+                        "preferences": [marker(n, "P"), "casual"],
+                        "preferred_language": f"lang {marker(n, 'L')}",
+                    },
+                }
+                for n in range(USERS)
+            }
+        },
+    )
+    return path
+
+
+def _enricher(path: Path, holdout: float = 0.1) -> Tuple[FeatureEnricher, GuardedClient]:
+    guarded = GuardedClient(
+        LocalFeatureStore(path),
+        timeout_ms=TIMEOUT_MS,
+        max_workers=THREADS,
+        breaker_failure_threshold=1_000_000,
+    )
+    monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"general": holdout}), breaker=guarded)
+    config = EnricherConfig(freshness_threshold_seconds=10**9, max_feature_tokens=200)
+    return FeatureEnricher(guarded, config, monitor=monitor), guarded
+
+
+def _verify(results: List[Tuple[int, str, EnrichmentResult, float]]) -> Counter[str]:
+    """Zero crossings; returns the count of outcomes by reason."""
+    reasons: Counter[str] = Counter()
+    for n, prompt, result, elapsed in results:
+        assert elapsed <= BOUND_S, f"call took {elapsed:.2f}s (bound {BOUND_S}s)"
+        assert result.original_prompt == prompt
+        assert result.enriched_prompt.endswith(prompt)
+        found = set(MARKER.findall(result.feature_context))
+        if result.features_available:
+            assert found == {marker(n, "T"), marker(n, "P"), marker(n, "L")}, (n, found)
+        else:
+            assert result.enriched_prompt == prompt and found == set()
+        # the prompt itself names its user; no other user's marker anywhere
+        assert set(MARKER.findall(result.enriched_prompt)) == found
+        reasons[result.reason.value] += 1
+    return reasons
+
+
+def _check_monitor(enricher: FeatureEnricher, results: List[Any], reasons: Counter[str]) -> None:
+    monitor = enricher.monitor
+    assert isinstance(monitor, FeatureMonitor)
+    stats = monitor.get_stats()
+    total = len(results)
+    assert stats["total_enrichments"] == total
+    assert stats["successful_enrichments"] == reasons[EnrichmentReason.ENRICHED.value]
+    assert stats["held_out_enrichments"] == reasons[EnrichmentReason.HELD_OUT.value]
+    assert stats["reasons"] == dict(reasons)
+    assert stats["latency_ms"]["sample_size"] == min(total, 4096)
+
+
+def test_ten_thousand_enrichments_from_32_threads(feature_file: Path) -> None:
+    enricher, guarded = _enricher(feature_file)
+    start = threading.Barrier(THREADS)
+    per_thread = THREAD_REQUESTS // THREADS
+    remainder = THREAD_REQUESTS - per_thread * THREADS
+
+    def worker(t: int) -> List[Tuple[int, str, EnrichmentResult, float]]:
+        out = []
+        start.wait()
+        for i in range(per_thread + (1 if t < remainder else 0)):
+            n = (t * 7919 + i * 31) % USERS
+            prompt = f"Question {t}/{i} from {uid(n)}: what should I buy?"
+            began = time.perf_counter()
+            result = enricher.enrich(prompt, user_id=uid(n), task_type="general")
+            out.append((n, prompt, result, time.perf_counter() - began))
+        return out
+
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            results = [r for chunk in pool.map(worker, range(THREADS)) for r in chunk]
+        assert len(results) == THREAD_REQUESTS
+        reasons = _verify(results)
+        _check_monitor(enricher, results, reasons)
+        assert reasons[EnrichmentReason.ENRICHED.value] > 0
+        assert reasons[EnrichmentReason.HELD_OUT.value] > 0
+        assert len({r.enrichment_id for _, _, r, _ in results}) == THREAD_REQUESTS
+        # every un-enriched, non-held-out request is accounted for by a guard fallback
+        fallbacks = sum(v for k, v in reasons.items() if k not in ("enriched", "held_out"))
+        assert guarded.stats()["fallbacks"] >= fallbacks - reasons["disabled_by_monitor"]
+    finally:
+        guarded.close()
+
+
+async def test_thousand_concurrent_async_enrichments(feature_file: Path) -> None:
+    enricher, guarded = _enricher(feature_file)
+
+    async def one(i: int) -> Tuple[int, str, EnrichmentResult, float]:
+        n = (i * 37) % USERS
+        prompt = f"Async question {i} from {uid(n)}"
+        began = time.perf_counter()
+        result = await enricher.aenrich(prompt, user_id=uid(n), task_type="general")
+        return n, prompt, result, time.perf_counter() - began
+
+    try:
+        results = await asyncio.gather(*(one(i) for i in range(ASYNC_REQUESTS)))
+        reasons = _verify(list(results))
+        _check_monitor(enricher, list(results), reasons)
+        assert reasons[EnrichmentReason.ENRICHED.value] > 0
+    finally:
+        guarded.close()
+
+
+async def test_concurrent_async_batches_keep_users_apart(feature_file: Path) -> None:
+    from asahi_features.models import EnrichmentRequest
+
+    enricher, guarded = _enricher(feature_file, holdout=0.0)
+
+    async def batch(b: int) -> List[Tuple[int, str, EnrichmentResult, float]]:
+        ns = [(b * 13 + k * 7) % USERS for k in range(50)]
+        requests = [
+            EnrichmentRequest(prompt=f"batch {b} item {k} {uid(n)}", user_id=uid(n))
+            for k, n in enumerate(ns)
+        ]
+        began = time.perf_counter()
+        results = await enricher.aenrich_batch(requests)
+        elapsed = time.perf_counter() - began
+        return [
+            (n, r.prompt, res, elapsed) for n, r, res in zip(ns, requests, results, strict=True)
+        ]
+
+    try:
+        chunks = await asyncio.gather(*(batch(b) for b in range(40)))
+        results = [r for chunk in chunks for r in chunk]
+        reasons = _verify(results)
+        _check_monitor(enricher, results, reasons)
+        assert reasons[EnrichmentReason.ENRICHED.value] > 0
+    finally:
+        guarded.close()
+
+
+# --------------------------------------------------------------------------- Feast
+
+FEAST_USERS = 200
+FEAST_THREAD_REQUESTS = 2_000
+FEAST_ASYNC_REQUESTS = 300
+
+
+@pytest.fixture(scope="module")
+def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.feast_helpers import build_test_repo
+
+    return build_test_repo(tmp_path_factory.mktemp("feast_load"), users=FEAST_USERS)
+
+
+def _feast_enricher(repo: Path) -> Tuple[FeatureEnricher, GuardedClient]:
+    from asahi_features.stores.feast_store import FeastClient
+
+    guarded = GuardedClient(
+        FeastClient(str(repo), "asahi"),
+        timeout_ms=5_000,
+        max_workers=THREADS,
+        breaker_failure_threshold=1_000_000,
+    )
+    config = EnricherConfig(
+        freshness_threshold_seconds=10**9,
+        max_feature_tokens=400,
+        enabled_task_types=["support"],
+        task_features={"support": {"user": ["tier", "preferences", "purchase_history"]}},
+    )
+    return FeatureEnricher(guarded, config, monitor=FeatureMonitor()), guarded
+
+
+def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
+    from asahi_features.sample_repo import user_id
+
+    enricher, guarded = _feast_enricher(feast_repo)
+    try:
+        users = [user_id(n) for n in range(1, FEAST_USERS + 1)]
+        # Ground truth: each user's block, fetched one by one before the load starts.
+        expected: Dict[str, str] = {}
+        for u in users:
+            result = enricher.enrich(f"warm {u}", user_id=u, task_type="support")
+            expected[u] = result.feature_context
+        distinct = {ctx for ctx in expected.values() if ctx}
+        assert len(distinct) > FEAST_USERS * 0.9, "the sample users must be tell-apart-able"
+
+        def check(u: str, prompt: str, result: EnrichmentResult, elapsed: float) -> None:
+            assert elapsed <= 5.0 + 2.0
+            assert result.enriched_prompt.endswith(prompt)
+            if result.features_available:
+                assert result.feature_context == expected[u], u
+            else:
+                assert result.enriched_prompt == prompt
+
+        def worker(t: int) -> int:
+            enriched = 0
+            for i in range(FEAST_THREAD_REQUESTS // THREADS):
+                u = users[(t * 31 + i * 7) % FEAST_USERS]
+                prompt = f"t{t} i{i} {u}"
+                began = time.perf_counter()
+                result = enricher.enrich(prompt, user_id=u, task_type="support")
+                check(u, prompt, result, time.perf_counter() - began)
+                enriched += result.features_available
+            return enriched
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            enriched = sum(pool.map(worker, range(THREADS)))
+        thread_total = (FEAST_THREAD_REQUESTS // THREADS) * THREADS
+        assert enriched > 0
+
+        async def run_async() -> int:
+            async def one(i: int) -> bool:
+                u = users[(i * 11) % FEAST_USERS]
+                prompt = f"async {i} {u}"
+                began = time.perf_counter()
+                result = await enricher.aenrich(prompt, user_id=u, task_type="support")
+                check(u, prompt, result, time.perf_counter() - began)
+                return result.features_available
+
+            return sum(await asyncio.gather(*(one(i) for i in range(FEAST_ASYNC_REQUESTS))))
+
+        asyncio.run(run_async())
+        monitor = enricher.monitor
+        assert isinstance(monitor, FeatureMonitor)
+        total = FEAST_USERS + thread_total + FEAST_ASYNC_REQUESTS
+        assert monitor.get_stats()["total_enrichments"] == total
+    finally:
+        guarded.close()
