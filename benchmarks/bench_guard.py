@@ -320,8 +320,8 @@ def bench_deadline(rounds: int, callers: int = 64, timeout_ms: float = 50.0) -> 
             f"  p99 {p99:7.2f} ms  max {max(lat) * 1e3:7.2f} ms"
             f" | timed out {len(run.timed_out)}/{len(lat)} (their p50 {waited:.2f} ms),"
             f" the rest failed fast\n{'':17}workers peak {run.peak_workers},"
-            f" threads peak {run.peak_threads} (= {run.baseline} + {callers} callers"
-            f" + <= {max_workers} workers)"
+            f" threads peak {run.peak_threads} (bound: {run.baseline} at start + {callers}"
+            f" callers + {max_workers} workers)"
             f" -> {'ok' if this_ok else 'MISSED'} (target p99 <= {limit:g} ms)"
         )
     return ok
