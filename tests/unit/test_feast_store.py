@@ -455,3 +455,73 @@ def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
     assert "tier" in info.value.available_features
     with pytest.raises(FeatureConfigError, match="unknown feature"):
         client.get_features(FRESH_USER, "user", ["temp_flag"])
+
+
+def test_single_id_batch_and_plan_cache_bound(client: FeastClient) -> None:
+    [vec] = client.get_batch_features([FRESH_USER], "user", ["tier"])
+    assert vec.features == client.get_features(FRESH_USER, "user", ["tier"]).features
+    names = ["tier", "preferences", "browsing", "budget_level", "demographics", "reading_level"]
+    import itertools
+
+    for combo in itertools.islice(itertools.permutations(names, 5), 4200):
+        client._plan("user", list(combo))
+    assert len(client._plans) <= 4097
+
+
+async def test_native_async_batch_path(client: FeastClient) -> None:
+    native = FeastClient(client.repo_path, "asahi", feature_store=client.feature_store)
+    native._native_async = True
+    with pytest.raises(FeatureStoreUnavailableError):
+        await native.aget_batch_features([FRESH_USER, STALE_USER], "user", ["tier"])
+
+
+def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
+    """An INT64 entity gets integer ids; a view keyed by two entities is not served."""
+    from datetime import datetime, timedelta, timezone
+
+    import pandas as pd
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.types import Int64, String
+
+    from asahi_features.sample_repo import feature_store_yaml
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "feature_store.yaml").write_text(feature_store_yaml())
+    now = datetime.now(timezone.utc)
+    frame = pd.DataFrame(
+        {
+            "account_id": [1, 2],
+            "store_id": [10, 20],
+            "event_timestamp": [now - timedelta(minutes=5)] * 2,
+            "plan": ["basic", "pro"],
+        }
+    )
+    frame.to_parquet(tmp_path / "data" / "accounts.parquet")
+    source = FileSource(
+        path=str(tmp_path / "data" / "accounts.parquet"), timestamp_field="event_timestamp"
+    )
+    account = Entity(name="account", join_keys=["account_id"], value_type=ValueType.INT64)
+    shop = Entity(name="shop", join_keys=["store_id"], value_type=ValueType.INT64)
+    plans = FeatureView(
+        name="account_plan",
+        entities=[account],
+        ttl=timedelta(days=1),
+        schema=[Field(name="plan", dtype=String)],
+        source=source,
+    )
+    pair = FeatureView(
+        name="account_shop",
+        entities=[account, shop],
+        ttl=timedelta(days=1),
+        schema=[Field(name="plan", dtype=String), Field(name="visits", dtype=Int64)],
+        source=source,
+    )
+    store = FeatureStore(repo_path=str(tmp_path))
+    store.apply([account, shop, plans, pair])
+    store.write_to_online_store("account_plan", frame[["account_id", "event_timestamp", "plan"]])
+    client = FeastClient(str(tmp_path), "asahi")
+    assert client.get_features("2", "account", ["plan"]).features == {"plan": "pro"}
+    assert client.list_features() == {"account": ["plan"], "shop": []}
+    with pytest.raises(FeatureConfigError, match="must be integers"):
+        client.get_features("abc", "account", ["plan"])
+    assert client.health_check() is True
