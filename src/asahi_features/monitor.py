@@ -270,7 +270,20 @@ class FeatureMonitor:
                 ``None``/NaN scores are counted as ``invalid_quality_scores``.
         """
         score = None if inference_quality is None else _coerce_score(inference_quality)
+        # Read everything first: a malformed result fails here, before any counter moves.
         eid = result.enrichment_id
+        task = result.task_type
+        enriched = result.features_available
+        held_out = result.held_out
+        reason = result.reason
+        tokens = result.feature_tokens_added + 0
+        latency = result.enrichment_latency_ms + 0.0
+        stale = len(result.dropped_stale)
+        attempted = result.store_attempted
+        failed = bool(result.store_failed)
+        if enriched:
+            used = len(result.features_used)
+            freshness = result.max_freshness_seconds + 0.0
         with self._lock:
             pending = self._pending
             entry = pending.get(eid)
@@ -279,19 +292,17 @@ class FeatureMonitor:
                 if inference_quality is not None:
                     self._apply_score(eid, entry, score)
                 return
-            task = result.task_type
             ts = self._tasks.get(task)
             if ts is None:
                 ts = self._task_for(task)
-            if result.features_available:
+            if enriched:
                 group = _WITH
                 self._successful += 1
-                self._features_used += len(result.features_used)
-                freshness = result.max_freshness_seconds
+                self._features_used += used
                 self._freshness_sum += freshness
                 if freshness > self._freshness_max:
                     self._freshness_max = freshness
-            elif result.held_out:
+            elif held_out:
                 group = _HELD_OUT
                 self._held_out += 1
             else:
@@ -300,20 +311,15 @@ class FeatureMonitor:
             ts.total += 1
             ts.groups[group] += 1
             reasons = ts.reasons
-            reason = result.reason
             reasons[reason] = reasons.get(reason, 0) + 1
-            tokens = result.feature_tokens_added
             self._tokens += tokens
             ts.tokens += tokens
-            latency = result.enrichment_latency_ms
             self._latency_sum += latency
             self._latency.add(latency)
-            stale = result.dropped_stale
             if stale:
-                self._stale_dropped += len(stale)
+                self._stale_dropped += stale
                 self._stale_records += 1
-            if result.store_attempted:
-                failed = bool(result.store_failed)
+            if attempted:
                 self._attempts += 1
                 self._window.add(failed)
                 if failed:

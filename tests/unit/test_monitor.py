@@ -511,3 +511,20 @@ def test_exploration_fraction_is_approximately_honoured() -> None:
     _scores(monitor, 10, with_mean=0.4, held_mean=0.8)
     share = sum(monitor.should_enrich("faq") for _ in range(20_000)) / 20_000
     assert share == pytest.approx(0.05, abs=0.01)
+
+
+def test_a_malformed_result_changes_nothing() -> None:
+    class Partial:  # lacks most attributes of EnrichmentResult
+        enrichment_id = "x"
+        task_type = "faq"
+        features_available = False
+        held_out = False
+        reason = "enriched"
+
+    monitor = FeatureMonitor()
+    with pytest.raises(AttributeError):
+        monitor.record_enrichment(Partial())  # type: ignore[arg-type]
+    stats = monitor.get_stats()
+    assert stats["total_enrichments"] == 0
+    assert stats["task_types"] == {}
+    assert stats["pending_quality"] == 0
