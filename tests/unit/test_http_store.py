@@ -141,6 +141,10 @@ class FeastMimic:
 
             def do_GET(self) -> None:
                 mimic.requests.append({"method": "GET", "path": self.path})
+                if mimic.drop_next > 0:
+                    mimic.drop_next -= 1
+                    self.close_connection = True
+                    return
                 if self.path == "/health":
                     self._send(503 if mimic.status == 503 else 200, b"")
                 else:
@@ -368,6 +372,10 @@ def test_connection_refused_and_health() -> None:
 
 def test_health(store: HttpFeatureStore, mimic: FeastMimic) -> None:
     assert store.health_check() is True
+    mimic.drop_next = 1
+    assert store.health_check() is True
+    mimic.drop_next = 2
+    assert store.health_check() is False
     mimic.status = 503
     assert store.health_check() is False
     assert mimic.requests[-1] == {"method": "GET", "path": "/health"}

@@ -468,3 +468,53 @@ def test_from_settings_and_build_backend(server: TectonTestServer, env: None) ->
     assert backend.get_features("u1", "user", ["visits"]).features == {"visits": 12}
     with backend:
         pass
+
+
+# -- behind the guard ---------------------------------------------------------------------
+
+
+def test_slow_server_guard_deadline(server: TectonTestServer, env: None) -> None:
+    from asahi_features.stores.guarded import GuardedClient
+
+    backend = make(server, timeout_ms=10_000)  # only the guard's deadline can stop it
+    backend.get_features("u1", "user", ["visits"])
+    guarded = GuardedClient(backend, timeout_ms=150, fallback_on_timeout=True)
+    server.faults.mode, server.faults.hang_seconds = "hang", 5.0
+    start = time.monotonic()
+    vec = guarded.get_features("u1", "user", ["visits"])
+    assert time.monotonic() - start < 5 * 0.150
+    assert vec.status is FeatureStatus.UNAVAILABLE and vec.features == {}
+    server.release()
+    backend.close()
+
+
+async def test_guarded_from_config(server: TectonTestServer, env: None) -> None:
+    from asahi_features.config import client_from_config
+
+    settings = FeatureStoreSettings.model_validate(
+        {
+            "provider": "tecton",
+            "timeout_ms": 300,
+            "tecton": {
+                "api_key_env": "TECTON_TEST_KEY",
+                "workspace": "prod",
+                "url": server.url,
+                "feature_service": "user_fs",
+            },
+        }
+    )
+    guarded = client_from_config(settings)
+    assert guarded.get_features("u1", "user", ["visits"]).features == {"visits": 12}
+    server.faults.mode, server.faults.delay_seconds = "slow", 3.0
+    start = time.monotonic()
+    vec = guarded.get_features("u1", "user", ["visits"])
+    assert vec.status is FeatureStatus.UNAVAILABLE
+    avec = await guarded.aget_features("u1", "user", ["visits"])  # type: ignore[attr-defined]
+    assert avec.status is FeatureStatus.UNAVAILABLE
+    assert time.monotonic() - start < 2 * 5 * 0.300
+    server.faults.mode, server.faults.status = "status", 401
+    with pytest.raises(ConfigError, match="HTTP 401"):
+        guarded.get_features("u1", "user", ["visits"])
+    with pytest.raises(FeatureConfigError):
+        guarded.get_features("u1", "user", ["bogus"])
+    guarded.close()  # type: ignore[attr-defined]

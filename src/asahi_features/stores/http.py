@@ -369,7 +369,13 @@ class HttpFeatureStore(BaseFeatureStore):
         if self._closed:
             return False
         try:
-            return self._client.get(self._health_url).status_code == 200
+            try:
+                response = self._client.get(self._health_url)
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                response = self._client.get(self._health_url)
+            return response.status_code == 200
         except Exception as exc:
             logger.warning("health check of %s failed: %s", self._where(), type(exc).__name__)
             return False
