@@ -1,0 +1,479 @@
+"""Store faults with real parts: the enricher degrades, never fails, and recovers by itself.
+
+* Tecton test server that hangs, answers 503, answers malformed JSON (unit level: the
+  server is an in-process HTTP server on 127.0.0.1, the client the real tecton-client);
+* a local JSON feature file rewritten non-atomically while readers enrich;
+* Redis killed mid-run and restarted on the same port, and ``feast serve`` restarted
+  mid-run (integration: real redis-server / feast serve, RUN_INTEGRATION_TESTS=1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import pytest
+
+from asahi_features.enricher import FeatureEnricher
+from asahi_features.models import EnrichmentReason, EnrichmentResult, FeatureStatus
+from asahi_features.monitor import FeatureMonitor
+from asahi_features.settings import EnricherConfig
+from asahi_features.stores.base import FeatureStoreClient
+from asahi_features.stores.breaker import BreakerState
+from asahi_features.stores.guarded import GuardedClient
+from asahi_features.stores.local import LocalFeatureStore
+from tests.servers import free_port, port_open, stop_process, wait_for
+
+DEGRADED = {
+    EnrichmentReason.STORE_UNAVAILABLE,
+    EnrichmentReason.DISABLED_BY_MONITOR,
+}
+
+
+def _enricher(
+    client: FeatureStoreClient, features: List[str], monitor: Optional[FeatureMonitor] = None
+) -> FeatureEnricher:
+    config = EnricherConfig(
+        freshness_threshold_seconds=10**9,
+        max_feature_tokens=400,
+        enabled_task_types=["t"],
+        task_features={"t": {"user": features}},
+    )
+    return FeatureEnricher(client, config, monitor=monitor)
+
+
+class LoadLoop:
+    """Threads that enrich continuously and record every outcome (or escaped exception)."""
+
+    def __init__(
+        self,
+        enricher: FeatureEnricher,
+        users: List[str],
+        threads: int = 4,
+        pause: float = 0.002,
+    ) -> None:
+        self.enricher = enricher
+        self.users = users
+        self.records: List[Tuple[float, str, str, EnrichmentResult, float]] = []
+        self.errors: List[BaseException] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pause = pause
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
+        ]
+
+    def _run(self, t: int) -> None:
+        i = 0
+        while not self._stop.is_set():
+            user = self.users[(t * 17 + i) % len(self.users)]
+            prompt = f"thread {t} request {i} for {user}"
+            began = time.monotonic()
+            try:
+                result = self.enricher.enrich(prompt, user_id=user, task_type="t")
+            except BaseException as exc:  # recorded: the test fails on any
+                with self._lock:
+                    self.errors.append(exc)
+            else:
+                with self._lock:
+                    self.records.append((began, user, prompt, result, time.monotonic() - began))
+            i += 1
+            time.sleep(self._pause)
+
+    def start(self) -> LoadLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        assert not any(t.is_alive() for t in self._threads)
+
+    def since(self, t0: float) -> List[EnrichmentResult]:
+        with self._lock:
+            return [r for began, _, _, r, _ in self.records if began >= t0]
+
+    def wait_enriched_after(self, t0: float, timeout: float) -> None:
+        wait_for(lambda: any(r.features_available for r in self.since(t0)), timeout=timeout)
+
+
+def _check_records(loop: LoadLoop, bound_s: float) -> None:
+    assert loop.errors == [], f"{len(loop.errors)} requests failed: {loop.errors[:3]!r}"
+    for _, _, prompt, result, elapsed in loop.records:
+        assert elapsed <= bound_s, f"a request took {elapsed:.2f}s"
+        assert result.enriched_prompt.endswith(prompt)
+        if not result.features_available:
+            assert result.enriched_prompt == prompt
+
+
+# --------------------------------------------------------------------------- Tecton
+
+TECTON_KEY_ENV = "ASAHI_FAULTS_TECTON_KEY"
+
+
+@pytest.fixture
+def tecton(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from tests.tecton_server import TectonTestServer
+
+    monkeypatch.setenv(TECTON_KEY_ENV, "faults-key")
+    with TectonTestServer(api_key="faults-key") as server:
+        server.add_service(
+            "user_fs",
+            join_keys=["user_id"],
+            features={"profile.tier": "string", "profile.preferences": "string"},
+        )
+        for n in range(20):
+            server.put(
+                "user_fs",
+                {"user_id": f"u{n}"},
+                {"profile.tier": f"tier-of-u{n}", "profile.preferences": f"pref-of-u{n}"},
+                age_seconds=30,
+            )
+        yield server
+
+
+def _tecton_guard(server: Any, *, client_timeout_ms: float = 1_500) -> GuardedClient:
+    from asahi_features.stores.tecton import TectonClient
+
+    client = TectonClient(
+        TECTON_KEY_ENV,
+        "prod",
+        url=server.url,
+        feature_service="user_fs",
+        timeout_ms=client_timeout_ms,
+    )
+    return GuardedClient(
+        client,
+        timeout_ms=250,
+        breaker_failure_threshold=3,
+        breaker_reset_seconds=0.5,
+        max_workers=8,
+        warning_interval_seconds=0,
+    )
+
+
+def _get_features_requests(server: Any) -> int:
+    from tests.tecton_server import GET_FEATURES
+
+    return sum(1 for r in server.requests if r["path"] == GET_FEATURES)
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"),
+    [("hang", 0), ("status", 503), ("malformed_json", 0), ("status", 500), ("reset", 0)],
+)
+def test_tecton_fault_degrades_opens_breaker_and_recovers(
+    tecton: Any, mode: str, status: int
+) -> None:
+    guarded = _tecton_guard(tecton)
+    enricher = _enricher(guarded, ["tier", "preferences"])
+    try:
+        healthy = enricher.enrich("hello", user_id="u1", task_type="t")
+        assert healthy.features_available and "tier-of-u1" in healthy.feature_context
+
+        tecton.faults.mode = mode
+        if status:
+            tecton.faults.status = status
+        for i in range(3):
+            began = time.monotonic()
+            result = enricher.enrich(f"during fault {i}", user_id="u2", task_type="t")
+            assert time.monotonic() - began <= 0.25 + 2.0
+            assert result.enriched_prompt == f"during fault {i}"
+            assert result.reason is EnrichmentReason.STORE_UNAVAILABLE
+            assert result.entity_status == {"user": FeatureStatus.UNAVAILABLE}
+        assert guarded.breaker.state is BreakerState.OPEN
+
+        # While open: fail fast, the server is not asked at all.
+        before = _get_features_requests(tecton)
+        for _ in range(20):
+            assert not enricher.enrich("open", user_id="u3", task_type="t").features_available
+        assert _get_features_requests(tecton) == before
+        assert guarded.stats()["rejected_open"] >= 20
+
+        # The store comes back: after the cool-down one probe closes the breaker.
+        tecton.faults.mode = "ok"
+        wait_for(lambda: guarded.breaker.state is BreakerState.HALF_OPEN, timeout=5)
+        wait_for(
+            lambda: enricher.enrich("after", user_id="u4", task_type="t").features_available,
+            timeout=10,
+            interval=0.1,
+        )
+        assert guarded.breaker.state is BreakerState.CLOSED
+        result = enricher.enrich("after", user_id="u5", task_type="t")
+        assert "tier-of-u5" in result.feature_context
+    finally:
+        tecton.release()
+        guarded.close()
+
+
+def test_tecton_fault_async_path(tecton: Any) -> None:
+    import asyncio
+
+    guarded = _tecton_guard(tecton)
+    enricher = _enricher(guarded, ["tier"])
+
+    async def burst(n: int) -> List[EnrichmentResult]:
+        return await asyncio.gather(
+            *(enricher.aenrich(f"p{i}", user_id=f"u{i % 20}", task_type="t") for i in range(n))
+        )
+
+    try:
+        assert all(r.features_available for r in asyncio.run(burst(5)))
+        tecton.faults.mode = "hang"
+        began = time.monotonic()
+        results = asyncio.run(burst(30))
+        assert time.monotonic() - began <= 0.25 + 3.0
+        assert not any(r.features_available for r in results)
+        assert all(r.enriched_prompt == f"p{i}" for i, r in enumerate(results))
+        tecton.faults.mode = "ok"
+        tecton.release()
+        time.sleep(0.6)
+        wait_for(lambda: all(r.features_available for r in asyncio.run(burst(3))), timeout=10)
+    finally:
+        tecton.release()
+        guarded.close()
+
+
+# --------------------------------------------------------------------------- local file
+
+FILE_USERS = 30
+VALUE = re.compile(r"(A|B)-gen-u(\d+)-(tier|pref)")
+
+
+def _feature_doc(version: str) -> str:
+    doc = {
+        "user": {
+            f"u{n}": {
+                "updated_at": "2100-01-01T00:00:00Z",
+                "features": {
+                    "tier": f"{version}-gen-u{n}-tier",
+                    "preferences": f"{version}-gen-u{n}-pref",
+                },
+            }
+            for n in range(FILE_USERS)
+        }
+    }
+    return json.dumps(doc, indent=1)
+
+
+@pytest.mark.parametrize("guard", [True, False], ids=["guarded", "bare"])
+def test_local_file_rewritten_half_way(tmp_path: Path, guard: bool) -> None:
+    path = tmp_path / "features.json"
+    path.write_text(_feature_doc("A"), encoding="utf-8")
+    store = LocalFeatureStore(path)
+    client: FeatureStoreClient = (
+        GuardedClient(store, timeout_ms=1_000, breaker_reset_seconds=0.05, max_workers=8)
+        if guard
+        else store
+    )
+    enricher = _enricher(client, ["tier", "preferences"])
+    stop = threading.Event()
+    rewrites = 0
+
+    def writer() -> None:
+        nonlocal rewrites
+        version = "B"
+        while not stop.is_set():
+            text = _feature_doc(version)
+            half = len(text) // 2
+            with open(path, "w", encoding="utf-8") as handle:  # deliberately not atomic
+                handle.write(text[:half])
+                handle.flush()
+                os.fsync(handle.fileno())
+                time.sleep(0.002)
+                handle.write(text[half:])
+            rewrites += 1
+            version = "A" if version == "B" else "B"
+            time.sleep(0.001)
+
+    loop = LoadLoop(enricher, [f"u{n}" for n in range(FILE_USERS)], threads=4, pause=0)
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    loop.start()
+    try:
+        time.sleep(2.0)
+    finally:
+        loop.stop()
+        stop.set()
+        thread.join(timeout=10)
+        if isinstance(client, GuardedClient):
+            client.close()
+    _check_records(loop, bound_s=3.0)
+    assert rewrites > 20
+    enriched = degraded = 0
+    for _, user, _, result, _ in loop.records:
+        if result.features_available:
+            enriched += 1
+            found = VALUE.findall(result.feature_context)
+            # both lines present, from ONE version of the file, for this very user
+            assert len(found) == 2, result.feature_context
+            assert {(v, f"u{n}") for v, n, _ in found} in ({("A", user)}, {("B", user)})
+        else:
+            degraded += 1
+            assert result.reason in DEGRADED, result.reason
+    assert enriched > 0
+    assert degraded > 0, "the half-written file was never observed; the test proved nothing"
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.mark.integration
+def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
+    from asahi_features.sample_repo import user_id
+    from asahi_features.stores.feast_store import FeastClient
+    from tests.feast_helpers import build_test_repo
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer()  # raises (fails) when redis-server is missing
+    redis.start()
+    guarded: Optional[GuardedClient] = None
+    loop: Optional[LoadLoop] = None
+    try:
+        repo = build_test_repo(
+            tmp_path / "repo",
+            users=60,
+            online_store="redis",
+            redis_connection=redis.connection_string,
+            with_test_views=False,
+        )
+        baseline_threads = threading.active_count()
+        guarded = GuardedClient(
+            FeastClient(str(repo), "asahi"),
+            timeout_ms=300,
+            breaker_failure_threshold=3,
+            breaker_reset_seconds=0.5,
+            max_workers=8,
+            warning_interval_seconds=1,
+        )
+        monitor = FeatureMonitor(breaker=guarded)
+        enricher = _enricher(guarded, ["tier", "preferences"], monitor)
+        users = [user_id(n) for n in range(1, 41)]
+        loop = LoadLoop(enricher, users, threads=6, pause=0.005).start()
+
+        t_healthy = time.monotonic()
+        loop.wait_enriched_after(t_healthy, timeout=30)
+
+        redis.stop()
+        t_down = time.monotonic()
+        wait_for(lambda: guarded.breaker.times_opened >= 1, timeout=20)
+        time.sleep(1.0)  # stay down through several cool-downs and failed probes
+        outage = loop.since(t_down + 0.5)
+        assert outage and not any(r.features_available for r in outage)
+        assert {r.reason for r in outage} <= DEGRADED
+
+        redis.start()  # same port, empty: load the rows again
+        build_test_repo(
+            tmp_path / "repo",
+            users=60,
+            online_store="redis",
+            redis_connection=redis.connection_string,
+            with_test_views=False,
+        )
+        t_up = time.monotonic()
+        loop.wait_enriched_after(t_up, timeout=30)  # recovers by itself, no reset call
+        wait_for(lambda: guarded.breaker.state is BreakerState.CLOSED, timeout=10)
+        loop.stop()
+        _check_records(loop, bound_s=0.3 + 2.0)
+        stats = monitor.get_stats()
+        assert stats["total_enrichments"] == len(loop.records)
+        assert guarded.stats()["workers"] <= 8
+        assert threading.active_count() <= baseline_threads + 8 + 2
+    finally:
+        if loop is not None:
+            loop.stop()
+        if guarded is not None:
+            guarded.close()
+        redis.close()
+
+
+# --------------------------------------------------------------------------- feast serve
+
+FEAST = Path(sys.executable).with_name("feast")
+
+
+def _feast_serve(repo: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """``feast serve`` on a fixed loopback port (a restart must come back on the same one)."""
+    if not FEAST.exists():
+        raise FileNotFoundError(f"feast binary not found at {FEAST}: install feast in the venv")
+    with log.open("ab") as sink:
+        proc = subprocess.Popen(
+            [str(FEAST), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
+            cwd=repo,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "FEAST_USAGE": "False"},
+        )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"feast serve exited with {proc.returncode}: {log.read_text()}")
+        return port_open(port)
+
+    try:
+        wait_for(up, timeout=120, interval=0.25)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+@pytest.mark.integration
+def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
+    from asahi_features.sample_repo import user_id
+    from asahi_features.stores.http import HttpFeatureStore
+    from tests.feast_helpers import build_test_repo
+
+    repo = build_test_repo(tmp_path / "repo", users=60, with_test_views=False)
+    port = free_port()
+    log = tmp_path / "feast.log"
+    proc = _feast_serve(repo, port, log)
+    guarded: Optional[GuardedClient] = None
+    loop: Optional[LoadLoop] = None
+    try:
+        store = HttpFeatureStore(
+            f"http://127.0.0.1:{port}",
+            feature_views={"user": ["user_profile:tier", "user_profile:preferences"]},
+            timeout_ms=2_000,
+        )
+        guarded = GuardedClient(
+            store,
+            timeout_ms=2_000,
+            breaker_failure_threshold=3,
+            breaker_reset_seconds=0.5,
+            max_workers=8,
+        )
+        enricher = _enricher(guarded, ["tier", "preferences"])
+        loop = LoadLoop(enricher, [user_id(n) for n in range(1, 41)], threads=4, pause=0.01)
+        loop.start()
+        loop.wait_enriched_after(time.monotonic(), timeout=30)
+
+        stop_process(proc)
+        t_down = time.monotonic()
+        wait_for(lambda: guarded.breaker.times_opened >= 1, timeout=20)
+        time.sleep(1.0)
+        outage = loop.since(t_down + 0.5)
+        assert outage and not any(r.features_available for r in outage)
+
+        proc = _feast_serve(repo, port, log)
+        loop.wait_enriched_after(time.monotonic(), timeout=60)
+        wait_for(lambda: guarded.breaker.state is BreakerState.CLOSED, timeout=10)
+        loop.stop()
+        _check_records(loop, bound_s=2.0 + 2.0)
+    finally:
+        if loop is not None:
+            loop.stop()
+        if guarded is not None:
+            guarded.close()
+        stop_process(proc)
