@@ -28,6 +28,11 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Opt
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_callback_manager_for_config,
+    get_config_list,
+)
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_core.tracers.base import BaseTracer
 from pydantic import ConfigDict
@@ -340,8 +345,11 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             config: one config for all inputs or one per input (identity per input).
             return_exceptions: return an input's error in its place instead of raising.
         """
+        inputs = list(inputs)
+        if inputs and not _observed(config, len(inputs)):
+            return _unobserved(self._batch_direct(inputs, config), return_exceptions)
         return self._batch_with_config(
-            self._batch, list(inputs), config, return_exceptions=return_exceptions
+            self._batch, inputs, config, return_exceptions=return_exceptions
         )
 
     async def abatch(
@@ -353,9 +361,54 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         **kwargs: Any,
     ) -> List[Any]:
         """Async :meth:`batch` (one ``aenrich_batch`` call)."""
+        inputs = list(inputs)
+        if inputs and not _observed(config, len(inputs)):
+            configs = get_config_list(config, len(inputs))
+            try:
+                outputs = await self._abatch(inputs, [], configs)
+            except Exception as exc:
+                outputs = [exc] * len(inputs)
+            return _unobserved(outputs, return_exceptions)
         return await self._abatch_with_config(
-            self._abatch, list(inputs), config, return_exceptions=return_exceptions
+            self._abatch, inputs, config, return_exceptions=return_exceptions
         )
+
+    def _batch_direct(
+        self, inputs: List[Any], config: Optional[Union[RunnableConfig, List[RunnableConfig]]]
+    ) -> List[Any]:
+        configs = get_config_list(config, len(inputs))
+        try:
+            return self._batch(inputs, [], configs)
+        except Exception as exc:
+            return [exc] * len(inputs)
+
+
+def _no_handlers(callbacks: Any) -> bool:
+    if callbacks is None:
+        return True
+    if isinstance(callbacks, list):
+        return not callbacks
+    return not getattr(callbacks, "handlers", True)
+
+
+def _observed(config: Optional[Union[RunnableConfig, List[RunnableConfig]]], n: int) -> bool:
+    """Would any callback handler see the per-input runs of a batch?
+
+    No handler in any config and none added globally (tracing, debug, context hooks):
+    the runs would be invisible, so the batch skips creating them.
+    """
+    configs = config if isinstance(config, list) else [config or {}]
+    if not all(_no_handlers(c.get("callbacks")) for c in configs):
+        return True
+    return bool(get_callback_manager_for_config(ensure_config(configs[0])).handlers)
+
+
+def _unobserved(outputs: List[Any], return_exceptions: bool) -> List[Any]:
+    if not return_exceptions:
+        for out in outputs:
+            if isinstance(out, Exception):
+                raise out
+    return outputs
 
 
 # -- finding enrichments in runs --------------------------------------------------------

@@ -333,3 +333,33 @@ def test_works_inside_a_larger_chain(enricher: FeatureEnricher) -> None:
     )
     chain.invoke("  padded  ", {"configurable": {"user_id": "u_009"}, "callbacks": [recorder]})
     assert recorder.messages == [[HumanMessage(content=profile(9, "padded"))]]
+
+
+def test_unobserved_batch_skips_runs_but_global_handlers_still_see_each_input(
+    enricher: FeatureEnricher, client: CountingClient
+) -> None:
+    from langchain_core.tracers.context import collect_runs
+
+    runnable = FeatureEnrichmentRunnable(enricher)
+    inputs = [{"prompt": f"q{n}", "user_id": f"u_{n:03d}"} for n in range(3)]
+    with collect_runs() as collector:
+        outs = runnable.batch(inputs)
+    assert [str(o) for o in outs] == [profile(n, f"q{n}") for n in range(3)]
+    assert [run.inputs for run in collector.traced_runs] == inputs
+    assert len(client.batch_calls) == 1
+
+
+async def test_unobserved_abatch_whole_failure(tmp_path: Path) -> None:
+    strict = GuardedClient(
+        LocalFeatureStore(tmp_path / "missing.json"), timeout_ms=2000, fallback_on_timeout=False
+    )
+    runnable = FeatureEnrichmentRunnable(FeatureEnricher(strict, CONFIG))
+    cfg: Any = {"configurable": {"user_id": "u_1"}}
+    outs = await runnable.abatch(["a", "b"], cfg, return_exceptions=True)
+    assert all(isinstance(o, FeatureStoreUnavailableError) for o in outs)
+    with pytest.raises(FeatureStoreUnavailableError):
+        await runnable.abatch(["a"], cfg)
+    recorder = MessageRecorder()
+    with pytest.raises(FeatureStoreUnavailableError):
+        await runnable.abatch(["a", "b"], {**cfg, "callbacks": [recorder]})
+    assert len(recorder.chain_errors) == 2
