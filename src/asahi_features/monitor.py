@@ -252,6 +252,12 @@ class FeatureMonitor:
         self._invalid_scores = 0
         self._duplicate_records = 0
 
+    def __repr__(self) -> str:
+        return (
+            f"FeatureMonitor(total_enrichments={self._total}, "
+            f"tasks={len(self._tasks)}, paused={self._paused})"
+        )
+
     # ------------------------------------------------------------------ recording
 
     def record_enrichment(
@@ -873,6 +879,9 @@ class FeatureMonitor:
         ``availability_paused``, ``breaker_open``, ``pending_quality``,
         ``pending_evicted_total`` and ``unmatched_quality_scores_total``.
 
+        One monitor per registry: the metric names carry no monitor label, so a second
+        registration in the same registry is refused by prometheus-client.
+
         Args:
             registry: a ``prometheus_client.CollectorRegistry`` (default: the global
                 ``REGISTRY``).
@@ -882,6 +891,7 @@ class FeatureMonitor:
 
         Raises:
             ImportError: prometheus-client is not installed.
+            ValueError: the registry already holds these metric names.
         """
         prom = _require_prometheus()
         collector = _MonitorCollector(self)
@@ -910,8 +920,8 @@ class _MonitorCollector:
         self._monitor = monitor
 
     def describe(self) -> List[Any]:
-        """No up-front description: the registry then calls :meth:`collect` lazily."""
-        return []
+        """The current families, so that the registry can refuse duplicate names."""
+        return list(self.collect())
 
     def collect(self) -> Any:
         """Yield the metric families (called by the registry on every scrape)."""

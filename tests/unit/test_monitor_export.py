@@ -143,8 +143,11 @@ def test_prometheus_output_parses() -> None:
     assert samples[("asahi_features_stale_features_dropped_total", ())] == 4
     assert samples[("asahi_features_breaker_open", ())] == 1
     assert samples[("asahi_features_enrichment_enabled", (("task_type", "faq"),))] == 1
+    with pytest.raises(ValueError, match="Duplicated"):
+        FeatureMonitor().register_prometheus(registry)  # one monitor per registry
     registry.unregister(collector)
     assert "asahi_features" not in generate_latest(registry).decode()
+    assert repr(monitor).startswith("FeatureMonitor(total_enrichments=81")
 
 
 def test_prometheus_on_an_empty_monitor_parses() -> None:
