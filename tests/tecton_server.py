@@ -54,7 +54,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-__all__ = ["Faults", "TectonTestServer"]
+__all__ = ["Faults", "QuietHTTPServer", "TectonTestServer"]
 
 GET_FEATURES = "/api/v1/feature-service/get-features"
 METADATA = "/api/v1/feature-service/metadata"
@@ -91,6 +91,19 @@ _REASONS = {
     503: "Service Unavailable",
     504: "Gateway Timeout",
 }
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """Clients that time out close their socket: writing the late answer then fails."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -158,7 +171,7 @@ class TectonTestServer:
         self._in_flight = 0
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd = QuietHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
 

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -30,6 +30,7 @@ from asahi_features.models import FeatureStatus
 from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.http import HttpFeatureStore, parse_timestamp
 from tests.servers import free_port
+from tests.tecton_server import QuietHTTPServer
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 EPOCH = "1970-01-01T00:00:00Z"
@@ -59,7 +60,7 @@ class FeastMimic:
         self.mode = "ok"
         self.drop_next = 0
         self.delay = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = QuietHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -175,6 +175,7 @@ def test_list_features_and_health(client: TectonClient, server: TectonTestServer
     assert client.list_features("user") == {
         "user": ["recent", "score", "tier", "visits"],
     }
+    assert client.list_features() == {"*": ["recent", "score", "tier", "visits"]}
     assert client.health_check() is True
     server.close()
     fresh = make(server, timeout_ms=300)
@@ -220,8 +221,9 @@ def test_unknown_service_or_workspace(
 
 def test_bad_request_missing_join_key(server: TectonTestServer, env: None) -> None:
     c = make(server, feature_service="two_keys_fs", entity_join_keys={"user": "user_id"})
-    with pytest.raises(FeatureConfigError, match="Missing required join key: `merchant`"):
+    with pytest.raises(FeatureConfigError, match="Missing required join key: `merchant`") as info:
         c.get_features("u1", "user", ["x"])
+    assert info.value.available_features == ["merchant", "user_id"]
     c.close()
 
 

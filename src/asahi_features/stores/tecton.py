@@ -308,7 +308,13 @@ class TectonClient(BaseFeatureStore):
                 key_path="feature_store.tecton.feature_service",
             )
         if status == 400:
-            return FeatureConfigError(f"{text} (the request was rejected as invalid)")
+            keys = {k for info in self._services.values() for k in info.join_keys}
+            return FeatureConfigError(
+                f"{text} (the request was rejected as invalid; check "
+                f"feature_store.tecton.entity_join_keys)",
+                keys,
+                kind="join keys",
+            )
         if status == 504:
             return FeatureStoreTimeoutError(text)
         return FeatureStoreUnavailableError(text)
