@@ -538,9 +538,10 @@ class FeatureMonitor:
             return ts.verdict
         cfg = self.config
         with_q, held_q = ts.quality[_WITH], ts.quality[_HELD_OUT]
-        upper = welch_upper_bound(with_q, held_q, cfg.confidence)
-        enough = with_q.n >= cfg.min_samples and held_q.n >= cfg.min_samples
-        disabled = enough and upper is not None and upper <= cfg.min_quality_gain
+        upper = None
+        if with_q.n >= cfg.min_samples and held_q.n >= cfg.min_samples:
+            upper = welch_upper_bound(with_q, held_q, cfg.confidence)
+        disabled = upper is not None and upper <= cfg.min_quality_gain
         if disabled != ts.quality_off:
             ts.quality_off = disabled
             logger.info(
@@ -572,7 +573,8 @@ class FeatureMonitor:
         Also: latency percentiles (``latency_ms``), tokens, staleness drops, fallbacks
         by reason, recent availability, breaker state, pending-table counters and a
         per-task breakdown under ``task_types`` with the quality delta (enriched minus
-        held out), its sample counts and upper confidence bound.
+        held out), its sample counts and the upper confidence bound of the gain (``None``
+        until both groups have ``min_samples`` scores).
         """
         with self._lock:
             breaker_state = self._breaker_state()

@@ -444,7 +444,9 @@ def test_quality_disables_only_after_min_samples() -> None:
     monitor = FeatureMonitor(config)
     _scores(monitor, 29, with_mean=0.5, held_mean=0.8)  # clearly worse, but too few
     assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
-    assert monitor.get_stats()["task_types"]["faq"]["disabled_for_quality"] is False
+    faq = monitor.get_stats()["task_types"]["faq"]
+    assert faq["disabled_for_quality"] is False
+    assert faq["quality_gain_upper_bound"] is None  # not decided before min_samples
     _scores(monitor, 1, with_mean=0.5, held_mean=0.8, seed=2)
     assert monitor.decision("faq") == Decision(False, DecisionReason.QUALITY_NO_GAIN)
     assert monitor.should_enrich("general")  # other task types are not affected
