@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import (
@@ -39,7 +39,7 @@ from typing import (
     runtime_checkable,
 )
 
-from .budget import Block, Fitted, Line, fit_blocks
+from .budget import Block, Fitted, Line, fit_blocks, segments
 from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from .models import (
     EnrichmentReason,
@@ -59,6 +59,7 @@ __all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enriche
 logger = logging.getLogger(__name__)
 
 CONTEXT_HEADER = "[Context from request]"
+_SEGMENT_CACHE_SIZE = 65_536
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 
 
@@ -133,6 +134,54 @@ class _PolicyMatcher:
         return decision
 
 
+_RESULT_FIELDS = frozenset(
+    (
+        "original_prompt",
+        "enriched_prompt",
+        "features_used",
+        "feature_tokens_added",
+        "enrichment_latency_ms",
+        "features_available",
+        "enrichment_id",
+        "task_type",
+        "reason",
+        "feature_context",
+        "entity_status",
+        "missing_entities",
+        "dropped_stale",
+        "dropped_budget",
+        "dropped_policy",
+        "held_out",
+        "store_attempted",
+        "store_failed",
+        "max_freshness_seconds",
+        "created_at",
+    )
+)
+_OTHER_RESULT_FIELDS = [
+    (name, info)
+    for name, info in EnrichmentResult.model_fields.items()
+    if name not in _RESULT_FIELDS
+]
+_object_setattr = object.__setattr__
+
+
+def _new_result(values: Dict[str, Any]) -> EnrichmentResult:
+    """An EnrichmentResult from already-typed values, without re-validation.
+
+    Equivalent to ``EnrichmentResult.model_construct(**values)`` (which is several times
+    slower on this hot path); fields added to the model later get their defaults.
+    """
+    for name, info in _OTHER_RESULT_FIELDS:  # pragma: no cover - only if models.py grows
+        values[name] = info.get_default(call_default_factory=True)
+    result = EnrichmentResult.__new__(EnrichmentResult)
+    _object_setattr(result, "__dict__", values)
+    _object_setattr(result, "__pydantic_fields_set__", set(values))
+    _object_setattr(result, "__pydantic_extra__", None)
+    _object_setattr(result, "__pydantic_private__", None)
+    return result
+
+
 class _Request(NamedTuple):
     prompt: str
     user_id: Optional[str]
@@ -173,7 +222,7 @@ class _Plan:
         self.mapping: Dict[str, List[str]] = {}
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
-        self.done: Optional[EnrichmentResult] = None
+        self.done: Optional[Dict[str, Any]] = None
         self.vectors: Dict[str, FeatureVector] = {}
         self.failed = False
 
@@ -228,6 +277,9 @@ class FeatureEnricher:
         self._prefixes: Dict[str, str] = {}
         self._headers: Dict[str, str] = {}
         self._enabled = frozenset(self.config.enabled_task_types)
+        self._mappings: Dict[str, Dict[str, List[str]]] = {}
+        self._segment_cache: Dict[str, int] = {}
+        self._segments_exact = self._check_segments()
         redaction = sanitize(self.config.policy.redaction_text, keep_brackets=True)
         redaction = redaction or "[redacted]"
         self._redacted = RenderedValue((redaction,), " ", "")
@@ -337,9 +389,14 @@ class FeatureEnricher:
         if task not in self._enabled:
             plan.done = self._empty(plan, EnrichmentReason.TASK_NOT_ENABLED)
             return plan
-        mapping = {
-            et: names for et, names in self.config.task_features.get(task, {}).items() if names
-        }
+        mapping = self._mappings.get(task)
+        if mapping is None:
+            mapping = {
+                et: list(names)
+                for et, names in self.config.task_features.get(task, {}).items()
+                if names
+            }
+            self._mappings[task] = mapping
         if not mapping:
             plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
             return plan
@@ -478,10 +535,9 @@ class FeatureEnricher:
         )
 
     def _finish(self, plan: _Plan) -> EnrichmentResult:
-        if plan.done is None:
-            plan.done = self._build(plan)
-        result = plan.done
-        result.enrichment_latency_ms = (self._clock() - plan.started) * 1000.0
+        values = plan.done if plan.done is not None else self._build(plan)
+        values["enrichment_latency_ms"] = (self._clock() - plan.started) * 1000.0
+        result = _new_result(values)
         if self.monitor is not None:
             try:
                 self.monitor.record_enrichment(result)
@@ -489,7 +545,7 @@ class FeatureEnricher:
                 logger.exception("monitor.record_enrichment failed")
         return result
 
-    def _build(self, plan: _Plan) -> EnrichmentResult:
+    def _build(self, plan: _Plan) -> Dict[str, Any]:
         threshold = self.config.freshness_threshold_seconds
         policy = self._policy
         blocks: List[Block] = []
@@ -497,7 +553,7 @@ class FeatureEnricher:
         dropped_stale: List[str] = []
         dropped_policy: List[str] = []
         ages: Dict[str, float] = {}
-        counts = {"found": 0, "values": 0, "fresh": 0, "allowed": 0}
+        found = with_values = fresh = allowed = 0
         failed = plan.failed
         for entity_type in plan.identities:
             vector = plan.vectors.get(entity_type)
@@ -511,7 +567,7 @@ class FeatureEnricher:
                 continue
             if vector.status is not FeatureStatus.FOUND:
                 continue
-            counts["found"] += 1
+            found += 1
             block = Block(self._header(entity_type))
             features = vector.features
             freshness = vector.feature_freshness
@@ -521,17 +577,17 @@ class FeatureEnricher:
                 value = features[name]
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     continue
-                counts["values"] += 1
+                with_values += 1
                 age = freshness.get(name, vector.freshness_seconds)
                 if age > threshold:
                     dropped_stale.append(name)
                     continue
-                counts["fresh"] += 1
+                fresh += 1
                 decision = policy.decide(name)
                 if decision == "drop":
                     dropped_policy.append(name)
                     continue
-                counts["allowed"] += 1
+                allowed += 1
                 rendered = self._redacted if decision == "redact" else self._render(name, value)
                 if rendered is None:
                     continue
@@ -543,15 +599,60 @@ class FeatureEnricher:
             context_block = self._context_block(plan, dropped_policy)
             if context_block is not None:
                 blocks.append(context_block)
-            fitted = fit_blocks(blocks, self._count_tokens, self.config.max_feature_tokens)
+            fitted = fit_blocks(
+                blocks,
+                self._count_tokens,
+                self.config.max_feature_tokens,
+                count_segment=self._segment_tokens if self._segments_exact else None,
+            )
         else:
             fitted = Fitted("", 0, [], [], [])
+        counts = (found, with_values, fresh, allowed)
         return self._result(
             plan, fitted, status, dropped_stale, dropped_policy, ages, counts, failed
         )
 
     def _count_tokens(self, text: str) -> int:
         return len(self._count(text))
+
+    def _segment_tokens(self, text: str) -> int:
+        cache = self._segment_cache
+        tokens = cache.get(text)
+        if tokens is None:
+            tokens = len(self._count(text))
+            if len(text) <= 512:
+                if len(cache) >= _SEGMENT_CACHE_SIZE:
+                    cache.clear()
+                cache[text] = tokens
+        return tokens
+
+    def _check_segments(self) -> bool:
+        """True when summing segment counts is exact for this encoding (see
+        :func:`asahi_features.budget.segments`); checked once on awkward samples."""
+        samples = {
+            "user": [
+                "shoes, jacket",
+                "25-34, urban",
+                "x\u2019s (y)\u2026",
+                "日本語 テキスト",
+                "3.5",
+            ],
+            "organization": ["!!", "a-b", "\u00e9lan", "4 \U0001f600", "http://x.y/z?q=1"],
+        }
+        blocks = [
+            Block(
+                self._header(entity_type),
+                [
+                    Line(
+                        f"f{i}", self._prefix(f"feature_{i}_{v[:2]}"), RenderedValue((v,), " ", "")
+                    )
+                    for i, v in enumerate(values)
+                ],
+            )
+            for entity_type, values in samples.items()
+        ]
+        text = "".join(segments(blocks))
+        return len(self._count(text)) == sum(len(self._count(p)) for p in segments(blocks))
 
     def _context_block(self, plan: _Plan, dropped_policy: List[str]) -> Optional[Block]:
         context = plan.request.context
@@ -582,24 +683,25 @@ class FeatureEnricher:
         dropped_stale: List[str],
         dropped_policy: List[str],
         ages: Dict[str, float],
-        counts: Dict[str, int],
+        counts: Tuple[int, int, int, int],
         failed: bool,
-    ) -> EnrichmentResult:
+    ) -> Dict[str, Any]:
         used = [line.name for line in fitted.kept if not line.name.startswith("context.")]
         if not used:
             # Context lines alone never make an enrichment.
             fitted = Fitted("", 0, [], fitted.dropped, [])
+        found, with_values, fresh, allowed = counts
         if used:
             reason = EnrichmentReason.ENRICHED
-        elif failed and counts["found"] == 0:
+        elif failed and found == 0:
             reason = EnrichmentReason.STORE_UNAVAILABLE
-        elif counts["found"] == 0:
+        elif found == 0:
             reason = EnrichmentReason.ENTITY_MISSING
-        elif counts["values"] == 0:
+        elif with_values == 0:
             reason = EnrichmentReason.NO_FEATURE_VALUES
-        elif counts["fresh"] == 0:
+        elif fresh == 0:
             reason = EnrichmentReason.ALL_STALE
-        elif counts["allowed"] == 0:
+        elif allowed == 0:
             reason = EnrichmentReason.POLICY_FILTERED
         elif fitted.dropped:
             reason = EnrichmentReason.BUDGET_EXHAUSTED
@@ -607,7 +709,7 @@ class FeatureEnricher:
             reason = EnrichmentReason.NO_FEATURE_VALUES
         request = plan.request
         text = fitted.text
-        return EnrichmentResult.model_construct(
+        return dict(
             original_prompt=request.prompt,
             enriched_prompt=text + request.prompt if text else request.prompt,
             features_used=used,
@@ -626,15 +728,15 @@ class FeatureEnricher:
             store_failed=failed,
             max_freshness_seconds=max((ages[n] for n in used if n in ages), default=0.0),
             held_out=False,
-            enrichment_id=uuid.uuid4().hex,
+            enrichment_id=os.urandom(16).hex(),
             created_at=utc_now(),
         )
 
     def _empty(
         self, plan: _Plan, reason: EnrichmentReason, *, held_out: bool = False
-    ) -> EnrichmentResult:
+    ) -> Dict[str, Any]:
         request = plan.request
-        return EnrichmentResult.model_construct(
+        return dict(
             original_prompt=request.prompt,
             enriched_prompt=request.prompt,
             features_used=[],
@@ -653,7 +755,7 @@ class FeatureEnricher:
             store_attempted=False,
             store_failed=False,
             max_freshness_seconds=0.0,
-            enrichment_id=uuid.uuid4().hex,
+            enrichment_id=os.urandom(16).hex(),
             created_at=utc_now(),
         )
 

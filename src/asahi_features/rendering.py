@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -197,24 +196,30 @@ def _join_items(value: Any) -> str:
     return ", ".join(_items_of(value))
 
 
-@dataclass(frozen=True)
 class RenderedValue:
     """A value ready for a context line, as units that the budget may shorten.
 
-    The full text is ``separator.join(units)``. Lists shorten to their first (most
-    recent) units with no marker; text shortens to its first words followed by ``…``.
+    The full text is ``separator.join(units)`` (plus ``shortened_suffix`` when
+    ``truncated``). Lists shorten to their first (most recent) units with no marker;
+    text shortens to its first words followed by ``…``.
     """
 
-    units: Tuple[str, ...]
-    separator: str
-    shortened_suffix: str
-    truncated: bool = False
+    __slots__ = ("separator", "shortened_suffix", "text", "truncated", "units")
 
-    @property
-    def text(self) -> str:
+    def __init__(
+        self,
+        units: Tuple[str, ...],
+        separator: str,
+        shortened_suffix: str,
+        truncated: bool = False,
+    ) -> None:
+        self.units = units
+        self.separator = separator
+        self.shortened_suffix = shortened_suffix
+        self.truncated = truncated
+        body = separator.join(units)
+        self.text = body + shortened_suffix if truncated else body
         """The whole value."""
-        body = self.separator.join(self.units)
-        return body + self.shortened_suffix if self.truncated else body
 
 
 _CACHE: Dict[Tuple[str, int], RenderedValue] = {}
