@@ -465,3 +465,28 @@ def test_constructor_validation(url: str, views: dict[str, list[str]], match: st
 )
 def test_parse_timestamp(text: str, expected: datetime | None) -> None:
     assert parse_timestamp(text) == expected
+
+
+def test_slow_server_behind_the_guard(mimic: FeastMimic) -> None:
+    import time
+
+    from asahi_features.config import client_from_config
+
+    settings = FeatureStoreSettings.model_validate(
+        {
+            "provider": "http",
+            "timeout_ms": 200,
+            "http": {"url": mimic.url, "feature_views": {"user": ["user_profile:tier"]}},
+        }
+    )
+    guarded = client_from_config(settings)
+    assert guarded.get_features("u1", "user", ["tier"]).features == {"tier": "gold"}
+    mimic.mode = "slow"
+    start = time.monotonic()
+    vec = guarded.get_features("u1", "user", ["tier"])
+    assert time.monotonic() - start < 5 * 0.200
+    assert vec.status is FeatureStatus.UNAVAILABLE
+    mimic.delay.set()
+    with pytest.raises(FeatureConfigError):
+        guarded.get_features("u1", "user", ["bogus"])
+    guarded.close()  # type: ignore[attr-defined]

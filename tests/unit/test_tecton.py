@@ -520,3 +520,14 @@ async def test_guarded_from_config(server: TectonTestServer, env: None) -> None:
     with pytest.raises(FeatureConfigError):
         guarded.get_features("u1", "user", ["bogus"])
     guarded.close()  # type: ignore[attr-defined]
+
+
+async def test_async_batch_is_concurrent_and_bounded(server: TectonTestServer, env: None) -> None:
+    c = make(server, max_concurrency=3)
+    await c.aget_features("u1", "user", ["visits"])
+    server.reset_log()
+    server.faults.mode, server.faults.delay_seconds = "slow", 0.3
+    out = await c.aget_batch_features([f"id{i}" for i in range(9)], "user", ["visits"])
+    assert [v.entity_id for v in out] == [f"id{i}" for i in range(9)]
+    assert 2 <= server.max_in_flight <= 3
+    await c.aclose()
