@@ -577,69 +577,77 @@ class FeatureMonitor:
         until both groups have ``min_samples`` scores).
         """
         with self._lock:
-            breaker_state = self._breaker_state()
-            tasks = {name: self._task_stats(ts) for name, ts in sorted(self._tasks.items())}
-            reasons: Dict[str, int] = {}
-            for ts in self._tasks.values():
-                for reason, count in ts.reasons.items():
-                    key = _reason_name(reason)
-                    reasons[key] = reasons.get(key, 0) + count
-            q = [acc.summary() for acc in self._quality]
-            latencies = list(self._latency.values)
-            total, successful = self._total, self._successful
-            stats: Dict[str, Any] = {
-                "total_enrichments": total,
-                "successful_enrichments": successful,
-                "held_out_enrichments": self._held_out,
-                "fallback_enrichments": total - successful - self._held_out,
-                "avg_features_used": self._features_used / total if total else 0.0,
-                "avg_features_used_when_enriched": (
-                    self._features_used / successful if successful else 0.0
-                ),
-                "avg_latency_ms": self._latency_sum / total if total else 0.0,
-                "quality_with_features": q[_WITH]["mean"],
-                "quality_without_features": q[_HELD_OUT]["mean"],
-                "quality_fallback": q[_FALLBACK]["mean"],
-                "quality_delta": (
-                    q[_WITH]["mean"] - q[_HELD_OUT]["mean"]
-                    if q[_WITH]["n"] and q[_HELD_OUT]["n"]
-                    else None
-                ),
-                "quality": dict(zip(GROUPS, q, strict=True)),
-                "feature_store_availability_pct": (
-                    100.0 * (self._attempts - self._failures) / self._attempts
-                    if self._attempts
-                    else None
-                ),
-                "feature_store_availability_pct_recent": self._window.availability_pct,
-                "feature_store_attempts": self._attempts,
-                "feature_store_failures": self._failures,
-                "feature_store_window_attempts": self._window.count,
-                "availability_paused": self._paused,
-                "availability_pauses": self._pauses,
-                "availability_probes": self._probes,
-                "breaker_state": breaker_state,
-                "feature_tokens_added_total": self._tokens,
-                "avg_feature_tokens_added": self._tokens / total if total else 0.0,
-                "avg_feature_tokens_added_when_enriched": (
-                    self._tokens / successful if successful else 0.0
-                ),
-                "stale_features_dropped": self._stale_dropped,
-                "enrichments_with_stale_drops": self._stale_records,
-                "avg_freshness_seconds": (self._freshness_sum / successful if successful else None),
-                "max_freshness_seconds": self._freshness_max if successful else None,
-                "reasons": dict(sorted(reasons.items())),
-                "fallbacks_by_reason": {
-                    k: v for k, v in sorted(reasons.items()) if k != "enriched"
-                },
-                "pending_quality": len(self._pending),
-                "pending_evicted": self._evicted,
-                "unmatched_quality_scores": self._unmatched,
-                "duplicate_quality_scores": self._duplicate_scores,
-                "invalid_quality_scores": self._invalid_scores,
-                "duplicate_records": self._duplicate_records,
-                "task_types": tasks,
-            }
+            stats = self._stats_locked()
+        return self._finish_stats(stats)
+
+    def _stats_locked(self) -> Dict[str, Any]:
+        breaker_state = self._breaker_state()
+        tasks = {name: self._task_stats(ts) for name, ts in sorted(self._tasks.items())}
+        reasons: Dict[str, int] = {}
+        for ts in self._tasks.values():
+            for reason, count in ts.reasons.items():
+                key = _reason_name(reason)
+                reasons[key] = reasons.get(key, 0) + count
+        q = [acc.summary() for acc in self._quality]
+        latencies = list(self._latency.values)
+        total, successful = self._total, self._successful
+        stats: Dict[str, Any] = {
+            "total_enrichments": total,
+            "successful_enrichments": successful,
+            "held_out_enrichments": self._held_out,
+            "fallback_enrichments": total - successful - self._held_out,
+            "avg_features_used": self._features_used / total if total else 0.0,
+            "avg_features_used_when_enriched": (
+                self._features_used / successful if successful else 0.0
+            ),
+            "avg_latency_ms": self._latency_sum / total if total else 0.0,
+            "quality_with_features": q[_WITH]["mean"],
+            "quality_without_features": q[_HELD_OUT]["mean"],
+            "quality_fallback": q[_FALLBACK]["mean"],
+            "quality_delta": (
+                q[_WITH]["mean"] - q[_HELD_OUT]["mean"]
+                if q[_WITH]["n"] and q[_HELD_OUT]["n"]
+                else None
+            ),
+            "quality": dict(zip(GROUPS, q, strict=True)),
+            "feature_store_availability_pct": (
+                100.0 * (self._attempts - self._failures) / self._attempts
+                if self._attempts
+                else None
+            ),
+            "feature_store_availability_pct_recent": self._window.availability_pct,
+            "feature_store_attempts": self._attempts,
+            "feature_store_failures": self._failures,
+            "feature_store_window_attempts": self._window.count,
+            "availability_paused": self._paused,
+            "availability_pauses": self._pauses,
+            "availability_probes": self._probes,
+            "breaker_state": breaker_state,
+            "feature_tokens_added_total": self._tokens,
+            "avg_feature_tokens_added": self._tokens / total if total else 0.0,
+            "avg_feature_tokens_added_when_enriched": (
+                self._tokens / successful if successful else 0.0
+            ),
+            "stale_features_dropped": self._stale_dropped,
+            "enrichments_with_stale_drops": self._stale_records,
+            "avg_freshness_seconds": (self._freshness_sum / successful if successful else None),
+            "max_freshness_seconds": self._freshness_max if successful else None,
+            "reasons": dict(sorted(reasons.items())),
+            "fallbacks_by_reason": {k: v for k, v in sorted(reasons.items()) if k != "enriched"},
+            "pending_quality": len(self._pending),
+            "pending_evicted": self._evicted,
+            "unmatched_quality_scores": self._unmatched,
+            "duplicate_quality_scores": self._duplicate_scores,
+            "invalid_quality_scores": self._invalid_scores,
+            "duplicate_records": self._duplicate_records,
+            "task_types": tasks,
+        }
+        stats["_latencies"] = latencies
+        return stats
+
+    @staticmethod
+    def _finish_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
+        latencies = stats.pop("_latencies")
         p50, p95, p99 = LatencyReservoir.percentiles_of(latencies, (50, 95, 99))
         stats["latency_ms"] = {"p50": p50, "p95": p95, "p99": p99, "sample_size": len(latencies)}
         return stats
@@ -675,9 +683,10 @@ class FeatureMonitor:
         variances, the latency sample). The pending table and the recent-availability
         window are not persisted: they describe the running process.
         """
-        stats = self.get_stats()
         with self._lock:
+            stats = self._stats_locked()
             state = self._state()
+        stats = self._finish_stats(stats)
         return {"schema": _SCHEMA, "stats": stats, "state": state}
 
     def _state(self) -> Dict[str, Any]:
@@ -900,10 +909,6 @@ class FeatureMonitor:
         (registry if registry is not None else prom.REGISTRY).register(collector)
         return collector
 
-    def _quality_disabled_by_task(self) -> Dict[str, bool]:
-        with self._lock:
-            return {name: self._quality_verdict(ts)[0] for name, ts in self._tasks.items()}
-
 
 def _require_prometheus() -> Any:
     try:
@@ -933,9 +938,7 @@ class _MonitorCollector:
             SummaryMetricFamily,
         )
 
-        monitor = self._monitor
-        stats = monitor.get_stats()
-        disabled = monitor._quality_disabled_by_task()
+        stats = self._monitor.get_stats()
         prefix = "asahi_features_"
 
         enrichments = CounterMetricFamily(
@@ -971,7 +974,7 @@ class _MonitorCollector:
                 quality_n.add_metric([task, group], summary["n"])
                 if summary["mean"] is not None:
                     quality_mean.add_metric([task, group], summary["mean"])
-            enabled.add_metric([task], 0.0 if disabled.get(task) else 1.0)
+            enabled.add_metric([task], 0.0 if data["disabled_for_quality"] else 1.0)
         yield enrichments
         yield tokens
         yield quality_mean
