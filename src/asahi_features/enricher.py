@@ -238,6 +238,9 @@ class FeatureEnricher:
             every result.
         clock: monotonic clock in seconds, for ``enrichment_latency_ms``.
 
+    The configuration is read when the enricher is built (labels, task map and the
+    policy are cached): build a new enricher to change it.
+
     Raises:
         TokenizerUnavailableError: the configured encoding cannot be loaded offline.
 
@@ -658,7 +661,8 @@ class FeatureEnricher:
         context = plan.request.context
         if not context or not isinstance(context, Mapping):
             return None
-        consumed = {f"{et}_id" for et in plan.mapping if et not in _IDENTITY_PARAMS}
+        # Identity keys of the task's entity types are identities, not context.
+        consumed = {f"{et}_id" for et in plan.mapping}
         block = Block(CONTEXT_HEADER, is_context=True)
         for key, value in context.items():
             key = str(key)

@@ -870,3 +870,42 @@ def test_build_enricher_with_monitor_true(tmp_path: Path) -> None:
 def test_build_enricher_bad_path_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         build_enricher(tmp_path / "missing.yaml")
+
+
+# -- token counting -------------------------------------------------------------------------
+
+
+def test_segment_sum_matches_full_count_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asahi_features.enricher as enricher_module
+
+    client = MemoryClient(
+        {"user": {"u1": {"tier": "gold \U0001f600", "preferences": "x\u2019s (y)", "a": 3.5}}}
+    )
+    cfg = config(
+        task_features={"t": {"user": ["tier", "preferences", "a"]}}, enabled_task_types=["t"]
+    )
+    fast = FeatureEnricher(client, cfg)
+    assert fast._segments_exact
+    slow = FeatureEnricher(client, cfg)
+    slow._segments_exact = False
+    a = fast.enrich("Hi", user_id="u1", task_type="t", context={"page": "cart"})
+    b = slow.enrich("Hi", user_id="u1", task_type="t", context={"page": "cart"})
+    assert a.enriched_prompt == b.enriched_prompt
+    assert a.feature_tokens_added == b.feature_tokens_added == COUNTER.count(a.feature_context)
+
+    monkeypatch.setattr(enricher_module, "_SEGMENT_CACHE_SIZE", 2)
+    small = FeatureEnricher(client, cfg)
+    for _ in range(3):
+        again = small.enrich("Hi", user_id="u1", task_type="t")
+        assert again.feature_tokens_added == COUNTER.count(again.feature_context)
+    assert len(small._segment_cache) <= 2
+
+
+def test_other_encoding_and_unknown_encoding() -> None:
+    from asahi_features.errors import TokenizerUnavailableError
+
+    enricher = FeatureEnricher(spec_client(), config(encoding="o200k_base"))
+    result = enricher.enrich("Hi", user_id="u1")
+    assert result.feature_tokens_added == TokenCounter("o200k_base").count(result.feature_context)
+    with pytest.raises(TokenizerUnavailableError, match="unknown tiktoken encoding"):
+        FeatureEnricher(spec_client(), config(encoding="no_such_encoding"))
