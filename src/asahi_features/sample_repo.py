@@ -587,10 +587,12 @@ def build_sample_repo(
     data_dir.mkdir(parents=True, exist_ok=True)
     yaml_text = feature_store_yaml(online_store, redis_connection)
     yaml_path = repo / "feature_store.yaml"
-    if yaml_path.exists() and yaml_path.read_text(encoding="utf-8") != yaml_text:
-        # A different online store: drop the old registry so nothing stale remains.
-        (data_dir / "registry.db").unlink(missing_ok=True)
-    yaml_path.write_text(yaml_text, encoding="utf-8")
+    current = yaml_path.read_text(encoding="utf-8") if yaml_path.exists() else None
+    if current is None or _strip_comments(current) != _strip_comments(yaml_text):
+        if current is not None:
+            # Another online store or registry: start from a fresh registry.
+            (data_dir / "registry.db").unlink(missing_ok=True)
+        yaml_path.write_text(yaml_text, encoding="utf-8")
     (repo / "features.py").write_text(definitions_source(), encoding="utf-8")
     say(f"wrote {yaml_path} ({online_store} online store)")
 
@@ -629,6 +631,11 @@ def build_sample_repo(
     }
     (repo / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return repo
+
+
+def _strip_comments(text: str) -> str:
+    lines = (line.split("#", 1)[0].rstrip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def definitions_source() -> str:

@@ -525,3 +525,17 @@ def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
     with pytest.raises(FeatureConfigError, match="must be integers"):
         client.get_features("abc", "account", ["plan"])
     assert client.health_check() is True
+
+
+def test_value_conversion_fast_and_slow_paths() -> None:
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from asahi_features.stores.feast_store import _convert
+
+    assert _convert(Value(string_val="a"), "string_val") == "a"
+    assert _convert(Value(double_val=0.5), "double_val") == 0.5
+    listed = Value()
+    listed.int64_list_val.val.extend([3, 1])
+    assert _convert(listed, "int64_list_val") == [3, 1]
+    stamp = _convert(Value(unix_timestamp_val=1_700_000_000), "unix_timestamp_val")
+    assert stamp.timestamp() == 1_700_000_000

@@ -134,12 +134,17 @@ def test_rebuild_is_idempotent_and_renews_timestamps(tmp_path: Path) -> None:
     assert FeastClient(str(repo), PROJECT).list_features("user")["user"][0] == "browsing"
 
 
-def test_rebuild_rewrites_a_changed_feature_store_yaml(tmp_path: Path) -> None:
+def test_rebuild_keeps_commented_yaml_and_rewrites_a_changed_one(tmp_path: Path) -> None:
     repo = tmp_path / "r"
     build_sample_repo(repo, users=5, organizations=1)
+    commented = "# my comment\n" + feature_store_yaml()
+    (repo / "feature_store.yaml").write_text(commented)
+    build_sample_repo(repo, users=5, organizations=1)
+    assert (repo / "feature_store.yaml").read_text() == commented
     (repo / "feature_store.yaml").write_text(feature_store_yaml(registry_ttl_seconds=5))
     build_sample_repo(repo, users=5, organizations=1)
     assert "cache_ttl_seconds: 60" in (repo / "feature_store.yaml").read_text()
+    assert FeastClient(str(repo), PROJECT).get_features("u_0001", "user", ["tier"]).features
 
 
 def test_generated_definitions_file_applies(built: Path) -> None:

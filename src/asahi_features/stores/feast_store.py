@@ -32,8 +32,26 @@ logger = logging.getLogger(__name__)
 
 _HEALTH_ENTITY_ID = "__asahi_health_check__"
 _INT_TYPES = frozenset({"INT32", "INT64"})
-# ``*_list_val`` / ``*_set_val`` oneof names end in "list_val" / "_set_val".
-_LIST_SUFFIXES = frozenset({"list", "_set"})
+_SCALAR_KINDS = frozenset(
+    {"string_val", "int32_val", "int64_val", "double_val", "float_val", "bool_val", "bytes_val"}
+)
+_LIST_KINDS = frozenset(f"{k[:-4]}_list_val" for k in _SCALAR_KINDS)
+_slow_convert: Optional[Any] = None
+
+
+def _convert(value: Any, kind: str) -> Any:
+    """A Feast ``Value`` proto as Python: fast for plain scalars and lists, Feast's own
+    conversion for the rest (timestamps, sets, maps, structs, ...)."""
+    if kind in _SCALAR_KINDS:
+        return getattr(value, kind)
+    if kind in _LIST_KINDS:
+        return list(getattr(value, kind).val)
+    global _slow_convert
+    if _slow_convert is None:
+        from feast.type_map import feast_value_type_to_python_type
+
+        _slow_convert = feast_value_type_to_python_type
+    return _slow_convert(value)
 
 
 @dataclass(frozen=True)
@@ -418,8 +436,7 @@ class FeastClient(BaseFeatureStore):
                 seen = True
             if kind is None or kind == "null_val":
                 continue  # individually null (or no row in this view): left out
-            inner = getattr(value, kind)
-            features[requested] = list(inner.val) if kind[-8:-4] in _LIST_SUFFIXES else inner
+            features[requested] = _convert(value, kind)
             seen = True
             ages[requested] = now if age is None else age  # no timestamp: as old as the epoch
         retrieved_at = datetime.fromtimestamp(now, timezone.utc)
@@ -456,6 +473,7 @@ class FeastClient(BaseFeatureStore):
         view_ages: Dict[str, List[Optional[float]]] = {}
         columns = plan.columns
         results = proto.results
+        scalar_kinds, list_kinds = _SCALAR_KINDS, _LIST_KINDS
         for j, column in enumerate(proto.metadata.feature_names.val):
             target = columns.get(column)
             if target is None:
@@ -472,20 +490,24 @@ class FeastClient(BaseFeatureStore):
                 for i, age in enumerate(row_ages):
                     if age is not None:
                         seen[i] = True
-            for i, value in enumerate(result.values):
+            for value, row_features, feature_ages, age in zip(
+                result.values, features, ages, row_ages, strict=True
+            ):
                 kind = value.WhichOneof("val")
                 if kind is None or kind == "null_val":
                     continue
-                inner = getattr(value, kind)
-                features[i][requested] = list(inner.val) if kind[-8:-4] in _LIST_SUFFIXES else inner
-                seen[i] = True
-                age = row_ages[i]
-                ages[i][requested] = now if age is None else age
+                if kind in scalar_kinds:
+                    row_features[requested] = getattr(value, kind)
+                elif kind in list_kinds:
+                    row_features[requested] = list(getattr(value, kind).val)
+                else:
+                    row_features[requested] = _convert(value, kind)
+                feature_ages[requested] = now if age is None else age
         retrieved_at = datetime.fromtimestamp(now, timezone.utc)
         source = self.source
         out: List[FeatureVector] = []
         for i, entity_id in enumerate(entity_ids):
-            if seen[i] and features[i]:
+            if features[i]:
                 out.append(
                     _found_vector(
                         entity_id, entity_type, source, features[i], ages[i], retrieved_at
