@@ -20,6 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import uuid
 import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -838,6 +839,24 @@ def offline_langsmith_client() -> Any:
     )
 
 
+def _as_example(item: Any) -> Any:
+    if not isinstance(item, Mapping):
+        return item
+    from langsmith.schemas import Example
+
+    if "inputs" not in item:
+        raise ValueError(
+            f"an evaluation example dict needs 'inputs' (and optionally 'outputs'), "
+            f"got keys {sorted(map(str, item))}"
+        )
+    return Example(
+        id=item.get("id") or uuid.uuid4(),
+        dataset_id=item.get("dataset_id") or uuid.uuid4(),
+        inputs=dict(item["inputs"]),
+        outputs=dict(item["outputs"]) if item.get("outputs") is not None else None,
+    )
+
+
 def evaluate_offline(
     target: Any,
     data: Sequence[Any],
@@ -852,7 +871,8 @@ def evaluate_offline(
 
     Args:
         target: the chain (or a function of the example inputs) to evaluate.
-        data: ``langsmith.schemas.Example`` objects (a list; no dataset is fetched).
+        data: ``langsmith.schemas.Example`` objects, or dicts with ``inputs`` and
+            optional ``outputs`` (reference outputs); no dataset is fetched.
         evaluators: LangSmith evaluators (see ``langsmith.evaluate``).
         monitor: the :class:`~asahi_features.monitor.FeatureMonitor`.
         key: the evaluator key to use as quality (default: the mean of all).
@@ -864,12 +884,13 @@ def evaluate_offline(
     """
     import langsmith
 
+    examples = [_as_example(item) for item in data]
     kwargs.setdefault("max_concurrency", 0)
     kwargs.setdefault("client", offline_langsmith_client())
     with langsmith.tracing_context(enabled=False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*upload_results.*")
         results = langsmith.evaluate(
-            target, data=list(data), evaluators=list(evaluators), upload_results=False, **kwargs
+            target, data=examples, evaluators=list(evaluators), upload_results=False, **kwargs
         )
         rows = list(results)
     return record_langsmith_results(rows, monitor, key=key, handler=handler)

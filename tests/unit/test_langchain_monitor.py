@@ -327,7 +327,14 @@ def test_offline_evaluation_enriched_beats_held_out(
     held = [u for u in users if monitor.is_held_out("general", u)]
     assert 5 <= len(held) <= 35
 
-    results = evaluate_offline(chain, _examples(users), [_tier_score], monitor, key="quality")
+    data: List[Any] = _examples(users[:20]) + [
+        {
+            "inputs": {"prompt": "Which plan suits me?", "user_id": u},
+            "outputs": {"tier": tier_of(u)},
+        }
+        for u in users[20:]
+    ]
+    results = evaluate_offline(chain, data, [_tier_score], monitor, key="quality")
 
     assert no_network == []
     assert len(results) == 40 and all(r.recorded == 1 for r in results)
@@ -372,3 +379,8 @@ def test_record_results_of_langsmith_evaluate(
     # rows may also be plain objects
     row = SimpleNamespace(run=SimpleNamespace(id="r", outputs={}), evaluation_results=None)
     assert record_langsmith_results([row], monitor)[0].score is None
+
+
+def test_evaluate_offline_rejects_dicts_without_inputs(monitor: FeatureMonitor) -> None:
+    with pytest.raises(ValueError, match="needs 'inputs'"):
+        evaluate_offline(RunnableLambda(lambda x: x), [{"outputs": {}}], [], monitor)
