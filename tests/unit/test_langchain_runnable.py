@@ -35,6 +35,13 @@ CONFIG = EnricherConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_tracing_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LANGSMITH_TRACING=true in the environment must not make these tests post runs."""
+    for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def client(tmp_path: Path) -> CountingClient:
     return CountingClient(LocalFeatureStore(write_features(tmp_path / "features.json")))
@@ -363,3 +370,12 @@ async def test_unobserved_abatch_whole_failure(tmp_path: Path) -> None:
     with pytest.raises(FeatureStoreUnavailableError):
         await runnable.abatch(["a", "b"], {**cfg, "callbacks": [recorder]})
     assert len(recorder.chain_errors) == 2
+
+
+def test_with_config_identity_and_run_name(enricher: FeatureEnricher) -> None:
+    recorder = MessageRecorder()
+    bound = FeatureEnrichmentRunnable(enricher).with_config(
+        configurable={"user_id": "u_006"}, run_name="enrich", callbacks=[recorder]
+    )
+    assert bound.invoke("x") == profile(6, "x")
+    assert [name for name, _, _ in recorder.chain_starts] == ["enrich"]
