@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = [
     "ELLIPSIS",
+    "MAX_DEPTH",
     "RenderedValue",
     "cut_at_word",
     "format_number",
@@ -129,8 +130,16 @@ def format_number(value: float) -> Optional[str]:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+MAX_DEPTH = 4
+"""Nesting deeper than this renders as ``…`` (never recursing into the rest)."""
+
+
 def format_scalar(value: Any) -> Optional[str]:
-    """Render one non-container value as text (not yet sanitised); ``None`` = nothing."""
+    """Render one non-container value as text (not yet sanitised); ``None`` = nothing.
+
+    A container reaching this function (nested past :data:`MAX_DEPTH`) renders as ``…``;
+    an object whose ``str()`` fails renders as nothing.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -153,18 +162,35 @@ def format_scalar(value: Any) -> Optional[str]:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             return f"({len(raw)} bytes of binary data)"
-    return str(value)
+    if _is_sequence(value) or isinstance(value, Mapping):
+        return ELLIPSIS
+    try:
+        return str(value)
+    except Exception:  # a hostile __str__ must not fail the request
+        return None
+
+
+def _key_text(key: Any) -> str:
+    text = format_scalar(key) if not isinstance(key, str) else key
+    return (text or "").replace("_", " ")
 
 
 def _flatten_mapping(value: Mapping[Any, Any], prefix: str, out: List[str], depth: int) -> None:
     for key, item in value.items():
-        name = f"{prefix}{str(key).replace('_', ' ')}"
-        if isinstance(item, Mapping) and depth < 4:
-            _flatten_mapping(item, f"{name} ", out, depth + 1)
+        name = f"{prefix}{_key_text(key)}"
+        if isinstance(item, Mapping):
+            if depth < MAX_DEPTH:
+                _flatten_mapping(item, f"{name} ", out, depth + 1)
+            elif item:
+                out.append(f"{name}: {ELLIPSIS}")
             continue
-        text = _join_items(item) if _is_sequence(item) else format_scalar(item)
+        if _is_sequence(item):
+            text: Optional[str] = ", ".join(_items_of(item, depth + 1))
+        else:
+            text = format_scalar(item)
         if text:
-            out.append(f"{name}: {text}")
+            name = name.strip()
+            out.append(f"{name}: {text}" if name else text)
 
 
 def _is_sequence(value: Any) -> bool:
@@ -173,27 +199,27 @@ def _is_sequence(value: Any) -> bool:
 
 def _items_of(value: Any, depth: int = 0) -> List[str]:
     """Flat list of item texts of a (possibly nested) sequence, ``None``/NaN skipped."""
-    seq = value
-    if isinstance(value, (set, frozenset)):
-        seq = sorted(value, key=str)
+    if depth > MAX_DEPTH:
+        return [ELLIPSIS] if value else []
     items: List[str] = []
-    for item in seq:
-        if _is_sequence(item) and depth < 4:
+    for item in value:
+        if _is_sequence(item):
             items.extend(_items_of(item, depth + 1))
         elif isinstance(item, Mapping):
             parts: List[str] = []
-            _flatten_mapping(item, "", parts, depth + 1)
+            if depth < MAX_DEPTH:
+                _flatten_mapping(item, "", parts, depth + 1)
+            elif item:
+                parts.append(ELLIPSIS)
             if parts:
                 items.append("; ".join(parts))
         else:
             text = format_scalar(item)
             if text:
                 items.append(text)
+    if isinstance(value, (set, frozenset)):
+        items.sort()  # a stable order for unordered collections
     return items
-
-
-def _join_items(value: Any) -> str:
-    return ", ".join(_items_of(value))
 
 
 class RenderedValue:

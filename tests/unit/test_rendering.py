@@ -160,3 +160,29 @@ def test_fit_blocks_empty_and_compose() -> None:
     line = Line("n", "- N: ", value)
     fitted = fit_blocks([Block("[Context from user profile]", [line])], lambda s: 1000, 10)
     assert fitted.text == "" and fitted.dropped == ["n"]
+
+
+@pytest.mark.parametrize("depth", [5, 50, 5000])
+def test_deep_nesting_never_recurses(depth: int) -> None:
+    deep_list: Any = "leaf"
+    deep_dict: Any = "leaf"
+    mixed: Any = "leaf"
+    for i in range(depth):
+        deep_list = [deep_list]
+        deep_dict = {"k": deep_dict}
+        mixed = [mixed] if i % 2 else {"k": mixed}
+    for value in (deep_list, deep_dict, mixed, [mixed], {"a": deep_list}):
+        text = render(value)
+        assert text is not None and ("leaf" in text or ELLIPSIS in text)
+        assert len(text) <= 500
+
+
+def test_hostile_objects_and_keys() -> None:
+    class Bad:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert render(Bad()) is None
+    assert render([Bad(), "ok"]) == "ok"
+    assert render({1: "one", None: "x", ("a", "b"): "t"}) == "1: one; x; …: t"
+    assert format_scalar(frozenset({1})) == ELLIPSIS
