@@ -21,20 +21,22 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Literal, Optional, Tuple, Union
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Literal, Optional, Tuple, Union, cast
 
 try:
     from llama_index.core.bridge.pydantic import Field, PrivateAttr
     from llama_index.core.evaluation import EvaluationResult
     from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
-    from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+    from llama_index.core.instrumentation.event_handlers import BaseEventHandler, NullEventHandler
     from llama_index.core.instrumentation.events import BaseEvent
+    from llama_index.core.instrumentation.span import active_span_id
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -114,18 +116,43 @@ _CURRENT_REQUEST: ContextVar[Optional[FeatureRequest]] = ContextVar(
 )
 
 
-@contextmanager
+class _FeatureContext:
+    """The context manager returned by :func:`feature_context` (a plain class: cheaper
+    than a generator-based one on every request)."""
+
+    __slots__ = ("_request", "_token")
+
+    def __init__(self, request: FeatureRequest) -> None:
+        self._request = request
+        self._token: Optional[Token[Optional[FeatureRequest]]] = None
+
+    def __enter__(self) -> FeatureRequest:
+        self._token = _CURRENT_REQUEST.set(self._request)
+        return self._request
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if self._token is not None:
+            _CURRENT_REQUEST.reset(self._token)
+            self._token = None
+
+
 def feature_context(
     user_id: Optional[str] = _UNSET,
     organization_id: Optional[str] = _UNSET,
     task_type: Optional[str] = _UNSET,
     context: Optional[Dict[str, Any]] = _UNSET,
-) -> Iterator[FeatureRequest]:
+) -> _FeatureContext:
     """Set the identity of the current request for :class:`FeatureContextPostprocessor`.
 
-    The values live in a :class:`~contextvars.ContextVar`: each thread and each asyncio
-    task sees only its own, so a single engine can be shared by concurrent requests.
-    Nested blocks inherit the arguments they do not pass from the enclosing block.
+    Use it as a context manager around the engine call. The values live in a
+    :class:`~contextvars.ContextVar`: each thread and each asyncio task sees only its
+    own, so a single engine can be shared by concurrent requests. Nested blocks inherit
+    the arguments they do not pass from the enclosing block.
 
     Args:
         user_id: the user the request is for.
@@ -133,8 +160,9 @@ def feature_context(
         task_type: overrides the postprocessor's ``task_type`` for this request.
         context: request context passed on to :meth:`FeatureEnricher.enrich`.
 
-    Yields:
-        The :class:`FeatureRequest`; its ``results`` list the enrichments made inside.
+    Returns:
+        A context manager whose ``__enter__`` gives the :class:`FeatureRequest`; its
+        ``results`` list the enrichments made inside the block.
 
     Example:
         >>> with feature_context(user_id="u_1001") as request:  # doctest: +SKIP
@@ -143,23 +171,23 @@ def feature_context(
         ['3f2a...']
     """
     outer = _CURRENT_REQUEST.get()
-
-    def pick(value: Any, name: str) -> Any:
-        if value is not _UNSET:
-            return value
-        return getattr(outer, name) if outer is not None else None
-
-    request = FeatureRequest(
-        user_id=pick(user_id, "user_id"),
-        organization_id=pick(organization_id, "organization_id"),
-        task_type=pick(task_type, "task_type"),
-        context=pick(context, "context"),
-    )
-    token = _CURRENT_REQUEST.set(request)
-    try:
-        yield request
-    finally:
-        _CURRENT_REQUEST.reset(token)
+    if outer is None:
+        request = FeatureRequest(
+            user_id=None if user_id is _UNSET else user_id,
+            organization_id=None if organization_id is _UNSET else organization_id,
+            task_type=None if task_type is _UNSET else task_type,
+            context=None if context is _UNSET else context,
+        )
+    else:
+        request = FeatureRequest(
+            user_id=outer.user_id if user_id is _UNSET else user_id,
+            organization_id=(
+                outer.organization_id if organization_id is _UNSET else organization_id
+            ),
+            task_type=outer.task_type if task_type is _UNSET else task_type,
+            context=outer.context if context is _UNSET else context,
+        )
+    return _FeatureContext(request)
 
 
 def current_feature_request() -> Optional[FeatureRequest]:
@@ -187,6 +215,15 @@ def feature_context_text(**_: Any) -> str:
     return _block_text(result)
 
 
+_NODE_PROTOTYPE = TextNode(id_="asahi-feature-context", text="")
+
+
+def _bundle(query_bundle: Optional[QueryBundle], query_str: Optional[str]) -> Optional[QueryBundle]:
+    if query_str is not None and query_bundle is not None:
+        raise ValueError("Cannot specify both query_str and query_bundle")
+    return QueryBundle(query_str) if query_str is not None else query_bundle
+
+
 def _block_text(result: EnrichmentResult) -> str:
     text = result.feature_context
     original = result.original_prompt
@@ -199,11 +236,13 @@ def _block_text(result: EnrichmentResult) -> str:
 
 
 class EnrichmentLog:
-    """A bounded, thread-safe memory of recent enrichments by query string and by id.
+    """A bounded, thread-safe memory of recent enrichments and the queries they enriched.
 
     The postprocessor and the event handler each keep one, so that evaluation results
-    that carry only a query string can be mapped back to their enrichments. When more
-    than ``max_entries`` enrichments are remembered the oldest are forgotten.
+    that carry only a query string can be mapped back to their enrichments. Adding is a
+    single append to a ring buffer (lock-free, on the request path); lookups scan it,
+    which is fine at evaluation time. When more than ``max_entries`` enrichments are
+    remembered the oldest are forgotten.
 
     Args:
         max_entries: how many enrichments to remember (at least 1).
@@ -212,42 +251,38 @@ class EnrichmentLog:
     def __init__(self, max_entries: int = 10_000) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
-        self._max = max_entries
-        self._lock = threading.Lock()
-        self._by_id: OrderedDict[str, Tuple[str, EnrichmentResult]] = OrderedDict()
-        self._by_query: Dict[str, Deque[str]] = {}
+        self._ring: Deque[Tuple[str, EnrichmentResult]] = deque(maxlen=max_entries)
 
     def add(self, query: Optional[str], result: EnrichmentResult) -> None:
-        """Remember ``result`` as the enrichment of ``query`` (idempotent per id)."""
-        key = query or ""
-        with self._lock:
-            if result.enrichment_id in self._by_id:
-                return
-            self._by_id[result.enrichment_id] = (key, result)
-            self._by_query.setdefault(key, deque()).append(result.enrichment_id)
-            while len(self._by_id) > self._max:
-                _, (old_key, _) = self._by_id.popitem(last=False)
-                ids = self._by_query.get(old_key)
-                if ids is not None:
-                    ids.popleft()  # ids of a query are in insertion order too
-                    if not ids:
-                        del self._by_query[old_key]
+        """Remember ``result`` as the enrichment of ``query``."""
+        self._ring.append((query or "", result))  # deque.append is atomic
+
+    def _entries(self) -> List[Tuple[str, EnrichmentResult]]:
+        while True:
+            try:
+                return list(self._ring)
+            except RuntimeError:  # pragma: no cover - mutated during the copy: retry
+                continue
 
     def get(self, enrichment_id: str) -> Optional[EnrichmentResult]:
         """The remembered enrichment with this id, if still remembered."""
-        with self._lock:
-            entry = self._by_id.get(enrichment_id)
-        return entry[1] if entry is not None else None
+        for _, result in reversed(self._entries()):
+            if result.enrichment_id == enrichment_id:
+                return result
+        return None
 
     def for_query(self, query: str) -> List[EnrichmentResult]:
-        """Every remembered enrichment of ``query``, oldest first."""
-        with self._lock:
-            ids = list(self._by_query.get(query, ()))
-            return [self._by_id[i][1] for i in ids]
+        """Every remembered enrichment of ``query`` (each id once), oldest first."""
+        seen: set[str] = set()
+        found: List[EnrichmentResult] = []
+        for key, result in self._entries():
+            if key == query and result.enrichment_id not in seen:
+                seen.add(result.enrichment_id)
+                found.append(result)
+        return found
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._by_id)
+        return len(self._ring)
 
 
 # --------------------------------------------------------------------------- events
@@ -268,6 +303,35 @@ class FeatureEnrichmentEvent(BaseEvent):  # type: ignore[misc]
     def class_name(cls) -> str:
         """Name used in serialised events."""
         return "FeatureEnrichmentEvent"
+
+
+def _has_listeners() -> bool:
+    """True when an event handler other than LlamaIndex's NullEventHandler would receive
+    an event from this module's dispatcher (events are not even built otherwise)."""
+    current: Optional[Dispatcher] = dispatcher
+    while current is not None:
+        for handler in current.event_handlers:
+            if not isinstance(handler, NullEventHandler):
+                return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False  # pragma: no cover - the root dispatcher never propagates
+
+
+def _dispatch(result: EnrichmentResult, query: Optional[str]) -> None:
+    if not _has_listeners():
+        return
+    # model_construct: the fields are already typed, validation would only cost time
+    event = FeatureEnrichmentEvent.model_construct(
+        result=result,
+        query_str=query,
+        timestamp=datetime.now(),
+        id_=str(uuid.uuid4()),
+        span_id=active_span_id.get(),
+        tags={},
+    )
+    dispatcher.event(event)
 
 
 def is_feature_context_node(node: Union[NodeWithScore, BaseNode]) -> bool:
@@ -335,6 +399,10 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
     max_tracked: int = Field(
         default=10_000, ge=1, description="Enrichments remembered for evaluation mapping."
     )
+    emit_span: bool = Field(
+        default=False,
+        description="Open LlamaIndex's own instrumentation span around each call.",
+    )
 
     _enricher: FeatureEnricher = PrivateAttr()
     _monitor: Optional[FeatureMonitor] = PrivateAttr(default=None)
@@ -376,33 +444,78 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
         """Recent enrichments by query string, for :func:`record_evaluation`."""
         return self._log
 
-    # -- the two entry points ------------------------------------------------------
+    # -- entry points ---------------------------------------------------------------
+
+    def postprocess_nodes(
+        self,
+        nodes: List[NodeWithScore],
+        query_bundle: Optional[QueryBundle] = None,
+        query_str: Optional[str] = None,
+    ) -> List[NodeWithScore]:
+        """Add the feature node for the current request (what the engines call)."""
+        if self.emit_span:
+            result: List[NodeWithScore] = super().postprocess_nodes(
+                nodes, query_bundle=query_bundle, query_str=query_str
+            )
+            return result
+        return self._enrich_nodes(nodes, _bundle(query_bundle, query_str))
+
+    async def apostprocess_nodes(
+        self,
+        nodes: List[NodeWithScore],
+        query_bundle: Optional[QueryBundle] = None,
+        query_str: Optional[str] = None,
+    ) -> List[NodeWithScore]:
+        """Async :meth:`postprocess_nodes`, awaiting :meth:`FeatureEnricher.aenrich`."""
+        if self.emit_span:
+            result: List[NodeWithScore] = await super().apostprocess_nodes(
+                nodes, query_bundle=query_bundle, query_str=query_str
+            )
+            return result
+        return await self._aenrich_nodes(nodes, _bundle(query_bundle, query_str))
 
     def _postprocess_nodes(
         self,
         nodes: List[NodeWithScore],
         query_bundle: Optional[QueryBundle] = None,
     ) -> List[NodeWithScore]:
-        plan = self._plan(query_bundle)
-        if plan is None:
-            return nodes
-        query, kwargs, request = plan
-        result = self._enricher.enrich(query, **kwargs)
-        return self._apply(nodes, query, result, request)
+        return self._enrich_nodes(nodes, query_bundle)
 
     async def _apostprocess_nodes(
         self,
         nodes: List[NodeWithScore],
         query_bundle: Optional[QueryBundle] = None,
     ) -> List[NodeWithScore]:
+        return await self._aenrich_nodes(nodes, query_bundle)
+
+    def _enrich_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
+    ) -> List[NodeWithScore]:
         plan = self._plan(query_bundle)
         if plan is None:
             return nodes
         query, kwargs, request = plan
-        result = await self._enricher.aenrich(query, **kwargs)
-        return self._apply(nodes, query, result, request)
+        private = self._private()
+        result = private["_enricher"].enrich(query, **kwargs)
+        return self._apply(nodes, query, result, request, private)
+
+    async def _aenrich_nodes(
+        self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
+    ) -> List[NodeWithScore]:
+        plan = self._plan(query_bundle)
+        if plan is None:
+            return nodes
+        query, kwargs, request = plan
+        private = self._private()
+        result = await private["_enricher"].aenrich(query, **kwargs)
+        return self._apply(nodes, query, result, request, private)
 
     # -- helpers ------------------------------------------------------------------
+
+    def _private(self) -> Dict[str, Any]:
+        # Pydantic serves private attributes through a slow __getattr__ (about 1.8 us
+        # each here); the hot path reads them from this dict instead.
+        return cast(Dict[str, Any], self.__pydantic_private__)
 
     def _plan(
         self, query_bundle: Optional[QueryBundle]
@@ -436,16 +549,17 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
         query: str,
         result: EnrichmentResult,
         request: Optional[FeatureRequest],
+        private: Dict[str, Any],
     ) -> List[NodeWithScore]:
         if request is not None:
             request.results.append(result)
-        self._log.add(query, result)
-        monitor = self._monitor
-        if monitor is not None and monitor is not getattr(self._enricher, "monitor", None):
+        private["_log"].add(query, result)
+        monitor = private["_monitor"]
+        if monitor is not None and monitor is not getattr(private["_enricher"], "monitor", None):
             monitor.record_enrichment(result)
-        dispatcher.event(FeatureEnrichmentEvent(result=result, query_str=query))
+        _dispatch(result, query)
 
-        kept = [n for n in nodes if not is_feature_context_node(n)]
+        kept = [n for n in nodes if not n.node.metadata.get(FEATURE_CONTEXT_METADATA_KEY)]
         text = _block_text(result) if result.features_available else ""
         if not text or not self.inject_node:
             if not text:
@@ -466,12 +580,18 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
             TASK_TYPE_METADATA_KEY: result.task_type,
         }
         keys = list(metadata)
-        return TextNode(
-            id_=f"asahi-feature-context-{result.enrichment_id}",
-            text=text,
-            metadata=metadata,
-            excluded_embed_metadata_keys=keys,
-            excluded_llm_metadata_keys=keys,
+        # A copy of a validated prototype with every mutable field replaced: the values
+        # are already typed, and this is several times cheaper than validating a new
+        # TextNode (pydantic resolves a dozen defaults otherwise) on the hot path.
+        return _NODE_PROTOTYPE.model_copy(
+            update={
+                "id_": f"asahi-feature-context-{result.enrichment_id}",
+                "text": text,
+                "metadata": metadata,
+                "excluded_embed_metadata_keys": keys,
+                "excluded_llm_metadata_keys": list(keys),
+                "relationships": {},
+            }
         )
 
 
