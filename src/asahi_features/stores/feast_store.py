@@ -79,7 +79,7 @@ class _Plan:
     """Response column (``view__feature``) -> (the name the caller asked for, view)."""
 
 
-_FIELDS = frozenset(FeatureVector.model_fields)
+_FIELDS_SET = set(FeatureVector.model_fields)
 _new = object.__new__
 _set = object.__setattr__
 
@@ -113,7 +113,7 @@ def _found_vector(
             "error": None,
         },
     )
-    _set(vector, "__pydantic_fields_set__", set(_FIELDS))
+    _set(vector, "__pydantic_fields_set__", _FIELDS_SET.copy())
     _set(vector, "__pydantic_extra__", None)
     _set(vector, "__pydantic_private__", None)
     return vector
