@@ -85,7 +85,7 @@ _UNSET: Any = object()
 # --------------------------------------------------------------------------- identity
 
 
-@dataclass
+@dataclass(slots=True)
 class FeatureRequest:
     """Who the current request is for, and what the postprocessor did for it.
 
@@ -215,7 +215,8 @@ def feature_context_text(**_: Any) -> str:
     return _block_text(result)
 
 
-_NODE_PROTOTYPE = TextNode(id_="asahi-feature-context", text="")
+_NODE_DEFAULTS: Dict[str, Any] = dict(TextNode(id_="asahi-feature-context", text="").__dict__)
+_NODE_FIELDS_SET = frozenset({"id_", "text", "metadata"})
 
 
 def _bundle(query_bundle: Optional[QueryBundle], query_str: Optional[str]) -> Optional[QueryBundle]:
@@ -246,18 +247,29 @@ class EnrichmentLog:
 
     Args:
         max_entries: how many enrichments to remember (at least 1).
+        keep_results: also keep the :class:`EnrichmentResult` objects (so that
+            :func:`record_evaluation` can record an enrichment the monitor never saw).
+            The postprocessor keeps ids only: holding thousands of results alive costs
+            the request path measurably more than holding their ids.
     """
 
-    def __init__(self, max_entries: int = 10_000) -> None:
+    def __init__(self, max_entries: int = 10_000, *, keep_results: bool = True) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
-        self._ring: Deque[Tuple[str, EnrichmentResult]] = deque(maxlen=max_entries)
+        self._keep = keep_results
+        self._ring: Deque[Tuple[str, str, Optional[EnrichmentResult]]] = deque(maxlen=max_entries)
+
+    @property
+    def keeps_results(self) -> bool:
+        """Whether :meth:`get` can return the remembered results."""
+        return self._keep
 
     def add(self, query: Optional[str], result: EnrichmentResult) -> None:
         """Remember ``result`` as the enrichment of ``query``."""
-        self._ring.append((query or "", result))  # deque.append is atomic
+        # deque.append is atomic: no lock on the request path
+        self._ring.append((query or "", result.enrichment_id, result if self._keep else None))
 
-    def _entries(self) -> List[Tuple[str, EnrichmentResult]]:
+    def _entries(self) -> List[Tuple[str, str, Optional[EnrichmentResult]]]:
         while True:
             try:
                 return list(self._ring)
@@ -265,20 +277,20 @@ class EnrichmentLog:
                 continue
 
     def get(self, enrichment_id: str) -> Optional[EnrichmentResult]:
-        """The remembered enrichment with this id, if still remembered."""
-        for _, result in reversed(self._entries()):
-            if result.enrichment_id == enrichment_id:
+        """The remembered result with this id (``None`` if forgotten or ids-only)."""
+        for _, eid, result in reversed(self._entries()):
+            if eid == enrichment_id:
                 return result
         return None
 
-    def for_query(self, query: str) -> List[EnrichmentResult]:
-        """Every remembered enrichment of ``query`` (each id once), oldest first."""
+    def ids_for_query(self, query: str) -> List[str]:
+        """The ids of every remembered enrichment of ``query`` (each once), oldest first."""
         seen: set[str] = set()
-        found: List[EnrichmentResult] = []
-        for key, result in self._entries():
-            if key == query and result.enrichment_id not in seen:
-                seen.add(result.enrichment_id)
-                found.append(result)
+        found: List[str] = []
+        for key, eid, _ in self._entries():
+            if key == query and eid not in seen:
+                seen.add(eid)
+                found.append(eid)
         return found
 
     def __len__(self) -> int:
@@ -422,7 +434,7 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
             )
         self._enricher = enricher
         self._monitor = monitor
-        self._log = EnrichmentLog(self.max_tracked)
+        self._log = EnrichmentLog(self.max_tracked, keep_results=False)
 
     @classmethod
     def class_name(cls) -> str:
@@ -491,23 +503,25 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
     def _enrich_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
     ) -> List[NodeWithScore]:
-        plan = self._plan(query_bundle)
-        if plan is None:
+        request = _CURRENT_REQUEST.get()
+        identity = self._identity(request)
+        if identity is None:
             return nodes
-        query, kwargs, request = plan
+        query = query_bundle.query_str if query_bundle is not None else ""
         private = self._private()
-        result = private["_enricher"].enrich(query, **kwargs)
+        result = private["_enricher"].enrich(query, *identity)
         return self._apply(nodes, query, result, request, private)
 
     async def _aenrich_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
     ) -> List[NodeWithScore]:
-        plan = self._plan(query_bundle)
-        if plan is None:
+        request = _CURRENT_REQUEST.get()
+        identity = self._identity(request)
+        if identity is None:
             return nodes
-        query, kwargs, request = plan
+        query = query_bundle.query_str if query_bundle is not None else ""
         private = self._private()
-        result = await private["_enricher"].aenrich(query, **kwargs)
+        result = await private["_enricher"].aenrich(query, *identity)
         return self._apply(nodes, query, result, request, private)
 
     # -- helpers ------------------------------------------------------------------
@@ -517,31 +531,30 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
         # each here); the hot path reads them from this dict instead.
         return cast(Dict[str, Any], self.__pydantic_private__)
 
-    def _plan(
-        self, query_bundle: Optional[QueryBundle]
-    ) -> Optional[Tuple[str, Dict[str, Any], Optional[FeatureRequest]]]:
-        request = _CURRENT_REQUEST.get()
-        user_id = request.user_id if request and request.user_id else self.user_id
-        org_id = (
-            request.organization_id if request and request.organization_id else None
-        ) or self.organization_id
-        task_type = (request.task_type if request else None) or self.task_type
-        context = request.context if request is not None else None
-        query = query_bundle.query_str if query_bundle is not None else ""
-        if not user_id and not org_id and not context:
+    def _identity(
+        self, request: Optional[FeatureRequest]
+    ) -> Optional[Tuple[Optional[str], Optional[str], str, Optional[Dict[str, Any]]]]:
+        """(user_id, organization_id, task_type, context), or None without identity."""
+        if request is None:
+            user_id, org_id, task_type, context = (
+                self.user_id,
+                self.organization_id,
+                self.task_type,
+                None,
+            )
+        else:
+            user_id = request.user_id or self.user_id
+            org_id = request.organization_id or self.organization_id
+            task_type = request.task_type or self.task_type
+            context = request.context
+        if not (user_id or org_id or context):
             logger.debug(
                 "no feature node added: no user_id, organization_id or context for this "
                 "request (wrap the call in feature_context(...) or set fixed ids on %s)",
                 self.class_name(),
             )
             return None
-        kwargs: Dict[str, Any] = {
-            "user_id": user_id,
-            "organization_id": org_id,
-            "task_type": task_type,
-            "context": context,
-        }
-        return query, kwargs, request
+        return user_id, org_id, task_type, context
 
     def _apply(
         self,
@@ -570,7 +583,11 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
                 )
             return kept
         node = NodeWithScore(node=self._make_node(text, result), score=self.node_score)
-        return [node, *kept] if self.position == "first" else [*kept, node]
+        if self.position == "first":
+            kept.insert(0, node)
+        else:
+            kept.append(node)
+        return kept
 
     @staticmethod
     def _make_node(text: str, result: EnrichmentResult) -> TextNode:
@@ -580,19 +597,23 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
             TASK_TYPE_METADATA_KEY: result.task_type,
         }
         keys = list(metadata)
-        # A copy of a validated prototype with every mutable field replaced: the values
-        # are already typed, and this is several times cheaper than validating a new
-        # TextNode (pydantic resolves a dozen defaults otherwise) on the hot path.
-        return _NODE_PROTOTYPE.model_copy(
-            update={
-                "id_": f"asahi-feature-context-{result.enrichment_id}",
-                "text": text,
-                "metadata": metadata,
-                "excluded_embed_metadata_keys": keys,
-                "excluded_llm_metadata_keys": list(keys),
-                "relationships": {},
-            }
-        )
+        # The fields of a validated prototype with every mutable value replaced: the
+        # values are already typed, and this is several times cheaper than validating a
+        # new TextNode (pydantic resolves a dozen defaults) on the hot path.
+        fields = dict(_NODE_DEFAULTS)
+        fields["id_"] = f"asahi-feature-context-{result.enrichment_id}"
+        fields["text"] = text
+        fields["metadata"] = metadata
+        fields["excluded_embed_metadata_keys"] = keys
+        fields["excluded_llm_metadata_keys"] = list(keys)
+        fields["relationships"] = {}
+        node = TextNode.__new__(TextNode)
+        _set = object.__setattr__
+        _set(node, "__dict__", fields)
+        _set(node, "__pydantic_fields_set__", set(_NODE_FIELDS_SET))
+        _set(node, "__pydantic_extra__", None)
+        _set(node, "__pydantic_private__", None)
+        return node
 
 
 # --------------------------------------------------------------------------- event handler
@@ -808,9 +829,9 @@ def record_evaluation(
             if target is None:
                 target = enrichment_id_from_response(_at(response_list, position))
             if target is None and query is not None and log is not None:
-                candidates = log.for_query(query)[-totals[query] :]
+                candidates = log.ids_for_query(query)[-totals[query] :]
                 if nth[position] < len(candidates):
-                    target = candidates[nth[position]].enrichment_id
+                    target = candidates[nth[position]]
             if target is None:
                 record.unmatched += 1
                 continue

@@ -118,9 +118,9 @@ async def test_aquery_uses_the_native_async_path(
     calls: List[str] = []
     original = enricher.aenrich
 
-    async def spy(prompt: str, **kwargs: Any) -> Any:
+    async def spy(prompt: str, *args: Any, **kwargs: Any) -> Any:
         calls.append(prompt)
-        return await original(prompt, **kwargs)
+        return await original(prompt, *args, **kwargs)
 
     enricher.enrich = None  # type: ignore[method-assign,assignment]  # sync path must not run
     enricher.aenrich = spy  # type: ignore[method-assign]
@@ -225,7 +225,8 @@ def test_entity_missing_adds_no_node_but_is_remembered(
     assert out == nodes
     assert request.last_result is not None
     assert request.last_result.reason is EnrichmentReason.ENTITY_MISSING
-    assert post.enrichment_log.for_query("q") == [request.last_result]
+    assert post.enrichment_log.ids_for_query("q") == [request.last_result.enrichment_id]
+    assert post.enrichment_log.get(request.last_result.enrichment_id) is None  # ids only
     assert any("entity_missing" in r.message for r in caplog.records)
 
 

@@ -117,9 +117,9 @@ async def test_events_reach_handlers_sync_and_async(
     assert stats["total_enrichments"] == 3
     assert stats["successful_enrichments"] == 2
     assert stats["duplicate_records"] == 0  # attached once: each event counted once
-    assert [r.enrichment_id for r in handler.enrichment_log.for_query("sync question")] == [
-        request.enrichment_ids[0]
-    ]
+    assert handler.enrichment_log.ids_for_query("sync question") == [request.enrichment_ids[0]]
+    assert handler.enrichment_log.keeps_results
+    assert handler.enrichment_log.get(request.enrichment_ids[0]) is ours[0].result
     assert handler.monitor is monitor
     handler.detach()
     engine.query("after detach")
@@ -298,13 +298,16 @@ def test_enrichment_log_is_bounded() -> None:
     results = [_result() for _ in range(5)]
     for i, r in enumerate(results):
         log.add("q" if i < 4 else "z", r)
+    log.add("z", results[4])  # the same enrichment twice is listed once
     assert len(log) == 3
     assert log.get(results[0].enrichment_id) is None
     assert log.get(results[4].enrichment_id) is results[4]
-    assert log.for_query("q") == results[2:4]
-    log2 = EnrichmentLog(max_entries=1)
-    log2.add("a", results[0])
-    log2.add("b", results[1])
-    assert log2.for_query("a") == [] and log2.for_query("b") == [results[1]]
+    assert log.ids_for_query("q") == [results[3].enrichment_id]
+    assert log.ids_for_query("z") == [results[4].enrichment_id]
+    ids_only = EnrichmentLog(max_entries=2, keep_results=False)
+    ids_only.add(None, results[0])
+    assert not ids_only.keeps_results
+    assert ids_only.ids_for_query("") == [results[0].enrichment_id]
+    assert ids_only.get(results[0].enrichment_id) is None
     with pytest.raises(ValueError, match="max_entries"):
         EnrichmentLog(0)
