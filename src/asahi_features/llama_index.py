@@ -89,9 +89,9 @@ _UNSET: Any = object()
 class FeatureRequest:
     """Who the current request is for, and what the postprocessor did for it.
 
-    Created by :func:`feature_context`; ``results`` fills in as the postprocessor runs
-    (one entry per enrichment, e.g. one per chat turn), so the caller can read the
-    enrichment ids afterwards without any shared state.
+    Returned by :func:`feature_context` (it is the context manager itself); ``results``
+    fills in as the postprocessor runs (one entry per enrichment, e.g. one per chat
+    turn), so the caller can read the enrichment ids afterwards without shared state.
     """
 
     user_id: Optional[str] = None
@@ -99,6 +99,9 @@ class FeatureRequest:
     task_type: Optional[str] = None
     context: Optional[Dict[str, Any]] = None
     results: List[EnrichmentResult] = field(default_factory=list)
+    _token: Optional[Token[Optional[FeatureRequest]]] = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def last_result(self) -> Optional[EnrichmentResult]:
@@ -110,25 +113,11 @@ class FeatureRequest:
         """The ids of every enrichment made for this request, oldest first."""
         return [r.enrichment_id for r in self.results]
 
-
-_CURRENT_REQUEST: ContextVar[Optional[FeatureRequest]] = ContextVar(
-    "asahi_features_llama_index_request", default=None
-)
-
-
-class _FeatureContext:
-    """The context manager returned by :func:`feature_context` (a plain class: cheaper
-    than a generator-based one on every request)."""
-
-    __slots__ = ("_request", "_token")
-
-    def __init__(self, request: FeatureRequest) -> None:
-        self._request = request
-        self._token: Optional[Token[Optional[FeatureRequest]]] = None
-
     def __enter__(self) -> FeatureRequest:
-        self._token = _CURRENT_REQUEST.set(self._request)
-        return self._request
+        if self._token is not None:
+            raise RuntimeError("this feature_context(...) block is already active")
+        self._token = _CURRENT_REQUEST.set(self)
+        return self
 
     def __exit__(
         self,
@@ -136,9 +125,14 @@ class _FeatureContext:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
-        if self._token is not None:
-            _CURRENT_REQUEST.reset(self._token)
-            self._token = None
+        token, self._token = self._token, None
+        if token is not None:
+            _CURRENT_REQUEST.reset(token)
+
+
+_CURRENT_REQUEST: ContextVar[Optional[FeatureRequest]] = ContextVar(
+    "asahi_features_llama_index_request", default=None
+)
 
 
 def feature_context(
@@ -146,7 +140,7 @@ def feature_context(
     organization_id: Optional[str] = _UNSET,
     task_type: Optional[str] = _UNSET,
     context: Optional[Dict[str, Any]] = _UNSET,
-) -> _FeatureContext:
+) -> FeatureRequest:
     """Set the identity of the current request for :class:`FeatureContextPostprocessor`.
 
     Use it as a context manager around the engine call. The values live in a
@@ -161,8 +155,8 @@ def feature_context(
         context: request context passed on to :meth:`FeatureEnricher.enrich`.
 
     Returns:
-        A context manager whose ``__enter__`` gives the :class:`FeatureRequest`; its
-        ``results`` list the enrichments made inside the block.
+        The :class:`FeatureRequest`, a context manager whose ``with ... as`` target is
+        itself; its ``results`` list the enrichments made inside the block.
 
     Example:
         >>> with feature_context(user_id="u_1001") as request:  # doctest: +SKIP
@@ -187,7 +181,7 @@ def feature_context(
             task_type=outer.task_type if task_type is _UNSET else task_type,
             context=outer.context if context is _UNSET else context,
         )
-    return _FeatureContext(request)
+    return request
 
 
 def current_feature_request() -> Optional[FeatureRequest]:
@@ -217,6 +211,7 @@ def feature_context_text(**_: Any) -> str:
 
 _NODE_DEFAULTS: Dict[str, Any] = dict(TextNode(id_="asahi-feature-context", text="").__dict__)
 _NODE_FIELDS_SET = frozenset({"id_", "text", "metadata"})
+_SCORED_FIELDS_SET = frozenset({"node", "score"})
 
 
 def _bundle(query_bundle: Optional[QueryBundle], query_str: Optional[str]) -> Optional[QueryBundle]:
@@ -226,11 +221,8 @@ def _bundle(query_bundle: Optional[QueryBundle], query_str: Optional[str]) -> Op
 
 
 def _block_text(result: EnrichmentResult) -> str:
-    text = result.feature_context
-    original = result.original_prompt
-    if original and text.endswith(original):  # defensive: a block that kept the prompt
-        text = text[: -len(original)]
-    return text.strip()
+    # feature_context is the added block plus its separator, never the prompt itself
+    return result.feature_context.strip()
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -582,7 +574,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
                     getattr(result.reason, "value", result.reason),
                 )
             return kept
-        node = NodeWithScore(node=self._make_node(text, result), score=self.node_score)
+        node = NodeWithScore.__new__(NodeWithScore)
+        _set = object.__setattr__
+        _set(node, "__dict__", {"node": self._make_node(text, result), "score": self.node_score})
+        _set(node, "__pydantic_fields_set__", set(_SCORED_FIELDS_SET))
+        _set(node, "__pydantic_extra__", None)
+        _set(node, "__pydantic_private__", None)
         if self.position == "first":
             kept.insert(0, node)
         else:

@@ -18,7 +18,7 @@ from llama_index.core import Document, PromptTemplate, Settings, VectorStoreInde
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.postprocessor import LongContextReorder, SimilarityPostprocessor
-from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import FeatureStoreUnavailableError
@@ -415,3 +415,76 @@ def test_query_bundle_none_enriches_an_empty_query(post: FeatureContextPostproce
         out = post._postprocess_nodes([], None)
     assert len(out) == 1 and request.results[0].original_prompt == ""
     assert post.postprocess_nodes([], QueryBundle("x")) == []  # no identity outside
+    with pytest.raises(ValueError, match="both"):
+        post.postprocess_nodes([], query_bundle=QueryBundle("a"), query_str="b")
+
+
+async def test_async_without_identity_passes_nodes_through(
+    post: FeatureContextPostprocessor,
+) -> None:
+    nodes = [NodeWithScore(node=TextNode(text="doc"), score=0.5)]
+    assert await post.apostprocess_nodes(nodes, query_str="q") is nodes
+    assert len(post.enrichment_log) == 0
+
+
+def test_the_injected_node_is_a_well_formed_node(post: FeatureContextPostprocessor) -> None:
+    with feature_context(user_id=user_id(1)):
+        (scored,) = post.postprocess_nodes([], query_str="q")
+        (other,) = post.postprocess_nodes([], query_str="q")
+    node = scored.node
+    assert isinstance(node, TextNode) and isinstance(scored, NodeWithScore)
+    assert TextNode.model_validate(node.model_dump()) == node
+    assert NodeWithScore(node=node, score=1.0) == scored
+    assert scored.model_dump()["score"] == 1.0
+    assert node.get_content(metadata_mode=MetadataMode.LLM) == node.text
+    assert node.get_content(metadata_mode=MetadataMode.EMBED) == node.text
+    assert node.text.startswith("[Context from user profile]") and node.text.endswith("]")
+    assert node.hash and node.node_id.startswith("asahi-feature-context-")
+    # nothing mutable is shared between injected nodes
+    node.metadata["x"] = 1
+    node.relationships["y"] = "z"  # type: ignore[index]
+    node.excluded_llm_metadata_keys.append("x")
+    assert "x" not in other.node.metadata and other.node.relationships == {}
+    assert "x" not in other.node.excluded_llm_metadata_keys
+    assert scored.get_score() == 1.0
+
+
+def test_emit_span_restores_llama_index_span(enricher: FeatureEnricher) -> None:
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
+
+    root = get_dispatcher()
+    before = list(root.span_handlers)
+    spans = SimpleSpanHandler()
+    root.add_span_handler(spans)
+    try:
+        quiet = FeatureContextPostprocessor(enricher)
+        traced = FeatureContextPostprocessor(enricher, emit_span=True)
+        with feature_context(user_id=user_id(1)):
+            assert len(quiet.postprocess_nodes([], query_str="q")) == 1
+            assert not any("FeatureContextPostprocessor" in s.id_ for s in spans.completed_spans)
+            assert len(traced.postprocess_nodes([], query_str="q")) == 1
+    finally:
+        root.span_handlers = before
+    assert any(
+        "FeatureContextPostprocessor._postprocess_nodes" in s.id_ for s in spans.completed_spans
+    )
+
+
+async def test_emit_span_async(enricher: FeatureEnricher) -> None:
+    traced = FeatureContextPostprocessor(enricher, emit_span=True)
+    with feature_context(user_id=user_id(2)) as request:
+        out = await traced.apostprocess_nodes([], query_str="q")
+    assert len(out) == 1 and len(request.results) == 1
+    with pytest.raises(ValueError, match="both"):
+        await traced.apostprocess_nodes([], query_bundle=QueryBundle("a"), query_str="b")
+
+
+def test_a_feature_context_block_cannot_be_entered_twice() -> None:
+    block = feature_context(user_id="u")
+    with block:
+        with pytest.raises(RuntimeError, match="already active"):
+            block.__enter__()
+    assert current_feature_request() is None
+    with block:  # re-usable once exited
+        assert current_feature_request() is block
