@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -102,13 +102,15 @@ def interleave(variants: Dict[str, Fn], rounds: int, block: int) -> Dict[str, Li
     return times
 
 
-def build(workdir: Path, users: int, online_store: str, redis: Optional[str]) -> Path:
+def build(
+    workdir: Path, users: int, online_store: Literal["sqlite", "redis"], redis: Optional[str]
+) -> Path:
     from asahi_features.sample_repo import build_sample_repo
 
     began = time.perf_counter()
     repo = build_sample_repo(
         workdir / online_store, users=users, online_store=online_store, redis_connection=redis
-    )  # type: ignore[arg-type]
+    )
     print(f"built the {users}-user {online_store} repo in {time.perf_counter() - began:.1f} s")
     return repo
 

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -118,11 +118,12 @@ def test_every_error_path_is_secret_free(
             setattr(srv.faults, key, value)
     errors: List[BaseException] = []
     try:
-        for call in (
+        calls: List[Callable[[], Any]] = [
             lambda: client.get_features("u1", "user", ["tier"]),
             lambda: client.get_batch_features(["u1", "u2"], "user", ["tier"]),
             lambda: client.list_features("user"),
-        ):
+        ]
+        for call in calls:
             try:
                 call()
             except Exception as exc:
@@ -150,8 +151,8 @@ def test_every_error_path_is_secret_free(
         srv.release()
         client.close()
     assert errors, f"{name}: the fault produced no error at all"
-    for exc in errors:
-        assert_clean(exception_text(exc), f"{name}: {type(exc).__name__}")
+    for error in errors:
+        assert_clean(exception_text(error), f"{name}: {type(error).__name__}")
     assert_clean(caplog.text, f"{name}: logs")
     for record in caplog.records:
         assert_clean(repr(record.args) + str(record.exc_info), f"{name}: log record args")

@@ -208,7 +208,8 @@ def test_tecton_fault_degrades_opens_breaker_and_recovers(
             timeout=10,
             interval=0.1,
         )
-        assert guarded.breaker.state is BreakerState.CLOSED
+        closed: BreakerState = guarded.breaker.state
+        assert closed is BreakerState.CLOSED
         result = enricher.enrich("after", user_id="u5", task_type="t")
         assert "tier-of-u5" in result.feature_context
     finally:
