@@ -292,7 +292,7 @@ class EnrichmentLog:
 # --------------------------------------------------------------------------- events
 
 
-class FeatureEnrichmentEvent(BaseEvent):  # type: ignore[misc]
+class FeatureEnrichmentEvent(BaseEvent):
     """Dispatched through LlamaIndex instrumentation after every enrichment.
 
     Attributes:
@@ -347,7 +347,7 @@ def is_feature_context_node(node: Union[NodeWithScore, BaseNode]) -> bool:
 # --------------------------------------------------------------------------- postprocessor
 
 
-class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
+class FeatureContextPostprocessor(BaseNodePostprocessor):
     """Adds the feature context block of the request's user/organisation as one node.
 
     For each query (``QueryBundle.query_str``) it calls :meth:`FeatureEnricher.enrich`
@@ -616,7 +616,7 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):  # type: ignore[misc]
 # --------------------------------------------------------------------------- event handler
 
 
-class FeatureMonitorEventHandler(BaseEventHandler):  # type: ignore[misc]
+class FeatureMonitorEventHandler(BaseEventHandler):
     """Records every :class:`FeatureEnrichmentEvent` in a :class:`FeatureMonitor`.
 
     Attach it to the root dispatcher (or to ``asahi_features.llama_index``'s own) and
