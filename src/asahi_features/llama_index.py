@@ -214,10 +214,10 @@ _NODE_FIELDS_SET = frozenset({"id_", "text", "metadata"})
 _SCORED_FIELDS_SET = frozenset({"node", "score"})
 
 
-def _bundle(query_bundle: Optional[QueryBundle], query_str: Optional[str]) -> Optional[QueryBundle]:
-    if query_str is not None and query_bundle is not None:
+def _bundle(query_bundle: Optional[QueryBundle], query_str: str) -> QueryBundle:
+    if query_bundle is not None:
         raise ValueError("Cannot specify both query_str and query_bundle")
-    return QueryBundle(query_str) if query_str is not None else query_bundle
+    return QueryBundle(query_str)
 
 
 def _block_text(result: EnrichmentResult) -> str:
@@ -462,7 +462,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
                 nodes, query_bundle=query_bundle, query_str=query_str
             )
             return result
-        return self._enrich_nodes(nodes, _bundle(query_bundle, query_str))
+        if query_str is not None:
+            query_bundle = _bundle(query_bundle, query_str)
+        return self._enrich_nodes(nodes, query_bundle)
 
     async def apostprocess_nodes(
         self,
@@ -476,7 +478,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
                 nodes, query_bundle=query_bundle, query_str=query_str
             )
             return result
-        return await self._aenrich_nodes(nodes, _bundle(query_bundle, query_str))
+        if query_str is not None:
+            query_bundle = _bundle(query_bundle, query_str)
+        return await self._aenrich_nodes(nodes, query_bundle)
 
     def _postprocess_nodes(
         self,
@@ -500,7 +504,8 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         if identity is None:
             return nodes
         query = query_bundle.query_str if query_bundle is not None else ""
-        private = self._private()
+        # pydantic serves private attributes through a slow __getattr__ (~1.8 us each)
+        private = cast(Dict[str, Any], self.__pydantic_private__)
         result = private["_enricher"].enrich(query, *identity)
         return self._apply(nodes, query, result, request, private)
 
@@ -512,16 +517,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         if identity is None:
             return nodes
         query = query_bundle.query_str if query_bundle is not None else ""
-        private = self._private()
+        # pydantic serves private attributes through a slow __getattr__ (~1.8 us each)
+        private = cast(Dict[str, Any], self.__pydantic_private__)
         result = await private["_enricher"].aenrich(query, *identity)
         return self._apply(nodes, query, result, request, private)
 
     # -- helpers ------------------------------------------------------------------
-
-    def _private(self) -> Dict[str, Any]:
-        # Pydantic serves private attributes through a slow __getattr__ (about 1.8 us
-        # each here); the hot path reads them from this dict instead.
-        return cast(Dict[str, Any], self.__pydantic_private__)
 
     def _identity(
         self, request: Optional[FeatureRequest]
