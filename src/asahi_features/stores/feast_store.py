@@ -37,6 +37,18 @@ _SCALAR_KINDS = frozenset(
 )
 _LIST_KINDS = frozenset(f"{k[:-4]}_list_val" for k in _SCALAR_KINDS)
 _slow_convert: Optional[Any] = None
+# How the batch loop reads a oneof kind: 1 scalar, 2 list, 3 Feast's conversion; absent
+# (None, "null_val"): no value. Unknown kinds fall back to 3 via ``_Modes.__missing__``.
+
+
+class _Modes(Dict[Optional[str], Optional[int]]):
+    def __missing__(self, kind: Optional[str]) -> Optional[int]:
+        return 3
+
+
+_MODES = _Modes({k: 1 for k in _SCALAR_KINDS})
+_MODES.update({k: 2 for k in _LIST_KINDS})
+_MODES.update({None: None, "null_val": None})
 
 
 def _convert(value: Any, kind: str) -> Any:
@@ -470,10 +482,10 @@ class FeastClient(BaseFeatureStore):
         features: List[Dict[str, Any]] = [{} for _ in range(count)]
         ages: List[Dict[str, float]] = [{} for _ in range(count)]
         seen = [False] * count
-        view_ages: Dict[str, List[Optional[float]]] = {}
+        view_ages: Dict[str, List[float]] = {}
         columns = plan.columns
         results = proto.results
-        scalar_kinds, list_kinds = _SCALAR_KINDS, _LIST_KINDS
+        modes = _MODES
         for j, column in enumerate(proto.metadata.feature_names.val):
             target = columns.get(column)
             if target is None:
@@ -482,27 +494,30 @@ class FeastClient(BaseFeatureStore):
             result = results[j]
             row_ages = view_ages.get(view)
             if row_ages is None:
-                row_ages = [
-                    now - (ts.seconds + ts.nanos * 1e-9) if ts.seconds else None
-                    for ts in result.event_timestamps
-                ]
-                view_ages[view] = row_ages
-                for i, age in enumerate(row_ages):
-                    if age is not None:
+                # one timestamp per (view, entity); no timestamp: as old as the epoch
+                row_ages = []
+                for i, ts in enumerate(result.event_timestamps):
+                    seconds = ts.seconds
+                    if seconds:
                         seen[i] = True
+                        row_ages.append(now - (seconds + ts.nanos * 1e-9))
+                    else:
+                        row_ages.append(now)
+                view_ages[view] = row_ages
             for value, row_features, feature_ages, age in zip(
                 result.values, features, ages, row_ages, strict=True
             ):
                 kind = value.WhichOneof("val")
-                if kind is None or kind == "null_val":
-                    continue
-                if kind in scalar_kinds:
+                mode = modes[kind]
+                if mode is None:
+                    continue  # unset or null_val: left out
+                if mode == 1:
                     row_features[requested] = getattr(value, kind)
-                elif kind in list_kinds:
+                elif mode == 2:
                     row_features[requested] = list(getattr(value, kind).val)
                 else:
                     row_features[requested] = _convert(value, kind)
-                feature_ages[requested] = now if age is None else age
+                feature_ages[requested] = age
         retrieved_at = datetime.fromtimestamp(now, timezone.utc)
         source = self.source
         out: List[FeatureVector] = []
