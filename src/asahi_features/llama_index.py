@@ -315,7 +315,7 @@ def _has_listeners() -> bool:
     current: Optional[Dispatcher] = dispatcher
     while current is not None:
         for handler in current.event_handlers:
-            if not isinstance(handler, NullEventHandler):
+            if type(handler) is not NullEventHandler:
                 return True
         if not current.propagate:
             return False
@@ -381,7 +381,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         node_score: score of the injected node (default 1.0, the top cosine similarity).
         position: ``"first"`` (default: the block heads the context) or ``"last"``.
         inject_node: ``False`` to only enrich (for :func:`feature_context_text` templates).
-        max_tracked: enrichments remembered in :attr:`enrichment_log`.
+        max_tracked: enrichment ids remembered in :attr:`enrichment_log`.
+        emit_span: ``True`` to open LlamaIndex's instrumentation span around each call
+            (off by default: the span costs more than the rest of the postprocessor).
+
+    Raises:
+        TypeError: ``enricher`` has no ``enrich`` / ``aenrich`` methods.
 
     Example:
         >>> post = FeatureContextPostprocessor(enricher, task_type="general")  # doctest: +SKIP
