@@ -539,3 +539,16 @@ def test_value_conversion_fast_and_slow_paths() -> None:
     assert _convert(listed, "int64_list_val") == [3, 1]
     stamp = _convert(Value(unix_timestamp_val=1_700_000_000), "unix_timestamp_val")
     assert stamp.timestamp() == 1_700_000_000
+
+
+def test_join_key_override(repo: Path) -> None:
+    same = FeastClient(str(repo), "asahi", entity_join_keys={"user": "user_id"})
+    assert same.get_features(FRESH_USER, "user", ["tier"]).features
+    wrong = FeastClient(str(repo), "asahi", entity_join_keys={"user": "uid"})
+    with pytest.raises(FeatureConfigError, match="join key 'uid'"):
+        wrong.get_features(FRESH_USER, "user", ["tier"])
+
+
+def test_registry_ttl_is_rounded_up(repo: Path) -> None:
+    client = FeastClient(str(repo), "asahi", registry_ttl_seconds=0.5)
+    assert client.feature_store.config.registry.cache_ttl_seconds == 1

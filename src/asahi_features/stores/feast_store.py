@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -151,7 +152,8 @@ class FeastClient(BaseFeatureStore):
             only used in messages).
         entity_join_keys: entity type -> join key, overriding the registry.
         registry_ttl_seconds: how often Feast re-reads the registry (when the client
-            builds the FeatureStore itself); ``None`` keeps ``feature_store.yaml``'s value.
+            builds the FeatureStore itself; rounded up to whole seconds, 0 = only when a
+            requested name is unknown); ``None`` keeps ``feature_store.yaml``'s value.
 
     Raises:
         ConfigError: feast is not installed, or ``project`` is not the repository's.
@@ -258,7 +260,8 @@ class FeastClient(BaseFeatureStore):
                 ) from None
             self._check_project(store)
             if self._registry_ttl is not None:
-                store.config.registry.cache_ttl_seconds = int(self._registry_ttl)
+                # Feast wants whole seconds (0 = never re-read on its own): round up, not down.
+                store.config.registry.cache_ttl_seconds = math.ceil(self._registry_ttl)
             self._store = store
             return store
 
@@ -380,7 +383,7 @@ class FeastClient(BaseFeatureStore):
         return {plan.join_key: list(entity_ids)}
 
     def _feast_error(
-        self, exc: Exception, entity_type: str, feature_names: Sequence[str]
+        self, exc: Exception, plan: _Plan, entity_type: str, feature_names: Sequence[str]
     ) -> Exception:
         """Map an exception of ``get_online_features`` to ours."""
         from feast.errors import FeastObjectNotFoundException
@@ -394,7 +397,7 @@ class FeastClient(BaseFeatureStore):
                 return unavailable
             return FeatureConfigError(
                 f"Feast rejected features {list(feature_names)!r} of entity type "
-                f"{entity_type!r}: {type(exc).__name__}: {exc}",
+                f"{entity_type!r} (join key {plan.join_key!r}): {type(exc).__name__}: {exc}",
                 self._available(entity_type),
             )
         return FeatureStoreUnavailableError(
@@ -414,7 +417,7 @@ class FeastClient(BaseFeatureStore):
         except (FeatureConfigError, FeatureStoreUnavailableError):
             raise
         except Exception as exc:
-            raise self._feast_error(exc, entity_type, feature_names) from exc
+            raise self._feast_error(exc, plan, entity_type, feature_names) from exc
         return plan, response.proto
 
     def _vector(self, plan: _Plan, proto: Any, entity_id: str, entity_type: str) -> FeatureVector:
@@ -614,7 +617,7 @@ class FeastClient(BaseFeatureStore):
         except (FeatureConfigError, FeatureStoreUnavailableError):
             raise
         except Exception as exc:
-            raise self._feast_error(exc, entity_type, feature_names) from exc
+            raise self._feast_error(exc, plan, entity_type, feature_names) from exc
         return self._vectors(plan, response.proto, entity_ids, entity_type)
 
     async def aget_features(
