@@ -552,3 +552,14 @@ def test_join_key_override(repo: Path) -> None:
 def test_registry_ttl_is_rounded_up(repo: Path) -> None:
     client = FeastClient(str(repo), "asahi", registry_ttl_seconds=0.5)
     assert client.feature_store.config.registry.cache_ttl_seconds == 1
+
+
+def test_one_client_shared_across_threads(client: FeastClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [f"u_{n:04d}" for n in range(1, 161)]
+    expected = {v.entity_id: v.features for v in client.get_batch_features(ids, "user", ["tier"])}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda eid: client.get_features(eid, "user", ["tier"]), ids))
+    assert [v.entity_id for v in got] == ids
+    assert all(v.features == expected[v.entity_id] for v in got)
