@@ -44,10 +44,23 @@ _EXPORTS: dict[str, str] = {
     "TectonClient": "asahi_features.stores.tecton",
     "HttpFeatureStore": "asahi_features.stores.http",
     "GuardedClient": "asahi_features.stores.guarded",
+    "CircuitBreaker": "asahi_features.stores.breaker",
+    "BreakerState": "asahi_features.stores.breaker",
+    "CustomBackend": "asahi_features.stores.custom",
+    "build_sample_repo": "asahi_features.sample_repo",
     # enrichment and monitoring
     "FeatureEnricher": "asahi_features.enricher",
     "build_enricher": "asahi_features.enricher",
+    "EnrichmentGate": "asahi_features.enricher",
     "FeatureMonitor": "asahi_features.monitor",
+    "Decision": "asahi_features.monitor",
+    "DecisionReason": "asahi_features.monitor",
+    # framework adapters (need the langchain / llama-index extras)
+    "FeatureEnrichmentRunnable": "asahi_features.langchain",
+    "FeatureMonitorCallbackHandler": "asahi_features.langchain",
+    "FeatureContextPostprocessor": "asahi_features.llama_index",
+    "FeatureMonitorEventHandler": "asahi_features.llama_index",
+    "FeatureEnrichmentEvent": "asahi_features.llama_index",
     "TokenCounter": "asahi_features.tokens",
 }
 
@@ -55,7 +68,7 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
     from .config import client_from_config, load_config
-    from .enricher import FeatureEnricher, build_enricher
+    from .enricher import EnrichmentGate, FeatureEnricher, build_enricher
     from .errors import (
         AsahiFeaturesError,
         ConfigError,
@@ -66,6 +79,12 @@ if TYPE_CHECKING:
         FeatureStoreUnavailableError,
         TokenizerUnavailableError,
     )
+    from .langchain import FeatureEnrichmentRunnable, FeatureMonitorCallbackHandler
+    from .llama_index import (
+        FeatureContextPostprocessor,
+        FeatureEnrichmentEvent,
+        FeatureMonitorEventHandler,
+    )
     from .models import (
         EnrichmentReason,
         EnrichmentRequest,
@@ -73,7 +92,8 @@ if TYPE_CHECKING:
         FeatureStatus,
         FeatureVector,
     )
-    from .monitor import FeatureMonitor
+    from .monitor import Decision, DecisionReason, FeatureMonitor
+    from .sample_repo import build_sample_repo
     from .settings import (
         AsahiConfig,
         EnricherConfig,
@@ -82,6 +102,8 @@ if TYPE_CHECKING:
         MonitorConfig,
     )
     from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
+    from .stores.breaker import BreakerState, CircuitBreaker
+    from .stores.custom import CustomBackend
     from .stores.feast_store import FeastClient
     from .stores.guarded import GuardedClient
     from .stores.http import HttpFeatureStore
