@@ -1,0 +1,74 @@
+"""The package surface: lazy heavy imports, every export resolves, the README is current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import asahi_features
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("feast", "tecton_client", "langchain_core", "llama_index", "tiktoken", "httpx")
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_import_loads_no_heavy_dependency() -> None:
+    assert _loaded_after("import asahi_features") == []
+
+
+def test_core_classes_load_no_heavy_dependency() -> None:
+    code = (
+        "from asahi_features import FeatureEnricher, FeatureMonitor, GuardedClient, "
+        "LocalFeatureStore, load_config, FeastClient, TectonClient, HttpFeatureStore"
+    )
+    assert _loaded_after(code) == []
+
+
+def test_every_export_resolves() -> None:
+    for name in asahi_features.__all__:
+        assert getattr(asahi_features, name) is not None
+    assert set(asahi_features.__all__) <= set(dir(asahi_features))
+
+
+def test_unknown_attribute_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        asahi_features.nope  # noqa: B018
+
+
+def test_readme_is_built_from_its_sources() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "build_readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_readme_quick_start_runs(tmp_path: Path) -> None:
+    """The three quick-start snippets of the README run as they are."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    assert len(blocks) == 3
+    for block in blocks:
+        proc = subprocess.run(
+            [sys.executable, "-c", block],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, block + "\n" + proc.stderr
