@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/asahi-features demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples docs notebooks/build_notebooks.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src
