@@ -125,6 +125,8 @@ class FeatureStoreSettings(_Strict):
 
     timeout_ms: float = Field(default=200, gt=0, le=600_000)
     """Maximum wait for one feature fetch."""
+    batch_timeout_ms: Optional[float] = Field(default=None, gt=0, le=600_000)
+    """Maximum wait for one batch fetch (unset: the larger of timeout_ms and 2000)."""
     fallback_on_timeout: bool = True
     """Proceed without features when the store is slow or down (else raise)."""
     breaker_failure_threshold: int = Field(default=5, ge=1)

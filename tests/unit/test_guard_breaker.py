@@ -148,6 +148,7 @@ def backend() -> Iterator[FaultyBackend]:
 
 def guard_for(backend: FaultyBackend, clock: ManualClock, **kw: Any) -> GuardedClient:
     kw.setdefault("timeout_ms", 50)
+    kw.setdefault("batch_timeout_ms", kw["timeout_ms"])
     kw.setdefault("breaker_failure_threshold", 3)
     kw.setdefault("breaker_reset_seconds", 10)
     return GuardedClient(backend, clock=clock, **kw)

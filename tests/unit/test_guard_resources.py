@@ -29,7 +29,13 @@ def wait_until(check: object, timeout: float = 5.0) -> bool:
 
 def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> None:
     backend = FaultyBackend("hang")
-    guard = GuardedClient(backend, timeout_ms=50, max_workers=4, breaker_failure_threshold=10**9)
+    guard = GuardedClient(
+        backend,
+        timeout_ms=50,
+        batch_timeout_ms=50,
+        max_workers=4,
+        breaker_failure_threshold=10**9,
+    )
     callers, per_caller = 16, 200
     baseline = threading.active_count()
     peak = [0]
@@ -61,7 +67,13 @@ def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> Non
         stats = guard.stats()
         assert stats["calls"] == callers * per_caller
         assert stats["workers"] <= 4 and stats["busy_workers"] == 4
-        assert stats["rejected_saturated"] >= callers * per_caller - 4
+        # Only the first 4 calls reached the backend; the callers that arrived together
+        # with them waited (until their deadline or until all 4 were stuck), the rest
+        # failed fast because every worker was stuck.
+        assert stats["timeouts"] - stats["queue_timeouts"] == 4
+        assert stats["rejected_saturated"] + stats["queue_timeouts"] == callers * per_caller - 4
+        assert stats["rejected_saturated"] >= callers * (per_caller - 1)
+        assert stats["waiting"] == 0
     finally:
         backend.release()
     # Stuck workers come back when their call returns, and are reused.
@@ -98,7 +110,7 @@ def test_stuck_workers_are_reused_not_replaced() -> None:
         guard.get_features("u1", "user", NAMES)
         guard.get_features("u2", "user", NAMES)
         vector = guard.get_features("u3", "user", NAMES)
-        assert vector.error == "all 2 guard workers are busy (backend slow or hung)"
+        assert vector.error == "all 2 guard workers are busy, stuck past their deadline (backend hung)"
         assert backend.calls == 2
     finally:
         backend.release()

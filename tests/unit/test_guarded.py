@@ -50,6 +50,7 @@ def make(backends: list[FaultyBackend]) -> Any:
         backend = cls(mode, delay=guard.pop("delay", 0.5), error=guard.pop("error", None))  # type: ignore[arg-type]
         backends.append(backend)
         guard.setdefault("timeout_ms", 50)
+        guard.setdefault("batch_timeout_ms", guard["timeout_ms"])
         return backend, GuardedClient(backend, **guard)
 
     return factory

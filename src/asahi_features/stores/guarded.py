@@ -17,7 +17,7 @@ import inspect
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -58,6 +58,11 @@ _MAX_ERROR_CHARS = 200
 _now = time.monotonic
 """Real time for deadlines (the injectable clock is for the breaker, cache and logs)."""
 
+DEFAULT_MIN_BATCH_TIMEOUT_MS = 2000.0
+"""With ``batch_timeout_ms`` unset, batches get ``max(timeout_ms, this)``: a Feast batch of
+1,000 entities took 150-450 ms on a loaded 2-core machine, far over the 200 ms spec
+default meant for one request, so 2 s leaves about 4x headroom and still bounds a hang."""
+
 
 # --------------------------------------------------------------------------- workers
 
@@ -83,15 +88,21 @@ def _wake_future(future: Optional[asyncio.Future[None]]) -> None:
 
 
 class _Worker:
-    """A daemon thread that runs one call at a time, handed over through a lock."""
+    """A daemon thread that runs one call at a time, handed over through a lock.
 
-    __slots__ = ("_call", "_go", "_pool", "thread")
+    ``deadline`` is the (monotonic) deadline of the caller that holds the worker: set
+    when the worker is taken or handed to a waiter, ``None`` while idle. A busy worker
+    whose deadline has passed is *stuck*: nobody waits for its call any more.
+    """
+
+    __slots__ = ("_call", "_go", "_pool", "deadline", "thread")
 
     def __init__(self, pool: _WorkerPool, name: str) -> None:
         self._pool = pool
         self._call: Optional[_Call] = None
         self._go = threading.Lock()
         self._go.acquire()
+        self.deadline: Optional[float] = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def submit(self, call: Optional[_Call]) -> None:
@@ -125,13 +136,60 @@ class _Worker:
                 return
 
 
-class _WorkerPool:
-    """At most ``max_workers`` daemon threads, created on demand, reused, never queued.
+_TIMEOUT = "timeout"
+"""Why a waiter gave up: its own deadline passed before a worker was free."""
+_STUCK = "stuck"
+"""Why a waiter gave up: every worker is stuck (past its caller's deadline)."""
+_CLOSED = "closed"
+"""Why a waiter gave up: the pool was closed."""
 
-    :meth:`acquire` returns an idle worker, starts a new one while under the limit, or
-    returns ``None`` when every worker is busy (possibly stuck in a hung call): the caller
-    then fails fast instead of waiting. A worker goes back to the idle stack as soon as
-    its call returns, even when the caller stopped waiting long before.
+_Outcome = Tuple[Optional[_Worker], Optional[str], float]
+"""(worker handed over, or why the waiter gave up, or when to look again)."""
+
+
+class _Waiter:
+    """A caller waiting for a free worker, until ``deadline`` at most.
+
+    Woken (never polled) when a worker is handed to it or the pool closes: a sync
+    waiter through a held lock, an async waiter through a future of its event loop.
+    """
+
+    __slots__ = ("deadline", "future", "lock", "loop", "worker")
+
+    def __init__(self, deadline: float, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.deadline = deadline
+        self.worker: Optional[_Worker] = None
+        self.loop = loop
+        self.lock: Optional[threading.Lock] = None
+        self.future: Optional[asyncio.Future[None]] = None
+        if loop is None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+        else:
+            self.future = loop.create_future()
+
+    def wake(self) -> bool:
+        """Wake the waiter (False: its event loop is closed, nobody is waiting)."""
+        if self.lock is not None:
+            self.lock.release()
+            return True
+        try:
+            self.loop.call_soon_threadsafe(_wake_future, self.future)  # type: ignore[union-attr]
+        except RuntimeError:
+            return False
+        return True
+
+
+class _WorkerPool:
+    """At most ``max_workers`` daemon threads, created on demand and reused.
+
+    :meth:`acquire` returns an idle worker or starts a new one while under the limit
+    (the lock-free fast path). When every worker is busy, a caller waits in FIFO order
+    (:meth:`enqueue`, :meth:`settle`) and a worker finishing its call is handed straight
+    to the first waiter, but never past the waiter's own deadline. When every busy
+    worker is *stuck* (its call has run past its caller's deadline: the backend hangs),
+    nobody waits: the caller is told to fail fast. A worker goes back to the idle stack
+    (or to a waiter) as soon as its call returns, even when its caller left long before.
     """
 
     def __init__(self, max_workers: int, name: str = "asahi-guard") -> None:
@@ -140,6 +198,8 @@ class _WorkerPool:
         self.max_workers = max_workers
         self._name = name
         self._idle: Deque[_Worker] = deque()
+        self._workers: List[_Worker] = []
+        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
         self._lock = threading.Lock()
         self._started = 0
         self._closed = False
@@ -155,43 +215,181 @@ class _WorkerPool:
         return self._started - len(self._idle)
 
     @property
+    def waiting(self) -> int:
+        """Callers waiting for a worker right now."""
+        return len(self._waiters)
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
-    def acquire(self) -> Optional[_Worker]:
-        """An idle worker, a new one, or ``None`` when saturated or closed."""
+    def acquire(self, deadline: float) -> Optional[_Worker]:
+        """An idle worker, a new one, or ``None`` when every worker is busy or closed."""
         try:
-            return self._idle.pop()
+            worker = self._idle.pop()
         except IndexError:
             pass
+        else:
+            worker.deadline = deadline
+            return worker
         with self._lock:
             if self._closed:
                 return None
             if self._idle:
-                return self._idle.pop()
+                worker = self._idle.pop()
+                worker.deadline = deadline
+                return worker
             if self._started >= self.max_workers:
                 return None
             self._started += 1
             worker = _Worker(self, f"{self._name}-{self._started}")
+            worker.deadline = deadline
+            self._workers.append(worker)
         worker.thread.start()
         return worker
 
+    def _stuck(self, now: float) -> bool:
+        """Every worker busy with a call past its caller's deadline (lock held)."""
+        if self._idle or self._started < self.max_workers:
+            return False
+        for worker in self._workers:
+            deadline = worker.deadline
+            if deadline is None or deadline > now:
+                return False
+        return True
+
+    def _unstuck_at(self) -> float:
+        """When the workers would all be stuck if none finished (lock held)."""
+        return max((w.deadline for w in self._workers if w.deadline is not None), default=0.0)
+
+    def enqueue(self, waiter: _Waiter, now: float) -> _Outcome:
+        """Queue ``waiter`` for the next free worker, or tell it to fail fast.
+
+        Returns ``(worker, None, _)`` when a worker became free meanwhile,
+        ``(None, reason, _)`` when the caller must not wait (``stuck``, ``closed``,
+        ``timeout``), or ``(None, None, wake_at)``: wait until ``wake_at`` at most
+        (or until woken), then call :meth:`settle`.
+        """
+        with self._lock:
+            if self._closed:
+                return None, _CLOSED, now
+            if self._idle:
+                worker = self._idle.pop()
+                worker.deadline = waiter.deadline
+                return worker, None, now
+            if now >= waiter.deadline:
+                return None, _TIMEOUT, now
+            if self._stuck(now):
+                return None, _STUCK, now
+            self._waiters[waiter] = None
+            return None, None, min(waiter.deadline, self._unstuck_at())
+
+    def settle(self, waiter: _Waiter, now: float) -> _Outcome:
+        """After a waiter's wait ended (woken or timed out): what now? (as :meth:`enqueue`)."""
+        with self._lock:
+            worker = waiter.worker
+            if worker is not None:
+                waiter.worker = None
+                if now < waiter.deadline:
+                    return worker, None, now
+                self._hand_over(worker)  # too late to use it: the next waiter may
+                return None, _TIMEOUT, now
+            if self._closed:
+                self._waiters.pop(waiter, None)
+                return None, _CLOSED, now
+            if now >= waiter.deadline:
+                self._waiters.pop(waiter, None)
+                return None, _TIMEOUT, now
+            if self._stuck(now):
+                self._waiters.pop(waiter, None)
+                return None, _STUCK, now
+            return None, None, min(waiter.deadline, self._unstuck_at())
+
+    def abandon(self, waiter: _Waiter) -> None:
+        """The waiter left (interrupted or cancelled): drop it, return a handed worker."""
+        with self._lock:
+            self._waiters.pop(waiter, None)
+            worker = waiter.worker
+            waiter.worker = None
+            if worker is not None:
+                self._hand_over(worker)
+
+    def wait_sync(self, deadline: float) -> Tuple[Optional[_Worker], Optional[str], bool]:
+        """Block (no polling) until a worker is handed over, the deadline passes, or
+        all workers are stuck. Returns ``(worker, reason, waited)``."""
+        waiter = _Waiter(deadline, None)
+        lock = waiter.lock
+        assert lock is not None
+        try:
+            worker, reason, wake_at = self.enqueue(waiter, _now())
+            waited = worker is None and reason is None
+            while worker is None and reason is None:
+                remaining = wake_at - _now()
+                if remaining > 0:
+                    lock.acquire(timeout=remaining)
+                worker, reason, wake_at = self.settle(waiter, _now())
+        except BaseException:  # KeyboardInterrupt while waiting
+            self.abandon(waiter)
+            raise
+        return worker, reason, waited
+
+    async def wait_async(self, deadline: float) -> Tuple[Optional[_Worker], Optional[str], bool]:
+        """:meth:`wait_sync` for a coroutine: awaits a future, never blocks the loop."""
+        waiter = _Waiter(deadline, asyncio.get_running_loop())
+        future = waiter.future
+        assert future is not None
+        try:
+            worker, reason, wake_at = self.enqueue(waiter, _now())
+            waited = worker is None and reason is None
+            while worker is None and reason is None:
+                remaining = wake_at - _now()
+                if remaining > 0 and not future.done():
+                    await asyncio.wait((future,), timeout=remaining)
+                worker, reason, wake_at = self.settle(waiter, _now())
+        except BaseException:  # the caller was cancelled while waiting
+            self.abandon(waiter)
+            raise
+        return worker, reason, waited
+
+    def _hand_over(self, worker: _Worker) -> None:
+        """Give a free worker to the first live waiter, else make it idle (lock held)."""
+        waiters = self._waiters
+        while waiters:
+            waiter, _ = waiters.popitem(last=False)
+            worker.deadline = waiter.deadline
+            waiter.worker = worker
+            if waiter.wake():
+                return
+            waiter.worker = None  # its event loop is gone
+        worker.deadline = None
+        self._idle.append(worker)
+
     def release(self, worker: _Worker) -> bool:
-        """Put a worker back (False: the pool is closed and the worker should exit)."""
+        """A worker's call returned (False: the pool is closed and the worker should exit)."""
         with self._lock:
             if self._closed:
                 self._started -= 1
+                self._workers.remove(worker)
                 return False
-            self._idle.append(worker)
+            self._hand_over(worker)
             return True
 
     def close(self) -> None:
-        """Stop idle workers now and busy ones when their call returns. Never blocks."""
+        """Stop idle workers now and busy ones when their call returns; wake all waiters.
+
+        Never blocks.
+        """
         with self._lock:
             self._closed = True
             idle = list(self._idle)
             self._idle.clear()
             self._started -= len(idle)
+            for worker in idle:
+                self._workers.remove(worker)
+            waiters = list(self._waiters)
+            self._waiters.clear()
+            for waiter in waiters:
+                waiter.wake()
         for worker in idle:
             worker.submit(None)
 
@@ -282,16 +480,22 @@ class GuardedClient(BaseFeatureStore):
     * **Circuit breaker**: ``breaker_failure_threshold`` consecutive failures open it;
       while open, calls fail fast without touching the backend or a thread; after
       ``breaker_reset_seconds`` one probe is let through.
-    * **Bounded resources**: at most ``max_workers`` daemon threads; when all are busy
-      (e.g. stuck in a hung backend) new calls fail fast as unavailable, without
-      queueing or creating threads.
+    * **Bounded resources**: at most ``max_workers`` daemon threads. When all are busy,
+      a call waits (FIFO, woken by hand-off, never polling) for a free worker, but never
+      past its own deadline; when all are *stuck* (each busy worker's call has run past
+      its caller's deadline: the backend hangs), new calls fail fast as unavailable.
+    * **Batch deadline**: batches are throughput work, so ``get_batch_features`` /
+      ``aget_batch_features`` use ``batch_timeout_ms`` (default
+      ``max(timeout_ms, 2000)``); single reads keep ``timeout_ms``.
     * **Cache** (opt-in, ``cache_ttl_seconds > 0``): recent vectors per (entity type,
       entity id, feature list), at most ``cache_max_entries``; hits return copies whose
       freshness keeps ageing; a batch fetches only its misses, in one backend call.
 
     Args:
         client: the backend (anything with the three protocol methods).
-        timeout_ms: the deadline of one read, in milliseconds (> 0).
+        timeout_ms: the deadline of one single-entity read, in milliseconds (> 0).
+        batch_timeout_ms: the deadline of one batch read (> 0); ``None`` means
+            ``max(timeout_ms, 2000)``.
         fallback_on_timeout: degrade to ``UNAVAILABLE`` vectors instead of raising.
         breaker_failure_threshold: consecutive failures that open the breaker.
         breaker_reset_seconds: cool-down of an open breaker.
@@ -318,6 +522,7 @@ class GuardedClient(BaseFeatureStore):
         client: FeatureStoreClient,
         *,
         timeout_ms: float = 200,
+        batch_timeout_ms: Optional[float] = None,
         fallback_on_timeout: bool = True,
         breaker_failure_threshold: int = 5,
         breaker_reset_seconds: float = 30.0,
@@ -339,6 +544,10 @@ class GuardedClient(BaseFeatureStore):
             )
         if not timeout_ms > 0:
             raise ValueError(f"timeout_ms must be > 0, got {timeout_ms}")
+        if batch_timeout_ms is None:
+            batch_timeout_ms = max(float(timeout_ms), DEFAULT_MIN_BATCH_TIMEOUT_MS)
+        elif not batch_timeout_ms > 0:
+            raise ValueError(f"batch_timeout_ms must be > 0, got {batch_timeout_ms}")
         if cache_ttl_seconds < 0:
             raise ValueError(f"cache_ttl_seconds must be >= 0, got {cache_ttl_seconds}")
         if warning_interval_seconds < 0:
@@ -349,6 +558,8 @@ class GuardedClient(BaseFeatureStore):
         self.source = str(getattr(client, "source", None) or "custom")
         self.timeout_ms = float(timeout_ms)
         self._timeout = self.timeout_ms / 1000.0
+        self.batch_timeout_ms = float(batch_timeout_ms)
+        self._batch_timeout = self.batch_timeout_ms / 1000.0
         self.fallback_on_timeout = fallback_on_timeout
         self.warning_interval_seconds = float(warning_interval_seconds)
         self._clock = clock
@@ -372,6 +583,8 @@ class GuardedClient(BaseFeatureStore):
                 "config_errors",
                 "rejected_open",
                 "rejected_saturated",
+                "queue_waits",
+                "queue_timeouts",
                 "cache_hits",
                 "cache_misses",
             ),
@@ -389,6 +602,7 @@ class GuardedClient(BaseFeatureStore):
         return cls(
             client,
             timeout_ms=settings.timeout_ms,
+            batch_timeout_ms=settings.batch_timeout_ms,
             fallback_on_timeout=settings.fallback_on_timeout,
             breaker_failure_threshold=settings.breaker_failure_threshold,
             breaker_reset_seconds=settings.breaker_reset_seconds,
@@ -401,6 +615,7 @@ class GuardedClient(BaseFeatureStore):
     def __repr__(self) -> str:
         return (
             f"GuardedClient({self.inner!r}, timeout_ms={self.timeout_ms:g}, "
+            f"batch_timeout_ms={self.batch_timeout_ms:g}, "
             f"breaker={self.breaker.state.value})"
         )
 
@@ -417,11 +632,17 @@ class GuardedClient(BaseFeatureStore):
 
         ``calls`` counts reads (a batch is one call); ``fallbacks`` counts calls answered
         with ``UNAVAILABLE`` vectors; ``unavailable`` counts failed calls of any cause
-        (timeouts, backend errors, garbage, open breaker, saturated pool).
+        (timeouts, backend errors, garbage, open breaker, stuck pool). ``queue_waits``
+        counts calls that had to wait for a free worker; ``queue_timeouts`` those whose
+        deadline passed while waiting (also counted in ``timeouts`` but never against the
+        breaker: they never reached the backend); ``rejected_saturated`` those refused
+        because every worker was stuck (or the client closed); ``waiting`` is the number
+        of callers waiting right now.
         """
         with self._stats_lock:
             out: Dict[str, Any] = dict(self._counts)
         out["busy_workers"] = self._pool.busy
+        out["waiting"] = self._pool.waiting
         out["workers"] = self._pool.size
         out["max_workers"] = self._pool.max_workers
         out["cache_entries"] = len(self.cache) if self.cache is not None else 0
@@ -471,19 +692,66 @@ class GuardedClient(BaseFeatureStore):
                 f"failures; retrying in {retry:.1f} s"
             )
 
-    def _saturated(self) -> FeatureStoreUnavailableError:
+    def _no_worker(self, reason: Optional[str], timeout: float) -> FeatureStoreUnavailableError:
+        """No worker for this call: it never reached the backend, so breaker-neutral."""
         self.breaker.record_neutral()
+        if reason == _TIMEOUT:
+            self._count("calls", "timeouts", "queue_timeouts", "unavailable")
+            return FeatureStoreTimeoutError(
+                f"no guard worker free within {timeout * 1000:g} ms "
+                f"(all {self._pool.max_workers} busy)"
+            )
         self._count("calls", "rejected_saturated", "unavailable")
-        if self._pool.closed:
+        if reason == _CLOSED or self._pool.closed:
             return FeatureStoreUnavailableError("the guarded client is closed")
         return FeatureStoreUnavailableError(
-            f"all {self._pool.max_workers} guard workers are busy (backend slow or hung)"
+            f"all {self._pool.max_workers} guard workers are busy, stuck past their "
+            "deadline (backend hung)"
         )
 
-    def _timed_out(self) -> FeatureStoreTimeoutError:
+    def _timed_out(self, timeout: float) -> FeatureStoreTimeoutError:
         self.breaker.record_failure()
         self._count("calls", "timeouts", "unavailable")
-        return FeatureStoreTimeoutError(f"no answer within {self.timeout_ms:g} ms")
+        return FeatureStoreTimeoutError(f"no answer within {timeout * 1000:g} ms")
+
+    def _worker_sync(self, deadline: float, timeout: float) -> _Worker:
+        """A worker for a sync call: free now, or after waiting until ``deadline`` at most.
+
+        Raises:
+            FeatureStoreUnavailableError: deadline passed while waiting (a timeout),
+                every worker is stuck, or the client is closed.
+        """
+        pool = self._pool
+        worker = pool.acquire(deadline)
+        if worker is not None:
+            return worker
+        try:
+            worker, reason, waited = pool.wait_sync(deadline)
+        except BaseException:  # KeyboardInterrupt while waiting: give a probe slot back
+            self.breaker.record_neutral()
+            raise
+        if waited:
+            self._count("queue_waits")
+        if worker is None:
+            raise self._no_worker(reason, timeout)
+        return worker
+
+    async def _worker_async(self, deadline: float, timeout: float) -> _Worker:
+        """:meth:`_worker_sync` for coroutines (awaits a hand-off, never blocks the loop)."""
+        pool = self._pool
+        worker = pool.acquire(deadline)
+        if worker is not None:
+            return worker
+        try:
+            worker, reason, waited = await pool.wait_async(deadline)
+        except BaseException:  # the caller was cancelled, not the backend
+            self.breaker.record_neutral()
+            raise
+        if waited:
+            self._count("queue_waits")
+        if worker is None:
+            raise self._no_worker(reason, timeout)
+        return worker
 
     def _failed(self, exc: BaseException) -> BaseException:
         """Classify a backend exception; returns what to raise (to the fallback or caller)."""
@@ -507,29 +775,31 @@ class GuardedClient(BaseFeatureStore):
 
     # -- the guarded call, sync --------------------------------------------------------
 
-    def _run_sync(self, fn: Callable[..., Any], args: Tuple[Any, ...], start: float) -> Any:
-        """Run ``fn(*args)`` on a worker, waiting until ``start`` + the timeout at most.
+    def _run_sync(
+        self, fn: Callable[..., Any], args: Tuple[Any, ...], start: float, timeout: float
+    ) -> Any:
+        """Run ``fn(*args)`` on a worker, waiting until ``start + timeout`` at most.
 
         ``start`` is the ``time.monotonic()`` reading taken when the public method was
-        entered, so time lost before the wait (a busy interpreter) counts too.
+        entered, so time lost before the wait (a busy interpreter, a wait for a free
+        worker) counts too.
         """
         self._admit()
-        worker = self._pool.acquire()
-        if worker is None:
-            raise self._saturated()
+        deadline = start + timeout
+        worker = self._worker_sync(deadline, timeout)
         call = _Call(fn, args)
         done = threading.Lock()
         done.acquire()
         call.done = done
         worker.submit(call)
         try:
-            remaining = start + self._timeout - _now()
+            remaining = deadline - _now()
             answered = done.acquire(timeout=remaining if remaining > 0 else 0)
         except BaseException:  # KeyboardInterrupt while waiting: give a probe slot back
             self.breaker.record_neutral()
             raise
         if not answered:
-            raise self._timed_out()
+            raise self._timed_out(timeout)
         if call.error is not None:
             raise self._failed(call.error)
         return call.result
@@ -575,7 +845,9 @@ class GuardedClient(BaseFeatureStore):
             entity_id,
             entity_type,
             names,
-            lambda: self._run_sync(inner.get_features, (entity_id, entity_type, names), start),
+            lambda: self._run_sync(
+                inner.get_features, (entity_id, entity_type, names), start, self._timeout
+            ),
         )
 
     def _split_batch(
@@ -623,7 +895,7 @@ class GuardedClient(BaseFeatureStore):
     def get_batch_features(
         self, entity_ids: List[str], entity_type: str, feature_names: List[str]
     ) -> List[FeatureVector]:
-        """One vector per id, in input order, within the deadline (one backend call).
+        """One vector per id, in input order, within ``batch_timeout_ms`` (one backend call).
 
         With the cache on, only the ids not in the cache are fetched (each once).
 
@@ -648,47 +920,58 @@ class GuardedClient(BaseFeatureStore):
             names,
             cached,
             misses,
-            lambda: self._run_sync(inner.get_batch_features, (misses, entity_type, names), start),
+            lambda: self._run_sync(
+                inner.get_batch_features, (misses, entity_type, names), start, self._batch_timeout
+            ),
         )
 
     def health_check(self) -> bool:
         """True when the backend says healthy within the deadline (False otherwise).
 
-        Uses a worker (so it is bounded too) but neither consults nor feeds the breaker.
+        Uses a worker (so it is bounded too; it may wait for one within the deadline) but
+        neither consults nor feeds the breaker.
         """
-        worker = self._pool.acquire()
+        deadline = _now() + self._timeout
+        worker = self._pool.acquire(deadline)
         if worker is None:
-            return False
+            worker, _, _ = self._pool.wait_sync(deadline)
+            if worker is None:
+                return False
         call = _Call(self.inner.health_check, ())
         done = threading.Lock()
         done.acquire()
         call.done = done
         worker.submit(call)
-        if not done.acquire(timeout=self._timeout):
+        remaining = deadline - _now()
+        if not done.acquire(timeout=remaining if remaining > 0 else 0):
             return False
         return call.error is None and call.result is True
 
     # -- the guarded call, async -------------------------------------------------------
 
     async def _run_async(
-        self, native: bool, name: str, fn: Callable[..., Any], args: Tuple[Any, ...], start: float
+        self,
+        native: bool,
+        name: str,
+        fn: Callable[..., Any],
+        args: Tuple[Any, ...],
+        start: float,
+        timeout: float,
     ) -> Any:
         self._admit()
-        remaining = max(0.0, start + self._timeout - _now())
+        deadline = start + timeout
         if native:
             coro = getattr(self.inner, name)(*args)
             try:
-                return await asyncio.wait_for(coro, remaining)
+                return await asyncio.wait_for(coro, max(0.0, deadline - _now()))
             except asyncio.TimeoutError:
-                raise self._timed_out() from None
+                raise self._timed_out(timeout) from None
             except asyncio.CancelledError:  # the caller was cancelled, not the backend
                 self.breaker.record_neutral()
                 raise
             except Exception as exc:
                 raise self._failed(exc) from None
-        worker = self._pool.acquire()
-        if worker is None:
-            raise self._saturated()
+        worker = await self._worker_async(deadline, timeout)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         call = _Call(fn, args)
@@ -696,9 +979,9 @@ class GuardedClient(BaseFeatureStore):
         call.future = future
         worker.submit(call)
         try:
-            await asyncio.wait_for(future, remaining)
+            await asyncio.wait_for(future, max(0.0, deadline - _now()))
         except asyncio.TimeoutError:
-            raise self._timed_out() from None
+            raise self._timed_out(timeout) from None
         except asyncio.CancelledError:  # the caller was cancelled, not the backend
             self.breaker.record_neutral()
             raise
@@ -726,6 +1009,7 @@ class GuardedClient(BaseFeatureStore):
                 self.inner.get_features,
                 (entity_id, entity_type, names),
                 start,
+                self._timeout,
             )
         except FeatureStoreUnavailableError as exc:
             return self._fallback(exc, (entity_id,), entity_type)[0]
@@ -750,6 +1034,7 @@ class GuardedClient(BaseFeatureStore):
                 self.inner.get_batch_features,
                 (misses, entity_type, names),
                 start,
+                self._batch_timeout,
             )
         except FeatureStoreUnavailableError as exc:
             failed = exc
