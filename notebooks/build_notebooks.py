@@ -256,6 +256,258 @@ print("saved to", snapshot_path, "-", len(json.dumps(monitor.snapshot())), "byte
     ),
 ]
 
+LANGCHAIN = [
+    (
+        "md",
+        """# LangChain quickstart: feature-enriched prompts from Feast
+
+The sample Feast repository (SQLite online store, embedded, no server) feeds a
+`FeatureEnrichmentRunnable`, which sits in front of a chat model. Everything runs
+offline with a small fake chat model that shows what it received; the cell that builds
+the model shows where a real one plugs in.""",
+    ),
+    (
+        "code",
+        """import tempfile
+from pathlib import Path
+
+from asahi_features import build_enricher, build_sample_repo
+
+workdir = Path(tempfile.mkdtemp(prefix="asahi_nb_"))
+repo = build_sample_repo(workdir / "feast_repo", users=200, organizations=10)
+config_path = workdir / "asahi.yaml"
+config_path.write_text(f\"\"\"
+feature_store:
+  provider: feast
+  feast: {{repo_path: {repo}, project: asahi}}
+  timeout_ms: 500
+enricher:
+  enabled_task_types: [general, product_recommendation, customer_support]
+monitor:
+  holdout_fraction: {{general: 0.3}}
+\"\"\")
+enricher = build_enricher(config_path, monitor=True)  # guarded FeastClient + FeatureMonitor
+monitor = enricher.monitor
+assert enricher.client.health_check()  # warm up: loads the Feast registry""",
+    ),
+    ("md", "## Before and after"),
+    (
+        "code",
+        """result = enricher.enrich("Recommend a product for this customer.",
+                         user_id="u_0001", task_type="product_recommendation")
+print("BEFORE:\\n" + result.original_prompt)
+print("\\nAFTER:\\n" + result.enriched_prompt)
+print(f"\\n{result.feature_tokens_added} tokens added in {result.enrichment_latency_ms:.2f} ms; "
+      f"features: {result.features_used}")""",
+    ),
+    (
+        "md",
+        """## `runnable | llm`
+
+`EchoChat` stands in for a chat model and answers with the lines of context it was given.
+To use a real model, replace it, e.g. `from langchain_anthropic import ChatAnthropic;
+llm = ChatAnthropic(model="claude-sonnet-4-5")`. The user id goes in
+`config["configurable"]`, where a server puts the authenticated identity.""",
+    ),
+    (
+        "code",
+        """from langchain_core.language_models import SimpleChatModel
+from langchain_core.prompts import ChatPromptTemplate
+
+from asahi_features.langchain import FeatureEnrichmentRunnable, FeatureMonitorCallbackHandler
+
+
+class EchoChat(SimpleChatModel):
+    \"\"\"A fake chat model: it replies with the context lines it received.\"\"\"
+
+    @property
+    def _llm_type(self) -> str:
+        return "echo"
+
+    def _call(self, messages, stop=None, **kwargs):
+        text = "\\n".join(str(m.content) for m in messages)
+        lines = [line for line in text.splitlines() if line.startswith("- ")]
+        return "I know: " + "; ".join(lines) if lines else "I know nothing about you."
+
+
+llm = EchoChat()
+chain = FeatureEnrichmentRunnable(enricher, task_type="product_recommendation") | llm
+print(chain.invoke("Recommend a product for this customer.",
+                   config={"configurable": {"user_id": "u_0002"}}).content)""",
+    ),
+    (
+        "md",
+        """## A prompt template with a `{feature_context}` slot
+
+With `output="dict"` the runnable passes the input on, plus `feature_context` (the block
+alone), `enriched_prompt` and `enrichment` (the full result).""",
+    ),
+    (
+        "code",
+        """template = ChatPromptTemplate.from_messages([
+    ("system", "You are a helpful sales assistant.\\n{feature_context}"),
+    ("human", "{prompt}"),
+])
+templated = FeatureEnrichmentRunnable(enricher, output="dict", task_type="customer_support") | template | llm
+print(templated.invoke({"prompt": "Where is my order?"},
+                       config={"configurable": {"user_id": "u_0003"}}).content)""",
+    ),
+    (
+        "md",
+        """## Batch: one Feast read for every input
+
+`batch` of N inputs makes one backend batch call per entity type, and each input keeps
+its own identity (a list of configs) and its own callback run.""",
+    ),
+    (
+        "code",
+        """handler = FeatureMonitorCallbackHandler(monitor)
+users = [f"u_{n:04d}" for n in range(4, 10)]
+configs = [{"configurable": {"user_id": u}, "callbacks": [handler]} for u in users]
+answers = chain.batch(["Recommend a product for this customer."] * len(users), configs)
+for user, answer in zip(users, answers):
+    print(user, "->", answer.content[:90])""",
+    ),
+    (
+        "md",
+        """## Quality scores and the monitor
+
+A score for a finished run (from a user's thumbs-up, an evaluator, a human rater) lands
+on that run's enrichment. `general` has a 30% holdout, so the monitor can compare
+enriched answers with a fair control group.""",
+    ),
+    (
+        "code",
+        """import uuid
+
+general = FeatureEnrichmentRunnable(enricher) | llm
+for n in range(10, 90):
+    run_id = uuid.uuid4()
+    answer = general.invoke("Any advice for me?", config={
+        "configurable": {"user_id": f"u_{n:04d}"}, "callbacks": [handler], "run_id": run_id})
+    # a toy evaluator: answers that use the customer's profile score higher
+    handler.record_run_quality(run_id, 0.9 if "I know:" in answer.content else 0.5)
+
+stats = monitor.get_stats()
+for key in ["total_enrichments", "successful_enrichments", "held_out_enrichments",
+            "quality_with_features", "quality_without_features",
+            "feature_store_availability_pct", "avg_latency_ms"]:
+    print(f"{key:32s} {stats[key]}")
+print("general:", {k: stats["task_types"]["general"][k] for k in ["quality_delta", "quality_delta_samples"]})""",
+    ),
+]
+
+LLAMA_INDEX = [
+    (
+        "md",
+        """# LlamaIndex: per-user context in query and chat engines
+
+`FeatureContextPostprocessor` adds the user's feature block as one node, placed last in
+`node_postprocessors`. `feature_context(...)` says who the current request is for (a
+`ContextVar`, so concurrent requests never see each other's users). The LLM here is
+`MockLLM`, which echoes its prompt so you see exactly what a real model would receive;
+swap in any LlamaIndex LLM (e.g. `from llama_index.llms.anthropic import Anthropic`).""",
+    ),
+    (
+        "code",
+        """import tempfile
+from pathlib import Path
+
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor import SimilarityPostprocessor
+
+from asahi_features import (EnricherConfig, FeastClient, FeatureEnricher, FeatureMonitor,
+                            GuardedClient, build_sample_repo)
+from asahi_features.llama_index import (FeatureContextPostprocessor, FeatureMonitorEventHandler,
+                                        feature_context)
+
+Settings.llm = MockLLM()                       # echoes the prompt; use a real LLM here
+Settings.embed_model = MockEmbedding(embed_dim=8)
+
+repo = build_sample_repo(Path(tempfile.mkdtemp()) / "feast_repo", users=50, organizations=5)
+client = GuardedClient(FeastClient(str(repo), "asahi"), timeout_ms=500)
+assert client.health_check()  # warm up: loads the Feast registry
+enricher = FeatureEnricher(client, EnricherConfig(
+    enabled_task_types=["general", "product_recommendation", "customer_support"]))
+monitor = FeatureMonitor()
+handler = FeatureMonitorEventHandler(monitor).attach()  # records every enrichment event""",
+    ),
+    ("md", "## A query engine"),
+    (
+        "code",
+        """index = VectorStoreIndex.from_documents([
+    Document(text="Trail Runner 2: a light trail-running shoe with a rock plate."),
+    Document(text="City Parka: a warm, water-resistant winter jacket."),
+    Document(text="Support: orders ship in 2 days; late orders are refunded on request."),
+])
+post = FeatureContextPostprocessor(enricher, task_type="product_recommendation")
+engine = index.as_query_engine(
+    node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=0.1), post],  # ours LAST
+)
+with feature_context(user_id="u_0001"):
+    print(engine.query("What should I buy next?"))""",
+    ),
+    (
+        "md",
+        """## Per-user answers
+
+The same shared engine, two users: each prompt holds only its own user's features.""",
+    ),
+    (
+        "code",
+        """for user in ["u_0002", "u_0003"]:
+    with feature_context(user_id=user):
+        answer = str(engine.query("What should I buy next?"))
+    print(user, [line for line in answer.splitlines() if line.startswith("- ")])""",
+    ),
+    (
+        "md",
+        """## Concurrent async queries
+
+Fifty concurrent `aquery` calls over one engine; the check below confirms no prompt
+contains another user's purchase history.""",
+    ),
+    (
+        "code",
+        """import asyncio
+
+users = [f"u_{n:04d}" for n in range(1, 51)]
+histories = {u: enricher.enrich("x", user_id=u, task_type="product_recommendation").enriched_prompt
+             .split("- Recent activity: ")[1].split("\\n")[0] for u in users if u != "u_0007"}
+
+
+async def ask(user):
+    with feature_context(user_id=user):
+        return user, str(await engine.aquery("What should I buy next?"))
+
+
+answers = await asyncio.gather(*(ask(u) for u in users))
+crossings = sum(1 for u, text in answers for other, h in histories.items()
+                if other != u and f"Recent activity: {h}\\n" in text)
+print(f"{len(answers)} answers, {crossings} prompts with another user's data")""",
+    ),
+    ("md", "## A context chat engine"),
+    (
+        "code",
+        """chat = index.as_chat_engine(chat_mode="context", node_postprocessors=[post])
+with feature_context(user_id="u_0004", task_type="customer_support"):
+    reply = chat.chat("My order is late. What can you do?")
+print([line for line in str(reply).splitlines() if line.startswith("- ")])""",
+    ),
+    ("md", "## What the monitor saw"),
+    (
+        "code",
+        """stats = monitor.get_stats()
+for key in ["total_enrichments", "successful_enrichments", "avg_features_used",
+            "avg_latency_ms", "feature_store_availability_pct"]:
+    print(f"{key:32s} {stats[key]}")
+handler.detach()
+client.close()""",
+    ),
+]
+
 
 def build(name: str, cells: list[tuple[str, str]]) -> None:
     nb = new_notebook()
@@ -265,7 +517,11 @@ def build(name: str, cells: list[tuple[str, str]]) -> None:
     nbformat.write(nb, HERE / name)
 
 
-NOTEBOOKS = {"03_monitoring.ipynb": MONITORING}
+NOTEBOOKS = {
+    "01_langchain_quickstart.ipynb": LANGCHAIN,
+    "02_llamaindex.ipynb": LLAMA_INDEX,
+    "03_monitoring.ipynb": MONITORING,
+}
 
 if __name__ == "__main__":
     for filename, cells in NOTEBOOKS.items():
