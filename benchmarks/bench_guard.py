@@ -11,6 +11,10 @@ Three parts, all measured in one process and one run:
    cache on, served from the cache. Target: ratio <= 0.3.
 3. **Deadline precision**: a backend that hangs, 64 concurrent callers, timeout 50 ms.
    Target: p99 latency <= timeout + 10 ms, worker threads bounded by ``max_workers``.
+   Then, with every worker stuck, 64 more callers: they must fail fast (no waiting).
+4. **Burst on a healthy slow backend** (2 ms per call, ``max_workers=4``, timeout 1 s):
+   1,000 concurrent ``aget_features`` and 256 threads, where every caller beyond the 4
+   workers waits for a free one. Target: zero fallbacks.
 
 Usage: .venv/bin/python benchmarks/bench_guard.py [--rounds 20] [--block 500] [--no-feast]
 """
@@ -255,6 +259,10 @@ class DeadlineRun:
         self.baseline = threading.active_count()
         self.latencies: List[float] = []
         self.timed_out: List[float] = []
+        self.queue_timed_out: List[float] = []
+        self.rejected: List[float] = []
+        self.late_rejected: List[float] = []
+        self.late_other: List[float] = []
         self.peak_workers = 0
         self.peak_threads = 0
         self._lock = threading.Lock()
@@ -266,8 +274,13 @@ class DeadlineRun:
         took = time.perf_counter() - start
         with self._lock:
             self.latencies.append(took)
-            if vector.error and "no answer" in vector.error:
+            error = vector.error or ""
+            if "no answer" in error:
                 self.timed_out.append(took)
+            elif "no guard worker free" in error:
+                self.queue_timed_out.append(took)
+            elif "stuck" in error:
+                self.rejected.append(took)
 
     def round(self) -> None:
         """All callers at once against the hang; then release it and let workers drain."""
@@ -283,15 +296,35 @@ class DeadlineRun:
         self.peak_threads = max(self.peak_threads, threading.active_count())
         for t in threads:
             t.join()
+        # Every worker is stuck now: late callers must fail fast instead of waiting.
+        late = [threading.Thread(target=self._late_caller) for _ in range(self.callers)]
+        for t in late:
+            t.start()
+        for t in late:
+            t.join()
         self.backend.release()
         while self.guard.stats()["busy_workers"]:
             time.sleep(0.001)
+
+    def _late_caller(self) -> None:
+        start = time.perf_counter()
+        vector = self.guard.get_features("u1", "user", ["tier"])
+        took = time.perf_counter() - start
+        with self._lock:
+            if "stuck" in (vector.error or ""):
+                self.late_rejected.append(took)
+            else:
+                self.late_other.append(took)
 
     def finish(self) -> None:
         self.guard.close()
         settle = time.monotonic() + 5
         while threading.active_count() > self.baseline and time.monotonic() < settle:
             time.sleep(0.01)
+
+
+def median_ms(samples: List[float]) -> str:
+    return f"{pct(samples, 0.5) * 1e3:.2f} ms" if samples else "-"
 
 
 def bench_deadline(rounds: int, callers: int = 64, timeout_ms: float = 50.0) -> bool:
@@ -314,16 +347,82 @@ def bench_deadline(rounds: int, callers: int = 64, timeout_ms: float = 50.0) -> 
             and run.peak_threads <= run.baseline + callers + max_workers
         )
         ok = ok and this_ok
-        waited = pct(run.timed_out, 0.5) * 1e3 if run.timed_out else float("nan")
+        late = run.late_rejected
+        late_ok = not run.late_other and pct(late, 0.99) * 1e3 < timeout_ms / 5
+        this_ok = this_ok and late_ok
+        ok = ok and late_ok
         print(
             f"  max_workers={max_workers:<3} all calls p50 {pct(lat, 0.5) * 1e3:7.2f} ms"
-            f"  p99 {p99:7.2f} ms  max {max(lat) * 1e3:7.2f} ms"
-            f" | timed out {len(run.timed_out)}/{len(lat)} (their p50 {waited:.2f} ms),"
-            f" the rest failed fast\n{'':17}workers peak {run.peak_workers},"
+            f"  p99 {p99:7.2f} ms  max {max(lat) * 1e3:7.2f} ms\n{'':17}"
+            f"outcomes: {len(run.timed_out)} timed out in the backend"
+            f" (p50 {median_ms(run.timed_out)}), {len(run.queue_timed_out)} waited for a"
+            f" worker until their deadline (p50 {median_ms(run.queue_timed_out)}),"
+            f" {len(run.rejected)} waited until all workers were stuck"
+            f" (p50 {median_ms(run.rejected)})\n{'':17}"
+            f"then, all workers stuck: {len(late)}/{len(late) + len(run.late_other)} late"
+            f" callers failed fast, p50 {pct(late, 0.5) * 1e3:.3f} ms p99"
+            f" {pct(late, 0.99) * 1e3:.3f} ms\n{'':17}workers peak {run.peak_workers},"
             f" threads peak {run.peak_threads} (bound: {run.baseline} at start + {callers}"
             f" callers + {max_workers} workers)"
             f" -> {'ok' if this_ok else 'MISSED'} (target p99 <= {limit:g} ms)"
         )
+    return ok
+
+
+# -- 4. burst on a healthy slow backend ---------------------------------------------------
+
+
+def bench_burst(async_callers: int = 1000, thread_callers: int = 256, delay: float = 0.002) -> bool:
+    backend = FaultyBackend("slow", delay=delay)
+    guard = GuardedClient(backend, timeout_ms=1000, max_workers=4)
+    print(
+        f"4. Burst on a healthy backend ({delay * 1e3:g} ms per call, max_workers=4, "
+        f"timeout 1 s): {async_callers} concurrent aget_features, then {thread_callers} "
+        "threads at once"
+    )
+
+    async def one(i: int) -> float:
+        start = time.perf_counter()
+        vector = await guard.aget_features(f"u{i}", "user", ["tier"])
+        took = time.perf_counter() - start
+        return took if vector.error is None else -took
+
+    async def burst() -> List[float]:
+        return list(await asyncio.gather(*(one(i) for i in range(async_callers))))
+
+    async_lat = asyncio.run(burst())
+    thread_lat: List[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(thread_callers)
+
+    def caller(i: int) -> None:
+        barrier.wait()
+        start = time.perf_counter()
+        vector = guard.get_features(f"u{i}", "user", ["tier"])
+        took = time.perf_counter() - start
+        with lock:
+            thread_lat.append(took if vector.error is None else -took)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(thread_callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = guard.stats()
+    guard.close()
+    ok = stats["fallbacks"] == 0 and backend.max_in_flight <= 4
+    for name, lat in (("asyncio", async_lat), ("threads", thread_lat)):
+        failed = sum(1 for x in lat if x < 0)
+        took = [abs(x) for x in lat]
+        print(
+            f"  {name:<8} fallbacks {failed}/{len(lat)}  latency p50 {pct(took, 0.5) * 1e3:7.2f} ms"
+            f"  p99 {pct(took, 0.99) * 1e3:7.2f} ms  max {max(took) * 1e3:7.2f} ms"
+        )
+    print(
+        f"  -> waited for a worker: {stats['queue_waits']}, queue timeouts "
+        f"{stats['queue_timeouts']}, fallbacks {stats['fallbacks']} (target 0), backend "
+        f"calls in flight at most {backend.max_in_flight} -> {'ok' if ok else 'MISSED'}"
+    )
     return ok
 
 
@@ -343,6 +442,8 @@ def main() -> int:
         results.append(bench_feast_cache(args.rounds, args.block))
         print()
     results.append(bench_deadline(args.deadline_rounds))
+    print()
+    results.append(bench_burst())
     print("\nall targets met" if all(results) else "\nsome targets MISSED")
     return 0
 
