@@ -736,12 +736,13 @@ class GuardedClient(BaseFeatureStore):
             raise self._no_worker(reason, timeout)
         return worker
 
-    async def _worker_async(self, deadline: float, timeout: float) -> _Worker:
-        """:meth:`_worker_sync` for coroutines (awaits a hand-off, never blocks the loop)."""
+    async def _wait_worker_async(self, deadline: float, timeout: float) -> _Worker:
+        """Wait for a worker in a coroutine (awaits a hand-off, never blocks the loop).
+
+        Raises:
+            FeatureStoreUnavailableError: as :meth:`_worker_sync`.
+        """
         pool = self._pool
-        worker = pool.acquire(deadline)
-        if worker is not None:
-            return worker
         try:
             worker, reason, waited = await pool.wait_async(deadline)
         except BaseException:  # the caller was cancelled, not the backend
@@ -971,7 +972,9 @@ class GuardedClient(BaseFeatureStore):
                 raise
             except Exception as exc:
                 raise self._failed(exc) from None
-        worker = await self._worker_async(deadline, timeout)
+        worker = self._pool.acquire(deadline)  # the fast path: no extra coroutine
+        if worker is None:
+            worker = await self._wait_worker_async(deadline, timeout)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         call = _Call(fn, args)
