@@ -72,7 +72,10 @@ def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> Non
         # failed fast because every worker was stuck.
         assert stats["timeouts"] - stats["queue_timeouts"] == 4
         assert stats["rejected_saturated"] + stats["queue_timeouts"] == callers * per_caller - 4
-        assert stats["rejected_saturated"] >= callers * (per_caller - 1)
+        assert backend.calls == 4
+        # (a caller whose first call gave up waiting just before the last worker became
+        # stuck may wait once more; after that every call fails fast)
+        assert stats["rejected_saturated"] >= callers * per_caller * 0.9
         assert stats["waiting"] == 0
     finally:
         backend.release()

@@ -259,8 +259,18 @@ class _WorkerPool:
         return True
 
     def _unstuck_at(self) -> float:
-        """When the workers would all be stuck if none finished (lock held)."""
-        return max((w.deadline for w in self._workers if w.deadline is not None), default=0.0)
+        """When the workers would all be stuck if none finished (lock held).
+
+        A worker without a deadline (just taken, not yet stamped) is never stuck, so
+        then there is no such moment: ``inf`` (the waiter's own deadline applies).
+        """
+        latest = 0.0
+        for worker in self._workers:
+            deadline = worker.deadline
+            if deadline is None:
+                return float("inf")
+            latest = max(latest, deadline)
+        return latest
 
     def enqueue(self, waiter: _Waiter, now: float) -> _Outcome:
         """Queue ``waiter`` for the next free worker, or tell it to fail fast.
