@@ -113,7 +113,9 @@ def test_stuck_workers_are_reused_not_replaced() -> None:
         guard.get_features("u1", "user", NAMES)
         guard.get_features("u2", "user", NAMES)
         vector = guard.get_features("u3", "user", NAMES)
-        assert vector.error == "all 2 guard workers are busy, stuck past their deadline (backend hung)"
+        assert vector.error == (
+            "all 2 guard workers are busy, stuck past their deadline (backend hung)"
+        )
         assert backend.calls == 2
     finally:
         backend.release()
