@@ -33,17 +33,20 @@ class Line:
         value: the rendered value.
     """
 
-    __slots__ = ("name", "prefix", "value")
+    __slots__ = ("name", "prefix", "text", "tokens", "value")
 
-    def __init__(self, name: str, prefix: str, value: RenderedValue) -> None:
+    def __init__(
+        self, name: str, prefix: str, value: RenderedValue, tokens: Optional[int] = None
+    ) -> None:
         self.name = name
         self.prefix = prefix
         self.value = value
-
-    @property
-    def text(self) -> str:
+        self.text = prefix + value.text
         """The full line."""
-        return self.prefix + self.value.text
+        self.tokens = tokens
+        """The line's token count as :func:`segments` cuts it (``- Label:`` plus
+        `` value`` and its newline), when the caller already knows it; only read by
+        :func:`fit_blocks` together with ``count_segment``, which it must agree with."""
 
 
 @dataclass
@@ -120,15 +123,38 @@ def fit_blocks(
     if not blocks:
         return Fitted("", 0, [], [], [])
     if count_segment is not None:
-        pieces = segments(blocks)
-        full = "".join(pieces)
-        tokens = sum(map(count_segment, pieces))
+        full, tokens = _join_counted(blocks, count_segment)
     else:
         full = compose([(b.header, [line.text for line in b.lines]) for b in blocks])
         tokens = count(full)
     if tokens <= max_tokens:
         return Fitted(full, tokens, [line for b in blocks for line in b.lines], [], [])
     return _fit_greedy(blocks, count, max_tokens)
+
+
+def _join_counted(blocks: Sequence[Block], count_segment: Callable[[str], int]) -> Tuple[str, int]:
+    """``"".join(segments(blocks))`` and the sum of the segment counts, in one pass
+    (a line's own ``tokens`` is used when set)."""
+    parts: List[str] = []
+    tokens = 0
+    last = len(blocks) - 1
+    for index, block in enumerate(blocks):
+        head = block.header + "\n"
+        parts.append(head)
+        tokens += count_segment(head)
+        for line in block.lines:
+            counted = line.tokens
+            if counted is None:
+                counted = count_segment(line.prefix[:-1]) + count_segment(
+                    " " + line.value.text + "\n"
+                )
+            tokens += counted
+            parts.append(line.text)
+            parts.append("\n")
+        end = END_LINE + (BLOCK_SEPARATOR if index < last else PROMPT_SEPARATOR)
+        parts.append(end)
+        tokens += count_segment(end)
+    return "".join(parts), tokens
 
 
 def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens: int) -> Fitted:

@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 CONTEXT_HEADER = "[Context from request]"
 _SEGMENT_CACHE_SIZE = 65_536
+_LINE_CACHE_SIZE = 16_384
+_NO_LINE = Line("", "", RenderedValue((), "", ""))
+"""Cached answer for a value that renders as nothing (an empty string or list)."""
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 
 
@@ -81,6 +84,27 @@ class EnrichmentGate(Protocol):
     ) -> None:
         """Called with every result the enricher produces."""
         ...
+
+
+def _value_key(value: Any) -> Any:
+    """A hashable key that identifies how ``value`` renders, or ``None`` (not cached).
+
+    Only strings, lists/tuples of strings and plain numbers/booleans are keyed; numbers
+    carry their type, since ``1 == 1.0 == True`` renders as ``1``, ``1`` and ``yes``.
+    """
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= 256 else None
+    if kind is list or kind is tuple:
+        if len(value) <= 64:
+            for item in value:
+                if type(item) is not str:
+                    return None
+            return tuple(value)
+        return None
+    if kind is int or kind is float or kind is bool:
+        return (kind, value)
+    return None
 
 
 def _plain(name: str) -> str:
@@ -209,6 +233,7 @@ class _Plan:
         "done",
         "failed",
         "identities",
+        "keys",
         "mapping",
         "missing_entities",
         "request",
@@ -220,6 +245,8 @@ class _Plan:
         self.request = request
         self.started = started
         self.mapping: Dict[str, List[str]] = {}
+        self.keys: Dict[str, Tuple[str, ...]] = {}
+        """Entity type -> its feature names as a tuple (the batch grouping key)."""
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
         self.done: Optional[Dict[str, Any]] = None
@@ -281,7 +308,11 @@ class FeatureEnricher:
         self._headers: Dict[str, str] = {}
         self._enabled = frozenset(self.config.enabled_task_types)
         self._mappings: Dict[str, Dict[str, List[str]]] = {}
+        self._mapping_keys: Dict[str, Dict[str, Tuple[str, ...]]] = {}
         self._segment_cache: Dict[str, int] = {}
+        # (feature or context key, value key) -> the rendered line with its token count:
+        # a pure function of the value and this enricher's labels and limits.
+        self._line_cache: Dict[Tuple[str, Any], Line] = {}
         self._segments_exact = self._check_segments()
         redaction = sanitize(self.config.policy.redaction_text, keep_brackets=True)
         redaction = redaction or "[redacted]"
@@ -400,6 +431,7 @@ class FeatureEnricher:
                 if names
             }
             self._mappings[task] = mapping
+            self._mapping_keys[task] = {et: tuple(names) for et, names in mapping.items()}
         if not mapping:
             plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
             return plan
@@ -421,6 +453,7 @@ class FeatureEnricher:
             else:
                 plan.identities[entity_type] = str(raw)
         plan.mapping = mapping
+        plan.keys = self._mapping_keys[task]
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
@@ -470,15 +503,19 @@ class FeatureEnricher:
 
     @staticmethod
     def _groups(plans: Sequence[_Plan]) -> Dict[Tuple[str, Tuple[str, ...]], List[str]]:
-        groups: Dict[Tuple[str, Tuple[str, ...]], List[str]] = {}
+        # dicts as ordered sets: each id once, in first-seen order
+        groups: Dict[Tuple[str, Tuple[str, ...]], Dict[str, None]] = {}
         for plan in plans:
             if plan.done is not None:
                 continue
+            keys = plan.keys
             for entity_type, entity_id in plan.identities.items():
-                ids = groups.setdefault((entity_type, tuple(plan.mapping[entity_type])), [])
-                if entity_id not in ids:
-                    ids.append(entity_id)
-        return groups
+                group_key = (entity_type, keys[entity_type])
+                ids = groups.get(group_key)
+                if ids is None:
+                    ids = groups[group_key] = {}
+                ids[entity_id] = None
+        return {key: list(ids) for key, ids in groups.items()}
 
     @staticmethod
     def _assign(
@@ -502,7 +539,7 @@ class FeatureEnricher:
         for plan in plans:
             if plan.done is not None or entity_type not in plan.identities:
                 continue
-            if tuple(plan.mapping[entity_type]) != names:
+            if plan.keys[entity_type] != names:
                 continue
             vector = by_id.get(plan.identities[entity_type])
             if vector is None:
@@ -530,6 +567,37 @@ class FeatureEnricher:
             header = f"[Context from {kind} profile]"
             self._headers[entity_type] = header
         return header
+
+    def _line(self, name: str, value: Any, decision: Optional[str]) -> Optional[Line]:
+        """The context line of ``name`` showing ``value`` (``None``: nothing to show).
+
+        Lines of plain values are cached per (name, value), with their token count when
+        segment counting is exact: the same value renders the same for every request.
+        """
+        if decision == "redact":
+            return Line(name, self._prefix(name), self._redacted)
+        key = _value_key(value)
+        if key is None:
+            rendered = self._render(name, value)
+            return None if rendered is None else Line(name, self._prefix(name), rendered)
+        cache = self._line_cache
+        cache_key = (name, key)
+        line = cache.get(cache_key)
+        if line is None:
+            rendered = self._render(name, value)
+            if rendered is None:
+                line = _NO_LINE
+            else:
+                prefix = self._prefix(name)
+                tokens = None
+                if self._segments_exact:
+                    count = self._segment_tokens
+                    tokens = count(prefix[:-1]) + count(" " + rendered.text + "\n")
+                line = Line(name, prefix, rendered, tokens)
+            if len(cache) >= _LINE_CACHE_SIZE:
+                cache.clear()
+            cache[cache_key] = line
+        return None if line is _NO_LINE else line
 
     def _render(self, name: str, value: Any) -> Optional[RenderedValue]:
         config = self.config
@@ -572,6 +640,7 @@ class FeatureEnricher:
                 continue
             found += 1
             block = Block(self._header(entity_type))
+            lines_append = block.lines.append
             features = vector.features
             freshness = vector.feature_freshness
             for name in plan.mapping[entity_type]:
@@ -591,10 +660,10 @@ class FeatureEnricher:
                     dropped_policy.append(name)
                     continue
                 allowed += 1
-                rendered = self._redacted if decision == "redact" else self._render(name, value)
-                if rendered is None:
+                line = self._line(name, value, decision)
+                if line is None:
                     continue
-                block.lines.append(Line(name, self._prefix(name), rendered))
+                lines_append(line)
                 ages[name] = age
             if block.lines:
                 blocks.append(block)
