@@ -38,6 +38,7 @@ from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_core.tracers.base import BaseTracer
 from pydantic import ConfigDict
 
+from .enricher import EnrichmentTuple, FeatureEnricher
 from .models import EnrichmentRequest, EnrichmentResult
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     # -- input and output -------------------------------------------------------------
 
-    def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentRequest:
+    def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentTuple:
         if isinstance(input, str):
             prompt: Any = input
             given: Mapping[str, Any] = {}
@@ -220,12 +221,12 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             raise TypeError(
                 f"FeatureEnrichmentRunnable: 'context' must be a dict, got {type(context).__name__}"
             )
-        return EnrichmentRequest.model_construct(
-            prompt=prompt,
-            user_id=values["user_id"],
-            organization_id=values["organization_id"],
-            task_type=values["task_type"] or self.task_type,
-            context=dict(context) if context is not None else None,
+        return EnrichmentTuple(
+            prompt,
+            values["user_id"],
+            values["organization_id"],
+            values["task_type"] or self.task_type,
+            dict(context) if context is not None else None,
         )
 
     def _output(self, input: Any, result: EnrichmentResult) -> Any:
@@ -287,9 +288,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     def _prepare(
         self, inputs: List[Any], configs: List[RunnableConfig]
-    ) -> tuple[List[Any], List[EnrichmentRequest], List[int]]:
+    ) -> tuple[List[Any], List[EnrichmentTuple], List[int]]:
         outputs: List[Any] = [None] * len(inputs)
-        requests: List[EnrichmentRequest] = []
+        requests: List[EnrichmentTuple] = []
         positions: List[int] = []
         for i, (input, config) in enumerate(zip(inputs, configs, strict=True)):
             try:
@@ -318,7 +319,14 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         config: List[RunnableConfig],
     ) -> List[Any]:
         outputs, requests, positions = self._prepare(inputs, config)
-        results = self.enricher.enrich_batch(requests) if requests else []
+        enricher = self.enricher
+        results: Sequence[EnrichmentResult] = []
+        if not requests:
+            pass
+        elif isinstance(enricher, FeatureEnricher):
+            results = enricher.enrich_requests(requests)
+        else:  # any object with the enricher's batch method
+            results = enricher.enrich_batch([_as_request(r) for r in requests])
         return self._assemble(inputs, outputs, positions, results)
 
     async def _abatch(
@@ -328,7 +336,14 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         config: List[RunnableConfig],
     ) -> List[Any]:
         outputs, requests, positions = self._prepare(inputs, config)
-        results = await self.enricher.aenrich_batch(requests) if requests else []
+        enricher = self.enricher
+        results: Sequence[EnrichmentResult] = []
+        if not requests:
+            pass
+        elif isinstance(enricher, FeatureEnricher):
+            results = await enricher.aenrich_requests(requests)
+        else:
+            results = await enricher.aenrich_batch([_as_request(r) for r in requests])
         return self._assemble(inputs, outputs, positions, results)
 
     def batch(
@@ -377,11 +392,21 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     def _batch_direct(
         self, inputs: List[Any], config: Optional[Union[RunnableConfig, List[RunnableConfig]]]
     ) -> List[Any]:
-        configs = get_config_list(config, len(inputs))
+        # Only ``configurable`` is read from the configs here (no runs are created), so
+        # one shared config needs no per-input copies.
+        configs: List[RunnableConfig] = (
+            get_config_list(config, len(inputs))
+            if isinstance(config, list)
+            else [ensure_config(config)] * len(inputs)
+        )
         try:
             return self._batch(inputs, [], configs)
         except Exception as exc:
             return [exc] * len(inputs)
+
+
+def _as_request(request: EnrichmentTuple) -> EnrichmentRequest:
+    return EnrichmentRequest.model_construct(**request._asdict())
 
 
 def _no_handlers(callbacks: Any) -> bool:
