@@ -1,0 +1,99 @@
+"""The batch fast paths: request tuples, the line cache and enricher look-alikes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Sequence
+
+import pytest
+
+from asahi_features.enricher import EnrichmentTuple, FeatureEnricher
+from asahi_features.langchain import FeatureEnrichmentRunnable
+from asahi_features.models import EnrichmentRequest, EnrichmentResult
+from asahi_features.settings import EnricherConfig
+from asahi_features.stores.local import LocalFeatureStore
+
+from .langchain_helpers import CountingClient, marker, write_features
+
+CONFIG = EnricherConfig(enabled_task_types=["general"], freshness_threshold_seconds=10**8)
+
+
+@pytest.fixture
+def enricher(tmp_path: Path) -> FeatureEnricher:
+    client = CountingClient(LocalFeatureStore(write_features(tmp_path / "features.json")))
+    return FeatureEnricher(client, CONFIG)
+
+
+class LookAlike:
+    """Not a FeatureEnricher: only the public batch methods."""
+
+    def __init__(self, inner: FeatureEnricher) -> None:
+        self.inner = inner
+        self.seen: List[EnrichmentRequest] = []
+
+    def enrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+        self.seen.extend(requests)
+        return self.inner.enrich_batch(requests)
+
+    async def aenrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+        self.seen.extend(requests)
+        return await self.inner.aenrich_batch(requests)
+
+
+def test_enrich_requests_equals_enrich_batch(enricher: FeatureEnricher) -> None:
+    ids = ["u_001", "u_002", "u_001", "nobody"]
+    tuples = [EnrichmentTuple("Hi", uid, None, "general", None) for uid in ids]
+    fast = enricher.enrich_requests(tuples)
+    slow = enricher.enrich_batch([EnrichmentRequest(prompt="Hi", user_id=u) for u in ids])
+    assert [r.enriched_prompt for r in fast] == [r.enriched_prompt for r in slow]
+    assert marker(1) in fast[0].enriched_prompt and marker(1) in fast[2].enriched_prompt
+    assert not fast[3].features_available
+
+
+async def test_runnable_batch_with_an_enricher_look_alike(enricher: FeatureEnricher) -> None:
+    alike = LookAlike(enricher)
+    runnable = FeatureEnrichmentRunnable(alike)
+    inputs: List[Any] = [{"prompt": "Hi", "user_id": "u_002"}, "Hello"]
+    outputs = runnable.batch(inputs)
+    assert marker(2) in outputs[0] and outputs[1] == "Hello"
+    again = await runnable.abatch(inputs)
+    assert [str(o) for o in again] == [str(o) for o in outputs]
+    assert all(isinstance(r, EnrichmentRequest) for r in alike.seen)
+    assert [r.user_id for r in alike.seen] == ["u_002", None] * 2
+
+
+def test_line_cache_keys_keep_types_apart(tmp_path: Path) -> None:
+    class Fixed:
+        def __init__(self) -> None:
+            self.values: List[Any] = []
+
+        def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> Any:
+            from datetime import datetime, timezone
+
+            from asahi_features.models import FeatureVector
+
+            value = self.values.pop(0)
+            return FeatureVector.from_ages(
+                entity_id,
+                entity_type,
+                "t",
+                {"flag": value},
+                {"flag": 1.0},
+                datetime.now(timezone.utc),
+            )
+
+    client = Fixed()
+    cfg = EnricherConfig(
+        enabled_task_types=["t"],
+        task_features={"t": {"user": ["flag"]}},
+        freshness_threshold_seconds=10**8,
+    )
+    enricher = FeatureEnricher(client, cfg)  # type: ignore[arg-type]
+    client.values = [1, True, 1.5, ["a", "b"], ("a", "b"), [1, True], "", "x" * 300]
+    texts = [enricher.enrich("P", user_id="u", task_type="t").feature_context for _ in range(8)]
+    assert "- Flag: 1\n" in texts[0] and "- Flag: yes\n" in texts[1]
+    assert "- Flag: 1.5\n" in texts[2]
+    assert "- Flag: a, b\n" in texts[3] and "- Flag: a, b\n" in texts[4]
+    assert "- Flag: 1, yes\n" in texts[5]
+    assert texts[6] == ""
+    assert "x" * 100 in texts[7]
