@@ -34,7 +34,7 @@ def _default(field: Any) -> str:
         if isinstance(value, BaseModel):
             return "(section)"
         if isinstance(value, dict) and len(value) > 3:
-            return "(see below)"
+            return "(built-in table)"
         return f"`{value!r}`"
     if field.default is PydanticUndefined:
         return "**required**"
