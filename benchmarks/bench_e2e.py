@@ -122,7 +122,12 @@ def enricher_for(client: Any, **guard: Any) -> Any:
 
     # 2 s: a Feast batch of 1000 ids takes 150-450 ms here, beyond the default 200 ms;
     # a timed-out (fallen back) call would make the measured path look cheaper.
-    guarded = GuardedClient(client, timeout_ms=guard.pop("timeout_ms", 2_000), **guard)
+    guarded = GuardedClient(
+        client,
+        timeout_ms=guard.pop("timeout_ms", 2_000),
+        batch_timeout_ms=guard.pop("batch_timeout_ms", 2_000),
+        **guard,
+    )
     config = EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
     return FeatureEnricher(guarded, config), guarded
 
