@@ -249,7 +249,7 @@ class RenderedValue:
 
 
 _CACHE: Dict[Tuple[str, int], RenderedValue] = {}
-_LIST_CACHE: Dict[Tuple[Tuple[Any, ...], int, int], RenderedValue] = {}
+_LIST_CACHE: Dict[Tuple[Tuple[Any, ...], Tuple[type, ...], int, int], RenderedValue] = {}
 
 
 def format_value(
@@ -279,7 +279,14 @@ def format_value(
         return rendered
     if isinstance(value, list) and len(value) <= 64:
         try:
-            key2 = (tuple(value), max_list_items, max_value_chars)
+            # item types are part of the key: [1] and [True] are equal but render
+            # as "1" and "yes"
+            key2 = (
+                tuple(value),
+                tuple(map(type, value)),
+                max_list_items,
+                max_value_chars,
+            )
             cached_list = _LIST_CACHE.get(key2)
         except TypeError:  # unhashable items
             return _render_list(value, max_list_items, max_value_chars)

@@ -97,3 +97,12 @@ def test_line_cache_keys_keep_types_apart(tmp_path: Path) -> None:
     assert "- Flag: 1, yes\n" in texts[5]
     assert texts[6] == ""
     assert "x" * 100 in texts[7]
+
+
+def test_list_render_cache_keeps_item_types_apart() -> None:
+    from asahi_features.rendering import format_value
+
+    first = format_value([1], max_list_items=5, max_value_chars=99)
+    second = format_value([True], max_list_items=5, max_value_chars=99)
+    assert first is not None and second is not None
+    assert (first.text, second.text) == ("1", "yes")
