@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
+from timing import interleave, percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -76,30 +78,7 @@ class Row:
     per_item: int = 1
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
-
-
-def interleave(variants: Dict[str, Fn], rounds: int, block: int) -> Dict[str, List[float]]:
-    """Run the variants in turn, ``block`` calls each, ``rounds`` times; seconds per call."""
-    times: Dict[str, List[float]] = {name: [] for name in variants}
-    for fn in variants.values():  # warm up
-        for i in range(3):
-            fn(i)
-    call = 0
-    order = list(variants.items())
-    for r in range(rounds):
-        rotated = order[r % len(order) :] + order[: r % len(order)]  # no fixed position
-        start_call = call
-        for name, fn in rotated:
-            bucket = times[name]
-            call = start_call  # every variant sees the same ids in a round
-            for _ in range(block):
-                call += 1
-                began = time.perf_counter()
-                fn(call)
-                bucket.append(time.perf_counter() - began)
-    return times
+        return percentile(self.samples, q) * 1e3
 
 
 def build(

@@ -22,10 +22,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
+
+from timing import interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,11 +46,6 @@ REFS = [
 ]
 CPU_TARGET_US = 40.0
 E2E_TARGET = 1.5
-
-
-def _pct(samples: List[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class _MemoryClient:
@@ -114,35 +110,17 @@ def bench_cpu(calls: int) -> bool:
             start = clock()
             encoding.encode_ordinary(block)
             count_t.append((clock() - start) / 1000)
-        p50 = _pct(enrich_t, 0.5)
+        p50 = percentile(enrich_t, 0.5)
         met = p50 <= CPU_TARGET_US
         ok &= met
         print(
-            f"cpu      {label:<8} enrich p50 {p50:6.1f} us p90 {_pct(enrich_t, 0.9):6.1f} us | "
-            f"a full tiktoken count of the block alone: p50 {_pct(count_t, 0.5):5.1f} us "
+            f"cpu      {label:<8} enrich p50 {p50:6.1f} us "
+            f"p90 {percentile(enrich_t, 0.9):6.1f} us | "
+            f"a full tiktoken count of the block alone: p50 {percentile(count_t, 0.5):5.1f} us "
             f"({enricher._count_tokens(block)} tokens) | target p50 <= {CPU_TARGET_US:g} us "
             f"{'ok' if met else 'MISSED'}"
         )
     return ok
-
-
-def _interleave(
-    fns: Dict[str, Callable[[int], Any]], rounds: int, block: int
-) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for fn in fns.values():  # warm up every side
-        for i in range(20):
-            fn(i)
-    call = 0
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            bucket = times[name]
-            for _ in range(block):
-                call += 1
-                start = time.perf_counter()
-                fn(call)
-                bucket.append(time.perf_counter() - start)
-    return times
 
 
 def bench_feast(users: int, rounds: int) -> bool:
@@ -195,12 +173,12 @@ def bench_feast(users: int, rounds: int) -> bool:
             "enrich": enrich,
             "guarded": enrich_guarded,
         }
-        times = _interleave(sides_fns, rounds, 100)
-        raw50 = _pct(times["raw"], 0.5) * 1e3
+        times = interleave(sides_fns, rounds, 100)
+        raw50 = percentile(times["raw"], 0.5) * 1e3
         ok = True
         print(
             f"feast    raw get_online_features p50 {raw50:6.3f} ms p99 "
-            f"{_pct(times['raw'], 0.99) * 1e3:6.3f} ms"
+            f"{percentile(times['raw'], 0.99) * 1e3:6.3f} ms"
         )
         sides = (
             ("client", "FeastClient alone"),
@@ -208,13 +186,14 @@ def bench_feast(users: int, rounds: int) -> bool:
             ("guarded", "enrich/Guarded"),
         )
         for name, label in sides:
-            p50 = _pct(times[name], 0.5) * 1e3
+            p50 = percentile(times[name], 0.5) * 1e3
             ratio = p50 / raw50
             met = ratio <= E2E_TARGET
             ok &= met if name == "enrich" else True
             verdict = f"(target <= {E2E_TARGET:g}) {'ok' if met else 'MISSED'}"
             print(
-                f"feast    {label:<19} p50 {p50:6.3f} ms p99 {_pct(times[name], 0.99) * 1e3:6.3f}"
+                f"feast    {label:<19} p50 {p50:6.3f} ms "
+                f"p99 {percentile(times[name], 0.99) * 1e3:6.3f}"
                 f" ms | ratio p50 {ratio:5.2f} {verdict if name == 'enrich' else ''}"
             )
         guarded.close()

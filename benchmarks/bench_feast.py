@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Dict, List
+
+from timing import interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,33 +42,9 @@ SINGLE_REFS = [
 TARGETS = {"single": 1.15, "batch": 1.2}
 
 
-def _pct(samples: List[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _interleave(
-    raw: Callable[[int], Any], client: Callable[[int], Any], rounds: int, block: int
-) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {"raw": [], "client": []}
-    for _ in range(3):  # warm up both sides
-        raw(0)
-        client(0)
-    call = 0
-    for _ in range(rounds):
-        for name, fn in (("raw", raw), ("client", client)):
-            bucket = times[name]
-            for _ in range(block):
-                call += 1
-                start = time.perf_counter()
-                fn(call)
-                bucket.append(time.perf_counter() - start)
-    return times
-
-
 def _report(label: str, kind: str, times: Dict[str, List[float]]) -> bool:
-    raw50, raw99 = _pct(times["raw"], 0.5) * 1e3, _pct(times["raw"], 0.99) * 1e3
-    cl50, cl99 = _pct(times["client"], 0.5) * 1e3, _pct(times["client"], 0.99) * 1e3
+    raw50, raw99 = percentile(times["raw"], 0.5) * 1e3, percentile(times["raw"], 0.99) * 1e3
+    cl50, cl99 = percentile(times["client"], 0.5) * 1e3, percentile(times["client"], 0.99) * 1e3
     ratio = cl50 / raw50
     ok = ratio <= TARGETS[kind]
     print(
@@ -105,8 +82,16 @@ def bench(label: str, repo: Path, users: int, rounds: int, batch_rounds: int) ->
     def client_batch(i: int) -> Any:
         return client.get_batch_features(batches[i % len(batches)], "user", SINGLE_FEATURES)
 
-    ok = _report(label, "single", _interleave(raw_single, client_single, rounds, 100))
-    ok &= _report(label, "batch", _interleave(raw_batch, client_batch, batch_rounds, 5))
+    ok = _report(
+        label,
+        "single",
+        interleave({"raw": raw_single, "client": client_single}, rounds, 100, warmup=3),
+    )
+    ok &= _report(
+        label,
+        "batch",
+        interleave({"raw": raw_batch, "client": client_batch}, batch_rounds, 5, warmup=3),
+    )
     print(
         f"{label:<8} note: the raw side reads resp.proto only; to_dict() would add "
         f"{_to_dict_cost(store, batches[0]):.2f} ms to a raw batch"

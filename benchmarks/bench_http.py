@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Dict, List
 
+from timing import percentile
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -47,11 +49,6 @@ REFS = [
 ]
 TARGET = 1.2
 BLOCK = 50
-
-
-def _pct(samples: List[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _start_server(repo: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -150,11 +147,14 @@ def main() -> int:
         print(f"{'caller':<18}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}")
         for name, vals in samples.items():
             print(
-                f"{name:<18}{_pct(vals, 0.5) * 1e3:>10.3f}{_pct(vals, 0.9) * 1e3:>10.3f}"
-                f"{_pct(vals, 0.99) * 1e3:>10.3f}"
+                f"{name:<18}{percentile(vals, 0.5) * 1e3:>10.3f}"
+                f"{percentile(vals, 0.9) * 1e3:>10.3f}"
+                f"{percentile(vals, 0.99) * 1e3:>10.3f}"
             )
-        ratio = _pct(samples["HttpFeatureStore"], 0.5) / _pct(samples["bare"], 0.5)
-        ratio_raw = _pct(samples["HttpFeatureStore"], 0.5) / _pct(samples["bare-nojson"], 0.5)
+        ratio = percentile(samples["HttpFeatureStore"], 0.5) / percentile(samples["bare"], 0.5)
+        ratio_raw = percentile(samples["HttpFeatureStore"], 0.5) / percentile(
+            samples["bare-nojson"], 0.5
+        )
         verdict = "OK" if ratio <= TARGET else "ABOVE TARGET"
         print(
             f"\nHttpFeatureStore p50 / bare POST+json p50 = {ratio:.3f} "

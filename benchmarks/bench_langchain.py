@@ -28,10 +28,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
+
+from timing import interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,30 +47,6 @@ REFS = [f"user_profile:{name}" for name in FEATURES]
 INVOKE_TARGET = 1.1
 BATCH_TARGET = 1.5
 PROMPT = "Which plan suits me best?"
-
-
-def _pct(samples: List[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def _interleave(
-    fns: Dict[str, Callable[[int], Any]], rounds: int, block: int, warmup: int = 20
-) -> Dict[str, List[float]]:
-    times: Dict[str, List[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        for i in range(warmup):
-            fn(i)
-    call = 0
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            bucket = times[name]
-            for _ in range(block):
-                call += 1
-                start = time.perf_counter()
-                fn(call)
-                bucket.append(time.perf_counter() - start)
-    return times
 
 
 class _MemoryClient:
@@ -91,8 +68,8 @@ class _MemoryClient:
 
 
 def _report(label: str, times: Dict[str, List[float]], ref: str, side: str, target: float) -> bool:
-    ref50 = _pct(times[ref], 0.5) * 1e3
-    p50 = _pct(times[side], 0.5) * 1e3
+    ref50 = percentile(times[ref], 0.5) * 1e3
+    p50 = percentile(times[side], 0.5) * 1e3
     ratio = p50 / ref50
     ok = ratio <= target
     print(
@@ -137,7 +114,7 @@ def main() -> int:
         # -- part 1: invoke ---------------------------------------------------------
         lam_str = RunnableLambda(enricher.enrich)
         lam_dict = RunnableLambda(lambda d: enricher.enrich(**d))
-        times = _interleave(
+        times = interleave(
             {
                 "runnable": lambda i: runnable.invoke(PROMPT),
                 "lambda": lambda i: lam_str.invoke(PROMPT),
@@ -150,7 +127,7 @@ def main() -> int:
         def row(i: int) -> Dict[str, Any]:
             return {"prompt": PROMPT, "user_id": ids[i % len(ids)], "task_type": TASK}
 
-        times = _interleave(
+        times = interleave(
             {
                 "runnable": lambda i: runnable.invoke(row(i)),
                 "lambda": lambda i: lam_dict.invoke(row(i)),
@@ -176,7 +153,7 @@ def main() -> int:
         )
         mem_runnable = FeatureEnrichmentRunnable(memory)
         mem_lambda = RunnableLambda(lambda d: memory.enrich(**d))
-        times = _interleave(
+        times = interleave(
             {
                 "runnable": lambda i: mem_runnable.invoke(row(i)),
                 "lambda": lambda i: mem_lambda.invoke(row(i)),
@@ -197,7 +174,7 @@ def main() -> int:
         handler = FeatureMonitorCallbackHandler(FeatureMonitor(), keep_finished_runs=0)
         outs = runnable.batch(inputs)
         assert all(o.enrichment.features_available for o in outs[:50])
-        times = _interleave(
+        times = interleave(
             {
                 "raw": lambda i: store.get_online_features(features=REFS, entity_rows=rows).proto,
                 "batch": lambda i: runnable.batch(inputs),
