@@ -90,12 +90,13 @@ def _wake_future(future: Optional[asyncio.Future[None]]) -> None:
 class _Worker:
     """A daemon thread that runs one call at a time, handed over through a lock.
 
-    ``deadline`` is the (monotonic) deadline of the caller that holds the worker: set
-    when the worker is taken or handed to a waiter, ``None`` while idle. A busy worker
-    whose deadline has passed is *stuck*: nobody waits for its call any more.
+    ``deadline`` is the (monotonic) deadline of the caller that holds the worker and
+    ``started`` when it took the worker (the start of the call in flight): both set when
+    the worker is taken or handed to a waiter, ``None`` while idle. A busy worker whose
+    deadline has passed is *stuck*: nobody waits for its call any more.
     """
 
-    __slots__ = ("_call", "_go", "_pool", "deadline", "thread")
+    __slots__ = ("_call", "_go", "_pool", "deadline", "started", "thread")
 
     def __init__(self, pool: _WorkerPool, name: str) -> None:
         self._pool = pool
@@ -103,6 +104,7 @@ class _Worker:
         self._go = threading.Lock()
         self._go.acquire()
         self.deadline: Optional[float] = None
+        self.started: Optional[float] = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def submit(self, call: Optional[_Call]) -> None:
@@ -140,6 +142,8 @@ _TIMEOUT = "timeout"
 """Why a waiter gave up: its own deadline passed before a worker was free."""
 _STUCK = "stuck"
 """Why a waiter gave up: every worker is stuck (past its caller's deadline)."""
+_FUTILE = "futile"
+"""Why a waiter gave up: every call in flight has run longer than the waiter's time left."""
 _CLOSED = "closed"
 """Why a waiter gave up: the pool was closed."""
 
@@ -223,13 +227,18 @@ class _WorkerPool:
     def closed(self) -> bool:
         return self._closed
 
-    def acquire(self, deadline: float) -> Optional[_Worker]:
-        """An idle worker, a new one, or ``None`` when every worker is busy or closed."""
+    def acquire(self, deadline: float, now: Optional[float] = None) -> Optional[_Worker]:
+        """An idle worker, a new one, or ``None`` when every worker is busy or closed.
+
+        The worker is stamped with ``deadline`` and its start time ``now`` (default: the
+        monotonic clock).
+        """
         try:
             worker = self._idle.pop()
         except IndexError:
             pass
         else:
+            worker.started = _now() if now is None else now
             worker.deadline = deadline
             return worker
         with self._lock:
@@ -237,15 +246,18 @@ class _WorkerPool:
                 return None
             if self._idle:
                 worker = self._idle.pop()
-                worker.deadline = deadline
-                return worker
-            if self._started >= self.max_workers:
+                fresh = False
+            elif self._started >= self.max_workers:
                 return None
-            self._started += 1
-            worker = _Worker(self, f"{self._name}-{self._started}")
+            else:
+                self._started += 1
+                worker = _Worker(self, f"{self._name}-{self._started}")
+                self._workers.append(worker)
+                fresh = True
+            worker.started = _now() if now is None else now
             worker.deadline = deadline
-            self._workers.append(worker)
-        worker.thread.start()
+        if fresh:
+            worker.thread.start()
         return worker
 
     def _stuck(self, now: float) -> bool:
@@ -272,27 +284,62 @@ class _WorkerPool:
             latest = max(latest, deadline)
         return latest
 
+    def _futile_at(self, deadline: float, now: float) -> float:
+        """When waiting stops being worth it for a waiter due at ``deadline`` (lock held).
+
+        That is when every busy worker's call has been running longer than the time the
+        waiter has left: a call started then would most likely not finish in time, since
+        none of those in flight has finished in that long. With ``s_latest`` the start of
+        the most recently started call in flight, ``now - s_latest >= deadline - now``
+        first holds at ``(deadline + s_latest) / 2``. A worker just taken but not yet
+        stamped counts as started ``now``. Never, while a worker is free or can be made.
+        """
+        if self._idle or self._started < self.max_workers:
+            return float("inf")
+        latest = float("-inf")
+        for worker in self._workers:
+            started = worker.started
+            latest = max(latest, now if started is None else started)
+        return (deadline + latest) / 2
+
+    def _decide(self, waiter: _Waiter, now: float) -> _Outcome:
+        """No worker for a waiter yet: give up, or wait until when? (lock held).
+
+        Gives up when its deadline has passed (``timeout``), every worker is stuck
+        (``stuck``), or every call in flight has run longer than its time left
+        (``futile``); otherwise it waits until the first of its deadline, the moment
+        the futility rule would hold, and the moment every worker would be stuck.
+        """
+        deadline = waiter.deadline
+        if now >= deadline:
+            return None, _TIMEOUT, now
+        if self._stuck(now):
+            return None, _STUCK, now
+        futile_at = self._futile_at(deadline, now)
+        if now >= futile_at:
+            return None, _FUTILE, now
+        return None, None, min(deadline, futile_at, self._unstuck_at())
+
     def enqueue(self, waiter: _Waiter, now: float) -> _Outcome:
-        """Queue ``waiter`` for the next free worker, or tell it to fail fast.
+        """Queue ``waiter`` for the next free worker, or tell it to give up now.
 
         Returns ``(worker, None, _)`` when a worker became free meanwhile,
         ``(None, reason, _)`` when the caller must not wait (``stuck``, ``closed``,
-        ``timeout``), or ``(None, None, wake_at)``: wait until ``wake_at`` at most
-        (or until woken), then call :meth:`settle`.
+        ``timeout``, ``futile``), or ``(None, None, wake_at)``: wait until ``wake_at``
+        at most (or until woken), then call :meth:`settle`.
         """
         with self._lock:
             if self._closed:
                 return None, _CLOSED, now
             if self._idle:
                 worker = self._idle.pop()
+                worker.started = now
                 worker.deadline = waiter.deadline
                 return worker, None, now
-            if now >= waiter.deadline:
-                return None, _TIMEOUT, now
-            if self._stuck(now):
-                return None, _STUCK, now
-            self._waiters[waiter] = None
-            return None, None, min(waiter.deadline, self._unstuck_at())
+            outcome = self._decide(waiter, now)
+            if outcome[1] is None:
+                self._waiters[waiter] = None
+            return outcome
 
     def settle(self, waiter: _Waiter, now: float) -> _Outcome:
         """After a waiter's wait ended (woken or timed out): what now? (as :meth:`enqueue`)."""
@@ -302,18 +349,15 @@ class _WorkerPool:
                 waiter.worker = None
                 if now < waiter.deadline:
                     return worker, None, now
-                self._hand_over(worker)  # too late to use it: the next waiter may
+                self._hand_over(worker, now)  # too late to use it: the next waiter may
                 return None, _TIMEOUT, now
             if self._closed:
                 self._waiters.pop(waiter, None)
                 return None, _CLOSED, now
-            if now >= waiter.deadline:
+            outcome = self._decide(waiter, now)
+            if outcome[1] is not None:
                 self._waiters.pop(waiter, None)
-                return None, _TIMEOUT, now
-            if self._stuck(now):
-                self._waiters.pop(waiter, None)
-                return None, _STUCK, now
-            return None, None, min(waiter.deadline, self._unstuck_at())
+            return outcome
 
     def abandon(self, waiter: _Waiter) -> None:
         """The waiter left (interrupted or cancelled): drop it, return a handed worker."""
@@ -361,17 +405,23 @@ class _WorkerPool:
             raise
         return worker, reason, waited
 
-    def _hand_over(self, worker: _Worker) -> None:
-        """Give a free worker to the first live waiter, else make it idle (lock held)."""
+    def _hand_over(self, worker: _Worker, now: Optional[float] = None) -> None:
+        """Give a free worker to the first live waiter, else make it idle (lock held).
+
+        A handed-over worker is stamped with the waiter's deadline and, as the start of
+        its next call, ``now`` (default: the monotonic clock).
+        """
         waiters = self._waiters
         while waiters:
             waiter, _ = waiters.popitem(last=False)
+            worker.started = _now() if now is None else now
             worker.deadline = waiter.deadline
             waiter.worker = worker
             if waiter.wake():
                 return
             waiter.worker = None  # its event loop is gone
         worker.deadline = None
+        worker.started = None
         self._idle.append(worker)
 
     def release(self, worker: _Worker) -> bool:
@@ -705,11 +755,16 @@ class GuardedClient(BaseFeatureStore):
     def _no_worker(self, reason: Optional[str], timeout: float) -> FeatureStoreUnavailableError:
         """No worker for this call: it never reached the backend, so breaker-neutral."""
         self.breaker.record_neutral()
-        if reason == _TIMEOUT:
+        if reason in (_TIMEOUT, _FUTILE):
             self._count("calls", "timeouts", "queue_timeouts", "unavailable")
+            detail = (
+                "; gave up early: every call in flight had run longer than the time left"
+                if reason == _FUTILE
+                else ""
+            )
             return FeatureStoreTimeoutError(
                 f"no guard worker free within {timeout * 1000:g} ms "
-                f"(all {self._pool.max_workers} busy)"
+                f"(all {self._pool.max_workers} busy{detail})"
             )
         self._count("calls", "rejected_saturated", "unavailable")
         if reason == _CLOSED or self._pool.closed:
