@@ -192,7 +192,9 @@ class _WorkerPool:
     (:meth:`enqueue`, :meth:`settle`) and a worker finishing its call is handed straight
     to the first waiter, but never past the waiter's own deadline. When every busy
     worker is *stuck* (its call has run past its caller's deadline: the backend hangs),
-    nobody waits: the caller is told to fail fast. A worker goes back to the idle stack
+    nobody waits: the caller is told to fail fast. A waiter also gives up (``futile``)
+    once every busy worker's call has been running longer than the time it has left
+    (:meth:`_futile_at`). A worker goes back to the idle stack
     (or to a waiter) as soon as its call returns, even when its caller left long before.
     """
 
@@ -369,8 +371,8 @@ class _WorkerPool:
                 self._hand_over(worker)
 
     def wait_sync(self, deadline: float) -> Tuple[Optional[_Worker], Optional[str], bool]:
-        """Block (no polling) until a worker is handed over, the deadline passes, or
-        all workers are stuck. Returns ``(worker, reason, waited)``."""
+        """Block (no polling) until a worker is handed over, the deadline passes, all
+        workers are stuck, or waiting is futile. Returns ``(worker, reason, waited)``."""
         waiter = _Waiter(deadline, None)
         lock = waiter.lock
         assert lock is not None
@@ -544,6 +546,19 @@ class GuardedClient(BaseFeatureStore):
       a call waits (FIFO, woken by hand-off, never polling) for a free worker, but never
       past its own deadline; when all are *stuck* (each busy worker's call has run past
       its caller's deadline: the backend hangs), new calls fail fast as unavailable.
+    * **Futility rule**: a waiter with time ``R`` left gives up as soon as no worker is
+      free and every busy worker's call has already been running longer than ``R``: a
+      call started now would most likely not finish in time, since none in flight has
+      finished in that long. With ``s_latest`` the start of the most recently started
+      call in flight and ``D`` the waiter's deadline, that holds from
+      ``(D + s_latest) / 2``; the waiter sleeps until the first of ``D``, that moment
+      and the moment every worker would be stuck, and re-evaluates when woken or then
+      (a freed worker is still handed to the first waiter; a newly started call moves
+      ``s_latest``). Giving up counts as a queue timeout (``queue_timeouts`` and
+      ``timeouts``; fallback or :class:`FeatureStoreTimeoutError`), never as a breaker
+      failure. In a healthy burst the calls in flight are short next to ``R``, so it
+      never fires; against a hung backend the waiters leave at about half their
+      deadline instead of all waking with the timed-out callers at the deadline.
     * **Batch deadline**: batches are throughput work, so ``get_batch_features`` /
       ``aget_batch_features`` use ``batch_timeout_ms`` (default
       ``max(timeout_ms, 2000)``); single reads keep ``timeout_ms``.
