@@ -37,6 +37,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 
 from asahi_features.errors import FeatureStoreUnavailableError
 from asahi_features.models import FeatureVector, utc_now
+from tests.clocks import ManualClock
 
 Mode = Literal["ok", "hang", "slow", "raise", "flap", "recover", "garbage"]
 MODES: tuple[str, ...] = ("ok", "hang", "slow", "raise", "flap", "recover", "garbage")
@@ -239,17 +240,11 @@ class AsyncFaultyBackend(FaultyBackend):
         return vectors[:-1] if mode == "garbage" else vectors
 
 
-class ManualClock:
-    """A controllable monotonic clock for breaker, cache and log-rate tests."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def tracked(backends: List[FaultyBackend], mode: Mode, delay: float = 0.002) -> FaultyBackend:
+    """A FaultyBackend registered in ``backends`` (the unit tests' fixture releases it)."""
+    backend = FaultyBackend(mode, delay=delay)
+    backends.append(backend)
+    return backend
 
 
 __all__ = [
@@ -259,4 +254,5 @@ __all__ = [
     "FaultyBackend",
     "ManualClock",
     "Mode",
+    "tracked",
 ]

@@ -21,15 +21,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> None:
-    """Poll ``check`` until it returns True, or raise TimeoutError."""
+def wait_until(check: Callable[[], object], timeout: float = 5.0, interval: float = 0.005) -> bool:
+    """Poll ``check`` until it is true; False when ``timeout`` seconds pass first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
+        if check():
+            return True
         time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")
+    return False
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Poll ``check`` (exceptions count as not yet) until it is true, or raise TimeoutError."""
+
+    def safe() -> bool:
+        with contextlib.suppress(Exception):
+            return bool(check())
+        return False
+
+    if not wait_until(safe, timeout, interval):
+        raise TimeoutError(f"condition not met within {timeout}s")
 
 
 def port_open(port: int) -> bool:

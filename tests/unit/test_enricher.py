@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -33,6 +33,7 @@ from asahi_features.settings import (
 )
 from asahi_features.stores.local import LocalFeatureStore
 from asahi_features.tokens import TokenCounter
+from tests.clocks import WallClock as Clock
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,19 +47,6 @@ SPEC_BLOCK = (
     "[End context]\n"
     "\n"
 )
-
-
-class Clock:
-    """A controllable wall clock for LocalFeatureStore."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class MemoryClient:

@@ -6,40 +6,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, List, Tuple
+from typing import List, Tuple
 
 import pytest
 
 from asahi_features.errors import FeatureStoreTimeoutError
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.guarded import GuardedClient, _Waiter, _WorkerPool
-from tests.faults import FaultyBackend
+from tests.faults import FaultyBackend, tracked
+from tests.servers import wait_until
 
 NAMES = ["tier"]
 EARLY = "gave up early"
-
-
-@pytest.fixture
-def backends() -> Any:
-    made: List[FaultyBackend] = []
-    yield made
-    for backend in made:
-        backend.release()
-
-
-def faulty(backends: List[FaultyBackend], mode: str, delay: float = 0.002) -> FaultyBackend:
-    backend = FaultyBackend(mode, delay=delay)  # type: ignore[arg-type]
-    backends.append(backend)
-    return backend
-
-
-def wait_until(check: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 # --------------------------------------------------------------------------- hung backend
@@ -48,7 +26,7 @@ def wait_until(check: Any, timeout: float = 5.0) -> bool:
 def test_waiters_on_a_hung_backend_give_up_well_before_their_deadline(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     workers, callers, timeout = 4, 24, 1.0
     guard = GuardedClient(
         backend, timeout_ms=timeout * 1000, max_workers=workers, breaker_failure_threshold=10**9
@@ -93,7 +71,7 @@ def test_waiters_on_a_hung_backend_give_up_well_before_their_deadline(
 async def test_async_waiters_on_a_hung_backend_give_up_early_without_blocking_the_loop(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=2, breaker_failure_threshold=10**9)
     baseline = threading.active_count()
     ticks = 0
@@ -127,7 +105,7 @@ async def test_async_waiters_on_a_hung_backend_give_up_early_without_blocking_th
 def test_an_early_give_up_raises_a_timeout_without_fallback(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=400, max_workers=1, fallback_on_timeout=False)
     holder_errors: List[BaseException] = []
 
@@ -160,7 +138,7 @@ def test_a_burst_on_a_slow_but_healthy_backend_still_succeeds(
 ) -> None:
     # each call takes 30% of the deadline: the second wave gets its workers at ~0.3 s,
     # long before the rule would fire (~0.5 s), and finishes at ~0.6 s
-    backend = faulty(backends, "slow", delay=0.3)
+    backend = tracked(backends, "slow", delay=0.3)
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=4)
     statuses: List[FeatureStatus] = []
     lock = threading.Lock()
@@ -187,7 +165,7 @@ def test_a_burst_on_a_slow_but_healthy_backend_still_succeeds(
 async def test_an_async_burst_on_a_slow_but_healthy_backend_still_succeeds(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=0.3)
+    backend = tracked(backends, "slow", delay=0.3)
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=3)
     vectors = await asyncio.gather(*(guard.aget_features(f"u{n}", "user", NAMES) for n in range(6)))
     assert {v.status for v in vectors} == {FeatureStatus.FOUND}

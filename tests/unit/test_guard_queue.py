@@ -19,32 +19,10 @@ from asahi_features.stores.guarded import (
     _Waiter,
     _WorkerPool,
 )
-from tests.faults import FaultyBackend
+from tests.faults import FaultyBackend, tracked
+from tests.servers import wait_until
 
 NAMES = ["tier"]
-
-
-def wait_until(check: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.005)
-    return False
-
-
-@pytest.fixture
-def backends() -> Any:
-    made: List[FaultyBackend] = []
-    yield made
-    for backend in made:
-        backend.release()
-
-
-def faulty(backends: List[FaultyBackend], mode: str, delay: float = 0.002) -> FaultyBackend:
-    backend = FaultyBackend(mode, delay=delay)  # type: ignore[arg-type]
-    backends.append(backend)
-    return backend
 
 
 # --------------------------------------------------------------------------- bursts
@@ -53,7 +31,7 @@ def faulty(backends: List[FaultyBackend], mode: str, delay: float = 0.002) -> Fa
 def test_thread_burst_on_a_healthy_slow_backend_never_falls_back(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=0.002)
+    backend = tracked(backends, "slow", delay=0.002)
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=4)
     callers, per_caller = 100, 3
     baseline = threading.active_count()
@@ -90,7 +68,7 @@ def test_thread_burst_on_a_healthy_slow_backend_never_falls_back(
 async def test_async_burst_on_a_healthy_slow_backend_never_falls_back(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=0.002)
+    backend = tracked(backends, "slow", delay=0.002)
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=4)
     baseline = threading.active_count()
     singles, batches = await asyncio.gather(
@@ -126,7 +104,7 @@ def hang_all_workers(guard: GuardedClient, workers: int) -> None:
 
 
 def test_stuck_workers_make_new_sync_callers_fail_fast(backends: List[FaultyBackend]) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=4, breaker_failure_threshold=10**9)
     baseline = threading.active_count()
     hang_all_workers(guard, 4)
@@ -162,7 +140,7 @@ def test_stuck_workers_make_new_sync_callers_fail_fast(backends: List[FaultyBack
 async def test_stuck_workers_make_new_async_callers_fail_fast(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=1000, max_workers=3, breaker_failure_threshold=10**9)
     await asyncio.to_thread(hang_all_workers, guard, 3)
     baseline = threading.active_count()
@@ -180,7 +158,7 @@ async def test_stuck_workers_make_new_async_callers_fail_fast(
 def test_a_burst_against_a_hung_backend_ends_by_the_deadline(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=200, max_workers=2, breaker_failure_threshold=10**9)
     baseline = threading.active_count()
     elapsed: List[float] = []
@@ -212,7 +190,7 @@ def test_a_burst_against_a_hung_backend_ends_by_the_deadline(
 def test_a_waiter_fails_fast_once_the_worker_it_waits_for_is_stuck(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(
         backend, timeout_ms=200, batch_timeout_ms=5000, max_workers=1, fallback_on_timeout=False
     )
@@ -247,7 +225,7 @@ def test_a_waiter_fails_fast_once_the_worker_it_waits_for_is_stuck(
 def test_a_waiter_whose_deadline_passes_times_out_without_blaming_the_backend(
     backends: List[FaultyBackend], fallback: bool
 ) -> None:
-    backend = faulty(backends, "slow", delay=1.0)
+    backend = tracked(backends, "slow", delay=1.0)
     guard = GuardedClient(
         backend,
         timeout_ms=200,
@@ -283,7 +261,7 @@ def test_a_waiter_whose_deadline_passes_times_out_without_blaming_the_backend(
 async def test_an_async_waiter_whose_deadline_passes_falls_back(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=1.0)
+    backend = tracked(backends, "slow", delay=1.0)
     guard = GuardedClient(
         backend, timeout_ms=200, batch_timeout_ms=5000, max_workers=1, breaker_failure_threshold=1
     )
@@ -313,7 +291,7 @@ async def test_an_async_waiter_whose_deadline_passes_falls_back(
 
 
 async def test_a_cancelled_async_waiter_leaves_the_queue(backends: List[FaultyBackend]) -> None:
-    backend = faulty(backends, "slow", delay=0.5)
+    backend = tracked(backends, "slow", delay=0.5)
     guard = GuardedClient(backend, timeout_ms=5000, max_workers=1)
     first = asyncio.ensure_future(guard.aget_features("a", "user", NAMES))
     await asyncio.sleep(0.05)
@@ -332,7 +310,7 @@ async def test_a_cancelled_async_waiter_leaves_the_queue(backends: List[FaultyBa
 
 
 def test_close_wakes_waiters(backends: List[FaultyBackend]) -> None:
-    backend = faulty(backends, "hang")
+    backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=5000, max_workers=1)
     threading.Thread(target=guard.get_features, args=("h", "user", NAMES), daemon=True).start()
     assert wait_until(lambda: backend.calls == 1)
@@ -350,7 +328,7 @@ def test_close_wakes_waiters(backends: List[FaultyBackend]) -> None:
 def test_health_check_waits_for_a_worker_and_is_false_when_stuck(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=0.1)
+    backend = tracked(backends, "slow", delay=0.1)
     guard = GuardedClient(backend, timeout_ms=2000, max_workers=1)
     threading.Thread(target=guard.get_features, args=("h", "user", NAMES)).start()
     assert wait_until(lambda: backend.calls == 1)
@@ -448,7 +426,7 @@ def test_from_settings_wires_batch_timeout() -> None:
 def test_batches_get_the_batch_deadline_singles_keep_timeout_ms(
     backends: List[FaultyBackend],
 ) -> None:
-    backend = faulty(backends, "slow", delay=0.4)
+    backend = tracked(backends, "slow", delay=0.4)
     guard = GuardedClient(backend, timeout_ms=100, max_workers=4)  # batch default: 2 s
     vectors = guard.get_batch_features([f"u{i}" for i in range(1000)], "user", NAMES)
     assert len(vectors) == 1000 and {v.status for v in vectors} == {FeatureStatus.FOUND}
@@ -464,7 +442,7 @@ def test_batches_get_the_batch_deadline_singles_keep_timeout_ms(
 
 
 async def test_async_batches_get_the_batch_deadline(backends: List[FaultyBackend]) -> None:
-    backend = faulty(backends, "slow", delay=0.4)
+    backend = tracked(backends, "slow", delay=0.4)
     guard = GuardedClient(backend, timeout_ms=100, max_workers=4)
     vectors = await guard.aget_batch_features(["a", "b"], "user", NAMES)
     assert {v.status for v in vectors} == {FeatureStatus.FOUND}

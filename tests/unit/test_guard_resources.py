@@ -13,18 +13,10 @@ from pathlib import Path
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.guarded import GuardedClient
 from tests.faults import FaultyBackend
+from tests.servers import wait_until
 
 NAMES = ["tier"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(check: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> None:

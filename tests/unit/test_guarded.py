@@ -7,7 +7,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
 NAMES = ["tier", "preferences"]
 BOUND = 2.0
 """Generous functional bound for a call whose deadline is 50 ms."""
-
-
-@pytest.fixture
-def backends() -> Iterator[list[FaultyBackend]]:
-    """Collects backends so that every hang is released at teardown."""
-    made: list[FaultyBackend] = []
-    yield made
-    for backend in made:
-        backend.release()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +19,9 @@ from asahi_features.errors import (
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.base import FeatureStoreClient, aget_batch_features, aget_features
 from asahi_features.stores.local import LocalFeatureStore
+from tests.clocks import WallClock as Clock
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    """A controllable clock."""
-
-    def __init__(self, now: datetime = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 DATA: dict[str, Any] = {

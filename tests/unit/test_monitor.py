@@ -14,6 +14,7 @@ from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import Decision, DecisionReason, FeatureMonitor
 from asahi_features.settings import MonitorConfig
 from asahi_features.stores.breaker import BreakerState, CircuitBreaker
+from tests.clocks import ManualClock
 
 
 def make_result(
@@ -56,14 +57,6 @@ def make_result(
         dropped_stale=stale or [],
         max_freshness_seconds=freshness,
     )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class ScriptedRng:
@@ -288,7 +281,7 @@ def _fail(monitor: FeatureMonitor, n: int) -> None:
 def test_disables_on_persistent_failure_and_reenables_after_recovery(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     config = MonitorConfig(
         availability_window=10,
         failure_window_min_attempts=5,
@@ -349,7 +342,7 @@ def test_requests_never_sent_to_the_store_do_not_count_as_attempts() -> None:
 
 
 def test_follows_the_guards_circuit_breaker() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     breaker = CircuitBreaker(failure_threshold=2, reset_seconds=30.0, clock=clock)
 
     class Guarded:  # the GuardedClient shape: a client exposing .breaker

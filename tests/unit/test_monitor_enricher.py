@@ -11,8 +11,7 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
-
-from .test_monitor import FakeClock
+from tests.clocks import ManualClock
 
 USERS = [f"u_{i}" for i in range(120)]
 
@@ -34,7 +33,7 @@ def _write_store(path: Path) -> None:
 def test_holdout_pause_and_recovery_through_the_enricher(tmp_path: Path) -> None:
     path = tmp_path / "features.json"
     _write_store(path)
-    clock = FakeClock()
+    clock = ManualClock()
     monitor = FeatureMonitor(
         MonitorConfig(
             holdout_fraction={"faq": 0.25},
