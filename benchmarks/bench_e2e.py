@@ -40,20 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from timing import interleave, percentile
+from common import PRODUCT_FEATURES as FEATURES
+from common import PRODUCT_REFS as REFS
+from common import interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TASK = "product_recommendation"
-FEATURES = ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
-REFS = [
-    "user_purchases:purchase_history",
-    "user_purchases:browsing",
-    "user_profile:preferences",
-    "user_purchases:budget_level",
-    "user_profile:demographics",
-]
 PROMPT = "Recommend a product for this customer."
 GUIDE_TEMPLATE = (
     "Here are the customer's details:\n"

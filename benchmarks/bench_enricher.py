@@ -26,7 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
-from timing import interleave, percentile
+from common import PRODUCT_FEATURES as FEATURES
+from common import PRODUCT_REFS as REFS
+from common import MemoryClient, interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -36,34 +38,8 @@ from asahi_features.models import FeatureVector  # noqa: E402
 from asahi_features.settings import EnricherConfig  # noqa: E402
 
 TASK = "product_recommendation"
-FEATURES = ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
-REFS = [
-    "user_purchases:purchase_history",
-    "user_purchases:browsing",
-    "user_profile:preferences",
-    "user_purchases:budget_level",
-    "user_profile:demographics",
-]
 CPU_TARGET_US = 40.0
 E2E_TARGET = 1.5
-
-
-class _MemoryClient:
-    """Returns one prepared vector: the backend costs (almost) nothing."""
-
-    def __init__(self, vector: FeatureVector) -> None:
-        self.vector = vector
-
-    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
-        return self.vector
-
-    def get_batch_features(
-        self, entity_ids: List[str], entity_type: str, names: List[str]
-    ) -> List[FeatureVector]:
-        return [self.vector for _ in entity_ids]
-
-    def health_check(self) -> bool:
-        return True
 
 
 def _config() -> EnricherConfig:
@@ -91,7 +67,7 @@ def bench_cpu(calls: int) -> bool:
     ok = True
     for label, distinct in (("repeated", False), ("distinct", True)):
         vectors = [_vector(n, distinct) for n in range(calls + 2000)]
-        client = _MemoryClient(vectors[0])
+        client = MemoryClient(vectors[0])
         enricher = FeatureEnricher(client, _config())
         block = enricher.enrich(prompt, user_id="u_1", task_type=TASK).feature_context
         encoding = enricher._tokens.encoding

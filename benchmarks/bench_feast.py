@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from timing import interleave, percentile
+from common import PRODUCT_FEATURES as SINGLE_FEATURES
+from common import PRODUCT_REFS as SINGLE_REFS
+from common import interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,14 +33,6 @@ from tests.redis_server import RedisServer  # noqa: E402
 from asahi_features.sample_repo import build_sample_repo, user_id  # noqa: E402
 from asahi_features.stores.feast_store import FeastClient  # noqa: E402
 
-SINGLE_FEATURES = ["purchase_history", "browsing", "budget_level", "preferences", "demographics"]
-SINGLE_REFS = [
-    "user_purchases:purchase_history",
-    "user_purchases:browsing",
-    "user_purchases:budget_level",
-    "user_profile:preferences",
-    "user_profile:demographics",
-]
 TARGETS = {"single": 1.15, "batch": 1.2}
 
 

@@ -26,11 +26,10 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-from timing import interleave, percentile
+from common import PRODUCT_FEATURES as NAMES
+from common import interleave, percentile
 
 from asahi_features import FeastClient, GuardedClient, build_sample_repo
-
-NAMES = ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
 
 
 def handoff(fn: Callable[[str], Any]) -> Callable[[str], Any]:

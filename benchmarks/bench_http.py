@@ -29,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Dict, List
 
-from timing import percentile
+from common import PRODUCT_FEATURES as FEATURES
+from common import PRODUCT_REFS as REFS
+from common import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,14 +41,6 @@ from tests.servers import free_port, stop_process, wait_for  # noqa: E402
 from asahi_features.sample_repo import SAMPLE_VIEWS, build_sample_repo, user_id  # noqa: E402
 from asahi_features.stores.http import HttpFeatureStore  # noqa: E402
 
-FEATURES = ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
-REFS = [
-    "user_purchases:purchase_history",
-    "user_purchases:browsing",
-    "user_profile:preferences",
-    "user_purchases:budget_level",
-    "user_profile:demographics",
-]
 TARGET = 1.2
 BLOCK = 50
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
-from timing import interleave, percentile
+from common import MemoryClient, interleave, percentile, sample_refs, task_features
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,29 +42,11 @@ from asahi_features.models import EnrichmentRequest, FeatureVector  # noqa: E402
 from asahi_features.settings import EnricherConfig  # noqa: E402
 
 TASK = "general"
-FEATURES = ["tier", "preferences", "preferred_language"]
-REFS = [f"user_profile:{name}" for name in FEATURES]
+FEATURES = task_features("general")
+REFS = sample_refs(FEATURES)
 INVOKE_TARGET = 1.1
 BATCH_TARGET = 1.5
 PROMPT = "Which plan suits me best?"
-
-
-class _MemoryClient:
-    """Returns one prepared vector: the backend costs (almost) nothing."""
-
-    def __init__(self, vector: FeatureVector) -> None:
-        self.vector = vector
-
-    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
-        return self.vector
-
-    def get_batch_features(
-        self, entity_ids: List[str], entity_type: str, names: List[str]
-    ) -> List[FeatureVector]:
-        return [self.vector for _ in entity_ids]
-
-    def health_check(self) -> bool:
-        return True
 
 
 def _report(label: str, times: Dict[str, List[float]], ref: str, side: str, target: float) -> bool:
@@ -139,7 +121,7 @@ def main() -> int:
 
         vector = client.get_features(ids[0], "user", FEATURES)
         memory = FeatureEnricher(
-            _MemoryClient(
+            MemoryClient(
                 FeatureVector.from_ages(
                     "u",
                     "user",

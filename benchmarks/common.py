@@ -1,0 +1,77 @@
+"""Helpers shared by the benchmark scripts (not part of the library): timing, an
+in-memory client, and the sample repository's feature lists and references."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List, Sequence
+
+from asahi_features.models import FeatureVector
+from asahi_features.sample_repo import SAMPLE_VIEWS
+from asahi_features.settings import DEFAULT_TASK_FEATURES
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``samples`` (nearest rank, no interpolation)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def interleave(
+    variants: Dict[str, Callable[[int], Any]], rounds: int, block: int, warmup: int = 20
+) -> Dict[str, List[float]]:
+    """Time every call of every variant, in blocks, alternating; seconds per call.
+
+    Each round runs ``block`` calls of each variant in turn, starting from a rotated
+    position so that no variant always runs first, and every variant sees the same call
+    indices in a round (so they read the same entities). Blocks rather than single calls:
+    Feast keeps a process-wide resolution cache that alternating callers can disturb.
+    """
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        for i in range(warmup):
+            fn(i)
+    order = list(variants.items())
+    perf = time.perf_counter
+    for r in range(rounds):
+        shift = r % len(order)
+        for name, fn in order[shift:] + order[:shift]:
+            bucket = times[name]
+            for i in range(r * block, (r + 1) * block):
+                start = perf()
+                fn(i)
+                bucket.append(perf() - start)
+    return times
+
+
+def task_features(task_type: str, entity_type: str = "user") -> List[str]:
+    """The default features of a task (``DEFAULT_TASK_FEATURES``), in priority order."""
+    return list(DEFAULT_TASK_FEATURES[task_type][entity_type])
+
+
+def sample_refs(names: Sequence[str]) -> List[str]:
+    """Full ``view:feature`` references of sample-repository features, for raw Feast calls."""
+    view_of = {name: view.name for view in SAMPLE_VIEWS for name in view.feature_names}
+    return [f"{view_of[name]}:{name}" for name in names]
+
+
+PRODUCT_FEATURES = task_features("product_recommendation")
+PRODUCT_REFS = sample_refs(PRODUCT_FEATURES)
+
+
+class MemoryClient:
+    """Returns one prepared vector: the backend costs (almost) nothing."""
+
+    def __init__(self, vector: FeatureVector) -> None:
+        self.vector = vector
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        return self.vector
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        return [self.vector for _ in entity_ids]
+
+    def health_check(self) -> bool:
+        return True
