@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
-from .settings import AsahiConfig, FeatureStoreSettings
+from .settings import AsahiConfig, FeatureStoreSettings, nested_model
 from .stores.base import FeatureStoreClient
 
 __all__ = ["client_from_config", "load_config", "parse_config"]
@@ -92,11 +92,10 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
             field = next((f for f in model.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
-        candidates = [field.annotation, *get_args(field.annotation)]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
+        nested = nested_model(field.annotation)
+        if nested is None:
             return None
-        model = nested[0]
+        model = nested
     return model
 
 

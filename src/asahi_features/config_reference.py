@@ -11,21 +11,9 @@ from typing import Any, List, Type
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .settings import AsahiConfig
+from .settings import AsahiConfig, nested_model
 
 __all__ = ["config_reference_markdown"]
-
-BEGIN = "<!-- config-reference:begin -->"
-END = "<!-- config-reference:end -->"
-
-
-def _nested_model(annotation: Any) -> Type[BaseModel] | None:
-    from typing import get_args
-
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
 
 
 def _default(field: Any) -> str:
@@ -51,7 +39,7 @@ def _rows(model: Type[BaseModel], prefix: str) -> List[str]:
         if field.exclude:
             continue
         key = f"{prefix}{field.alias or name}"
-        nested = _nested_model(field.annotation)
+        nested = nested_model(field.annotation)
         description = _text(field.description or "")
         if nested is not None:
             summary = description or _text((nested.__doc__ or "").split("\n\n")[0])

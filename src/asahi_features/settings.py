@@ -8,7 +8,7 @@ directory (see :func:`asahi_features.config.load_config`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional
+from typing import Annotated, Any, Dict, List, Literal, Optional, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
@@ -26,10 +26,19 @@ __all__ = [
     "LocalSettings",
     "MonitorConfig",
     "TectonSettings",
+    "nested_model",
 ]
 
 Provider = Literal["feast", "tecton", "http", "custom", "local"]
 PROVIDERS: tuple[str, ...] = ("feast", "tecton", "http", "custom", "local")
+
+
+def nested_model(annotation: Any) -> Optional[type[BaseModel]]:
+    """The settings model a field holds (``Optional[X]`` included), or ``None``."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from asahi_features.config_reference import _nested_model, config_reference_markdown
-from asahi_features.settings import AsahiConfig
+from asahi_features.config_reference import config_reference_markdown
+from asahi_features.settings import AsahiConfig, nested_model
 
 
 def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -15,7 +15,7 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
             continue
         key = f"{prefix}{field.alias or name}"
         keys.append(key)
-        nested = _nested_model(field.annotation)
+        nested = nested_model(field.annotation)
         if nested is not None:
             keys.extend(_all_keys(nested, f"{key}."))
     return keys
