@@ -236,15 +236,26 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
         def check(u: str, prompt: str, result: EnrichmentResult, elapsed: float) -> None:
             assert elapsed <= 5.0 + 2.0
             assert result.enriched_prompt.endswith(prompt)
+            # Healthy local SQLite, generous timeout, no holdout: every user with a
+            # non-empty expected block must be enriched with exactly that block.
+            assert result.features_available == bool(expected[u]), (u, result.reason)
             if result.features_available:
                 assert result.feature_context == expected[u], u
             else:
                 assert result.enriched_prompt == prompt
 
+        def thread_user(t: int, i: int) -> str:
+            return users[(t * 31 + i * 7) % FEAST_USERS]
+
+        def async_user(i: int) -> str:
+            return users[(i * 11) % FEAST_USERS]
+
+        per_thread = FEAST_THREAD_REQUESTS // THREADS
+
         def worker(t: int) -> int:
             enriched = 0
-            for i in range(FEAST_THREAD_REQUESTS // THREADS):
-                u = users[(t * 31 + i * 7) % FEAST_USERS]
+            for i in range(per_thread):
+                u = thread_user(t, i)
                 prompt = f"t{t} i{i} {u}"
                 began = time.perf_counter()
                 result = enricher.enrich(prompt, user_id=u, task_type="support")
@@ -254,12 +265,14 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
 
         with ThreadPoolExecutor(THREADS) as pool:
             enriched = sum(pool.map(worker, range(THREADS)))
-        thread_total = (FEAST_THREAD_REQUESTS // THREADS) * THREADS
-        assert enriched > 0
+        thread_total = per_thread * THREADS
+        assert enriched == sum(
+            bool(expected[thread_user(t, i)]) for t in range(THREADS) for i in range(per_thread)
+        )
 
         async def run_async() -> int:
             async def one(i: int) -> bool:
-                u = users[(i * 11) % FEAST_USERS]
+                u = async_user(i)
                 prompt = f"async {i} {u}"
                 began = time.perf_counter()
                 result = await enricher.aenrich(prompt, user_id=u, task_type="support")
@@ -268,7 +281,10 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
 
             return sum(await asyncio.gather(*(one(i) for i in range(FEAST_ASYNC_REQUESTS))))
 
-        asyncio.run(run_async())
+        async_enriched = asyncio.run(run_async())
+        assert async_enriched == sum(
+            bool(expected[async_user(i)]) for i in range(FEAST_ASYNC_REQUESTS)
+        )
         monitor = enricher.monitor
         assert isinstance(monitor, FeatureMonitor)
         total = FEAST_USERS + thread_total + FEAST_ASYNC_REQUESTS
