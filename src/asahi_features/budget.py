@@ -55,8 +55,6 @@ class Block:
 
     header: str
     lines: List[Line] = field(default_factory=list)
-    is_context: bool = False
-    """The request-context block (its lines do not count as feature lines)."""
 
 
 @dataclass
@@ -68,7 +66,6 @@ class Fitted:
     tokens: int
     kept: List[Line]
     dropped: List[str]
-    shortened: List[str]
 
 
 def compose(blocks: Sequence[Tuple[str, Sequence[str]]]) -> str:
@@ -121,14 +118,14 @@ def fit_blocks(
     """
     blocks = [b for b in blocks if b.lines]
     if not blocks:
-        return Fitted("", 0, [], [], [])
+        return Fitted("", 0, [], [])
     if count_segment is not None:
         full, tokens = _join_counted(blocks, count_segment)
     else:
         full = compose([(b.header, [line.text for line in b.lines]) for b in blocks])
         tokens = count(full)
     if tokens <= max_tokens:
-        return Fitted(full, tokens, [line for b in blocks for line in b.lines], [], [])
+        return Fitted(full, tokens, [line for b in blocks for line in b.lines], [])
     return _fit_greedy(blocks, count, max_tokens)
 
 
@@ -161,7 +158,6 @@ def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens
     chosen: List[List[str]] = [[] for _ in blocks]
     kept: List[Line] = []
     dropped: List[str] = []
-    shortened: List[str] = []
     best_text, best_tokens = "", 0
 
     def trial(index: int, text: str) -> Tuple[str, int]:
@@ -187,9 +183,8 @@ def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens
             short_line, candidate, tokens = fitted
             chosen[index].append(short_line.text)
             kept.append(short_line)
-            shortened.append(line.name)
             best_text, best_tokens = candidate, tokens
-    return Fitted(best_text, best_tokens, kept, dropped, shortened)
+    return Fitted(best_text, best_tokens, kept, dropped)
 
 
 def _shorten(

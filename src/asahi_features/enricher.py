@@ -59,6 +59,8 @@ __all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enriche
 logger = logging.getLogger(__name__)
 
 CONTEXT_HEADER = "[Context from request]"
+CONTEXT_PREFIX = "context."
+"""Names of request-context lines start with this; such lines are never feature lines."""
 _SEGMENT_CACHE_SIZE = 65_536
 _LINE_CACHE_SIZE = 16_384
 _NO_LINE = Line("", "", RenderedValue((), "", ""))
@@ -702,7 +704,7 @@ class FeatureEnricher:
                 count_segment=self._segment_tokens if self._segments_exact else None,
             )
         else:
-            fitted = Fitted("", 0, [], [], [])
+            fitted = Fitted("", 0, [], [])
         counts = (found, with_values, fresh, allowed)
         return self._result(
             plan, fitted, status, dropped_stale, dropped_policy, ages, counts, failed
@@ -756,12 +758,12 @@ class FeatureEnricher:
             return None
         # Identity keys of the task's entity types are identities, not context.
         consumed = {f"{et}_id" for et in plan.mapping}
-        block = Block(CONTEXT_HEADER, is_context=True)
+        block = Block(CONTEXT_HEADER)
         for key, value in context.items():
             key = str(key)
             if key in consumed:
                 continue
-            name = f"context.{key}"
+            name = CONTEXT_PREFIX + key
             decision = self._policy.decide(key)
             if decision == "drop":
                 dropped_policy.append(name)
@@ -783,10 +785,10 @@ class FeatureEnricher:
         counts: Tuple[int, int, int, int],
         failed: bool,
     ) -> Dict[str, Any]:
-        used = [line.name for line in fitted.kept if not line.name.startswith("context.")]
+        used = [line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)]
         if not used:
             # Context lines alone never make an enrichment.
-            fitted = Fitted("", 0, [], fitted.dropped, [])
+            fitted = Fitted("", 0, [], fitted.dropped)
         found, with_values, fresh, allowed = counts
         if used:
             reason = EnrichmentReason.ENRICHED
