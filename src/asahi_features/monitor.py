@@ -85,7 +85,6 @@ class _TaskStats:
         "groups",
         "name",
         "quality",
-        "quality_off",
         "reasons",
         "tokens",
         "total",
@@ -106,7 +105,6 @@ class _TaskStats:
         self.version = 0
         self.verdict_version = -1
         self.verdict: Tuple[bool, Optional[float]] = (False, None)
-        self.quality_off = False
 
 
 _Entry = Tuple[_TaskStats, int, bool]
@@ -542,8 +540,7 @@ class FeatureMonitor:
         if with_q.n >= cfg.min_samples and held_q.n >= cfg.min_samples:
             upper = welch_upper_bound(with_q, held_q, cfg.confidence)
         disabled = upper is not None and upper <= cfg.min_quality_gain
-        if disabled != ts.quality_off:
-            ts.quality_off = disabled
+        if disabled != ts.verdict[0]:
             logger.info(
                 "task %r: enrichment %s for quality (gain upper bound %s, margin %s, n=%d/%d)",
                 ts.name,
