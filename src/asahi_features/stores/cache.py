@@ -95,7 +95,7 @@ class FeatureCache:
         self, entity_type: str, entity_id: str, feature_names: Sequence[str]
     ) -> Optional[FeatureVector]:
         """An aged copy of the cached vector, or ``None`` (absent or expired)."""
-        key = (entity_type, entity_id, tuple(feature_names))
+        key = cache_key(entity_type, entity_id, feature_names)
         with self._lock:
             entry = self._data.get(key)
         if entry is None:
@@ -128,7 +128,7 @@ class FeatureCache:
             return
         stored = _aged_copy(vector, 0.0)
         with self._lock:
-            self._data[(entity_type, entity_id, tuple(feature_names))] = (stored, self._clock())
+            self._data[cache_key(entity_type, entity_id, feature_names)] = (stored, self._clock())
 
     def put_many(
         self,

@@ -39,7 +39,7 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureStatus, FeatureVector
-from .base import BaseFeatureStore, FeatureStoreClient
+from .base import BaseFeatureStore, FeatureStoreClient, missing_protocol_methods
 from .breaker import BreakerState, CircuitBreaker
 from .cache import FeatureCache
 
@@ -607,11 +607,7 @@ class GuardedClient(BaseFeatureStore):
         warning_interval_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        missing = [
-            name
-            for name in ("get_features", "get_batch_features", "health_check")
-            if not callable(getattr(client, name, None))
-        ]
+        missing = missing_protocol_methods(client)
         if missing:
             raise TypeError(
                 f"{type(client).__name__} is not a FeatureStoreClient: missing "

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import (
@@ -55,12 +55,22 @@ class _ServiceInfo:
     feature_names: List[str]
     join_keys: List[str]
 
+    _resolvers: Dict[str, FeatureNameResolver] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
     def resolver(self, entity_type: str) -> FeatureNameResolver:
+        """The name resolver of this service for ``entity_type`` (built once, then reused)."""
+        cached = self._resolvers.get(entity_type)
+        if cached is not None:
+            return cached
         views: Dict[str, List[str]] = {}
         for full in self.feature_names:
             view, _, feature = full.partition(".")
             views.setdefault(view, []).append(feature)
-        return FeatureNameResolver(entity_type, views, separator=".")
+        return self._resolvers.setdefault(
+            entity_type, FeatureNameResolver(entity_type, views, separator=".")
+        )
 
 
 class _LoopThread:
