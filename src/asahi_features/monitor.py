@@ -50,6 +50,30 @@ _WITH, _HELD_OUT, _FALLBACK = 0, 1, 2
 _OTHER_TASK = "__other__"
 _SCHEMA = 1
 
+# The persisted counters: (key in the saved "counters" object, attribute, type), in the
+# order they are written.
+_COUNTERS: Tuple[Tuple[str, str, Callable[[Any], Any]], ...] = (
+    ("total", "_total", int),
+    ("successful", "_successful", int),
+    ("held_out", "_held_out", int),
+    ("features_used", "_features_used", int),
+    ("latency_sum", "_latency_sum", float),
+    ("tokens", "_tokens", int),
+    ("stale_dropped", "_stale_dropped", int),
+    ("stale_records", "_stale_records", int),
+    ("freshness_sum", "_freshness_sum", float),
+    ("freshness_max", "_freshness_max", float),
+    ("attempts", "_attempts", int),
+    ("failures", "_failures", int),
+    ("evicted", "_evicted", int),
+    ("unmatched", "_unmatched", int),
+    ("duplicate_scores", "_duplicate_scores", int),
+    ("invalid_scores", "_invalid_scores", int),
+    ("duplicate_records", "_duplicate_records", int),
+    ("pauses", "_pauses", int),
+    ("probes", "_probes", int),
+)
+
 
 class DecisionReason:
     """The reasons :meth:`FeatureMonitor.decision` gives (plain strings)."""
@@ -688,27 +712,7 @@ class FeatureMonitor:
 
     def _state(self) -> Dict[str, Any]:
         return {
-            "counters": {
-                "total": self._total,
-                "successful": self._successful,
-                "held_out": self._held_out,
-                "features_used": self._features_used,
-                "latency_sum": self._latency_sum,
-                "tokens": self._tokens,
-                "stale_dropped": self._stale_dropped,
-                "stale_records": self._stale_records,
-                "freshness_sum": self._freshness_sum,
-                "freshness_max": self._freshness_max,
-                "attempts": self._attempts,
-                "failures": self._failures,
-                "evicted": self._evicted,
-                "unmatched": self._unmatched,
-                "duplicate_scores": self._duplicate_scores,
-                "invalid_scores": self._invalid_scores,
-                "duplicate_records": self._duplicate_records,
-                "pauses": self._pauses,
-                "probes": self._probes,
-            },
+            "counters": {key: getattr(self, attr) for key, attr, _ in _COUNTERS},
             "quality": [acc.to_dict() for acc in self._quality],
             "latency": self._latency.to_dict(),
             "tasks": {
@@ -730,31 +734,8 @@ class FeatureMonitor:
         with self._lock:
             self._init_state()
             counters = state["counters"]
-            for key, attr in (
-                ("total", "_total"),
-                ("successful", "_successful"),
-                ("held_out", "_held_out"),
-                ("features_used", "_features_used"),
-                ("tokens", "_tokens"),
-                ("stale_dropped", "_stale_dropped"),
-                ("stale_records", "_stale_records"),
-                ("attempts", "_attempts"),
-                ("failures", "_failures"),
-                ("evicted", "_evicted"),
-                ("unmatched", "_unmatched"),
-                ("duplicate_scores", "_duplicate_scores"),
-                ("invalid_scores", "_invalid_scores"),
-                ("duplicate_records", "_duplicate_records"),
-                ("pauses", "_pauses"),
-                ("probes", "_probes"),
-            ):
-                setattr(self, attr, int(counters.get(key, 0)))
-            for key, attr in (
-                ("latency_sum", "_latency_sum"),
-                ("freshness_sum", "_freshness_sum"),
-                ("freshness_max", "_freshness_max"),
-            ):
-                setattr(self, attr, float(counters.get(key, 0.0)))
+            for key, attr, kind in _COUNTERS:
+                setattr(self, attr, kind(counters.get(key, 0)))
             self._quality = tuple(Welford.from_dict(d) for d in state["quality"])  # type: ignore[assignment]
             self._latency.load(state.get("latency", {}))
             for name, data in state.get("tasks", {}).items():
