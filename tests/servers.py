@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from typing import IO, Union
 
 
 def free_port() -> int:
@@ -50,15 +51,26 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def start_process(args: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start a server in its own process group (so stop_process ends its children too)."""
-    return subprocess.Popen(
+def start_process(
+    args: Sequence[str],
+    *,
+    stdout: Union[int, IO[bytes]] = subprocess.DEVNULL,
+    stderr: Union[int, IO[bytes]] = subprocess.PIPE,
+    **kwargs: object,
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group (so stop_process ends its children too).
+
+    ``stdout``/``stderr`` default to discarded/piped; a chatty server should write both to
+    a log file instead (a full, unread pipe would block it).
+    """
+    proc: subprocess.Popen[bytes] = subprocess.Popen(
         list(args),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=stdout,
+        stderr=stderr,
         start_new_session=True,
         **kwargs,  # type: ignore[call-overload]
     )
+    return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

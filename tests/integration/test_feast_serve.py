@@ -1,17 +1,14 @@
 """HttpFeatureStore against a real ``feast serve`` (gated by RUN_INTEGRATION_TESTS=1).
 
 The repository is built in the test (tests/feast_helpers.py, no CLI), the server runs on a
-free loopback port from the venv's ``feast`` binary and is stopped by its own process id.
+free loopback port from the venv's ``feast`` binary (tests/feast_server.py) and is stopped by
+its own process id.
 A missing binary is a failure, never a skip.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -30,9 +27,7 @@ from tests.feast_helpers import (
     TEST_VIEWS,
     build_test_repo,
 )
-from tests.servers import free_port, stop_process, wait_for
-
-FEAST = Path(sys.executable).with_name("feast")
+from tests.feast_server import FeastServe
 
 
 def feature_views() -> Dict[str, List[str]]:
@@ -42,58 +37,20 @@ def feature_views() -> Dict[str, List[str]]:
     return out
 
 
-@dataclass
-class FeastServer:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-
-def start_feast_serve(repo: Path, log: Path, *extra: str) -> FeastServer:
-    """Start ``feast serve`` on a free loopback port and wait for ``/health``."""
-    if not FEAST.exists():
-        raise FileNotFoundError(f"feast binary not found at {FEAST}: install feast in the venv")
-    import httpx
-
-    port = free_port()
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [str(FEAST), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log", *extra],
-            cwd=repo,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "FEAST_USAGE": "False"},
-        )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"feast serve exited with {proc.returncode}: {log.read_text()}")
-        return httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-
-    try:
-        wait_for(healthy, timeout=120, interval=0.25)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return FeastServer(url, proc, log)
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_test_repo(tmp_path_factory.mktemp("feast_serve"), users=120, organizations=20)
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeastServer]:
-    srv = start_feast_serve(repo, tmp_path_factory.mktemp("logs") / "feast.log")
-    yield srv
-    stop_process(srv.proc)
+def server(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeastServe]:
+    log = tmp_path_factory.mktemp("logs") / "feast.log"
+    with FeastServe(repo, log=log) as srv:  # raises (fails) when feast is missing
+        yield srv
 
 
 @pytest.fixture
-def store(server: FeastServer) -> Iterator[HttpFeatureStore]:
+def store(server: FeastServe) -> Iterator[HttpFeatureStore]:
     s = HttpFeatureStore(server.url, feature_views=feature_views(), timeout_ms=10_000)
     yield s
     s.close()
@@ -127,7 +84,7 @@ def test_organization_entity(store: HttpFeatureStore) -> None:
     assert set(vec.features) == {"tone", "org_brand:brand_voice"}
 
 
-def test_name_errors(server: FeastServer, store: HttpFeatureStore) -> None:
+def test_name_errors(server: FeastServe, store: HttpFeatureStore) -> None:
     with pytest.raises(FeatureConfigError) as info:
         store.get_features(FRESH_USER, "user", ["no_such_feature"])
     assert "tier" in info.value.available_features
@@ -172,15 +129,11 @@ def test_url_metacharacters_in_ids(store: HttpFeatureStore, weird: str) -> None:
 
 
 def test_survives_worker_recycling(repo: Path, tmp_path: Path) -> None:
-    srv = start_feast_serve(
-        repo, tmp_path / "recycling.log", "--max-requests", "20", "--max-requests-jitter", "0"
-    )
-    try:
+    recycling = ("--max-requests", "20", "--max-requests-jitter", "0")
+    with FeastServe(repo, log=tmp_path / "recycling.log", extra_args=recycling) as srv:
         store = HttpFeatureStore(srv.url, feature_views=feature_views(), timeout_ms=30_000)
         results: List[Any] = [
             store.get_features(FRESH_USER, "user", ["tier"]).features for _ in range(50)
         ]
         assert all(r == results[0] and r for r in results)
         store.close()
-    finally:
-        stop_process(srv.proc)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from asahi_features.stores.base import FeatureStoreClient
 from asahi_features.stores.breaker import BreakerState
 from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
-from tests.servers import free_port, port_open, stop_process, wait_for
+from tests.servers import wait_for
 
 DEGRADED = {
     EnrichmentReason.STORE_UNAVAILABLE,
@@ -400,51 +398,22 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- feast serve
 
-FEAST = Path(sys.executable).with_name("feast")
-
-
-def _feast_serve(repo: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """``feast serve`` on a fixed loopback port (a restart must come back on the same one)."""
-    if not FEAST.exists():
-        raise FileNotFoundError(f"feast binary not found at {FEAST}: install feast in the venv")
-    with log.open("ab") as sink:
-        proc = subprocess.Popen(
-            [str(FEAST), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
-            cwd=repo,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "FEAST_USAGE": "False"},
-        )
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"feast serve exited with {proc.returncode}: {log.read_text()}")
-        return port_open(port)
-
-    try:
-        wait_for(up, timeout=120, interval=0.25)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc
-
 
 @pytest.mark.integration
 def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
     from asahi_features.sample_repo import user_id
     from asahi_features.stores.http import HttpFeatureStore
     from tests.feast_helpers import build_test_repo
+    from tests.feast_server import FeastServe
 
     repo = build_test_repo(tmp_path / "repo", users=60, with_test_views=False)
-    port = free_port()
-    log = tmp_path / "feast.log"
-    proc = _feast_serve(repo, port, log)
+    # a fixed port: the restart must come back on the same one
+    feast = FeastServe(repo, log=tmp_path / "feast.log").start()  # raises when feast is missing
     guarded: Optional[GuardedClient] = None
     loop: Optional[LoadLoop] = None
     try:
         store = HttpFeatureStore(
-            f"http://127.0.0.1:{port}",
+            feast.url,
             feature_views={"user": ["user_profile:tier", "user_profile:preferences"]},
             timeout_ms=2_000,
         )
@@ -460,14 +429,14 @@ def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
         loop.start()
         loop.wait_enriched_after(time.monotonic(), timeout=30)
 
-        stop_process(proc)
+        feast.stop()
         t_down = time.monotonic()
         wait_for(lambda: guarded.breaker.times_opened >= 1, timeout=20)
         time.sleep(1.0)
         outage = loop.since(t_down + 0.5)
         assert outage and not any(r.features_available for r in outage)
 
-        proc = _feast_serve(repo, port, log)
+        feast.start()
         loop.wait_enriched_after(time.monotonic(), timeout=60)
         wait_for(lambda: guarded.breaker.state is BreakerState.CLOSED, timeout=10)
         loop.stop()
@@ -477,4 +446,4 @@ def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
             loop.stop()
         if guarded is not None:
             guarded.close()
-        stop_process(proc)
+        feast.close()
