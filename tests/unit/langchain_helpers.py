@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 from uuid import UUID
 
+import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import SimpleChatModel
 from langchain_core.messages import BaseMessage
@@ -18,6 +19,15 @@ from asahi_features.stores.base import BaseFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
 
 PROFILE_HEADER = "[Context from user profile]"
+
+#: Variables that switch LangSmith tracing on (tests must never post runs).
+TRACING_ENV_VARS = ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING")
+
+
+def clear_tracing_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset every tracing switch for one test (``monkeypatch``: pytest's fixture)."""
+    for name in TRACING_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def marker(number: int) -> str:

@@ -6,6 +6,7 @@ postprocessors, evaluators and instrumentation are the real llama-index-core obj
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -26,6 +27,24 @@ from llama_index.core.llms import (
 )
 
 FEATURE_LINE = re.compile(r"^- .*$", re.MULTILINE)
+
+
+@contextlib.contextmanager
+def offline_settings() -> Iterator[None]:
+    """Point LlamaIndex's global LLM/embedding at local doubles, never its OpenAI defaults.
+
+    The previous (possibly unresolved) values are restored on exit.
+    """
+    from llama_index.core import Settings
+    from llama_index.core.embeddings import MockEmbedding
+
+    llm, embed = Settings._llm, Settings._embed_model
+    Settings.llm = RecordingLLM()
+    Settings.embed_model = MockEmbedding(embed_dim=8)
+    try:
+        yield
+    finally:
+        Settings._llm, Settings._embed_model = llm, embed
 
 
 class RecordingLLM(CustomLLM):

@@ -35,11 +35,8 @@ CONFIG = EnricherConfig(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_tracing_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A LANGSMITH_TRACING=true in the environment must not make these tests post runs."""
-    for name in ("LANGSMITH_TRACING", "LANGCHAIN_TRACING_V2", "LANGCHAIN_TRACING"):
-        monkeypatch.delenv(name, raising=False)
+# A LANGSMITH_TRACING=true in the environment must not make these tests post runs.
+pytestmark = pytest.mark.usefixtures("no_tracing_env")
 
 
 @pytest.fixture

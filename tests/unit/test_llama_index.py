@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, List
 
 import pytest
-from llama_index.core import Document, PromptTemplate, Settings, VectorStoreIndex
+from llama_index.core import Document, PromptTemplate, VectorStoreIndex
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.postprocessor import LongContextReorder, SimilarityPostprocessor
@@ -43,14 +43,8 @@ DOC_TEXT = "The store sells jackets, shoes and belts. Returns are free for 30 da
 CUTOFF_DROPS_ALL = SimilarityPostprocessor(similarity_cutoff=1.5)  # cosine is <= 1
 
 
-@pytest.fixture(autouse=True)
-def _no_openai_defaults() -> Any:
-    """Keep LlamaIndex from ever resolving its OpenAI defaults."""
-    llm, embed = Settings._llm, Settings._embed_model
-    Settings.llm = RecordingLLM()
-    Settings.embed_model = MockEmbedding(embed_dim=8)
-    yield
-    Settings._llm, Settings._embed_model = llm, embed
+# Keep LlamaIndex from ever resolving its OpenAI defaults.
+pytestmark = pytest.mark.usefixtures("no_openai_defaults")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Iterator, List
 
 import pytest
-from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.evaluation import (
     BatchEvalRunner,
@@ -36,14 +36,8 @@ from asahi_features.stores.local import LocalFeatureStore
 
 from .llama_index_helpers import HashingEmbedding, RecordingLLM, user_id, write_features
 
-
-@pytest.fixture(autouse=True)
-def _no_openai_defaults() -> Any:
-    llm, embed = Settings._llm, Settings._embed_model
-    Settings.llm = RecordingLLM()
-    Settings.embed_model = MockEmbedding(embed_dim=8)
-    yield
-    Settings._llm, Settings._embed_model = llm, embed
+# Keep LlamaIndex from ever resolving its OpenAI defaults.
+pytestmark = pytest.mark.usefixtures("no_openai_defaults")
 
 
 @pytest.fixture
