@@ -22,7 +22,7 @@ Typical use, once per test module::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple
 
 from asahi_features.sample_repo import (
     FieldSpec,
@@ -32,6 +32,9 @@ from asahi_features.sample_repo import (
     user_id,
 )
 
+if TYPE_CHECKING:
+    import pytest
+
 __all__ = [
     "AMBIGUOUS_FEATURE",
     "FRESH_USER",
@@ -40,6 +43,7 @@ __all__ = [
     "STALE_ORG",
     "STALE_USER",
     "TEST_VIEWS",
+    "CallCounter",
     "add_feature_view",
     "build_test_repo",
     "scoring_view_rows",
@@ -138,3 +142,29 @@ def add_feature_view(
     view = ViewSpec(name, entity, tuple(FieldSpec(k, v) for k, v in fields.items()))
     apply_view(repo, view, rows)
     return view
+
+
+class CallCounter:
+    """Wraps a FeatureStore method on the instance and records the entity rows of each call.
+
+    Args:
+        monkeypatch: pytest's fixture (the original method is restored at teardown).
+        store: the object whose method is wrapped (e.g. ``client.feature_store``).
+        name: the method name (e.g. ``"get_online_features"``).
+
+    Example::
+
+        counter = CallCounter(monkeypatch, client.feature_store, "get_online_features")
+        client.get_batch_features(ids, "user", ["tier"])
+        assert len(counter.calls) == 1
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> None:
+        self.calls: List[Any] = []
+        original = getattr(store, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(kwargs.get("entity_rows", args[1] if len(args) > 1 else None))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, name, wrapper)

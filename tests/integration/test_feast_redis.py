@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -24,6 +24,7 @@ from tests.feast_helpers import (
     MISSING_USER,
     PARTIAL_USER,
     STALE_USER,
+    CallCounter,
     add_feature_view,
     build_test_repo,
 )
@@ -99,17 +100,10 @@ def test_stale_and_null_features(client: FeastClient) -> None:
 def test_batch_of_1000_one_call_order_duplicates_missing(
     client: FeastClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: List[Any] = []
-    original = client.feature_store.get_online_features
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(client.feature_store, "get_online_features", counting)
+    counter = CallCounter(monkeypatch, client.feature_store, "get_online_features")
     ids = [f"u_{n:04d}" for n in range(USERS, 0, -1)]
     vectors = client.get_batch_features(ids, "user", ["tier", "purchase_history"])
-    assert len(calls) == 1
+    assert len(counter.calls) == 1
     assert [v.entity_id for v in vectors] == ids
     assert all(v.status is FeatureStatus.FOUND for v in vectors)
     mixed = client.get_batch_features([FRESH_USER, MISSING_USER, FRESH_USER], "user", ["tier"])

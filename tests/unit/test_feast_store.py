@@ -7,7 +7,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -24,6 +24,7 @@ from tests.feast_helpers import (
     PARTIAL_USER,
     STALE_ORG,
     STALE_USER,
+    CallCounter,
     add_feature_view,
     build_test_repo,
 )
@@ -42,20 +43,6 @@ def client(repo: Path) -> Iterator[FeastClient]:
     c = FeastClient(str(repo), "asahi")
     yield c
     c.close()
-
-
-class CallCounter:
-    """Wraps a FeatureStore method on the instance and counts its calls."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> None:
-        self.calls: List[Any] = []
-        original = getattr(store, name)
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(kwargs.get("entity_rows", args[1] if len(args) > 1 else None))
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(store, name, wrapper)
 
 
 # -- protocol and construction ---------------------------------------------------------
