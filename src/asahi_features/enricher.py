@@ -306,7 +306,8 @@ class FeatureEnricher:
         self.monitor = monitor
         self._clock = clock
         self._tokens = TokenCounter(self.config.encoding)
-        self._count = self._tokens.encoding.encode_ordinary  # loads now: fail early
+        self._tokens.encoding  # noqa: B018 - load the encoding now: fail early
+        self._count_tokens: Callable[[str], int] = self._tokens.count
         self._policy = _PolicyMatcher(self.config.policy)
         self._prefixes: Dict[str, str] = {}
         self._headers: Dict[str, str] = {}
@@ -710,14 +711,11 @@ class FeatureEnricher:
             plan, fitted, status, dropped_stale, dropped_policy, ages, counts, failed
         )
 
-    def _count_tokens(self, text: str) -> int:
-        return len(self._count(text))
-
     def _segment_tokens(self, text: str) -> int:
         cache = self._segment_cache
         tokens = cache.get(text)
         if tokens is None:
-            tokens = len(self._count(text))
+            tokens = self._count_tokens(text)
             if len(text) <= 512:
                 if len(cache) >= _SEGMENT_CACHE_SIZE:
                     cache.clear()
@@ -750,7 +748,8 @@ class FeatureEnricher:
             for entity_type, values in samples.items()
         ]
         text = "".join(segments(blocks))
-        return len(self._count(text)) == sum(len(self._count(p)) for p in segments(blocks))
+        count = self._count_tokens
+        return count(text) == sum(count(p) for p in segments(blocks))
 
     def _context_block(self, plan: _Plan, dropped_policy: List[str]) -> Optional[Block]:
         context = plan.request.context
