@@ -605,13 +605,13 @@ class FeatureEnricher:
             return Line(name, self._prefix(name), self._redacted)
         key = _value_key(value)
         if key is None:
-            rendered = self._render(name, value)
+            rendered = self._render(value)
             return None if rendered is None else Line(name, self._prefix(name), rendered)
         cache = self._line_cache
         cache_key = (name, key)
         line = cache.get(cache_key)
         if line is None:
-            rendered = self._render(name, value)
+            rendered = self._render(value)
             if rendered is None:
                 line = _NO_LINE
             else:
@@ -626,7 +626,7 @@ class FeatureEnricher:
             cache[cache_key] = line
         return None if line is _NO_LINE else line
 
-    def _render(self, name: str, value: Any) -> Optional[RenderedValue]:
+    def _render(self, value: Any) -> Optional[RenderedValue]:
         config = self.config
         return format_value(
             value, max_list_items=config.max_list_items, max_value_chars=config.max_value_chars
@@ -767,7 +767,7 @@ class FeatureEnricher:
             if decision == "drop":
                 dropped_policy.append(name)
                 continue
-            rendered = self._redacted if decision == "redact" else self._render(key, value)
+            rendered = self._redacted if decision == "redact" else self._render(value)
             if rendered is None:
                 continue
             block.lines.append(Line(name, self._prefix(key), rendered))
