@@ -63,6 +63,9 @@ CONTEXT_PREFIX = "context."
 """Names of request-context lines start with this; such lines are never feature lines."""
 _SEGMENT_CACHE_SIZE = 65_536
 _LINE_CACHE_SIZE = 16_384
+# Policy decisions and line prefixes are cached per name; request-context keys come
+# from callers, so these caches are cleared when full instead of growing without bound.
+_NAME_CACHE_SIZE = 4_096
 _NO_LINE = Line("", "", RenderedValue((), "", ""))
 """Cached answer for a value that renders as nothing (an empty string or list)."""
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
@@ -156,7 +159,10 @@ class _PolicyMatcher:
             decision = "drop"
         elif self._matches(name, self._redact):
             decision = "redact"
-        self._cache[name] = decision
+        cache = self._cache
+        if len(cache) >= _NAME_CACHE_SIZE:
+            cache.clear()
+        cache[name] = decision
         return decision
 
 
@@ -584,6 +590,8 @@ class FeatureEnricher:
             )
             text = sanitize(label) if label else humanize(name)
             prefix = f"- {text or humanize(name)}: "
+            if len(self._prefixes) >= _NAME_CACHE_SIZE:
+                self._prefixes.clear()
             self._prefixes[name] = prefix
         return prefix
 

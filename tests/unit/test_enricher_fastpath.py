@@ -106,3 +106,16 @@ def test_list_render_cache_keeps_item_types_apart() -> None:
     second = format_value([True], max_list_items=5, max_value_chars=99)
     assert first is not None and second is not None
     assert (first.text, second.text) == ("1", "yes")
+
+
+def test_name_caches_stay_bounded_with_many_context_keys(
+    enricher: FeatureEnricher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asahi_features.enricher as enricher_module
+
+    monkeypatch.setattr(enricher_module, "_NAME_CACHE_SIZE", 8)
+    for i in range(50):
+        result = enricher.enrich("Hi", user_id="u_001", context={f"key_{i}": "v"})
+        assert f"- Key {i}: v\n" in result.feature_context
+    assert 0 < len(enricher._policy._cache) <= 8
+    assert 0 < len(enricher._prefixes) <= 8
