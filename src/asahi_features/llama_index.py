@@ -814,6 +814,9 @@ def record_evaluation(
     record = EvaluationRecord()
     collected: Dict[str, List[float]] = {}
     known: Dict[str, EnrichmentResult] = {}
+    # One scan of the log for all items (log.ids_for_query / log.get per item would
+    # scan the whole ring each time).
+    ids_by_query, result_by_id = _log_lookups(log) if log is not None else ({}, {})
     for items in groups:
         totals: Dict[str, int] = {}
         nth: List[int] = []
@@ -832,7 +835,7 @@ def record_evaluation(
             if target is None:
                 target = enrichment_id_from_response(_at(response_list, position))
             if target is None and query is not None and log is not None:
-                candidates = log.ids_for_query(query)[-totals[query] :]
+                candidates = ids_by_query.get(query, [])[-totals[query] :]
                 if nth[position] < len(candidates):
                     target = candidates[nth[position]]
             if target is None:
@@ -840,7 +843,7 @@ def record_evaluation(
                 continue
             collected.setdefault(target, []).append(score)
             if log is not None and target not in known:
-                found = log.get(target)
+                found = result_by_id.get(target)
                 if found is not None:
                     known[target] = found
     for enrichment_id, scores in collected.items():
@@ -858,6 +861,22 @@ def record_evaluation(
             record.unmatched,
         )
     return record
+
+
+def _log_lookups(
+    log: EnrichmentLog,
+) -> Tuple[Dict[str, List[str]], Dict[str, Optional[EnrichmentResult]]]:
+    """``log.ids_for_query`` for every query and ``log.get`` for every id, from one scan."""
+    ids_by_query: Dict[str, List[str]] = {}
+    seen: Dict[str, set[str]] = {}
+    result_by_id: Dict[str, Optional[EnrichmentResult]] = {}
+    for key, eid, result in log._entries():
+        ids_seen = seen.setdefault(key, set())
+        if eid not in ids_seen:
+            ids_seen.add(eid)
+            ids_by_query.setdefault(key, []).append(eid)
+        result_by_id[eid] = result  # the newest entry of an id wins, as in log.get
+    return ids_by_query, result_by_id
 
 
 def _at(values: Optional[List[Any]], position: int) -> Any:
