@@ -12,7 +12,7 @@ budget, whatever the tokenizer does at line boundaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from .rendering import RenderedValue
@@ -22,6 +22,8 @@ __all__ = ["END_LINE", "Block", "Fitted", "Line", "compose", "fit_blocks"]
 END_LINE = "[End context]"
 BLOCK_SEPARATOR = "\n\n"
 PROMPT_SEPARATOR = "\n\n"
+_END_INNER = END_LINE + BLOCK_SEPARATOR
+_END_LAST = END_LINE + PROMPT_SEPARATOR
 
 
 class Line:
@@ -33,7 +35,7 @@ class Line:
         value: the rendered value.
     """
 
-    __slots__ = ("name", "prefix", "text", "tokens", "value")
+    __slots__ = ("name", "prefix", "text", "text_nl", "tokens", "value")
 
     def __init__(
         self, name: str, prefix: str, value: RenderedValue, tokens: Optional[int] = None
@@ -43,18 +45,23 @@ class Line:
         self.value = value
         self.text = prefix + value.text
         """The full line."""
+        self.text_nl = self.text + "\n"
         self.tokens = tokens
         """The line's token count as :func:`segments` cuts it (``- Label:`` plus
         `` value`` and its newline), when the caller already knows it; only read by
         :func:`fit_blocks` together with ``count_segment``, which it must agree with."""
 
 
-@dataclass
 class Block:
     """A ``[Context from ...]`` block and its candidate lines, in priority order."""
 
-    header: str
-    lines: List[Line] = field(default_factory=list)
+    __slots__ = ("head", "header", "lines")
+
+    def __init__(self, header: str, lines: Optional[List[Line]] = None) -> None:
+        self.header = header
+        self.head = header + "\n"
+        """The header line with its newline (the first segment of the block)."""
+        self.lines: List[Line] = [] if lines is None else lines
 
 
 @dataclass
@@ -92,11 +99,11 @@ def segments(blocks: Sequence[Block]) -> List[str]:
     out: List[str] = []
     last = len(blocks) - 1
     for index, block in enumerate(blocks):
-        out.append(block.header + "\n")
+        out.append(block.head)
         for line in block.lines:
             out.append(line.prefix[:-1])
             out.append(" " + line.value.text + "\n")
-        out.append(END_LINE + (BLOCK_SEPARATOR if index < last else PROMPT_SEPARATOR))
+        out.append(_END_INNER if index < last else _END_LAST)
     return out
 
 
@@ -133,11 +140,12 @@ def _join_counted(blocks: Sequence[Block], count_segment: Callable[[str], int]) 
     """``"".join(segments(blocks))`` and the sum of the segment counts, in one pass
     (a line's own ``tokens`` is used when set)."""
     parts: List[str] = []
+    append = parts.append
     tokens = 0
     last = len(blocks) - 1
     for index, block in enumerate(blocks):
-        head = block.header + "\n"
-        parts.append(head)
+        head = block.head
+        append(head)
         tokens += count_segment(head)
         for line in block.lines:
             counted = line.tokens
@@ -146,10 +154,9 @@ def _join_counted(blocks: Sequence[Block], count_segment: Callable[[str], int]) 
                     " " + line.value.text + "\n"
                 )
             tokens += counted
-            parts.append(line.text)
-            parts.append("\n")
-        end = END_LINE + (BLOCK_SEPARATOR if index < last else PROMPT_SEPARATOR)
-        parts.append(end)
+            append(line.text_nl)
+        end = _END_LAST if index == last else _END_INNER
+        append(end)
         tokens += count_segment(end)
     return "".join(parts), tokens
 

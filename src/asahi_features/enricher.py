@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import (
     Any,
@@ -69,6 +70,9 @@ _NAME_CACHE_SIZE = 4_096
 _NO_LINE = Line("", "", RenderedValue((), "", ""))
 """Cached answer for a value that renders as nothing (an empty string or list)."""
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
+_FOUND = FeatureStatus.FOUND
+_UNAVAILABLE = FeatureStatus.UNAVAILABLE
+_ENRICHED = EnrichmentReason.ENRICHED
 
 
 @runtime_checkable
@@ -196,6 +200,7 @@ _OTHER_RESULT_FIELDS = [
     if name not in _RESULT_FIELDS
 ]
 _object_setattr = object.__setattr__
+_ALL_RESULT_FIELDS = set(EnrichmentResult.model_fields)
 
 
 def _new_result(values: Dict[str, Any]) -> EnrichmentResult:
@@ -208,7 +213,7 @@ def _new_result(values: Dict[str, Any]) -> EnrichmentResult:
         values[name] = info.get_default(call_default_factory=True)
     result = EnrichmentResult.__new__(EnrichmentResult)
     _object_setattr(result, "__dict__", values)
-    _object_setattr(result, "__pydantic_fields_set__", set(values))
+    _object_setattr(result, "__pydantic_fields_set__", _ALL_RESULT_FIELDS.copy())
     _object_setattr(result, "__pydantic_extra__", None)
     _object_setattr(result, "__pydantic_private__", None)
     return result
@@ -246,6 +251,7 @@ class _Plan:
         "keys",
         "mapping",
         "missing_entities",
+        "recipes",
         "request",
         "started",
         "vectors",
@@ -257,6 +263,8 @@ class _Plan:
         self.mapping: Dict[str, List[str]] = {}
         self.keys: Dict[str, Tuple[str, ...]] = {}
         """Entity type -> its feature names as a tuple (the batch grouping key)."""
+        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = {}
+        """Entity type -> (feature name, policy decision) in priority order."""
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
         self.done: Optional[Dict[str, Any]] = None
@@ -320,6 +328,8 @@ class FeatureEnricher:
         self._enabled = frozenset(self.config.enabled_task_types)
         self._mappings: Dict[str, Dict[str, List[str]]] = {}
         self._mapping_keys: Dict[str, Dict[str, Tuple[str, ...]]] = {}
+        # task -> entity type -> (feature name, policy decision) in priority order
+        self._recipes: Dict[str, Dict[str, Tuple[Tuple[str, Optional[str]], ...]]] = {}
         self._segment_cache: Dict[str, int] = {}
         # (feature or context key, value key) -> the rendered line with its token count:
         # a pure function of the value and this enricher's labels and limits.
@@ -465,6 +475,10 @@ class FeatureEnricher:
             }
             self._mappings[task] = mapping
             self._mapping_keys[task] = {et: tuple(names) for et, names in mapping.items()}
+            decide = self._policy.decide
+            self._recipes[task] = {
+                et: tuple((name, decide(name)) for name in names) for et, names in mapping.items()
+            }
         if not mapping:
             plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
             return plan
@@ -487,6 +501,7 @@ class FeatureEnricher:
                 plan.identities[entity_type] = str(raw)
         plan.mapping = mapping
         plan.keys = self._mapping_keys[task]
+        plan.recipes = self._recipes[task]
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
@@ -652,56 +667,68 @@ class FeatureEnricher:
         return result
 
     def _build(self, plan: _Plan) -> Dict[str, Any]:
+        # The hot path of every request: locals, constants and cached lines on purpose.
         threshold = self.config.freshness_threshold_seconds
-        policy = self._policy
+        line_cache = self._line_cache
         blocks: List[Block] = []
         status: Dict[str, FeatureStatus] = {}
         dropped_stale: List[str] = []
         dropped_policy: List[str] = []
         ages: Dict[str, float] = {}
+        max_age = -math.inf
         found = with_values = fresh = allowed = 0
         failed = plan.failed
+        vectors = plan.vectors
         for entity_type in plan.identities:
-            vector = plan.vectors.get(entity_type)
+            vector = vectors.get(entity_type)
             if vector is None:
-                status[entity_type] = FeatureStatus.UNAVAILABLE
+                status[entity_type] = _UNAVAILABLE
                 failed = True
                 continue
-            status[entity_type] = vector.status
-            if vector.status is FeatureStatus.UNAVAILABLE:
-                failed = True
-                continue
-            if vector.status is not FeatureStatus.FOUND:
+            vector_status = vector.status
+            status[entity_type] = vector_status
+            if vector_status is not _FOUND:
+                if vector_status is _UNAVAILABLE:
+                    failed = True
                 continue
             found += 1
-            block = Block(self._header(entity_type))
-            lines_append = block.lines.append
+            lines: List[Line] = []
             features = vector.features
             freshness = vector.feature_freshness
-            for name in plan.mapping[entity_type]:
-                if name not in features:
+            default_age = vector.freshness_seconds
+            for name, decision in plan.recipes[entity_type]:
+                value = features.get(name)
+                if value is None:
                     continue
-                value = features[name]
-                if value is None or (isinstance(value, float) and math.isnan(value)):
+                kind = type(value)
+                if kind is not str and isinstance(value, float) and math.isnan(value):
                     continue
                 with_values += 1
-                age = freshness.get(name, vector.freshness_seconds)
+                age = freshness.get(name, default_age)
                 if age > threshold:
                     dropped_stale.append(name)
                     continue
                 fresh += 1
-                decision = policy.decide(name)
                 if decision == "drop":
                     dropped_policy.append(name)
                     continue
                 allowed += 1
-                line = self._line(name, value, decision)
+                if kind is str and decision is None and len(value) <= 256:
+                    line = line_cache.get((name, value))  # the key _value_key gives a str
+                    if line is None:
+                        line = self._line(name, value, None)
+                    elif line is _NO_LINE:
+                        line = None
+                else:
+                    line = self._line(name, value, decision)
                 if line is None:
                     continue
-                lines_append(line)
+                lines.append(line)
                 ages[name] = age
-            if block.lines:
-                blocks.append(block)
+                if age > max_age:
+                    max_age = age
+            if lines:
+                blocks.append(Block(self._header(entity_type), lines))
         if blocks:
             context_block = self._context_block(plan, dropped_policy)
             if context_block is not None:
@@ -712,11 +739,19 @@ class FeatureEnricher:
                 self.config.max_feature_tokens,
                 count_segment=self._segment_tokens if self._segments_exact else None,
             )
+            if context_block is not None or fitted.dropped:
+                used = [
+                    line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)
+                ]
+                max_age = max((ages[n] for n in used), default=0.0)
+            else:  # every feature line made it in
+                used = [line.name for line in fitted.kept]
         else:
             fitted = Fitted("", 0, [], [])
+            used = []
         counts = (found, with_values, fresh, allowed)
         return self._result(
-            plan, fitted, status, dropped_stale, dropped_policy, ages, counts, failed
+            plan, fitted, used, status, dropped_stale, dropped_policy, max_age, counts, failed
         )
 
     def _segment_tokens(self, text: str) -> int:
@@ -785,58 +820,64 @@ class FeatureEnricher:
         self,
         plan: _Plan,
         fitted: Fitted,
+        used: List[str],
         status: Dict[str, FeatureStatus],
         dropped_stale: List[str],
         dropped_policy: List[str],
-        ages: Dict[str, float],
+        max_age: float,
         counts: Tuple[int, int, int, int],
         failed: bool,
     ) -> Dict[str, Any]:
-        used = [line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)]
-        if not used:
-            # Context lines alone never make an enrichment.
-            fitted = Fitted("", 0, [], fitted.dropped)
-        found, with_values, fresh, allowed = counts
-        if used:
-            reason = EnrichmentReason.ENRICHED
-        elif failed and found == 0:
-            reason = EnrichmentReason.STORE_UNAVAILABLE
-        elif found == 0:
-            reason = EnrichmentReason.ENTITY_MISSING
-        elif with_values == 0:
-            reason = EnrichmentReason.NO_FEATURE_VALUES
-        elif fresh == 0:
-            reason = EnrichmentReason.ALL_STALE
-        elif allowed == 0:
-            reason = EnrichmentReason.POLICY_FILTERED
-        elif fitted.dropped:
-            reason = EnrichmentReason.BUDGET_EXHAUSTED
-        else:
-            reason = EnrichmentReason.NO_FEATURE_VALUES
+        """The result's field values; ``used`` are the feature lines that made it in and
+        ``max_age`` the age of the oldest of them."""
         request = plan.request
-        text = fitted.text
-        return dict(
-            original_prompt=request.prompt,
-            enriched_prompt=text + request.prompt if text else request.prompt,
-            features_used=used,
-            feature_tokens_added=fitted.tokens if text else 0,
-            enrichment_latency_ms=0.0,
-            features_available=bool(used),
-            task_type=request.task_type,
-            reason=reason,
-            feature_context=text,
-            entity_status=status,
-            missing_entities=plan.missing_entities,
-            dropped_stale=dropped_stale,
-            dropped_budget=fitted.dropped,
-            dropped_policy=dropped_policy,
-            store_attempted=True,
-            store_failed=failed,
-            max_freshness_seconds=max((ages[n] for n in used if n in ages), default=0.0),
-            held_out=False,
-            enrichment_id=os.urandom(16).hex(),
-            created_at=utc_now(),
-        )
+        if used:
+            reason = _ENRICHED
+            text = fitted.text
+        else:
+            text = ""  # context lines alone never make an enrichment
+            reason = self._reason_not_enriched(counts, failed, bool(fitted.dropped))
+        return {
+            "original_prompt": request.prompt,
+            "enriched_prompt": text + request.prompt if text else request.prompt,
+            "features_used": used,
+            "feature_tokens_added": fitted.tokens if text else 0,
+            "enrichment_latency_ms": 0.0,
+            "features_available": bool(used),
+            "task_type": request.task_type,
+            "reason": reason,
+            "feature_context": text,
+            "entity_status": status,
+            "missing_entities": plan.missing_entities,
+            "dropped_stale": dropped_stale,
+            "dropped_budget": fitted.dropped,
+            "dropped_policy": dropped_policy,
+            "store_attempted": True,
+            "store_failed": failed,
+            "max_freshness_seconds": max_age if used else 0.0,
+            "held_out": False,
+            "enrichment_id": os.urandom(16).hex(),
+            "created_at": datetime.now(timezone.utc),
+        }
+
+    @staticmethod
+    def _reason_not_enriched(
+        counts: Tuple[int, int, int, int], failed: bool, budget_dropped: bool
+    ) -> EnrichmentReason:
+        found, with_values, fresh, allowed = counts
+        if failed and found == 0:
+            return EnrichmentReason.STORE_UNAVAILABLE
+        if found == 0:
+            return EnrichmentReason.ENTITY_MISSING
+        if with_values == 0:
+            return EnrichmentReason.NO_FEATURE_VALUES
+        if fresh == 0:
+            return EnrichmentReason.ALL_STALE
+        if allowed == 0:
+            return EnrichmentReason.POLICY_FILTERED
+        if budget_dropped:
+            return EnrichmentReason.BUDGET_EXHAUSTED
+        return EnrichmentReason.NO_FEATURE_VALUES
 
     def _empty(
         self, plan: _Plan, reason: EnrichmentReason, *, held_out: bool = False

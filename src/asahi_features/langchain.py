@@ -25,6 +25,7 @@ import warnings
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Optional, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -69,6 +70,18 @@ function of ``run`` (and optionally ``example``), or of the LangSmith argument n
 ``inputs`` / ``outputs`` / ``reference_outputs`` / ``run`` / ``example``."""
 
 _IDENTITY_KEYS = ("user_id", "organization_id", "task_type")
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+_make_request = EnrichmentTuple._make
+
+
+def _pick(configurable: Mapping[str, Any], given: Mapping[str, Any], key: str) -> Optional[str]:
+    """``key`` from ``configurable``, else from the input, as a string (or ``None``)."""
+    value = configurable.get(key)
+    if value is None:
+        value = given.get(key)
+        if value is None:
+            return None
+    return value if type(value) is str else str(value)
 
 
 class EnrichedPrompt(str):
@@ -82,7 +95,7 @@ class EnrichedPrompt(str):
     enrichment: EnrichmentResult
 
     def __new__(cls, text: str, enrichment: EnrichmentResult) -> EnrichedPrompt:
-        obj = super().__new__(cls, text)
+        obj = str.__new__(cls, text)
         obj.enrichment = enrichment
         return obj
 
@@ -192,9 +205,14 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     # -- input and output -------------------------------------------------------------
 
     def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentTuple:
+        configurable = (config or {}).get("configurable") or _NOTHING
+        return self._request_with(input, configurable)
+
+    def _request_with(self, input: Any, configurable: Mapping[str, Any]) -> EnrichmentTuple:
+        """The request of one input, identity from ``configurable`` first."""
         if isinstance(input, str):
             prompt: Any = input
-            given: Mapping[str, Any] = {}
+            given: Mapping[str, Any] = _NOTHING
         elif isinstance(input, Mapping):
             prompt = input.get(self.prompt_key)
             if not isinstance(prompt, str):
@@ -209,31 +227,25 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
                 "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
                 f"under {self.prompt_key!r}, got {type(input).__name__}"
             )
-        configurable = (config or {}).get("configurable") or {}
-        values: Dict[str, Any] = {}
-        for key in _IDENTITY_KEYS:
-            value = configurable.get(key)
-            if value is None:
-                value = given.get(key)
-            values[key] = None if value is None else str(value)
+        user_id = _pick(configurable, given, "user_id")
+        organization_id = _pick(configurable, given, "organization_id")
+        task_type = _pick(configurable, given, "task_type")
         context = given.get("context")
-        if context is not None and not isinstance(context, Mapping):
-            raise TypeError(
-                f"FeatureEnrichmentRunnable: 'context' must be a dict, got {type(context).__name__}"
-            )
-        return EnrichmentTuple(
-            prompt,
-            values["user_id"],
-            values["organization_id"],
-            values["task_type"] or self.task_type,
-            dict(context) if context is not None else None,
+        if context is not None:
+            if not isinstance(context, Mapping):
+                raise TypeError(
+                    "FeatureEnrichmentRunnable: 'context' must be a dict, got "
+                    f"{type(context).__name__}"
+                )
+            context = dict(context)
+        return _make_request(
+            (prompt, user_id, organization_id, task_type or self.task_type, context)
         )
 
     def _output(self, input: Any, result: EnrichmentResult) -> Any:
-        monitor = self.monitor
-        if monitor is not None and monitor is not getattr(self.enricher, "monitor", None):
+        if self._records_itself():
             try:
-                monitor.record_enrichment(result)
+                self.monitor.record_enrichment(result)
             except Exception:  # a monitor bug must never fail the chain
                 logger.exception("monitor.record_enrichment failed")
         if self.output == "prompt":
@@ -292,13 +304,20 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         outputs: List[Any] = [None] * len(inputs)
         requests: List[EnrichmentTuple] = []
         positions: List[int] = []
+        add_request = requests.append
+        add_position = positions.append
+        last_config: Any = None
+        configurable: Mapping[str, Any] = _NOTHING
         for i, (input, config) in enumerate(zip(inputs, configs, strict=True)):
+            if config is not last_config:  # one shared config in the common case
+                last_config = config
+                configurable = (config or {}).get("configurable") or _NOTHING
             try:
-                requests.append(self._request(input, config))
+                add_request(self._request_with(input, configurable))
             except Exception as exc:
                 outputs[i] = exc
             else:
-                positions.append(i)
+                add_position(i)
         return outputs, requests, positions
 
     def _assemble(
@@ -308,9 +327,19 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         positions: List[int],
         results: Sequence[EnrichmentResult],
     ) -> List[Any]:
+        if self.output == "prompt" and not self._records_itself():
+            for i, result in zip(positions, results, strict=True):
+                outputs[i] = EnrichedPrompt(result.enriched_prompt, result)
+            return outputs
         for i, result in zip(positions, results, strict=True):
             outputs[i] = self._output(inputs[i], result)
         return outputs
+
+    def _records_itself(self) -> bool:
+        """True when this runnable records results in its own monitor (one the enricher
+        does not already record in)."""
+        monitor = self.monitor
+        return monitor is not None and monitor is not getattr(self.enricher, "monitor", None)
 
     def _batch(
         self,

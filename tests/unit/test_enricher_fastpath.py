@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import pytest
 
 from asahi_features.enricher import EnrichmentTuple, FeatureEnricher
 from asahi_features.langchain import FeatureEnrichmentRunnable
-from asahi_features.models import EnrichmentRequest, EnrichmentResult
+from asahi_features.models import EnrichmentRequest, EnrichmentResult, FeatureVector
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.local import LocalFeatureStore
 
@@ -119,3 +120,78 @@ def test_name_caches_stay_bounded_with_many_context_keys(
         assert f"- Key {i}: v\n" in result.feature_context
     assert 0 < len(enricher._policy._cache) <= 8
     assert 0 < len(enricher._prefixes) <= 8
+
+
+class AgedClient:
+    """One user whose features have the given values and ages (seconds; may be negative
+    for timestamps in the future)."""
+
+    def __init__(self, values: Dict[str, Any], ages: Dict[str, float]) -> None:
+        self.values = values
+        self.ages = ages
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        return FeatureVector.from_ages(
+            entity_id,
+            entity_type,
+            "t",
+            dict(self.values),
+            dict(self.ages),
+            datetime.now(timezone.utc),
+        )
+
+
+def _aged_enricher(client: AgedClient, **overrides: Any) -> FeatureEnricher:
+    cfg = EnricherConfig(
+        enabled_task_types=["t"],
+        task_features={"t": {"user": ["a", "b", "c"]}},
+        freshness_threshold_seconds=10**8,
+        **overrides,
+    )
+    return FeatureEnricher(client, cfg)  # type: ignore[arg-type]
+
+
+def test_max_freshness_is_the_oldest_line_that_made_it_in() -> None:
+    client = AgedClient({"a": "x", "b": "y", "c": "z"}, {"a": 5.0, "b": 50.0, "c": 20.0})
+    assert (
+        _aged_enricher(client).enrich("P", user_id="u", task_type="t").max_freshness_seconds == 50.0
+    )
+    # clock skew: every timestamp in the future gives a negative age, reported as such
+    client.ages = {"a": -3.0, "b": -7.0, "c": -5.0}
+    assert (
+        _aged_enricher(client).enrich("P", user_id="u", task_type="t").max_freshness_seconds == -3.0
+    )
+    # a context block does not change it, and context alone never counts
+    client.ages = {"a": 5.0, "b": 50.0, "c": 20.0}
+    with_context = _aged_enricher(client).enrich(
+        "P", user_id="u", task_type="t", context={"page": "home"}
+    )
+    assert with_context.max_freshness_seconds == 50.0
+    assert "- Page: home\n" in with_context.feature_context
+
+
+def test_max_freshness_ignores_lines_dropped_by_the_budget() -> None:
+    items = [f"w{i}" for i in range(5)]
+    client = AgedClient({"a": "x", "b": items, "c": "z"}, {"a": 5.0, "b": 50.0, "c": 20.0})
+    dropped = _aged_enricher(client, max_feature_tokens=20).enrich("P", user_id="u", task_type="t")
+    assert dropped.features_used == ["a", "c"] and dropped.dropped_budget == ["b"]
+    assert dropped.max_freshness_seconds == 20.0
+    shortened = _aged_enricher(client, max_feature_tokens=22).enrich(
+        "P", user_id="u", task_type="t"
+    )
+    assert shortened.features_used == ["a", "b"] and "- B: w0\n" in shortened.feature_context
+    assert shortened.max_freshness_seconds == 50.0
+
+
+def test_results_never_share_mutable_lists(enricher: FeatureEnricher) -> None:
+    results = enricher.enrich_requests(
+        [EnrichmentTuple("Hi", uid, None, "general", None) for uid in ["nobody", "ghost", "u_001"]]
+    )
+    lists = [
+        getattr(r, name)
+        for r in results
+        for name in ("features_used", "dropped_stale", "dropped_budget", "dropped_policy")
+    ]
+    assert len({id(x) for x in lists}) == len(lists)
+    results[0].dropped_budget.append("mutated")
+    assert results[1].dropped_budget == []

@@ -259,6 +259,16 @@ def test_found_vector_equals_from_ages(client: FeastClient) -> None:
     assert vec.model_dump() == reference.model_dump()
     fast = _found_vector("e", "user", "feast", {"a": 1}, {"a": 2.0}, vec.retrieved_at)
     assert fast.freshness_seconds == 2.0 and fast.model_copy().features == {"a": 1}
+    batch = client.get_batch_features([FRESH_USER, PARTIAL_USER], "user", ["tier", "preferences"])
+    for got in batch:
+        assert got == FeatureVector.from_ages(
+            got.entity_id,
+            got.entity_type,
+            got.source,
+            dict(got.features),
+            dict(got.feature_freshness),
+            got.retrieved_at,
+        )
 
 
 # -- names and errors ------------------------------------------------------------------
