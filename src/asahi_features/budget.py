@@ -12,18 +12,19 @@ budget, whatever the tokenizer does at line boundaries.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .rendering import RenderedValue
 
-__all__ = ["END_LINE", "Block", "Fitted", "Line", "compose", "fit_blocks"]
+__all__ = ["END_LINE", "LAST_BLOCK_END", "Block", "Fitted", "Line", "compose", "fit_blocks"]
 
 END_LINE = "[End context]"
 BLOCK_SEPARATOR = "\n\n"
 PROMPT_SEPARATOR = "\n\n"
 _END_INNER = END_LINE + BLOCK_SEPARATOR
 _END_LAST = END_LINE + PROMPT_SEPARATOR
+LAST_BLOCK_END = _END_LAST
+"""The last segment of the added text: the end line and the blank line before the prompt."""
 
 
 class Line:
@@ -55,17 +56,21 @@ class Line:
 class Block:
     """A ``[Context from ...]`` block and its candidate lines, in priority order."""
 
-    __slots__ = ("head", "header", "lines")
+    __slots__ = ("head", "head_tokens", "header", "lines")
 
-    def __init__(self, header: str, lines: Optional[List[Line]] = None) -> None:
+    def __init__(
+        self, header: str, lines: Optional[List[Line]] = None, head_tokens: Optional[int] = None
+    ) -> None:
         self.header = header
         self.head = header + "\n"
         """The header line with its newline (the first segment of the block)."""
         self.lines: List[Line] = [] if lines is None else lines
+        self.head_tokens = head_tokens
+        """The token count of ``head``, when the caller already knows it (read like
+        :attr:`Line.tokens`)."""
 
 
-@dataclass
-class Fitted:
+class Fitted(NamedTuple):
     """What made it into the prompt."""
 
     text: str
@@ -132,6 +137,8 @@ def fit_blocks(
         full = compose([(b.header, [line.text for line in b.lines]) for b in blocks])
         tokens = count(full)
     if tokens <= max_tokens:
+        if len(blocks) == 1:
+            return Fitted(full, tokens, list(blocks[0].lines), [])
         return Fitted(full, tokens, [line for b in blocks for line in b.lines], [])
     return _fit_greedy(blocks, count, max_tokens)
 
@@ -146,7 +153,8 @@ def _join_counted(blocks: Sequence[Block], count_segment: Callable[[str], int]) 
     for index, block in enumerate(blocks):
         head = block.head
         append(head)
-        tokens += count_segment(head)
+        counted = block.head_tokens
+        tokens += count_segment(head) if counted is None else counted
         for line in block.lines:
             counted = line.tokens
             if counted is None:

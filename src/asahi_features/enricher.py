@@ -40,7 +40,7 @@ from typing import (
     runtime_checkable,
 )
 
-from .budget import Block, Fitted, Line, fit_blocks, segments
+from .budget import LAST_BLOCK_END, Block, Line, fit_blocks, segments
 from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from .models import (
     EnrichmentReason,
@@ -73,6 +73,10 @@ _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _ENRICHED = EnrichmentReason.ENRICHED
+_NO_MAPPING: Dict[str, List[str]] = {}
+"""A plan's mapping until it has one; shared, never written to."""
+_NO_VECTORS: Dict[str, FeatureVector] = {}
+"""A finished plan's vectors (released); shared, never written to."""
 
 
 @runtime_checkable
@@ -260,10 +264,11 @@ class _Plan:
     def __init__(self, request: EnrichmentTuple, started: float) -> None:
         self.request = request
         self.started = started
-        self.mapping: Dict[str, List[str]] = {}
-        self.keys: Dict[str, Tuple[str, ...]] = {}
+        # The task's shared (never mutated) maps, set once the plan goes to the store.
+        self.mapping: Dict[str, List[str]] = _NO_MAPPING
+        self.keys: Dict[str, Tuple[str, ...]] = _NO_MAPPING  # type: ignore[assignment]
         """Entity type -> its feature names as a tuple (the batch grouping key)."""
-        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = {}
+        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = _NO_MAPPING  # type: ignore[assignment]
         """Entity type -> (feature name, policy decision) in priority order."""
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
@@ -325,6 +330,7 @@ class FeatureEnricher:
         self._policy = _PolicyMatcher(self.config.policy)
         self._prefixes: Dict[str, str] = {}
         self._headers: Dict[str, str] = {}
+        self._header_tokens: Dict[str, Tuple[str, Optional[int]]] = {}
         self._enabled = frozenset(self.config.enabled_task_types)
         self._mappings: Dict[str, Dict[str, List[str]]] = {}
         self._mapping_keys: Dict[str, Dict[str, Tuple[str, ...]]] = {}
@@ -335,6 +341,7 @@ class FeatureEnricher:
         # a pure function of the value and this enricher's labels and limits.
         self._line_cache: Dict[Tuple[str, Any], Line] = {}
         self._segments_exact = self._check_segments()
+        self._end_tokens = self._segment_tokens(LAST_BLOCK_END) if self._segments_exact else None
         redaction = sanitize(self.config.policy.redaction_text, keep_brackets=True)
         redaction = redaction or "[redacted]"
         self._redacted = RenderedValue((redaction,), " ", "")
@@ -429,9 +436,10 @@ class FeatureEnricher:
         (fewer live objects for the garbage collector to promote and scan)."""
         results: List[EnrichmentResult] = []
         append = results.append
-        for plan in plans:
-            append(self._finish(plan))
-            plan.vectors = {}
+        ids = os.urandom(16 * len(plans)).hex()  # one system call for the batch's ids
+        for k, plan in enumerate(plans):
+            append(self._finish(plan, ids[32 * k : 32 * k + 32]))
+            plan.vectors = _NO_VECTORS
         plans.clear()
         return results
 
@@ -461,7 +469,7 @@ class FeatureEnricher:
     # -- planning --------------------------------------------------------------------
 
     def _plan(self, request: EnrichmentTuple, started: float) -> _Plan:
-        plan = _Plan(request=request, started=started)
+        plan = _Plan(request, started)
         task = request.task_type
         if task not in self._enabled:
             plan.done = self._empty(plan, EnrichmentReason.TASK_NOT_ENABLED)
@@ -618,6 +626,15 @@ class FeatureEnricher:
             self._headers[entity_type] = header
         return header
 
+    def _header_counted(self, entity_type: str) -> Tuple[str, Optional[int]]:
+        """The header and, when segment counts are exact, the tokens of its line."""
+        known = self._header_tokens.get(entity_type)
+        if known is None:
+            header = self._header(entity_type)
+            tokens = self._segment_tokens(header + "\n") if self._segments_exact else None
+            known = self._header_tokens[entity_type] = (header, tokens)
+        return known
+
     def _line(self, name: str, value: Any, decision: Optional[str]) -> Optional[Line]:
         """The context line of ``name`` showing ``value`` (``None``: nothing to show).
 
@@ -655,9 +672,10 @@ class FeatureEnricher:
             value, max_list_items=config.max_list_items, max_value_chars=config.max_value_chars
         )
 
-    def _finish(self, plan: _Plan) -> EnrichmentResult:
+    def _finish(self, plan: _Plan, enrichment_id: Optional[str] = None) -> EnrichmentResult:
         values = plan.done if plan.done is not None else self._build(plan)
         values["enrichment_latency_ms"] = (self._clock() - plan.started) * 1000.0
+        values["enrichment_id"] = enrichment_id or os.urandom(16).hex()
         result = _new_result(values)
         if self.monitor is not None:
             try:
@@ -674,8 +692,10 @@ class FeatureEnricher:
         status: Dict[str, FeatureStatus] = {}
         dropped_stale: List[str] = []
         dropped_policy: List[str] = []
-        ages: Dict[str, float] = {}
-        max_age = -math.inf
+        used: List[str] = []
+        ages: List[float] = []
+        # the sum of the known token counts of the blocks (None once one is unknown)
+        known_tokens: Optional[int] = self._end_tokens
         found = with_values = fresh = allowed = 0
         failed = plan.failed
         vectors = plan.vectors
@@ -724,34 +744,67 @@ class FeatureEnricher:
                 if line is None:
                     continue
                 lines.append(line)
-                ages[name] = age
-                if age > max_age:
-                    max_age = age
+                used.append(name)
+                ages.append(age)
+                if known_tokens is not None:
+                    counted = line.tokens
+                    known_tokens = None if counted is None else known_tokens + counted
             if lines:
-                blocks.append(Block(self._header(entity_type), lines))
-        if blocks:
-            context_block = self._context_block(plan, dropped_policy)
-            if context_block is not None:
-                blocks.append(context_block)
-            fitted = fit_blocks(
-                blocks,
-                self._count_tokens,
-                self.config.max_feature_tokens,
-                count_segment=self._segment_tokens if self._segments_exact else None,
-            )
-            if context_block is not None or fitted.dropped:
-                used = [
-                    line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)
-                ]
-                max_age = max((ages[n] for n in used), default=0.0)
-            else:  # every feature line made it in
-                used = [line.name for line in fitted.kept]
-        else:
-            fitted = Fitted("", 0, [], [])
-            used = []
+                header, head_tokens = self._header_counted(entity_type)
+                blocks.append(Block(header, lines, head_tokens))
+                if known_tokens is not None:
+                    known_tokens = None if head_tokens is None else known_tokens + head_tokens
         counts = (found, with_values, fresh, allowed)
+        if not blocks:
+            return self._result(
+                plan, "", 0, [], [], status, dropped_stale, dropped_policy, 0.0, counts, failed
+            )
+        if (
+            len(blocks) == 1
+            and known_tokens is not None
+            and known_tokens <= self.config.max_feature_tokens
+            and not plan.request.context
+        ):
+            # The common case, joined here: exactly what fit_blocks gives for one block
+            # that fits (segment counts are exact, so the sum is the count).
+            block = blocks[0]
+            text = block.head + "".join([line.text_nl for line in block.lines]) + LAST_BLOCK_END
+            return self._result(
+                plan,
+                text,
+                known_tokens,
+                used,
+                [],
+                status,
+                dropped_stale,
+                dropped_policy,
+                max(ages),
+                counts,
+                failed,
+            )
+        context_block = self._context_block(plan, dropped_policy)
+        if context_block is not None:
+            blocks.append(context_block)
+        fitted = fit_blocks(
+            blocks,
+            self._count_tokens,
+            self.config.max_feature_tokens,
+            count_segment=self._segment_tokens if self._segments_exact else None,
+        )
+        age_of = dict(zip(used, ages, strict=True))
+        used = [line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)]
         return self._result(
-            plan, fitted, used, status, dropped_stale, dropped_policy, max_age, counts, failed
+            plan,
+            fitted.text,
+            fitted.tokens,
+            used,
+            fitted.dropped,
+            status,
+            dropped_stale,
+            dropped_policy,
+            max([age_of[name] for name in used], default=0.0),
+            counts,
+            failed,
         )
 
     def _segment_tokens(self, text: str) -> int:
@@ -819,8 +872,10 @@ class FeatureEnricher:
     def _result(
         self,
         plan: _Plan,
-        fitted: Fitted,
+        text: str,
+        tokens: int,
         used: List[str],
+        dropped_budget: List[str],
         status: Dict[str, FeatureStatus],
         dropped_stale: List[str],
         dropped_policy: List[str],
@@ -828,20 +883,19 @@ class FeatureEnricher:
         counts: Tuple[int, int, int, int],
         failed: bool,
     ) -> Dict[str, Any]:
-        """The result's field values; ``used`` are the feature lines that made it in and
-        ``max_age`` the age of the oldest of them."""
+        """The result's field values. ``text`` and ``tokens`` are what fitting gave,
+        ``used`` the feature lines that made it in and ``max_age`` the oldest of them."""
         request = plan.request
         if used:
             reason = _ENRICHED
-            text = fitted.text
         else:
             text = ""  # context lines alone never make an enrichment
-            reason = self._reason_not_enriched(counts, failed, bool(fitted.dropped))
+            reason = self._reason_not_enriched(counts, failed, bool(dropped_budget))
         return {
             "original_prompt": request.prompt,
             "enriched_prompt": text + request.prompt if text else request.prompt,
             "features_used": used,
-            "feature_tokens_added": fitted.tokens if text else 0,
+            "feature_tokens_added": tokens if text else 0,
             "enrichment_latency_ms": 0.0,
             "features_available": bool(used),
             "task_type": request.task_type,
@@ -850,13 +904,12 @@ class FeatureEnricher:
             "entity_status": status,
             "missing_entities": plan.missing_entities,
             "dropped_stale": dropped_stale,
-            "dropped_budget": fitted.dropped,
+            "dropped_budget": dropped_budget,
             "dropped_policy": dropped_policy,
             "store_attempted": True,
             "store_failed": failed,
             "max_freshness_seconds": max_age if used else 0.0,
             "held_out": False,
-            "enrichment_id": os.urandom(16).hex(),
             "created_at": datetime.now(timezone.utc),
         }
 
@@ -902,7 +955,6 @@ class FeatureEnricher:
             store_attempted=False,
             store_failed=False,
             max_freshness_seconds=0.0,
-            enrichment_id=os.urandom(16).hex(),
             created_at=utc_now(),
         )
 

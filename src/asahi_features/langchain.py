@@ -210,26 +210,38 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     def _request_with(self, input: Any, configurable: Mapping[str, Any]) -> EnrichmentTuple:
         """The request of one input, identity from ``configurable`` first."""
-        if isinstance(input, str):
-            prompt: Any = input
-            given: Mapping[str, Any] = _NOTHING
-        elif isinstance(input, Mapping):
-            prompt = input.get(self.prompt_key)
+        if type(input) is dict or (not isinstance(input, str) and isinstance(input, Mapping)):
+            prompt: Any = input.get(self.prompt_key)
             if not isinstance(prompt, str):
                 what = "missing" if prompt is None else f"a {type(prompt).__name__}"
                 raise TypeError(
                     f"FeatureEnrichmentRunnable: the prompt under key {self.prompt_key!r} is "
                     f"{what}; expected a str (input keys: {sorted(map(str, input))})"
                 )
-            given = input
+            given: Mapping[str, Any] = input
+        elif isinstance(input, str):
+            prompt = input
+            given = _NOTHING
         else:
             raise TypeError(
                 "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
                 f"under {self.prompt_key!r}, got {type(input).__name__}"
             )
-        user_id = _pick(configurable, given, "user_id")
-        organization_id = _pick(configurable, given, "organization_id")
-        task_type = _pick(configurable, given, "task_type")
+        if configurable:
+            user_id = _pick(configurable, given, "user_id")
+            organization_id = _pick(configurable, given, "organization_id")
+            task_type = _pick(configurable, given, "task_type")
+        else:  # the usual batch: identity in the inputs
+            get = given.get
+            user_id = get("user_id")
+            if user_id is not None and type(user_id) is not str:
+                user_id = str(user_id)
+            organization_id = get("organization_id")
+            if organization_id is not None and type(organization_id) is not str:
+                organization_id = str(organization_id)
+            task_type = get("task_type")
+            if task_type is not None and type(task_type) is not str:
+                task_type = str(task_type)
         context = given.get("context")
         if context is not None:
             if not isinstance(context, Mapping):
