@@ -48,6 +48,7 @@ from .models import (
     EnrichmentResult,
     FeatureStatus,
     FeatureVector,
+    trusted_constructor,
     utc_now,
 )
 from .rendering import RenderedValue, format_value, humanize, sanitize
@@ -174,53 +175,8 @@ class _PolicyMatcher:
         return decision
 
 
-_RESULT_FIELDS = frozenset(
-    (
-        "original_prompt",
-        "enriched_prompt",
-        "features_used",
-        "feature_tokens_added",
-        "enrichment_latency_ms",
-        "features_available",
-        "enrichment_id",
-        "task_type",
-        "reason",
-        "feature_context",
-        "entity_status",
-        "missing_entities",
-        "dropped_stale",
-        "dropped_budget",
-        "dropped_policy",
-        "held_out",
-        "store_attempted",
-        "store_failed",
-        "max_freshness_seconds",
-        "created_at",
-    )
-)
-_OTHER_RESULT_FIELDS = [
-    (name, info)
-    for name, info in EnrichmentResult.model_fields.items()
-    if name not in _RESULT_FIELDS
-]
-_object_setattr = object.__setattr__
-_ALL_RESULT_FIELDS = set(EnrichmentResult.model_fields)
-
-
-def _new_result(values: Dict[str, Any]) -> EnrichmentResult:
-    """An EnrichmentResult from already-typed values, without re-validation.
-
-    Equivalent to ``EnrichmentResult.model_construct(**values)`` (which is several times
-    slower on this hot path); fields added to the model later get their defaults.
-    """
-    for name, info in _OTHER_RESULT_FIELDS:  # pragma: no cover - only if models.py grows
-        values[name] = info.get_default(call_default_factory=True)
-    result = EnrichmentResult.__new__(EnrichmentResult)
-    _object_setattr(result, "__dict__", values)
-    _object_setattr(result, "__pydantic_fields_set__", _ALL_RESULT_FIELDS.copy())
-    _object_setattr(result, "__pydantic_extra__", None)
-    _object_setattr(result, "__pydantic_private__", None)
-    return result
+_new_result = trusted_constructor(EnrichmentResult)
+"""An EnrichmentResult from the complete field dict that ``_result`` / ``_empty`` give."""
 
 
 class EnrichmentTuple(NamedTuple):

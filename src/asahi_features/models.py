@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Type, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,33 @@ __all__ = [
     "FeatureVector",
     "utc_now",
 ]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def trusted_constructor(cls: Type[_Model]) -> Callable[[Dict[str, Any]], _Model]:
+    """A function that builds a ``cls`` from a dict holding every field, already typed,
+    without validation: what ``cls.model_construct(**values)`` gives, several times
+    faster (the dict itself becomes the instance's ``__dict__``). For the hot paths that
+    make one object per request or per entity."""
+    fields = set(cls.model_fields)
+    new = object.__new__
+    slots = BaseModel.__dict__
+    set_dict = slots["__dict__"].__set__
+    set_fields = slots["__pydantic_fields_set__"].__set__
+    set_extra = slots["__pydantic_extra__"].__set__
+    set_private = slots["__pydantic_private__"].__set__
+
+    def construct(values: Dict[str, Any]) -> _Model:
+        obj: _Model = new(cls)
+        set_dict(obj, values)
+        set_fields(obj, fields.copy())
+        set_extra(obj, None)
+        set_private(obj, None)
+        return obj
+
+    return construct
 
 
 def utc_now() -> datetime:

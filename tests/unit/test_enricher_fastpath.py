@@ -195,3 +195,45 @@ def test_results_never_share_mutable_lists(enricher: FeatureEnricher) -> None:
     assert len({id(x) for x in lists}) == len(lists)
     results[0].dropped_budget.append("mutated")
     assert results[1].dropped_budget == []
+
+
+def test_every_result_path_fills_every_field_and_validates(enricher: FeatureEnricher) -> None:
+    """Results are built without validation: each path must give every field, typed."""
+    requests = [
+        EnrichmentTuple("Hi", "u_001", None, "general", None),  # enriched
+        EnrichmentTuple("Hi", "u_001", None, "general", {"page": "home"}),  # with context
+        EnrichmentTuple("Hi", "nobody", None, "general", None),  # entity missing
+        EnrichmentTuple("Hi", None, None, "general", None),  # no identity
+        EnrichmentTuple("Hi", "u_001", None, "not_enabled", None),  # task not enabled
+    ]
+    results = [*enricher.enrich_requests(requests), enricher.enrich("Hi", user_id="u_002")]
+    reasons = {r.reason.value for r in results}
+    assert {"enriched", "entity_missing", "no_identity", "task_not_enabled"} <= reasons
+    for result in results:
+        assert set(result.__dict__) == set(EnrichmentResult.model_fields)
+        assert result.model_fields_set == set(EnrichmentResult.model_fields)
+        assert EnrichmentResult.model_validate(result.model_dump()) == result
+    assert len({r.enrichment_id for r in results}) == len(results)
+    assert all(len(r.enrichment_id) == 32 for r in results)
+
+
+def test_trusted_constructor_gives_independent_instances() -> None:
+    from asahi_features.models import trusted_constructor
+
+    build = trusted_constructor(FeatureVector)
+    now = datetime.now(timezone.utc)
+    values = dict(
+        entity_id="e",
+        entity_type="user",
+        features={"a": 1},
+        retrieved_at=now,
+        freshness_seconds=2.0,
+        source="t",
+        status=FeatureVector.model_fields["status"].default,
+        feature_freshness={"a": 2.0},
+        error=None,
+    )
+    first, second = build(dict(values)), build(dict(values))
+    assert first == FeatureVector.model_construct(**values) == second
+    first.source = "changed"
+    assert second.source == "t" and first.model_fields_set is not second.model_fields_set

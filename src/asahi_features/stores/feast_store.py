@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
-from ..models import FeatureStatus, FeatureVector
+from ..models import FeatureStatus, FeatureVector, trusted_constructor
 from .base import BaseFeatureStore
 from .naming import FeatureNameResolver
 
@@ -38,6 +38,7 @@ _SCALAR_KINDS = frozenset(
 )
 _LIST_KINDS = frozenset(f"{k[:-4]}_list_val" for k in _SCALAR_KINDS)
 _slow_convert: Optional[Any] = None
+_FOUND = FeatureStatus.FOUND
 # How the batch loop reads a oneof kind: 1 scalar, 2 list, 3 Feast's conversion; absent
 # (None, "null_val"): no value. Unknown kinds fall back to 3 via ``_Modes.__missing__``.
 
@@ -92,9 +93,7 @@ class _Plan:
     """Response column (``view__feature``) -> (the name the caller asked for, view)."""
 
 
-_FIELDS_SET = set(FeatureVector.model_fields)
-_new = object.__new__
-_set = object.__setattr__
+_new_vector = trusted_constructor(FeatureVector)
 
 
 def _found_vector(
@@ -110,10 +109,7 @@ def _found_vector(
 
     ``ages`` holds an age for every feature in ``features``.
     """
-    vector: FeatureVector = _new(FeatureVector)
-    _set(
-        vector,
-        "__dict__",
+    return _new_vector(
         {
             "entity_id": entity_id,
             "entity_type": entity_type,
@@ -121,15 +117,11 @@ def _found_vector(
             "retrieved_at": retrieved_at,
             "freshness_seconds": max(ages.values()),
             "source": source,
-            "status": FeatureStatus.FOUND,
+            "status": _FOUND,
             "feature_freshness": ages,
             "error": None,
-        },
+        }
     )
-    _set(vector, "__pydantic_fields_set__", _FIELDS_SET.copy())
-    _set(vector, "__pydantic_extra__", None)
-    _set(vector, "__pydantic_private__", None)
-    return vector
 
 
 class FeastClient(BaseFeatureStore):
