@@ -340,7 +340,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=10, help="blocks of 100 single calls")
-    parser.add_argument("--batch-rounds", type=int, default=10, help="blocks of 2 batch calls")
+    parser.add_argument(
+        "--batch-rounds", type=int, default=25, help="blocks of 2 batch calls (50 samples)"
+    )
     parser.add_argument("--deadline-calls", type=int, default=20, help="calls per caller")
     args = parser.parse_args()
 
