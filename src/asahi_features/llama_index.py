@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "`pip install 'asahi-features[llama-index]'`"
     ) from exc
 
-from .models import EnrichmentResult
+from .models import EnrichmentResult, trusted_constructor
 
 if TYPE_CHECKING:
     from llama_index_instrumentation.dispatcher import Dispatcher
@@ -210,8 +210,10 @@ def feature_context_text(**_: Any) -> str:
 
 
 _NODE_DEFAULTS: Dict[str, Any] = dict(TextNode(id_="asahi-feature-context", text="").__dict__)
-_NODE_FIELDS_SET = frozenset({"id_", "text", "metadata"})
-_SCORED_FIELDS_SET = frozenset({"node", "score"})
+# Validation-free builders (the values are already typed; model_fields_set as if the
+# nodes had been built with these keyword arguments).
+_new_text_node = trusted_constructor(TextNode, {"id_", "text", "metadata"})
+_new_scored_node = trusted_constructor(NodeWithScore, {"node", "score"})
 
 
 def _bundle(query_bundle: Optional[QueryBundle], query_str: str) -> QueryBundle:
@@ -580,12 +582,7 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
                     getattr(result.reason, "value", result.reason),
                 )
             return kept
-        node = NodeWithScore.__new__(NodeWithScore)
-        _set = object.__setattr__
-        _set(node, "__dict__", {"node": self._make_node(text, result), "score": self.node_score})
-        _set(node, "__pydantic_fields_set__", set(_SCORED_FIELDS_SET))
-        _set(node, "__pydantic_extra__", None)
-        _set(node, "__pydantic_private__", None)
+        node = _new_scored_node({"node": self._make_node(text, result), "score": self.node_score})
         if self.position == "first":
             kept.insert(0, node)
         else:
@@ -610,13 +607,7 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         fields["excluded_embed_metadata_keys"] = keys
         fields["excluded_llm_metadata_keys"] = list(keys)
         fields["relationships"] = {}
-        node = TextNode.__new__(TextNode)
-        _set = object.__setattr__
-        _set(node, "__dict__", fields)
-        _set(node, "__pydantic_fields_set__", set(_NODE_FIELDS_SET))
-        _set(node, "__pydantic_extra__", None)
-        _set(node, "__pydantic_private__", None)
-        return node
+        return _new_text_node(fields)
 
 
 # --------------------------------------------------------------------------- event handler

@@ -112,6 +112,26 @@ def test_null_feature_is_left_out(store: LocalFeatureStore) -> None:
     assert "budget" not in vector.feature_freshness
 
 
+def test_entity_whose_requested_features_are_all_null_is_found_not_missing(
+    store: LocalFeatureStore,
+) -> None:
+    """As Feast reports it: the row exists, so the enricher says no_feature_values."""
+    from asahi_features.enricher import FeatureEnricher
+    from asahi_features.settings import EnricherConfig
+
+    vector = store.get_features("u_1001", "user", ["budget"])
+    assert vector.status is FeatureStatus.FOUND and vector.features == {}
+    [batched] = store.get_batch_features(["u_1001"], "user", ["budget"])
+    assert batched.status is FeatureStatus.FOUND
+    config = EnricherConfig(
+        enabled_task_types=["t"],
+        task_features={"t": {"user": ["budget"]}},
+        freshness_threshold_seconds=10**9,
+    )
+    result = FeatureEnricher(store, config).enrich("Hi", user_id="u_1001", task_type="t")
+    assert result.reason.value == "no_feature_values" and result.enriched_prompt == "Hi"
+
+
 def test_missing_entity_returns_empty_vector_and_logs_info(
     store: LocalFeatureStore, caplog: pytest.LogCaptureFixture
 ) -> None:

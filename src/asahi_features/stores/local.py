@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import FeatureConfigError, FeatureStoreDataError, FeatureStoreUnavailableError
-from ..models import FeatureVector, utc_now
+from ..models import FeatureStatus, FeatureVector, utc_now
 from .base import BaseFeatureStore
 
 if TYPE_CHECKING:
@@ -223,6 +223,10 @@ class LocalFeatureStore(BaseFeatureStore):
                 continue
             features[name] = value
             ages[name] = max(0.0, (now - entity.timestamps[name]).total_seconds())
+        if not features:  # the entity exists, every requested feature is null (as Feast says)
+            return FeatureVector.empty(
+                entity_id, entity_type, self.source, FeatureStatus.FOUND, retrieved_at=now
+            )
         return FeatureVector.from_ages(
             entity_id, entity_type, self.source, features, ages, retrieved_at=now
         )
