@@ -74,7 +74,7 @@ _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _ENRICHED = EnrichmentReason.ENRICHED
-_NO_MAPPING: Dict[str, List[str]] = {}
+_NO_MAPPING: Dict[str, Any] = {}
 """A plan's mapping until it has one; shared, never written to."""
 _NO_VECTORS: Dict[str, FeatureVector] = {}
 """A finished plan's vectors (released); shared, never written to."""
@@ -222,9 +222,9 @@ class _Plan:
         self.started = started
         # The task's shared (never mutated) maps, set once the plan goes to the store.
         self.mapping: Dict[str, List[str]] = _NO_MAPPING
-        self.keys: Dict[str, Tuple[str, ...]] = _NO_MAPPING  # type: ignore[assignment]
+        self.keys: Dict[str, Tuple[str, ...]] = _NO_MAPPING
         """Entity type -> its feature names as a tuple (the batch grouping key)."""
-        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = _NO_MAPPING  # type: ignore[assignment]
+        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = _NO_MAPPING
         """Entity type -> (feature name, policy decision) in priority order."""
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
