@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -490,3 +490,33 @@ def test_slow_server_behind_the_guard(mimic: FeastMimic) -> None:
     with pytest.raises(FeatureConfigError):
         guarded.get_features("u1", "user", ["bogus"])
     guarded.close()  # type: ignore[attr-defined]
+
+
+def test_per_loop_objects_are_per_loop_and_closed_loops_are_dropped() -> None:
+    import asyncio
+
+    from asahi_features.stores.http import PerLoop
+
+    made: List[object] = []
+
+    def factory() -> object:
+        made.append(object())
+        return made[-1]
+
+    per_loop: PerLoop[object] = PerLoop(factory)
+
+    async def twice() -> Tuple[object, object]:
+        return per_loop.current(), per_loop.current()
+
+    first = asyncio.run(twice())
+    second = asyncio.run(twice())
+    assert first[0] is first[1] and second[0] is second[1] and first[0] is not second[0]
+    assert len(per_loop._by_loop) == 1  # the first loop was closed: its entry dropped
+
+    async def pop() -> object:
+        per_loop.current()
+        return per_loop.pop()
+
+    assert asyncio.run(pop()) is made[-1] and len(made) == 3
+    per_loop.clear()
+    assert per_loop._by_loop == {}

@@ -21,7 +21,19 @@ import os
 import re
 import threading
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from ..errors import (
     ConfigError,
@@ -39,7 +51,7 @@ if TYPE_CHECKING:
 
     from ..settings import FeatureStoreSettings
 
-__all__ = ["HttpFeatureStore", "parse_timestamp", "transport_error"]
+__all__ = ["HttpFeatureStore", "PerLoop", "parse_timestamp", "transport_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +97,37 @@ def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Except
             f"{where} did not answer within {timeout_ms:g} ms ({type(exc).__name__})"
         )
     return FeatureStoreUnavailableError(f"{where} is unreachable: {type(exc).__name__}: {exc}")
+
+
+_T = TypeVar("_T")
+
+
+class PerLoop(Generic[_T]):
+    """One object per event loop, made on first use in that loop: an
+    ``httpx.AsyncClient``'s connections belong to the loop that opened them. Entries of
+    closed loops are dropped whenever a new one is made."""
+
+    def __init__(self, factory: Callable[[], _T]) -> None:
+        self._factory = factory
+        self._by_loop: Dict[asyncio.AbstractEventLoop, _T] = {}
+
+    def current(self) -> _T:
+        """The running loop's object (made now if it has none)."""
+        loop = asyncio.get_running_loop()
+        item = self._by_loop.get(loop)
+        if item is None:
+            for old in [lp for lp in self._by_loop if lp.is_closed()]:
+                del self._by_loop[old]
+            item = self._by_loop[loop] = self._factory()
+        return item
+
+    def pop(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> Optional[_T]:
+        """Forget and return the object of ``loop`` (default: the running loop)."""
+        return self._by_loop.pop(loop or asyncio.get_running_loop(), None)
+
+    def clear(self) -> None:
+        """Forget every object (their loops' owners close them, or they go with the loop)."""
+        self._by_loop.clear()
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -185,7 +228,7 @@ class HttpFeatureStore(BaseFeatureStore):
         self._client = httpx.Client(
             timeout=self._timeout, limits=self._limits, headers=self._headers
         )
-        self._async: Dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._async: PerLoop[httpx.AsyncClient] = PerLoop(self._new_async_client)
         self._resolvers: Dict[str, FeatureNameResolver] = {}
         for entity_type, refs in self.feature_views.items():
             views: Dict[str, List[str]] = {}
@@ -354,15 +397,27 @@ class HttpFeatureStore(BaseFeatureStore):
         self, entity_ids: List[str], entity_type: str, feature_names: List[str]
     ) -> List[FeatureVector]:
         """One POST for all ids; one vector per id, in input order."""
-        resolved = self._resolve(entity_type, feature_names)
-        if not entity_ids:
-            return []
-        ids = [str(e) for e in entity_ids]
-        if not resolved:
-            now = self._clock()
-            return [FeatureVector.empty(e, entity_type, self.source, retrieved_at=now) for e in ids]
+        ids, resolved, answer = self._prepare(entity_ids, entity_type, feature_names)
+        if answer is not None:
+            return answer
         response = self._post(self._body(ids, entity_type, resolved))
         return self._parse(response, ids, entity_type, resolved)
+
+    def _prepare(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> Tuple[List[str], List[Tuple[str, str]], Optional[List[FeatureVector]]]:
+        """(ids, resolved features, the answer when no request is needed)."""
+        resolved = self._resolve(entity_type, feature_names)
+        ids = [str(e) for e in entity_ids]
+        if not ids:
+            return ids, resolved, []
+        if not resolved:
+            now = self._clock()
+            empty = [
+                FeatureVector.empty(e, entity_type, self.source, retrieved_at=now) for e in ids
+            ]
+            return ids, resolved, empty
+        return ids, resolved, None
 
     def health_check(self) -> bool:
         """``GET /health`` answers 200."""
@@ -385,18 +440,12 @@ class HttpFeatureStore(BaseFeatureStore):
     def _aclient(self) -> httpx.AsyncClient:
         if self._closed:
             raise FeatureStoreUnavailableError("HttpFeatureStore is closed")
+        return self._async.current()
+
+    def _new_async_client(self) -> httpx.AsyncClient:
         import httpx
 
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            for old in [lp for lp in self._async if lp.is_closed()]:
-                del self._async[old]
-            client = httpx.AsyncClient(
-                timeout=self._timeout, limits=self._limits, headers=self._headers
-            )
-            self._async[loop] = client
-        return client
+        return httpx.AsyncClient(timeout=self._timeout, limits=self._limits, headers=self._headers)
 
     async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
         client = self._aclient()
@@ -421,13 +470,9 @@ class HttpFeatureStore(BaseFeatureStore):
         self, entity_ids: List[str], entity_type: str, feature_names: List[str]
     ) -> List[FeatureVector]:
         """Native async :meth:`get_batch_features` (one POST)."""
-        resolved = self._resolve(entity_type, feature_names)
-        if not entity_ids:
-            return []
-        ids = [str(e) for e in entity_ids]
-        if not resolved:
-            now = self._clock()
-            return [FeatureVector.empty(e, entity_type, self.source, retrieved_at=now) for e in ids]
+        ids, resolved, answer = self._prepare(entity_ids, entity_type, feature_names)
+        if answer is not None:
+            return answer
         response = await self._apost(self._body(ids, entity_type, resolved))
         return self._parse(response, ids, entity_type, resolved)
 
@@ -457,7 +502,7 @@ class HttpFeatureStore(BaseFeatureStore):
 
     async def aclose(self) -> None:
         """Close the async pool of the running loop, then the rest."""
-        client = self._async.pop(asyncio.get_running_loop(), None)
+        client = self._async.pop()
         if client is not None:
             await client.aclose()
         self.close()

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..models import FeatureVector, utc_now
 from .base import BaseFeatureStore
-from .http import Clock, parse_timestamp, transport_error
+from .http import Clock, PerLoop, parse_timestamp, transport_error
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ class TectonClient(BaseFeatureStore):
         self._sync = _SyncClient(
             url=url, api_key=api_key, default_workspace_name=workspace, client=self._http
         )
-        # async clients per event loop: an httpx.AsyncClient's connections belong to a loop
-        self._async: Dict[asyncio.AbstractEventLoop, Tuple[Any, httpx.AsyncClient]] = {}
+        # (AsyncTectonClient, its httpx.AsyncClient) per event loop
+        self._async: PerLoop[Tuple[Any, httpx.AsyncClient]] = PerLoop(self._new_async_client)
         self._api_key_holder: Callable[[], str] = lambda: api_key
         self._lock = threading.Lock()
         self._services: Dict[str, _ServiceInfo] = {}
@@ -419,24 +419,20 @@ class TectonClient(BaseFeatureStore):
     def _async_client(self) -> Any:
         """The AsyncTectonClient of the running event loop (created on first use)."""
         self._check_open()
+        return self._async.current()[0]
+
+    def _new_async_client(self) -> Tuple[Any, httpx.AsyncClient]:
         import httpx
         from tecton_client import AsyncTectonClient
 
-        loop = asyncio.get_running_loop()
-        entry = self._async.get(loop)
-        if entry is None:
-            for old in [lp for lp in self._async if lp.is_closed()]:
-                del self._async[old]
-            http = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
-            client = AsyncTectonClient(
-                url=self.url or "",
-                api_key=self._api_key_holder(),
-                default_workspace_name=self.workspace,
-                client=http,
-            )
-            entry = (client, http)
-            self._async[loop] = entry
-        return entry[0]
+        http = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+        client = AsyncTectonClient(
+            url=self.url or "",
+            api_key=self._api_key_holder(),
+            default_workspace_name=self.workspace,
+            client=http,
+        )
+        return client, http
 
     async def _afetch(
         self,
@@ -534,7 +530,7 @@ class TectonClient(BaseFeatureStore):
             runner, self._loop_thread = self._loop_thread, None
         self._http.close()
         if runner is not None:
-            entry = self._async.pop(runner.loop, None)
+            entry = self._async.pop(runner.loop)
             if entry is not None:
                 with _suppress():
                     runner.run(entry[1].aclose())
@@ -545,7 +541,7 @@ class TectonClient(BaseFeatureStore):
 
     async def aclose(self) -> None:
         """Close the async client of the running loop, then everything else."""
-        entry = self._async.pop(asyncio.get_running_loop(), None)
+        entry = self._async.pop()
         if entry is not None:
             await entry[1].aclose()
         await asyncio.to_thread(self.close)
