@@ -469,6 +469,16 @@ class TectonClient(BaseFeatureStore):
         join_key, resolved = self._prepare(info, entity_type, feature_names)
         if not entity_ids:
             return []
+        return await self._afetch_all(info, join_key, resolved, entity_ids, entity_type)
+
+    async def _afetch_all(
+        self,
+        info: _ServiceInfo,
+        join_key: str,
+        resolved: List[Tuple[str, str]],
+        entity_ids: List[str],
+        entity_type: str,
+    ) -> List[FeatureVector]:
         gate = asyncio.Semaphore(self.max_concurrency)
 
         async def one(entity_id: str) -> FeatureVector:
@@ -487,7 +497,7 @@ class TectonClient(BaseFeatureStore):
     ) -> List[FeatureVector]:
         """One vector per id, in input order; the requests run concurrently."""
         info = self._service(entity_type)
-        self._prepare(info, entity_type, feature_names)
+        join_key, resolved = self._prepare(info, entity_type, feature_names)
         if not entity_ids:
             return []
         if len(entity_ids) == 1:
@@ -497,7 +507,7 @@ class TectonClient(BaseFeatureStore):
             if self._loop_thread is None:
                 self._loop_thread = _LoopThread()
             runner = self._loop_thread
-        return runner.run(self.aget_batch_features(entity_ids, entity_type, feature_names))
+        return runner.run(self._afetch_all(info, join_key, resolved, entity_ids, entity_type))
 
     def health_check(self) -> bool:
         """True when the metadata of every configured feature service can be read."""
