@@ -82,6 +82,20 @@ class _Call:
         self.future: Optional[asyncio.Future[None]] = None
 
 
+def _hand_off(
+    worker: _Worker, fn: Callable[..., Any], args: Tuple[Any, ...], deadline: float
+) -> Optional[_Call]:
+    """Run ``fn(*args)`` on ``worker`` and wait until ``deadline`` at most: the finished
+    call (its ``result`` or ``error``), or ``None`` when the deadline came first."""
+    call = _Call(fn, args)
+    done = threading.Lock()
+    done.acquire()
+    call.done = done
+    worker.submit(call)
+    remaining = deadline - _now()
+    return call if done.acquire(timeout=remaining if remaining > 0 else 0) else None
+
+
 def _wake_future(future: Optional[asyncio.Future[None]]) -> None:
     if future is not None and not future.done():
         future.set_result(None)
@@ -864,18 +878,12 @@ class GuardedClient(BaseFeatureStore):
         self._admit()
         deadline = start + timeout
         worker = self._worker_sync(deadline, timeout)
-        call = _Call(fn, args)
-        done = threading.Lock()
-        done.acquire()
-        call.done = done
-        worker.submit(call)
         try:
-            remaining = deadline - _now()
-            answered = done.acquire(timeout=remaining if remaining > 0 else 0)
+            call = _hand_off(worker, fn, args, deadline)
         except BaseException:  # KeyboardInterrupt while waiting: give a probe slot back
             self.breaker.record_neutral()
             raise
-        if not answered:
+        if call is None:
             raise self._timed_out(timeout)
         if call.error is not None:
             raise self._failed(call.error)
@@ -1014,15 +1022,8 @@ class GuardedClient(BaseFeatureStore):
             worker, _, _ = self._pool.wait_sync(deadline)
             if worker is None:
                 return False
-        call = _Call(self.inner.health_check, ())
-        done = threading.Lock()
-        done.acquire()
-        call.done = done
-        worker.submit(call)
-        remaining = deadline - _now()
-        if not done.acquire(timeout=remaining if remaining > 0 else 0):
-            return False
-        return call.error is None and call.result is True
+        call = _hand_off(worker, self.inner.health_check, (), deadline)
+        return call is not None and call.error is None and call.result is True
 
     # -- the guarded call, async -------------------------------------------------------
 
