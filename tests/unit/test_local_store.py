@@ -106,6 +106,26 @@ def test_naive_timestamps_are_utc(store: LocalFeatureStore) -> None:
     assert vector.freshness_seconds == pytest.approx(7200.0)
 
 
+def test_nanosecond_and_offset_timestamps_parse(tmp_path: Path, clock: Clock) -> None:
+    """Exporters (Feast, Spark) write nanoseconds; the same parser as the HTTP backend."""
+    data = {
+        "user": {
+            "u1": {
+                "updated_at": "2026-11-24T11:00:00.123456789Z",
+                "features": {"tier": "gold", "preferences": "casual"},
+                "feature_timestamps": {"preferences": "2026-11-24T12:30:00+01:00"},
+            }
+        }
+    }
+    path = tmp_path / "features.json"
+    LocalFeatureStore.write(path, data)
+    vector = LocalFeatureStore(path, clock=clock).get_features(
+        "u1", "user", ["tier", "preferences"]
+    )
+    assert vector.feature_freshness["tier"] == pytest.approx(3600.0 - 0.123456, abs=1e-3)
+    assert vector.feature_freshness["preferences"] == pytest.approx(1800.0)
+
+
 def test_null_feature_is_left_out(store: LocalFeatureStore) -> None:
     vector = store.get_features("u_1001", "user", ["budget", "tier"])
     assert vector.features == {"tier": "gold"}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from abc import ABC, abstractmethod
+from datetime import datetime, timezone
 from typing import Dict, List, Optional, Protocol, runtime_checkable
 
 from ..models import FeatureVector
@@ -15,6 +17,7 @@ __all__ = [
     "aget_batch_features",
     "aget_features",
     "missing_protocol_methods",
+    "parse_timestamp",
 ]
 
 
@@ -136,3 +139,22 @@ class BaseFeatureStore(ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def parse_timestamp(value: str) -> Optional[datetime]:
+    """An aware UTC datetime from an ISO-8601 string (``Z`` or offset); None if unparsable."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        match = re.match(r"^(.*T\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?([+-]\d\d:\d\d)?$", text)
+        if not match:
+            return None
+        base, frac, offset = match.groups()
+        try:
+            ts = datetime.fromisoformat(f"{base}.{(frac or '0')[:6].ljust(6, '0')}{offset or ''}")
+        except ValueError:
+            return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

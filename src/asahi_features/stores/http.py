@@ -43,7 +43,7 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore
+from .base import BaseFeatureStore, parse_timestamp
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -67,25 +67,6 @@ _CONFIG_MESSAGES = re.compile(
     r"EntityNotFound|Unknown feature",
     re.IGNORECASE,
 )
-
-
-def parse_timestamp(value: str) -> Optional[datetime]:
-    """An aware UTC datetime from an ISO-8601 string (``Z`` or offset); None if unparsable."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        ts = datetime.fromisoformat(text)
-    except ValueError:
-        match = re.match(r"^(.*T\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?([+-]\d\d:\d\d)?$", text)
-        if not match:
-            return None
-        base, frac, offset = match.groups()
-        try:
-            ts = datetime.fromisoformat(f"{base}.{(frac or '0')[:6].ljust(6, '0')}{offset or ''}")
-        except ValueError:
-            return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
 def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Exception:

@@ -17,13 +17,13 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from ..errors import FeatureConfigError, FeatureStoreDataError, FeatureStoreUnavailableError
 from ..models import FeatureStatus, FeatureVector, utc_now
-from .base import BaseFeatureStore
+from .base import BaseFeatureStore, parse_timestamp
 
 if TYPE_CHECKING:
     from ..settings import FeatureStoreSettings
@@ -53,13 +53,10 @@ def _parse_time(value: Any, where: str, path: Path) -> datetime:
         raise FeatureStoreDataError(
             f"{path}: {where} must be an ISO-8601 timestamp string, got {type(value).__name__}"
         )
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise FeatureStoreDataError(
-            f"{path}: {where} is not an ISO-8601 timestamp: {value!r}"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    parsed = parse_timestamp(value)
+    if parsed is None:
+        raise FeatureStoreDataError(f"{path}: {where} is not an ISO-8601 timestamp: {value!r}")
+    return parsed
 
 
 class LocalFeatureStore(BaseFeatureStore):
