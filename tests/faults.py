@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Union
 from asahi_features.errors import FeatureStoreUnavailableError
 from asahi_features.models import FeatureVector, utc_now
 from tests.clocks import ManualClock
+from tests.servers import wait_until
 
 Mode = Literal["ok", "hang", "slow", "raise", "flap", "recover", "garbage"]
 MODES: tuple[str, ...] = ("ok", "hang", "slow", "raise", "flap", "recover", "garbage")
@@ -240,6 +241,30 @@ class AsyncFaultyBackend(FaultyBackend):
         return vectors[:-1] if mode == "garbage" else vectors
 
 
+def hold_worker(guard: Any, backend: FaultyBackend) -> tuple[threading.Thread, List[BaseException]]:
+    """Occupy one worker of ``guard`` (a GuardedClient without fallback around the hung
+    ``backend``): a thread's call that has reached the backend and will time out.
+
+    Returns the thread and the list its timeout error lands in (join the thread first).
+    """
+    from asahi_features.errors import FeatureStoreTimeoutError
+
+    calls = backend.calls
+    errors: List[BaseException] = []
+
+    def hold() -> None:
+        try:
+            guard.get_features("holder", "user", list(DEFAULT_FEATURES))
+        except FeatureStoreTimeoutError as exc:
+            errors.append(exc)
+
+    holder = threading.Thread(target=hold, name="test-worker-holder")
+    holder.start()
+    if not wait_until(lambda: backend.calls > calls):
+        raise AssertionError("the holder's call never reached the backend")
+    return holder, errors
+
+
 def tracked(backends: List[FaultyBackend], mode: Mode, delay: float = 0.002) -> FaultyBackend:
     """A FaultyBackend registered in ``backends`` (the unit tests' fixture releases it)."""
     backend = FaultyBackend(mode, delay=delay)
@@ -254,5 +279,6 @@ __all__ = [
     "FaultyBackend",
     "ManualClock",
     "Mode",
+    "hold_worker",
     "tracked",
 ]

@@ -13,7 +13,7 @@ import pytest
 from asahi_features.errors import FeatureStoreTimeoutError
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.guarded import GuardedClient, _Waiter, _WorkerPool
-from tests.faults import FaultyBackend, tracked
+from tests.faults import FaultyBackend, hold_worker, tracked
 from tests.servers import wait_until
 
 NAMES = ["tier"]
@@ -107,17 +107,7 @@ def test_an_early_give_up_raises_a_timeout_without_fallback(
 ) -> None:
     backend = tracked(backends, "hang")
     guard = GuardedClient(backend, timeout_ms=400, max_workers=1, fallback_on_timeout=False)
-    holder_errors: List[BaseException] = []
-
-    def hold() -> None:
-        try:
-            guard.get_features("h", "user", NAMES)
-        except FeatureStoreTimeoutError as exc:
-            holder_errors.append(exc)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert wait_until(lambda: backend.calls == 1)
+    holder, holder_errors = hold_worker(guard, backend)
     with pytest.raises(
         FeatureStoreTimeoutError, match=r"no guard worker free within 400 ms \(all 1 busy; gave up"
     ):

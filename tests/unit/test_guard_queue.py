@@ -19,7 +19,7 @@ from asahi_features.stores.guarded import (
     _Waiter,
     _WorkerPool,
 )
-from tests.faults import FaultyBackend, tracked
+from tests.faults import FaultyBackend, hold_worker, tracked
 from tests.servers import wait_until
 
 NAMES = ["tier"]
@@ -194,17 +194,7 @@ def test_a_waiter_fails_fast_once_the_worker_it_waits_for_is_stuck(
     guard = GuardedClient(
         backend, timeout_ms=200, batch_timeout_ms=5000, max_workers=1, fallback_on_timeout=False
     )
-    holder_errors: List[BaseException] = []
-
-    def hold() -> None:
-        try:
-            guard.get_features("h", "user", NAMES)
-        except FeatureStoreTimeoutError as exc:
-            holder_errors.append(exc)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    assert wait_until(lambda: backend.calls == 1)
+    holder, holder_errors = hold_worker(guard, backend)
     began = time.monotonic()
     with pytest.raises(FeatureStoreUnavailableError, match="stuck past their deadline") as info:
         guard.get_batch_features(["a", "b"], "user", NAMES)  # its own deadline: 5 s
