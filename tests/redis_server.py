@@ -58,7 +58,7 @@ class RedisServer:
     @property
     def pid(self) -> Optional[int]:
         """The server's process id while it runs."""
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self.running else None
 
     @property
     def running(self) -> bool:

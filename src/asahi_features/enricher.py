@@ -364,8 +364,12 @@ class FeatureEnricher:
                     plan.vectors[entity_type] = vector
         return self._finish(plan)
 
-    def enrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+    def enrich_batch(
+        self, requests: Sequence[Union[EnrichmentRequest, Mapping[str, Any]]]
+    ) -> List[EnrichmentResult]:
         """Enrich many requests with one backend batch call per (entity type, feature set).
+
+        Each request is an :class:`EnrichmentRequest` or a mapping of its fields.
 
         Results come back in input order, each with its own ``enrichment_id``; the
         latency of each is the time of the whole batch up to its completion.
@@ -399,7 +403,9 @@ class FeatureEnricher:
         plans.clear()
         return results
 
-    async def aenrich_batch(self, requests: Sequence[EnrichmentRequest]) -> List[EnrichmentResult]:
+    async def aenrich_batch(
+        self, requests: Sequence[Union[EnrichmentRequest, Mapping[str, Any]]]
+    ) -> List[EnrichmentResult]:
         """Async :meth:`enrich_batch` (the groups are fetched concurrently)."""
         return await self.aenrich_requests([EnrichmentTuple.of(r) for r in requests])
 

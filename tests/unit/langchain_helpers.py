@@ -132,7 +132,13 @@ class ContextAwareChat(SimpleChatModel):
     def _llm_type(self) -> str:
         return "context-aware-fake"
 
-    def _call(self, messages: List[BaseMessage], stop: Any = None, **kwargs: Any) -> str:
+    def _call(
+        self,
+        messages: List[BaseMessage],
+        stop: Optional[List[str]] = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> str:
         text = "\n".join(str(m.content) for m in messages)
         if PROFILE_HEADER in text:
             for tier in ("gold", "silver", "bronze"):

@@ -90,7 +90,7 @@ class RecordingLLM(CustomLLM):
                 text += word + " "
                 yield CompletionResponse(text=text, delta=word + " ")
 
-        return gen()
+        return gen()  # type: ignore[return-value]  # LlamaIndex annotates a Generator
 
 
 class HashingEmbedding(BaseEmbedding):

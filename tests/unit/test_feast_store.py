@@ -446,7 +446,7 @@ def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
     assert client.get_features(FRESH_USER, "user", ["temp_flag"]).features == {"temp_flag": "x"}
     store = client.feature_store
     store.delete_feature_view("user_temp")
-    store.refresh_registry()
+    store.refresh_registry()  # type: ignore[no-untyped-call]
     with pytest.raises(FeatureConfigError) as info:
         client.get_features(FRESH_USER, "user", ["temp_flag"])
     assert "tier" in info.value.available_features

@@ -10,7 +10,7 @@ import pytest
 from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import FeatureStoreUnavailableError
@@ -330,7 +330,7 @@ def test_runnable_survives_a_broken_monitor(enricher: FeatureEnricher) -> None:
 
 def test_works_inside_a_larger_chain(enricher: FeatureEnricher) -> None:
     recorder = MessageRecorder()
-    chain = (
+    chain: Runnable[Any, Any] = (
         RunnableLambda(lambda q: {"prompt": q.strip()})
         | FeatureEnrichmentRunnable(enricher)
         | fake_llm()
@@ -358,14 +358,16 @@ async def test_unobserved_abatch_whole_failure(tmp_path: Path) -> None:
         LocalFeatureStore(tmp_path / "missing.json"), timeout_ms=2000, fallback_on_timeout=False
     )
     runnable = FeatureEnrichmentRunnable(FeatureEnricher(strict, CONFIG))
-    cfg: Any = {"configurable": {"user_id": "u_1"}}
+    cfg = RunnableConfig(configurable={"user_id": "u_1"})
     outs = await runnable.abatch(["a", "b"], cfg, return_exceptions=True)
     assert all(isinstance(o, FeatureStoreUnavailableError) for o in outs)
     with pytest.raises(FeatureStoreUnavailableError):
         await runnable.abatch(["a"], cfg)
     recorder = MessageRecorder()
     with pytest.raises(FeatureStoreUnavailableError):
-        await runnable.abatch(["a", "b"], {**cfg, "callbacks": [recorder]})
+        await runnable.abatch(
+            ["a", "b"], RunnableConfig(configurable=cfg["configurable"], callbacks=[recorder])
+        )
     assert len(recorder.chain_errors) == 2
 
 

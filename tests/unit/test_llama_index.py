@@ -16,6 +16,7 @@ from typing import Any, List
 import pytest
 from llama_index.core import Document, PromptTemplate, VectorStoreIndex
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
+from llama_index.core.chat_engine.types import ChatMode
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.postprocessor import LongContextReorder, SimilarityPostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -255,7 +256,7 @@ def test_nested_feature_context_inherits_unset_values() -> None:
 def test_context_chat_engine(
     index: VectorStoreIndex, llm: RecordingLLM, post: FeatureContextPostprocessor
 ) -> None:
-    chat = index.as_chat_engine(chat_mode="context", llm=llm, node_postprocessors=[post])
+    chat = index.as_chat_engine(chat_mode=ChatMode.CONTEXT, llm=llm, node_postprocessors=[post])
     with feature_context(user_id=user_id(21)) as request:
         chat.chat("Hello, what should I wear?")
         chat.chat("And shoes?")
@@ -267,7 +268,7 @@ def test_context_chat_engine(
 async def test_context_chat_engine_async_and_streaming(
     index: VectorStoreIndex, llm: RecordingLLM, post: FeatureContextPostprocessor
 ) -> None:
-    chat = index.as_chat_engine(chat_mode="context", llm=llm, node_postprocessors=[post])
+    chat = index.as_chat_engine(chat_mode=ChatMode.CONTEXT, llm=llm, node_postprocessors=[post])
     with feature_context(user_id=user_id(22)):
         await chat.achat("Hi")
         streamed = chat.stream_chat("Stream please")
@@ -436,7 +437,7 @@ def test_the_injected_node_is_a_well_formed_node(post: FeatureContextPostprocess
     assert node.hash and node.node_id.startswith("asahi-feature-context-")
     # nothing mutable is shared between injected nodes
     node.metadata["x"] = 1
-    node.relationships["y"] = "z"  # type: ignore[index]
+    node.relationships["y"] = "z"  # type: ignore[index,assignment]
     node.excluded_llm_metadata_keys.append("x")
     assert "x" not in other.node.metadata and other.node.relationships == {}
     assert "x" not in other.node.excluded_llm_metadata_keys
@@ -444,7 +445,7 @@ def test_the_injected_node_is_a_well_formed_node(post: FeatureContextPostprocess
 
 
 def test_emit_span_restores_llama_index_span(enricher: FeatureEnricher) -> None:
-    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
     from llama_index.core.instrumentation.span_handlers import SimpleSpanHandler
 
     root = get_dispatcher()

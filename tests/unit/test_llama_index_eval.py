@@ -14,7 +14,7 @@ from llama_index.core.evaluation import (
     EvaluationResult,
     SemanticSimilarityEvaluator,
 )
-from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.schema import NodeWithScore, TextNode
@@ -156,7 +156,8 @@ def test_postprocessor_records_in_its_own_monitor_once(store: LocalFeatureStore)
 
 
 def _split_users(monitor: FeatureMonitor, n: int) -> tuple[List[int], List[int]]:
-    held, enriched = [], []
+    held: List[int] = []
+    enriched: List[int] = []
     for i in range(50):
         (held if monitor.is_held_out("general", user_id(i)) else enriched).append(i)
     return enriched[:n], held[:n]
@@ -185,8 +186,11 @@ async def test_batch_eval_runner_scores_land_in_the_monitor_with_the_split(
     runner = BatchEvalRunner(
         {"semantic": SemanticSimilarityEvaluator(embed_model=HashingEmbedding())}, workers=2
     )
+    # LlamaIndex annotates ``reference`` as a dict, but reads it per response like a list
     results = await runner.aevaluate_responses(
-        queries=queries, responses=responses, reference=references
+        queries=queries,
+        responses=responses,  # type: ignore[arg-type]
+        reference=references,  # type: ignore[arg-type]
     )
     assert all(r.query is None for r in results["semantic"])  # evaluator drops the query
 
