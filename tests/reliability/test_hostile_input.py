@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -38,6 +36,7 @@ from asahi_features.stores.http import HttpFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
 from asahi_features.tokens import get_encoding
 from tests.faults import FaultyBackend
+from tests.feast_mimic import NOW, FeastMimic
 
 ENCODING = get_encoding("cl100k_base")  # the offline copy, as the enricher loads it
 
@@ -451,80 +450,19 @@ def test_local_store_ids_are_exact_keys(tmp_path: Path) -> None:
     assert json.loads(path.read_text())["user"]["u_1"]["features"] == rows["u_1"]
 
 
-class _RecordingFeastServer:
-    """A tiny HTTP server speaking ``feast serve``'s /get-online-features, recording every
-    request path and body (only what the test needs: one string feature per entity)."""
-
-    def __init__(self) -> None:
-        self.requests: List[Tuple[str, Any]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                body = json.loads(raw)
-                server.requests.append((self.path, body))
-                ((join_key, ids),) = body["entities"].items()
-                out = {
-                    "metadata": {
-                        "feature_names": [
-                            join_key,
-                            *(f.replace(":", "__", 1) for f in body["features"]),
-                        ]
-                    },
-                    "results": [
-                        {
-                            "values": ids,
-                            "statuses": ["PRESENT"] * len(ids),
-                            "event_timestamps": ["1970-01-01T00:00:00Z"] * len(ids),
-                        },
-                        *(
-                            {
-                                "values": [f"value-of:{i}" for i in ids],
-                                "statuses": ["PRESENT"] * len(ids),
-                                "event_timestamps": ["2026-01-01T00:00:00Z"] * len(ids),
-                            }
-                            for _ in body["features"]
-                        ),
-                    ],
-                }
-                data = json.dumps(out).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-
 @pytest.fixture
-def feast_http_server() -> Iterator[_RecordingFeastServer]:
-    server = _RecordingFeastServer()
+def feast_http_server() -> Iterator[FeastMimic]:
+    """``feast serve`` answering ``value-of:<id>`` for any entity id."""
+    server = FeastMimic(
+        rows=lambda entity_id: {"user_profile__tier": (f"value-of:{entity_id}", NOW)}
+    )
     try:
         yield server
     finally:
         server.close()
 
 
-def test_http_store_ids_never_change_the_endpoint(
-    feast_http_server: _RecordingFeastServer,
-) -> None:
+def test_http_store_ids_never_change_the_endpoint(feast_http_server: FeastMimic) -> None:
     store = HttpFeatureStore(
         feast_http_server.url,
         feature_views={"user": ["user_profile:tier"]},
@@ -536,16 +474,16 @@ def test_http_store_ids_never_change_the_endpoint(
             vector = store.get_features(entity_id, "user", ["tier"])
             assert vector.entity_id == entity_id
             assert vector.features.get("tier") == f"value-of:{entity_id}"
-            [(path, body)] = feast_http_server.requests
-            assert path == "/get-online-features"
-            assert body["entities"] == {"user_id": [entity_id]}
-            assert body["features"] == ["user_profile:tier"]
+            [request] = feast_http_server.requests
+            assert request["path"] == "/get-online-features"
+            assert request["body"]["entities"] == {"user_id": [entity_id]}
+            assert request["body"]["features"] == ["user_profile:tier"]
         feast_http_server.requests.clear()
         batch = store.get_batch_features(METACHAR_IDS, "user", ["tier"])
         assert [v.features.get("tier") for v in batch] == [f"value-of:{i}" for i in METACHAR_IDS]
-        [(path, body)] = feast_http_server.requests
-        assert path == "/get-online-features"
-        assert body["entities"] == {"user_id": METACHAR_IDS}
+        [request] = feast_http_server.requests
+        assert request["path"] == "/get-online-features"
+        assert request["body"]["entities"] == {"user_id": METACHAR_IDS}
     finally:
         store.close()
 
