@@ -183,3 +183,20 @@ def test_redis_down_is_unavailable_then_recovers(
     assert client.health_check() is True
     # the restarted server is empty: every entity is missing until reloaded
     assert client.get_features(FRESH_USER, "user", ["tier"]).status is FeatureStatus.MISSING
+
+
+def test_sample_repo_command_builds_a_readable_redis_repo(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``python -m asahi_features.sample_repo build DIR --redis HOST:PORT`` end to end (in
+    its own redis database, so the module's repository is untouched)."""
+    from asahi_features import sample_repo
+
+    connection = f"{redis_server.connection_string},db=3"
+    assert sample_repo.main(["build", str(tmp_path), "--users", "20", "--redis", connection]) == 0
+    assert "type: redis" in (tmp_path / "feature_store.yaml").read_text()
+    client = FeastClient(str(tmp_path), "asahi")
+    assert client.feature_store.config.online_store.type == "redis"
+    vector = client.get_features(FRESH_USER, "user", ["tier", "preferences"])
+    assert vector.status is FeatureStatus.FOUND and vector.features["tier"]
+    assert client.get_features("u_0021", "user", ["tier"]).status is FeatureStatus.MISSING

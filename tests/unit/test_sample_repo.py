@@ -176,7 +176,7 @@ def test_main_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "error:" in capsys.readouterr().err
 
 
-def test_main_redis_option_writes_redis_yaml(
+def test_main_redis_option_passes_the_connection_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, object] = {}
