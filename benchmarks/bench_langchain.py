@@ -19,6 +19,7 @@ FeatureMonitorCallbackHandler so that every input gets its run) against the raw
 Target: p50 ratio <= 1.5.
 
 Usage: .venv/bin/python benchmarks/bench_langchain.py [--users 2000] [--rounds 15]
+[--batch-rounds 25]
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--batch-rounds", type=int, default=25, help="blocks of 4 batch calls per side"
+    )
     args = parser.parse_args()
 
     from feast import FeatureStore
@@ -163,7 +167,7 @@ def main() -> int:
                 "batch": lambda i: runnable.batch(inputs),
                 "enrich_bat": lambda i: enricher.enrich_batch(requests),
             },
-            args.rounds,
+            args.batch_rounds,
             4,
             warmup=3,
         )
