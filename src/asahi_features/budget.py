@@ -78,6 +78,9 @@ class Fitted(NamedTuple):
     tokens: int
     kept: List[Line]
     dropped: List[str]
+    kept_at: List[Tuple[int, int]]
+    """For each kept line, (block index, line index in that block) of its candidate (a
+    shortened line keeps the place of the line it shortens)."""
 
 
 def compose(blocks: Sequence[Tuple[str, Sequence[str]]]) -> str:
@@ -122,24 +125,28 @@ def fit_blocks(
     """Choose and shorten lines so that ``count(text) <= max_tokens``.
 
     Args:
-        blocks: candidate blocks in priority order (each with at least one line).
+        blocks: candidate blocks in priority order (blocks without lines are skipped).
         count: the exact token counter.
         max_tokens: the budget for the whole added text.
         count_segment: a (cached) counter for the pieces of :func:`segments`; when given,
             the common case sums segment counts instead of encoding the whole text.
     """
-    blocks = [b for b in blocks if b.lines]
-    if not blocks:
-        return Fitted("", 0, [], [])
+    if not all(b.lines for b in blocks):  # blocks without lines add nothing
+        where = [i for i, b in enumerate(blocks) if b.lines]
+        if not where:
+            return Fitted("", 0, [], [], [])
+        fitted = fit_blocks(
+            [blocks[i] for i in where], count, max_tokens, count_segment=count_segment
+        )
+        return fitted._replace(kept_at=[(where[b], j) for b, j in fitted.kept_at])
     if count_segment is not None:
         full, tokens = _join_counted(blocks, count_segment)
     else:
         full = compose([(b.header, [line.text for line in b.lines]) for b in blocks])
         tokens = count(full)
     if tokens <= max_tokens:
-        if len(blocks) == 1:
-            return Fitted(full, tokens, list(blocks[0].lines), [])
-        return Fitted(full, tokens, [line for b in blocks for line in b.lines], [])
+        kept_at = [(i, j) for i, b in enumerate(blocks) for j in range(len(b.lines))]
+        return Fitted(full, tokens, [line for b in blocks for line in b.lines], [], kept_at)
     return _fit_greedy(blocks, count, max_tokens)
 
 
@@ -172,6 +179,7 @@ def _join_counted(blocks: Sequence[Block], count_segment: Callable[[str], int]) 
 def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens: int) -> Fitted:
     chosen: List[List[str]] = [[] for _ in blocks]
     kept: List[Line] = []
+    kept_at: List[Tuple[int, int]] = []
     dropped: List[str] = []
     best_text, best_tokens = "", 0
 
@@ -184,11 +192,12 @@ def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens
         return candidate, count(candidate)
 
     for index, block in enumerate(blocks):
-        for line in block.lines:
+        for position, line in enumerate(block.lines):
             candidate, tokens = trial(index, line.text)
             if tokens <= max_tokens:
                 chosen[index].append(line.text)
                 kept.append(line)
+                kept_at.append((index, position))
                 best_text, best_tokens = candidate, tokens
                 continue
             fitted = _shorten(line, index, trial, max_tokens)
@@ -198,8 +207,9 @@ def _fit_greedy(blocks: Sequence[Block], count: Callable[[str], int], max_tokens
             short_line, candidate, tokens = fitted
             chosen[index].append(short_line.text)
             kept.append(short_line)
+            kept_at.append((index, position))
             best_text, best_tokens = candidate, tokens
-    return Fitted(best_text, best_tokens, kept, dropped)
+    return Fitted(best_text, best_tokens, kept, dropped, kept_at)
 
 
 def _shorten(

@@ -74,8 +74,6 @@ _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _ENRICHED = EnrichmentReason.ENRICHED
-_NO_MAPPING: Dict[str, Any] = {}
-"""A plan's mapping until it has one; shared, never written to."""
 _NO_VECTORS: Dict[str, FeatureVector] = {}
 """A finished plan's vectors (released); shared, never written to."""
 
@@ -201,17 +199,41 @@ class EnrichmentTuple(NamedTuple):
         )
 
 
+class _TaskFeatures:
+    """A task's features, resolved once and shared (never mutated) by its requests.
+
+    Built whole, then published with one assignment, so that a request on another
+    thread sees all of it or nothing.
+    """
+
+    __slots__ = ("keys", "mapping", "recipes")
+
+    def __init__(
+        self, mapping: Dict[str, List[str]], decide: Callable[[str], Optional[str]]
+    ) -> None:
+        self.mapping = mapping
+        """Entity type -> its feature names, in priority order."""
+        self.keys = {et: tuple(names) for et, names in mapping.items()}
+        """Entity type -> its feature names as a tuple (the batch grouping key)."""
+        self.recipes = {
+            et: tuple((name, decide(name)) for name in names) for et, names in mapping.items()
+        }
+        """Entity type -> (feature name, policy decision) in priority order."""
+
+
+_NO_TASK = _TaskFeatures({}, lambda name: None)
+"""A plan's task features until it goes to the store."""
+
+
 class _Plan:
     """One request between the decision to fetch and the rendering."""
 
     __slots__ = (
         "done",
         "failed",
+        "features",
         "identities",
-        "keys",
-        "mapping",
         "missing_entities",
-        "recipes",
         "request",
         "started",
         "vectors",
@@ -220,12 +242,7 @@ class _Plan:
     def __init__(self, request: EnrichmentTuple, started: float) -> None:
         self.request = request
         self.started = started
-        # The task's shared (never mutated) maps, set once the plan goes to the store.
-        self.mapping: Dict[str, List[str]] = _NO_MAPPING
-        self.keys: Dict[str, Tuple[str, ...]] = _NO_MAPPING
-        """Entity type -> its feature names as a tuple (the batch grouping key)."""
-        self.recipes: Dict[str, Tuple[Tuple[str, Optional[str]], ...]] = _NO_MAPPING
-        """Entity type -> (feature name, policy decision) in priority order."""
+        self.features = _NO_TASK
         self.identities: Dict[str, str] = {}
         self.missing_entities: List[str] = []
         self.done: Optional[Dict[str, Any]] = None
@@ -288,10 +305,7 @@ class FeatureEnricher:
         self._headers: Dict[str, str] = {}
         self._header_tokens: Dict[str, Tuple[str, Optional[int]]] = {}
         self._enabled = frozenset(self.config.enabled_task_types)
-        self._mappings: Dict[str, Dict[str, List[str]]] = {}
-        self._mapping_keys: Dict[str, Dict[str, Tuple[str, ...]]] = {}
-        # task -> entity type -> (feature name, policy decision) in priority order
-        self._recipes: Dict[str, Dict[str, Tuple[Tuple[str, Optional[str]], ...]]] = {}
+        self._tasks: Dict[str, _TaskFeatures] = {}
         self._segment_cache: Dict[str, int] = {}
         # (feature or context key, value key) -> the rendered line with its token count:
         # a pure function of the value and this enricher's labels and limits.
@@ -436,19 +450,15 @@ class FeatureEnricher:
         if task not in self._enabled:
             plan.done = self._empty(plan, EnrichmentReason.TASK_NOT_ENABLED)
             return plan
-        mapping = self._mappings.get(task)
-        if mapping is None:
+        features = self._tasks.get(task)
+        if features is None:
             mapping = {
                 et: list(names)
                 for et, names in self.config.task_features.get(task, {}).items()
                 if names
             }
-            self._mappings[task] = mapping
-            self._mapping_keys[task] = {et: tuple(names) for et, names in mapping.items()}
-            decide = self._policy.decide
-            self._recipes[task] = {
-                et: tuple((name, decide(name)) for name in names) for et, names in mapping.items()
-            }
+            features = self._tasks[task] = _TaskFeatures(mapping, self._policy.decide)
+        mapping = features.mapping
         if not mapping:
             plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
             return plan
@@ -469,9 +479,7 @@ class FeatureEnricher:
                 plan.missing_entities.append(entity_type)
             else:
                 plan.identities[entity_type] = str(raw)
-        plan.mapping = mapping
-        plan.keys = self._mapping_keys[task]
-        plan.recipes = self._recipes[task]
+        plan.features = features
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
@@ -501,7 +509,7 @@ class FeatureEnricher:
     def _fetch_one(self, plan: _Plan, entity_type: str, entity_id: str) -> None:
         try:
             plan.vectors[entity_type] = self.client.get_features(
-                entity_id, entity_type, plan.mapping[entity_type]
+                entity_id, entity_type, list(plan.features.mapping[entity_type])
             )
         except Exception as exc:
             self._on_fetch_error(exc, entity_type)
@@ -512,7 +520,7 @@ class FeatureEnricher:
     ) -> Optional[FeatureVector]:
         try:
             return await aget_features(
-                self.client, entity_id, entity_type, plan.mapping[entity_type]
+                self.client, entity_id, entity_type, list(plan.features.mapping[entity_type])
             )
         except Exception as exc:
             self._on_fetch_error(exc, entity_type)
@@ -526,7 +534,7 @@ class FeatureEnricher:
         for plan in plans:
             if plan.done is not None:
                 continue
-            keys = plan.keys
+            keys = plan.features.keys
             for entity_type, entity_id in plan.identities.items():
                 group_key = (entity_type, keys[entity_type])
                 ids = groups.get(group_key)
@@ -557,7 +565,7 @@ class FeatureEnricher:
         for plan in plans:
             if plan.done is not None or entity_type not in plan.identities:
                 continue
-            if plan.keys[entity_type] != names:
+            if plan.features.keys[entity_type] != names:
                 continue
             vector = by_id.get(plan.identities[entity_type])
             if vector is None:
@@ -654,8 +662,7 @@ class FeatureEnricher:
         status: Dict[str, FeatureStatus] = {}
         dropped_stale: List[str] = []
         dropped_policy: List[str] = []
-        used: List[str] = []
-        ages: List[float] = []
+        block_ages: List[List[float]] = []  # per feature block, the age of each line
         # the sum of the known token counts of the blocks (None once one is unknown)
         known_tokens: Optional[int] = self._end_tokens
         found = with_values = fresh = allowed = 0
@@ -675,10 +682,11 @@ class FeatureEnricher:
                 continue
             found += 1
             lines: List[Line] = []
+            line_ages: List[float] = []
             features = vector.features
             freshness = vector.feature_freshness
             default_age = vector.freshness_seconds
-            for name, decision in plan.recipes[entity_type]:
+            for name, decision in plan.features.recipes[entity_type]:
                 value = features.get(name)
                 if value is None:
                     continue
@@ -706,14 +714,14 @@ class FeatureEnricher:
                 if line is None:
                     continue
                 lines.append(line)
-                used.append(name)
-                ages.append(age)
+                line_ages.append(age)
                 if known_tokens is not None:
                     counted = line.tokens
                     known_tokens = None if counted is None else known_tokens + counted
             if lines:
                 header, head_tokens = self._header_counted(entity_type)
                 blocks.append(Block(header, lines, head_tokens))
+                block_ages.append(line_ages)
                 if known_tokens is not None:
                     known_tokens = None if head_tokens is None else known_tokens + head_tokens
         counts = (found, with_values, fresh, allowed)
@@ -729,18 +737,18 @@ class FeatureEnricher:
         ):
             # The common case, joined here: exactly what fit_blocks gives for one block
             # that fits (segment counts are exact, so the sum is the count).
-            block = blocks[0]
-            text = block.head + "".join([line.text_nl for line in block.lines]) + LAST_BLOCK_END
+            lines = blocks[0].lines
+            text = blocks[0].head + "".join([line.text_nl for line in lines]) + LAST_BLOCK_END
             return self._result(
                 plan,
                 text,
                 known_tokens,
-                used,
+                [line.name for line in lines],
                 [],
                 status,
                 dropped_stale,
                 dropped_policy,
-                max(ages),
+                max(block_ages[0]),
                 counts,
                 failed,
             )
@@ -753,8 +761,13 @@ class FeatureEnricher:
             self.config.max_feature_tokens,
             count_segment=self._segment_tokens if self._segments_exact else None,
         )
-        age_of = dict(zip(used, ages, strict=True))
-        used = [line.name for line in fitted.kept if not line.name.startswith(CONTEXT_PREFIX)]
+        # feature lines are those of the feature blocks (the context block comes last)
+        used: List[str] = []
+        kept_ages: List[float] = []
+        for line, (index, position) in zip(fitted.kept, fitted.kept_at, strict=True):
+            if index < len(block_ages):
+                used.append(line.name)
+                kept_ages.append(block_ages[index][position])
         return self._result(
             plan,
             fitted.text,
@@ -764,7 +777,7 @@ class FeatureEnricher:
             status,
             dropped_stale,
             dropped_policy,
-            max([age_of[name] for name in used], default=0.0),
+            max(kept_ages, default=0.0),
             counts,
             failed,
         )
@@ -814,7 +827,7 @@ class FeatureEnricher:
         if not context or not isinstance(context, Mapping):
             return None
         # Identity keys of the task's entity types are identities, not context.
-        consumed = {f"{et}_id" for et in plan.mapping}
+        consumed = {f"{et}_id" for et in plan.features.mapping}
         block = Block(CONTEXT_HEADER)
         for key, value in context.items():
             key = str(key)

@@ -237,3 +237,96 @@ def test_trusted_constructor_gives_independent_instances() -> None:
     assert first == FeatureVector.model_construct(**values) == second
     first.source = "changed"
     assert second.source == "t" and first.model_fields_set is not second.model_fields_set
+
+
+class TwoEntityClient:
+    """A user and an organisation that both have a feature called ``tier``."""
+
+    def __init__(self, values: Dict[str, str], ages: Dict[str, float]) -> None:
+        self.values = values
+        self.ages = ages
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        return FeatureVector.from_ages(
+            entity_id,
+            entity_type,
+            "t",
+            {"tier": self.values[entity_type]},
+            {"tier": self.ages[entity_type]},
+            datetime.now(timezone.utc),
+        )
+
+
+def test_max_freshness_follows_the_kept_line_when_names_repeat_across_entities() -> None:
+    client = TwoEntityClient(
+        {"user": "gold", "organization": "platinum enterprise tier, long " * 3},
+        {"user": 90.0, "organization": 5.0},
+    )
+    cfg = EnricherConfig(
+        enabled_task_types=["t"],
+        task_features={"t": {"user": ["tier"], "organization": ["tier"]}},
+        freshness_threshold_seconds=10**8,
+        max_feature_tokens=20,
+    )
+    result = FeatureEnricher(client, cfg).enrich(  # type: ignore[arg-type]
+        "P", user_id="u", organization_id="o", task_type="t"
+    )
+    assert result.features_used == ["tier"] and result.dropped_budget == ["tier"]
+    assert "gold" in result.feature_context and "platinum" not in result.feature_context
+    assert result.max_freshness_seconds == 90.0  # the user's line, not the dropped one
+
+
+def test_a_feature_named_like_a_context_line_is_a_feature_on_every_path() -> None:
+    client = AgedClient({"context.score": "v"}, {"context.score": 1.0})
+    cfg = EnricherConfig(
+        enabled_task_types=["t"],
+        task_features={"t": {"user": ["context.score"]}},
+        freshness_threshold_seconds=10**8,
+    )
+    enricher = FeatureEnricher(client, cfg)  # type: ignore[arg-type]
+    alone = enricher.enrich("P", user_id="u", task_type="t")
+    with_context = enricher.enrich("P", user_id="u", task_type="t", context={"note": "hi"})
+    assert alone.features_used == with_context.features_used == ["context.score"]
+    assert alone.reason.value == with_context.reason.value == "enriched"
+    assert "- Note: hi\n" in with_context.feature_context
+
+
+def test_first_use_of_a_task_from_many_threads_at_once() -> None:
+    """The task's resolved features are published whole: no thread sees half of them.
+
+    Resolving the task is made slow (each policy decision sleeps), so that threads
+    arriving together would find a half-resolved task if it were published early.
+    """
+    import threading
+    import time
+
+    names = [f"feat_{i}" for i in range(5)]
+    client = AgedClient({"feat_0": "v"}, {"feat_0": 1.0})
+    cfg = EnricherConfig(enabled_task_types=["t"], task_features={"t": {"user": names}})
+    errors: List[BaseException] = []
+    results: List[EnrichmentResult] = []
+    for _ in range(20):
+        enricher = FeatureEnricher(client, cfg)  # type: ignore[arg-type]
+        decide = enricher._policy.decide
+
+        def slow_decide(name: str, decide: Any = decide) -> Any:
+            time.sleep(0.001)
+            return decide(name)
+
+        enricher._policy.decide = slow_decide  # type: ignore[method-assign]
+        barrier = threading.Barrier(6)
+
+        def run(enricher: FeatureEnricher, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            try:
+                results.append(enricher.enrich("P", user_id="u", task_type="t"))
+            except BaseException as exc:  # any escape is the failure
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(enricher, barrier)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []
+    assert len(results) == 120 and all(r.features_used == ["feat_0"] for r in results)

@@ -186,3 +186,21 @@ def test_hostile_objects_and_keys() -> None:
     assert render([Bad(), "ok"]) == "ok"
     assert render({1: "one", None: "x", ("a", "b"): "t"}) == "1: one; x; …: t"
     assert format_scalar(frozenset({1})) == ELLIPSIS
+
+
+def test_fit_blocks_reports_where_each_kept_line_came_from() -> None:
+    from asahi_features.rendering import RenderedValue
+
+    def line(name: str, text: str) -> Line:
+        return Line(name, f"- {name}: ", RenderedValue((text,), " ", ""))
+
+    blocks = [
+        Block("[A]", [line("a1", "x"), line("a2", "y")]),
+        Block("[Empty]", []),
+        Block("[B]", [line("b1", "z")]),
+    ]
+    fitted = fit_blocks(blocks, lambda s: len(s.split()), 100)
+    assert [kept.name for kept in fitted.kept] == ["a1", "a2", "b1"]
+    assert fitted.kept_at == [(0, 0), (0, 1), (2, 0)]  # indexes into the blocks given
+    tight = fit_blocks(blocks, lambda s: len(s.split()), 10)
+    assert len(tight.kept) == len(tight.kept_at) and set(tight.kept_at) <= set(fitted.kept_at)

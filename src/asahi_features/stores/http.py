@@ -91,15 +91,19 @@ class PerLoop(Generic[_T]):
     def __init__(self, factory: Callable[[], _T]) -> None:
         self._factory = factory
         self._by_loop: Dict[asyncio.AbstractEventLoop, _T] = {}
+        self._lock = threading.Lock()  # loops on several threads may make theirs at once
 
     def current(self) -> _T:
         """The running loop's object (made now if it has none)."""
         loop = asyncio.get_running_loop()
         item = self._by_loop.get(loop)
         if item is None:
-            for old in [lp for lp in self._by_loop if lp.is_closed()]:
-                del self._by_loop[old]
-            item = self._by_loop[loop] = self._factory()
+            with self._lock:
+                for old in [lp for lp in self._by_loop if lp.is_closed()]:
+                    del self._by_loop[old]
+                item = self._by_loop.get(loop)
+                if item is None:
+                    item = self._by_loop[loop] = self._factory()
         return item
 
     def pop(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> Optional[_T]:
