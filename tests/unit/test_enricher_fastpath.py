@@ -239,28 +239,25 @@ def test_trusted_constructor_gives_independent_instances() -> None:
     assert second.source == "t" and first.model_fields_set is not second.model_fields_set
 
 
-class TwoEntityClient:
-    """A user and an organisation that both have a feature called ``tier``."""
+class PerEntityClient:
+    """One :class:`AgedClient` per entity type."""
 
-    def __init__(self, values: Dict[str, str], ages: Dict[str, float]) -> None:
-        self.values = values
-        self.ages = ages
+    def __init__(self, clients: Dict[str, AgedClient]) -> None:
+        self.clients = clients
 
     def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
-        return FeatureVector.from_ages(
-            entity_id,
-            entity_type,
-            "t",
-            {"tier": self.values[entity_type]},
-            {"tier": self.ages[entity_type]},
-            datetime.now(timezone.utc),
-        )
+        return self.clients[entity_type].get_features(entity_id, entity_type, names)
 
 
 def test_max_freshness_follows_the_kept_line_when_names_repeat_across_entities() -> None:
-    client = TwoEntityClient(
-        {"user": "gold", "organization": "platinum enterprise tier, long " * 3},
-        {"user": 90.0, "organization": 5.0},
+    # a user and an organisation that both have a feature called ``tier``
+    client = PerEntityClient(
+        {
+            "user": AgedClient({"tier": "gold"}, {"tier": 90.0}),
+            "organization": AgedClient(
+                {"tier": "platinum enterprise tier, long " * 3}, {"tier": 5.0}
+            ),
+        }
     )
     cfg = EnricherConfig(
         enabled_task_types=["t"],
