@@ -40,6 +40,23 @@ def test_every_export_resolves() -> None:
     assert set(asahi_features.__all__) <= set(dir(asahi_features))
 
 
+def test_all_is_every_lazy_export_and_type_checkers_see_them(tmp_path: Path) -> None:
+    assert set(asahi_features.__all__) == {*asahi_features._EXPORTS, "__version__"}
+    user_code = tmp_path / "user_code.py"
+    user_code.write_text(
+        "from asahi_features import FeastClient, GuardedClient, build_sample_repo\n"
+        "def guard(client: FeastClient) -> GuardedClient:\n"
+        "    return GuardedClient(client)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(user_code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         asahi_features.nope  # noqa: B018
