@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs notebooks/build_notebooks.py
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src tests
+	$(BIN)/mypy src tests benchmarks examples
 
 unit: $(STAMP)
 	$(BIN)/pytest --nbmake tests notebooks --cov --cov-report=term-missing:skip-covered --cov-fail-under=90

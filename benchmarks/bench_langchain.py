@@ -99,7 +99,9 @@ def main() -> int:
 
         # -- part 1: invoke ---------------------------------------------------------
         lam_str = RunnableLambda(enricher.enrich)
-        lam_dict = RunnableLambda(lambda d: enricher.enrich(**d))
+        lam_dict: RunnableLambda[Dict[str, Any], Any] = RunnableLambda(
+            lambda d: enricher.enrich(**d)
+        )
         times = interleave(
             {
                 "runnable": lambda i: runnable.invoke(PROMPT),
@@ -138,7 +140,9 @@ def main() -> int:
             config,
         )
         mem_runnable = FeatureEnrichmentRunnable(memory)
-        mem_lambda = RunnableLambda(lambda d: memory.enrich(**d))
+        mem_lambda: RunnableLambda[Dict[str, Any], Any] = RunnableLambda(
+            lambda d: memory.enrich(**d)
+        )
         times = interleave(
             {
                 "runnable": lambda i: mem_runnable.invoke(row(i)),

@@ -4,7 +4,7 @@ in-memory client, and the sample repository's feature lists and references."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 from asahi_features.models import FeatureVector
 from asahi_features.sample_repo import SAMPLE_VIEWS
@@ -18,7 +18,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
 
 
 def interleave(
-    variants: Dict[str, Callable[[int], Any]], rounds: int, block: int, warmup: int = 20
+    variants: Mapping[str, Callable[[int], Any]], rounds: int, block: int, warmup: int = 20
 ) -> Dict[str, List[float]]:
     """Time every call of every variant, in blocks, alternating; seconds per call.
 

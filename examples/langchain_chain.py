@@ -22,7 +22,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from langchain_core.language_models import BaseChatModel, SimpleChatModel
 from langchain_core.messages import BaseMessage
@@ -53,7 +53,13 @@ class ProfileAwareFakeChat(SimpleChatModel):
     def _llm_type(self) -> str:
         return "profile-aware-fake"
 
-    def _call(self, messages: List[BaseMessage], stop: Any = None, **kwargs: Any) -> str:
+    def _call(
+        self,
+        messages: List[BaseMessage],
+        stop: Optional[List[str]] = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> str:
         text = "\n".join(str(m.content) for m in messages)
         for tier in ("platinum", "gold", "silver", "bronze", "free"):
             if f"Customer tier: {tier}" in text:
@@ -117,7 +123,7 @@ def main() -> None:
         {"configurable": {"user_id": user_id(n)}, "callbacks": [handler]} for n in range(3, 8)
     ]
     answers = chain.batch(["Which plan should I pick?"] * 5, configs)
-    print("batch of 5                ->", [a.content[:24] + "..." for a in answers])
+    print("batch of 5                ->", [str(a.content)[:24] + "..." for a in answers])
 
     # 4. a quality score for one run lands on its enrichment.
     run_id = uuid.uuid4()

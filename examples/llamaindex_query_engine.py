@@ -25,6 +25,7 @@ from typing import Any, List
 
 from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.chat_engine.types import ChatMode
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.evaluation import BatchEvalRunner, SemanticSimilarityEvaluator
 from llama_index.core.llms import MockLLM
@@ -105,11 +106,11 @@ async def main() -> None:
         with feature_context(user_id=first) as request:
             response = engine.query("What should I buy next?")
         print("=== prompt received by the LLM (MockLLM echoes it) ===")
-        print(response.response)
+        print(str(response))
         print("reason:", request.last_result.reason.value if request.last_result else None)
 
         # 2. a context chat engine shares the same postprocessor
-        chat = index.as_chat_engine(chat_mode="context", node_postprocessors=[post])
+        chat = index.as_chat_engine(chat_mode=ChatMode.CONTEXT, node_postprocessors=[post])
         with feature_context(user_id="u_0002", task_type="general"):
             reply = chat.chat("Hi! Anything for me?")
         print("\n=== chat engine: feature lines in the prompt ===")
@@ -133,8 +134,11 @@ async def main() -> None:
         # 4. evaluate the answers and record the scores as quality in the monitor
         runner = BatchEvalRunner({"similarity": SemanticSimilarityEvaluator(BagOfWordsEmbedding())})
         references = ["purchase history browsing preferences budget demographics"] * len(users)
+        # LlamaIndex annotates ``reference`` as a dict but reads it per response, as a list
         results = await runner.aevaluate_responses(
-            queries=queries, responses=responses, reference=references
+            queries=queries,
+            responses=responses,  # type: ignore[arg-type]
+            reference=references,  # type: ignore[arg-type]
         )
         record = handler.record_evaluation(results, queries=queries)
         print(f"recorded {record.recorded} quality scores ({record.unmatched} unmatched)")
