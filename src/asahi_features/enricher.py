@@ -866,13 +866,14 @@ class FeatureEnricher:
         else:
             text = ""  # context lines alone never make an enrichment
             reason = self._reason_not_enriched(counts, failed, bool(dropped_budget))
-        return {
+        return {  # in the model's field order (model_dump follows this dict)
             "original_prompt": request.prompt,
             "enriched_prompt": text + request.prompt if text else request.prompt,
             "features_used": used,
             "feature_tokens_added": tokens if text else 0,
-            "enrichment_latency_ms": 0.0,
+            "enrichment_latency_ms": 0.0,  # set by _finish
             "features_available": bool(used),
+            "enrichment_id": "",  # set by _finish
             "task_type": request.task_type,
             "reason": reason,
             "feature_context": text,
@@ -881,10 +882,10 @@ class FeatureEnricher:
             "dropped_stale": dropped_stale,
             "dropped_budget": dropped_budget,
             "dropped_policy": dropped_policy,
+            "held_out": False,
             "store_attempted": True,
             "store_failed": failed,
             "max_freshness_seconds": max_age if used else 0.0,
-            "held_out": False,
             "created_at": datetime.now(timezone.utc),
         }
 
@@ -911,27 +912,28 @@ class FeatureEnricher:
         self, plan: _Plan, reason: EnrichmentReason, *, held_out: bool = False
     ) -> Dict[str, Any]:
         request = plan.request
-        return dict(
-            original_prompt=request.prompt,
-            enriched_prompt=request.prompt,
-            features_used=[],
-            feature_tokens_added=0,
-            enrichment_latency_ms=0.0,
-            features_available=False,
-            task_type=request.task_type,
-            reason=reason,
-            held_out=held_out,
-            missing_entities=list(plan.missing_entities),
-            feature_context="",
-            entity_status={},
-            dropped_stale=[],
-            dropped_budget=[],
-            dropped_policy=[],
-            store_attempted=False,
-            store_failed=False,
-            max_freshness_seconds=0.0,
-            created_at=utc_now(),
-        )
+        return {  # in the model's field order, like _result
+            "original_prompt": request.prompt,
+            "enriched_prompt": request.prompt,
+            "features_used": [],
+            "feature_tokens_added": 0,
+            "enrichment_latency_ms": 0.0,
+            "features_available": False,
+            "enrichment_id": "",
+            "task_type": request.task_type,
+            "reason": reason,
+            "feature_context": "",
+            "entity_status": {},
+            "missing_entities": list(plan.missing_entities),
+            "dropped_stale": [],
+            "dropped_budget": [],
+            "dropped_policy": [],
+            "held_out": held_out,
+            "store_attempted": False,
+            "store_failed": False,
+            "max_freshness_seconds": 0.0,
+            "created_at": utc_now(),
+        }
 
 
 def build_enricher(

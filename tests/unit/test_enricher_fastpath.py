@@ -210,7 +210,8 @@ def test_every_result_path_fills_every_field_and_validates(enricher: FeatureEnri
     reasons = {r.reason.value for r in results}
     assert {"enriched", "entity_missing", "no_identity", "task_not_enabled"} <= reasons
     for result in results:
-        assert set(result.__dict__) == set(EnrichmentResult.model_fields)
+        assert list(result.__dict__) == list(EnrichmentResult.model_fields)
+        assert list(result.model_dump()) == list(EnrichmentResult.model_fields)
         assert result.model_fields_set == set(EnrichmentResult.model_fields)
         assert EnrichmentResult.model_validate(result.model_dump()) == result
     assert len({r.enrichment_id for r in results}) == len(results)
