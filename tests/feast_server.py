@@ -15,16 +15,14 @@ Example::
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Optional
 
-from tests.servers import free_port, port_open, start_process, stop_process, wait_for
+from tests.servers import ServerProcess, start_process, wait_for
 
 __all__ = ["FEAST", "FeastServe", "FeastServeMissing"]
 
@@ -35,7 +33,7 @@ class FeastServeMissing(RuntimeError):
     """The ``feast`` binary is not installed next to the interpreter (pip install feast)."""
 
 
-class FeastServe:
+class FeastServe(ServerProcess):
     """One ``feast serve`` process for ``repo`` on a fixed loopback port.
 
     Args:
@@ -45,6 +43,8 @@ class FeastServe:
         log: the log file (default: ``feast.log`` in a temporary directory).
         extra_args: more ``feast serve`` options (e.g. ``--max-requests 20``).
     """
+
+    start_timeout = 120.0
 
     def __init__(
         self,
@@ -62,41 +62,26 @@ class FeastServe:
             )
         self.binary = found
         self.repo = Path(repo)
-        self.port = port or free_port()
-        self.host = "127.0.0.1"
         self.extra_args = tuple(extra_args)
-        self._dir: Optional[Path] = None
+        workdir: Optional[Path] = None
         if log is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="asahi_feast_"))
-            log = self._dir / "feast.log"
+            workdir = Path(tempfile.mkdtemp(prefix="asahi_feast_"))
+            log = workdir / "feast.log"
+        super().__init__(port, workdir)
         self.log = Path(log)
-        self._proc: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def url(self) -> str:
         """``http://host:port``, the base URL of the feature server."""
         return f"http://{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> Optional[int]:
-        """The server's process id while it runs."""
-        proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the process is alive."""
-        return self._proc is not None and self._proc.poll() is None
-
-    def start(self, timeout: float = 120.0) -> FeastServe:
-        """Start the server (no-op when running) and wait until ``/health`` answers 200.
+    def _launch(self, timeout: float) -> None:
+        """Start ``feast serve`` and wait until ``/health`` answers 200.
 
         Raises:
             RuntimeError: the server exited while starting (the log tail is in the message).
             TimeoutError: it did not become healthy within ``timeout`` seconds.
         """
-        if self.running:
-            return self
         import httpx
 
         args = [str(self.binary), "serve", "-h", self.host, "-p", str(self.port)]
@@ -126,33 +111,3 @@ class FeastServe:
                 f"feast serve exited with {proc.returncode} (port {self.port}): "
                 f"{self.log.read_text(errors='replace')[-2000:]}"
             )
-        return self
-
-    def stop(self) -> None:
-        """Stop the server by its own pid (and process group)."""
-        if self._proc is not None:
-            stop_process(self._proc)
-            self._proc = None
-
-    def restart(self, timeout: float = 120.0) -> FeastServe:
-        """Stop and start again on the same port."""
-        self.stop()
-        wait_for(lambda: not port_open(self.port), timeout=10.0)
-        return self.start(timeout)
-
-    def close(self) -> None:
-        """Stop the server and remove its temporary directory (if it made one)."""
-        self.stop()
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> FeastServe:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
-    ) -> None:
-        self.close()

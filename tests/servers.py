@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Union
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Optional, Self, Union
 
 
 def free_port() -> int:
@@ -85,3 +88,70 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+
+
+class ServerProcess:
+    """The lifecycle every test server shares: one process on a fixed 127.0.0.1 port,
+    stopped by its own pid, restartable on the same port, and a working directory that
+    :meth:`close` removes. Subclasses implement :meth:`_launch`."""
+
+    host = "127.0.0.1"
+    start_timeout = 30.0
+    """Seconds :meth:`start` waits for the server by default."""
+
+    def __init__(self, port: Optional[int], workdir: Optional[Path]) -> None:
+        self.port = port or free_port()
+        self._dir = workdir
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's process id while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: Optional[float] = None) -> Self:
+        """Start the server (no-op when running) and wait until it serves."""
+        if not self.running:
+            self._launch(self.start_timeout if timeout is None else timeout)
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        """Start the process and wait until it serves (or raise, leaving it stopped)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop the server by its own pid (and process group)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc)
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+    def restart(self, timeout: Optional[float] = None) -> Self:
+        """Stop and start again on the same port."""
+        self.stop()
+        wait_for(lambda: not port_open(self.port), timeout=10.0)
+        return self.start(timeout)
+
+    def close(self) -> None:
+        """Stop the server and remove its working directory (if it made one)."""
+        self.stop()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()

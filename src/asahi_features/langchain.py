@@ -69,9 +69,12 @@ Evaluator = Union[Any, Callable[..., Any]]
 function of ``run`` (and optionally ``example``), or of the LangSmith argument names
 ``inputs`` / ``outputs`` / ``reference_outputs`` / ``run`` / ``example``."""
 
-_IDENTITY_KEYS = ("user_id", "organization_id", "task_type")
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _make_request = EnrichmentTuple._make
+
+
+def _configurable(config: Optional[RunnableConfig]) -> Mapping[str, Any]:
+    return (config or {}).get("configurable") or _NOTHING
 
 
 def _pick(configurable: Mapping[str, Any], given: Mapping[str, Any], key: str) -> Optional[str]:
@@ -103,32 +106,28 @@ class EnrichedPrompt(str):
         return (EnrichedPrompt, (str(self), self.enrichment))
 
 
+_IDENTITY_SPECS = (
+    ("user_id", "User ID", "Identity for user features (wins over the input's user_id)."),
+    (
+        "organization_id",
+        "Organization ID",
+        "Identity for organization features (wins over the input).",
+    ),
+    ("task_type", "Task type", "Task type that selects the features (wins over the input)."),
+)
+
+
 def _config_specs() -> List[ConfigurableFieldSpec]:
     return [
         ConfigurableFieldSpec(
-            id="user_id",
+            id=key,
             annotation=Optional[str],
-            name="User ID",
-            description="Identity for user features (wins over the input's user_id).",
+            name=name,
+            description=description,
             default=None,
             is_shared=True,
-        ),
-        ConfigurableFieldSpec(
-            id="organization_id",
-            annotation=Optional[str],
-            name="Organization ID",
-            description="Identity for organization features (wins over the input).",
-            default=None,
-            is_shared=True,
-        ),
-        ConfigurableFieldSpec(
-            id="task_type",
-            annotation=Optional[str],
-            name="Task type",
-            description="Task type that selects the features (wins over the input).",
-            default=None,
-            is_shared=True,
-        ),
+        )
+        for key, name, description in _IDENTITY_SPECS
     ]
 
 
@@ -205,8 +204,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     # -- input and output -------------------------------------------------------------
 
     def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentTuple:
-        configurable = (config or {}).get("configurable") or _NOTHING
-        return self._request_with(input, configurable)
+        return self._request_with(input, _configurable(config))
 
     def _request_with(self, input: Any, configurable: Mapping[str, Any]) -> EnrichmentTuple:
         """The request of one input, identity from ``configurable`` first."""
@@ -227,21 +225,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
                 "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
                 f"under {self.prompt_key!r}, got {type(input).__name__}"
             )
-        if configurable:
-            user_id = _pick(configurable, given, "user_id")
-            organization_id = _pick(configurable, given, "organization_id")
-            task_type = _pick(configurable, given, "task_type")
-        else:  # the usual batch: identity in the inputs
-            get = given.get
-            user_id = get("user_id")
-            if user_id is not None and type(user_id) is not str:
-                user_id = str(user_id)
-            organization_id = get("organization_id")
-            if organization_id is not None and type(organization_id) is not str:
-                organization_id = str(organization_id)
-            task_type = get("task_type")
-            if task_type is not None and type(task_type) is not str:
-                task_type = str(task_type)
+        user_id = _pick(configurable, given, "user_id")
+        organization_id = _pick(configurable, given, "organization_id")
+        task_type = _pick(configurable, given, "task_type")
         context = given.get("context")
         if context is not None:
             if not isinstance(context, Mapping):
@@ -323,7 +309,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         for i, (input, config) in enumerate(zip(inputs, configs, strict=True)):
             if config is not last_config:  # one shared config in the common case
                 last_config = config
-                configurable = (config or {}).get("configurable") or _NOTHING
+                configurable = _configurable(config)
             try:
                 add_request(self._request_with(input, configurable))
             except Exception as exc:
