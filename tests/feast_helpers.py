@@ -40,6 +40,7 @@ __all__ = [
     "FRESH_USER",
     "MISSING_USER",
     "PARTIAL_USER",
+    "PRODUCT",
     "STALE_ORG",
     "STALE_USER",
     "TEST_VIEWS",
@@ -55,6 +56,8 @@ PARTIAL_USER = "u_0013"
 MISSING_USER = "u_9999"
 STALE_ORG = "org_007"
 AMBIGUOUS_FEATURE = "loyalty_score"
+PRODUCT = ["purchase_history", "browsing", "budget_level", "preferences", "demographics"]
+"""The product_recommendation task's user features (the spec's headline example)."""
 
 TEST_VIEWS: Tuple[ViewSpec, ...] = (
     ViewSpec("user_scores", "user", (FieldSpec("loyalty_score", "float"),)),

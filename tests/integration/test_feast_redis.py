@@ -23,6 +23,7 @@ from tests.feast_helpers import (
     FRESH_USER,
     MISSING_USER,
     PARTIAL_USER,
+    PRODUCT,
     STALE_USER,
     CallCounter,
     add_feature_view,
@@ -31,7 +32,6 @@ from tests.feast_helpers import (
 from tests.redis_server import RedisServer
 
 USERS = 1000
-PRODUCT = ["purchase_history", "browsing", "budget_level", "preferences", "demographics"]
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from tests.feast_helpers import (
     FRESH_USER,
     MISSING_USER,
     PARTIAL_USER,
+    PRODUCT,
     STALE_ORG,
     STALE_USER,
     CallCounter,
@@ -30,7 +31,6 @@ from tests.feast_helpers import (
 )
 
 USERS = 1000
-PRODUCT = ["purchase_history", "browsing", "budget_level", "preferences", "demographics"]
 
 
 @pytest.fixture(scope="module")
