@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureStoreError": "asahi_features.errors",
     "FeatureStoreUnavailableError": "asahi_features.errors",
     "FeatureStoreTimeoutError": "asahi_features.errors",
+    "GuardOverloadedError": "asahi_features.errors",
     "FeatureStoreDataError": "asahi_features.errors",
     "TokenizerUnavailableError": "asahi_features.errors",
     # configuration
@@ -43,9 +44,9 @@ _EXPORTS: dict[str, str] = {
     "FeastClient": "asahi_features.stores.feast_store",
     "TectonClient": "asahi_features.stores.tecton",
     "HttpFeatureStore": "asahi_features.stores.http",
-    "GuardedClient": "asahi_features.stores.guarded",
-    "CircuitBreaker": "asahi_features.stores.breaker",
-    "BreakerState": "asahi_features.stores.breaker",
+    "GuardedClient": "asahi_features.guard",
+    "CircuitBreaker": "asahi_features.guard",
+    "BreakerState": "asahi_features.guard",
     "CustomBackend": "asahi_features.stores.custom",
     "build_sample_repo": "asahi_features.sample_repo",
     # enrichment and monitoring
@@ -99,6 +100,7 @@ __all__ = [
     "FeatureStoreTimeoutError",
     "FeatureStoreUnavailableError",
     "FeatureVector",
+    "GuardOverloadedError",
     "GuardedClient",
     "HttpFeatureStore",
     "LocalFeatureStore",
@@ -124,8 +126,10 @@ if TYPE_CHECKING:
         FeatureStoreError,
         FeatureStoreTimeoutError,
         FeatureStoreUnavailableError,
+        GuardOverloadedError,
         TokenizerUnavailableError,
     )
+    from .guard import BreakerState, CircuitBreaker, GuardedClient
     from .langchain import FeatureEnrichmentRunnable, FeatureMonitorCallbackHandler
     from .llama_index import (
         FeatureContextPostprocessor,
@@ -149,10 +153,8 @@ if TYPE_CHECKING:
         MonitorConfig,
     )
     from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
-    from .stores.breaker import BreakerState, CircuitBreaker
     from .stores.custom import CustomBackend
     from .stores.feast_store import FeastClient
-    from .stores.guarded import GuardedClient
     from .stores.http import HttpFeatureStore
     from .stores.local import LocalFeatureStore
     from .stores.tecton import TectonClient

@@ -122,7 +122,7 @@ def client_from_config(
 
     Args:
         config: a loaded configuration, its ``feature_store`` section, or a file path.
-        guarded: wrap the backend in :class:`~asahi_features.stores.guarded.GuardedClient`
+        guarded: wrap the backend in :class:`~asahi_features.guard.GuardedClient`
             (the default; pass ``False`` only to talk to the raw backend).
     """
     if isinstance(config, (str, Path)):
@@ -131,7 +131,7 @@ def client_from_config(
     backend = build_backend(settings)
     if not guarded:
         return backend
-    from .stores.guarded import GuardedClient
+    from .guard import GuardedClient
 
     return GuardedClient.from_settings(backend, settings)
 

@@ -75,6 +75,9 @@ _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
+
+_Group = Tuple[str, Tuple[str, ...], List[str]]
+"""(entity type, feature names, entity ids): one backend read of a request or batch."""
 """A finished plan's vectors (released); shared, never written to."""
 
 
@@ -255,7 +258,7 @@ class FeatureEnricher:
 
     Args:
         client: any :class:`~asahi_features.stores.base.FeatureStoreClient` (normally the
-            :class:`~asahi_features.stores.guarded.GuardedClient` from the config).
+            :class:`~asahi_features.guard.GuardedClient` from the config).
         config: the enricher settings (defaults: spec 3.3 and the task map of spec 3.5).
         monitor: optional :class:`EnrichmentGate` consulted before fetching and told about
             every result.
@@ -300,6 +303,13 @@ class FeatureEnricher:
         self._tokens = TokenCounter(self.config.encoding)
         self._tokens.encoding  # noqa: B018 - load the encoding now: fail early
         self._count_tokens: Callable[[str], int] = self._tokens.count
+        # A guard reads every group of a request concurrently under one deadline.
+        self._read_groups: Optional[Callable[[List[_Group]], Any]] = getattr(
+            client, "get_groups", None
+        )
+        self._aread_groups: Optional[Callable[[List[_Group]], Any]] = getattr(
+            client, "aget_groups", None
+        )
         self._policy = _PolicyMatcher(self.config.policy)
         self._prefixes: Dict[str, str] = {}
         self._headers: Dict[str, str] = {}
@@ -352,8 +362,7 @@ class FeatureEnricher:
         request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
         plan = self._plan(request, self._clock())
         if plan.done is None:
-            for entity_type, entity_id in plan.identities.items():
-                self._fetch_one(plan, entity_type, entity_id)
+            self._fetch([plan], single=True)
         return self._finish(plan)
 
     async def aenrich(
@@ -369,13 +378,7 @@ class FeatureEnricher:
         request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
         plan = self._plan(request, self._clock())
         if plan.done is None:
-            items = list(plan.identities.items())
-            vectors = await asyncio.gather(
-                *(self._afetch_guarded(plan, et, eid) for et, eid in items)
-            )
-            for (entity_type, _), vector in zip(items, vectors, strict=True):
-                if vector is not None:
-                    plan.vectors[entity_type] = vector
+            await self._afetch([plan], single=True)
         return self._finish(plan)
 
     def enrich_batch(
@@ -395,14 +398,7 @@ class FeatureEnricher:
         task_type, context)`` tuples (the framework adapters' fast path)."""
         started = self._clock()
         plans = [self._plan(r, started) for r in requests]
-        for (entity_type, names), ids in self._groups(plans).items():
-            try:
-                vectors = self.client.get_batch_features(ids, entity_type, list(names))
-            except Exception as exc:
-                self._on_fetch_error(exc, entity_type)
-                vectors = None
-            self._assign(plans, entity_type, names, ids, vectors)
-            del vectors
+        self._fetch(plans)
         return self._finish_all(plans)
 
     def _finish_all(self, plans: List[_Plan]) -> List[EnrichmentResult]:
@@ -427,19 +423,7 @@ class FeatureEnricher:
         """Async :meth:`enrich_requests`."""
         started = self._clock()
         plans = [self._plan(r, started) for r in requests]
-        groups = list(self._groups(plans).items())
-
-        async def fetch(entity_type: str, names: Tuple[str, ...], ids: List[str]) -> Any:
-            try:
-                return await aget_batch_features(self.client, ids, entity_type, list(names))
-            except Exception as exc:
-                self._on_fetch_error(exc, entity_type)
-                return None
-
-        results = await asyncio.gather(*(fetch(et, n, ids) for (et, n), ids in groups))
-        for ((entity_type, names), ids), vectors in zip(groups, results, strict=True):
-            self._assign(plans, entity_type, names, ids, vectors)
-        del results
+        await self._afetch(plans)
         return self._finish_all(plans)
 
     # -- planning --------------------------------------------------------------------
@@ -506,29 +490,77 @@ class FeatureEnricher:
             exc,
         )
 
-    def _fetch_one(self, plan: _Plan, entity_type: str, entity_id: str) -> None:
-        try:
-            plan.vectors[entity_type] = self.client.get_features(
-                entity_id, entity_type, list(plan.features.mapping[entity_type])
-            )
-        except Exception as exc:
-            self._on_fetch_error(exc, entity_type)
-            plan.failed = True
+    def _fetch(self, plans: List[_Plan], single: bool = False) -> None:
+        """Read every (entity type, feature list) group of ``plans`` and hand the vectors
+        to the plans. A guard reads all groups concurrently under one deadline."""
+        groups = self._groups(plans)
+        if not groups:
+            return
+        reader = self._read_groups
+        if reader is not None:
+            try:
+                results: List[Optional[Sequence[FeatureVector]]] = list(reader(groups))
+            except Exception as exc:
+                self._on_fetch_error(exc, groups[0][0])
+                results = [None] * len(groups)
+        else:
+            results = [self._read_one_group(group, single) for group in groups]
+        self._assign_all(plans, groups, results)
 
-    async def _afetch_guarded(
-        self, plan: _Plan, entity_type: str, entity_id: str
-    ) -> Optional[FeatureVector]:
+    def _read_one_group(self, group: _Group, single: bool) -> Optional[Sequence[FeatureVector]]:
+        entity_type, names, ids = group
+        client = self.client
         try:
-            return await aget_features(
-                self.client, entity_id, entity_type, list(plan.features.mapping[entity_type])
-            )
+            if single and len(ids) == 1:
+                return [client.get_features(ids[0], entity_type, list(names))]
+            return client.get_batch_features(ids, entity_type, list(names))
         except Exception as exc:
             self._on_fetch_error(exc, entity_type)
-            plan.failed = True
             return None
 
+    async def _afetch(self, plans: List[_Plan], single: bool = False) -> None:
+        """Async :meth:`_fetch`: groups are read concurrently, never blocking the loop."""
+        groups = self._groups(plans)
+        if not groups:
+            return
+        reader = self._aread_groups
+        if reader is not None:
+            try:
+                results: List[Optional[Sequence[FeatureVector]]] = list(await reader(groups))
+            except Exception as exc:
+                self._on_fetch_error(exc, groups[0][0])
+                results = [None] * len(groups)
+        else:
+            results = list(
+                await asyncio.gather(*(self._aread_one_group(g, single) for g in groups))
+            )
+        self._assign_all(plans, groups, results)
+
+    async def _aread_one_group(
+        self, group: _Group, single: bool
+    ) -> Optional[Sequence[FeatureVector]]:
+        entity_type, names, ids = group
+        client = self.client
+        try:
+            if single and len(ids) == 1:
+                return [await aget_features(client, ids[0], entity_type, list(names))]
+            return await aget_batch_features(client, ids, entity_type, list(names))
+        except Exception as exc:
+            self._on_fetch_error(exc, entity_type)
+            return None
+
+    def _assign_all(
+        self,
+        plans: List[_Plan],
+        groups: List[_Group],
+        results: List[Optional[Sequence[FeatureVector]]],
+    ) -> None:
+        for (entity_type, names, ids), vectors in zip(groups, results, strict=True):
+            self._assign(plans, entity_type, names, ids, vectors)
+
     @staticmethod
-    def _groups(plans: Sequence[_Plan]) -> Dict[Tuple[str, Tuple[str, ...]], List[str]]:
+    def _groups(plans: Sequence[_Plan]) -> List[_Group]:
+        """The (entity type, feature list, ids) groups of the plans, each id once."""
         # dicts as ordered sets: each id once, in first-seen order
         groups: Dict[Tuple[str, Tuple[str, ...]], Dict[str, None]] = {}
         for plan in plans:
@@ -541,7 +573,7 @@ class FeatureEnricher:
                 if ids is None:
                     ids = groups[group_key] = {}
                 ids[entity_id] = None
-        return {key: list(ids) for key, ids in groups.items()}
+        return [(et, names, list(ids)) for (et, names), ids in groups.items()]
 
     @staticmethod
     def _assign(

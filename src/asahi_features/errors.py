@@ -23,6 +23,7 @@ __all__ = [
     "FeatureStoreError",
     "FeatureStoreTimeoutError",
     "FeatureStoreUnavailableError",
+    "GuardOverloadedError",
     "TokenizerUnavailableError",
 ]
 
@@ -89,6 +90,18 @@ class FeatureStoreTimeoutError(FeatureStoreUnavailableError, TimeoutError):
 
 class FeatureStoreDataError(FeatureStoreUnavailableError):
     """The store answered, but with data that cannot be parsed (malformed file or body)."""
+
+
+class GuardOverloadedError(FeatureStoreUnavailableError):
+    """This process was too busy to read the store in time: the store was not judged.
+
+    Raised (or, with fallback, reported as :attr:`FeatureStatus.OVERLOADED`) when a read
+    never left this process before its deadline, because every worker was busy with
+    healthy calls or the event loop ran late. It subclasses
+    :class:`FeatureStoreUnavailableError` so that code handling unavailability keeps
+    working, but it never counts against the store: not in the circuit breaker, not in the
+    monitor's availability.
+    """
 
 
 class TokenizerUnavailableError(AsahiFeaturesError, RuntimeError):

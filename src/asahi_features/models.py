@@ -65,6 +65,9 @@ class FeatureStatus(str, Enum):
     """The store answered but has no row for this entity."""
     UNAVAILABLE = "unavailable"
     """The store was down or too slow and the guard fell back (``features`` is empty)."""
+    OVERLOADED = "overloaded"
+    """This process was too busy to read the store in time and the guard fell back
+    (``features`` is empty). Says nothing about the store's health."""
 
 
 class FeatureVector(BaseModel):
@@ -170,6 +173,9 @@ class EnrichmentReason(str, Enum):
     """The monitor's ``should_enrich`` said no (store failing, or enrichment not helping)."""
     NO_FEATURE_VALUES = "no_feature_values"
     """The entity exists but every requested feature is null."""
+    OVERLOADED = "overloaded"
+    """The process was too busy to read the store in time (every guard worker busy with
+    healthy calls, or the event loop running late): not a store failure."""
 
 
 class EnrichmentResult(BaseModel):

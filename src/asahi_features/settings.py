@@ -133,23 +133,46 @@ class FeatureStoreSettings(_Strict):
     local: Optional[LocalSettings] = None
 
     timeout_ms: float = Field(default=200, gt=0, le=600_000)
-    """Maximum wait for one feature fetch."""
+    """The deadline of one request: every feature fetch it makes (user, organization,
+    ...) runs concurrently inside it."""
     batch_timeout_ms: Optional[float] = Field(default=None, gt=0, le=600_000)
-    """Maximum wait for one batch fetch (unset: the larger of timeout_ms and 2000)."""
+    """A fixed deadline for requests of more than one entity id (unset: timeout_ms plus
+    batch_entity_timeout_ms for each id past the first)."""
+    batch_entity_timeout_ms: float = Field(default=1.0, ge=0, le=60_000)
+    """What each entity id past the first adds to a request's deadline (1,000 ids: +1 s)."""
     fallback_on_timeout: bool = True
     """Proceed without features when the store is slow or down (else raise)."""
-    breaker_failure_threshold: int = Field(default=5, ge=1)
-    """Consecutive failures that open the circuit breaker."""
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    """Share of failed backend reads in the breaker's window that opens it."""
+    breaker_slow_call_rate: float = Field(default=1.0, gt=0, le=1)
+    """Share of slow backend reads (longer than their deadline) that opens it."""
+    breaker_window: int = Field(default=20, ge=1, le=10_000)
+    """How many of the most recent backend reads the breaker judges."""
+    breaker_minimum_calls: int = Field(default=5, ge=1, le=10_000)
+    """Reads needed in the window before the breaker judges at all (at most breaker_window)."""
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
-    """How long the breaker stays open before one probe call is let through."""
+    """How long the breaker stays open before probe reads are let through."""
+    breaker_half_open_calls: int = Field(default=2, ge=1, le=1_000)
+    """Probe reads let through when half-open; they decide whether it closes."""
     max_workers: int = Field(default=8, ge=1, le=1024)
     """Worker threads the guard may use (and at most this many can hang)."""
+    max_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    """The most entity ids one coalesced backend read carries."""
     cache_ttl_seconds: float = Field(default=0.0, ge=0)
     """Keep fetched vectors this long (0 = no cache)."""
     cache_max_entries: int = Field(default=10_000, ge=1)
     """Most vectors the cache holds (least recently used evicted first)."""
     warning_interval_seconds: float = Field(default=60.0, ge=0)
     """At most one fallback WARNING per this interval; the rest are counted."""
+
+    @model_validator(mode="after")
+    def _breaker_window_holds_minimum(self) -> FeatureStoreSettings:
+        if self.breaker_minimum_calls > self.breaker_window:
+            raise ValueError(
+                f"breaker_minimum_calls ({self.breaker_minimum_calls}) must be at most "
+                f"breaker_window ({self.breaker_window})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _provider_section_present(self) -> FeatureStoreSettings:

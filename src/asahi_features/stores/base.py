@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Protocol, runtime_checkable
 
@@ -16,9 +18,28 @@ __all__ = [
     "FeatureStoreClient",
     "aget_batch_features",
     "aget_features",
+    "io_timeout",
     "missing_protocol_methods",
     "parse_timestamp",
+    "read_deadline",
 ]
+
+read_deadline: ContextVar[Optional[float]] = ContextVar("asahi_read_deadline", default=None)
+"""The ``time.monotonic()`` deadline of the guarded read in progress (``None`` outside one).
+
+The guard sets it around every backend call; backends with their own I/O timeouts
+(:func:`io_timeout`) follow it, so a batch given two seconds is not cut at 200 ms and a
+hung connection is not kept open long after every caller has stopped waiting.
+"""
+
+
+def io_timeout(default_seconds: float) -> float:
+    """Seconds an I/O call may take now: the time left before :data:`read_deadline`
+    (at least 1 ms), or ``default_seconds`` outside a guarded read."""
+    deadline = read_deadline.get()
+    if deadline is None:
+        return default_seconds
+    return max(deadline - time.monotonic(), 0.001)
 
 
 @runtime_checkable

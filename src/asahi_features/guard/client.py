@@ -1,0 +1,640 @@
+"""GuardedClient: one deadline per request, coalesced reads, a breaker and fallback.
+
+Whatever the backend does (hang forever, sleep, raise, return garbage), a guarded
+request returns by its deadline. Concurrent lookups of the same entity type and feature
+list are merged into backend batch reads (:mod:`.coalescer`); blocking backends run on a
+bounded pool of daemon threads (:mod:`.workers`), backends with native ``aget_*``
+coroutines run as tasks of the caller's event loop. The circuit breaker (:mod:`.breaker`)
+judges only the backend's own outcomes, and the cache (:mod:`.cache`) is optional.
+
+The sync and async paths share every step that does no I/O: :meth:`_prepare` (cache,
+breaker, the caller's lookups) and :meth:`_collect` (answers, fallback, errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+import weakref
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+from ..errors import (
+    AsahiFeaturesError,
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreTimeoutError,
+    FeatureStoreUnavailableError,
+    GuardOverloadedError,
+)
+from ..models import FeatureStatus, FeatureVector
+from ..stores.base import BaseFeatureStore, FeatureStoreClient, missing_protocol_methods
+from .breaker import BreakerState, CircuitBreaker
+from .cache import FeatureCache
+from .coalescer import Key, LoopCoalescer, ReadHooks, ThreadCoalescer, Waiter, wait_async
+from .workers import WorkerPool
+
+if TYPE_CHECKING:
+    from ..settings import FeatureStoreSettings
+
+__all__ = ["Group", "GuardedClient"]
+
+logger = logging.getLogger(__name__)
+
+_PASS_THROUGH = (FeatureConfigError, ConfigError)
+"""The caller's mistakes: never swallowed, never counted against the backend."""
+
+_MAX_ERROR_CHARS = 200
+
+_now = time.monotonic
+"""Real time for deadlines (the injectable clock is for the breaker, cache and logs)."""
+
+Group = Tuple[str, Sequence[str], Sequence[str]]
+"""``(entity_type, feature_names, entity_ids)``: one part of a request."""
+
+_COUNTERS = (
+    "requests",
+    "reads",
+    "lookups_coalesced",
+    "timeouts",
+    "unavailable",
+    "overloaded",
+    "fallbacks",
+    "config_errors",
+    "rejected_open",
+    "rejected_stuck",
+    "bad_vectors",
+    "cache_hits",
+    "cache_misses",
+)
+
+
+class _Prepared(NamedTuple):
+    """One request after the cache and the breaker: what is known, what must be read."""
+
+    groups: List[Tuple[str, Tuple[str, ...], List[str]]]
+    answers: List[List[Optional[FeatureVector]]]  # per group, aligned with its ids
+    waiter: Optional[Waiter]  # None when nothing needs the backend
+    lookups: List[Optional[int]]  # per group, its lookup's index in waiter.lookups
+    refused: Optional[FeatureStoreUnavailableError]  # the breaker is open
+
+
+class _Call:
+    """A plain call on a worker (the health check), waited for through a lock."""
+
+    __slots__ = ("deadline", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[], Any], deadline: float) -> None:
+        self.fn = fn
+        self.deadline = deadline
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # reported to the caller
+            self.error = exc
+        self.done.release()
+
+    def dropped(self) -> None:
+        self.error = FeatureStoreUnavailableError("the guarded client is closed")
+        self.done.release()
+
+
+def _has_native(client: object, name: str) -> bool:
+    """True when ``client.name`` is a coroutine function of its own.
+
+    ``BaseFeatureStore``'s default ``aget_*`` methods run the sync method with
+    :func:`asyncio.to_thread` (the loop's non-daemon, unbounded executor), so they do not
+    count as native: the guard uses its own bounded daemon workers for those.
+    """
+    attr = getattr(type(client), name, None)
+    if attr is None:
+        attr = getattr(client, name, None)
+        return attr is not None and inspect.iscoroutinefunction(attr)
+    if attr is getattr(BaseFeatureStore, name, None):
+        return False
+    return inspect.iscoroutinefunction(attr)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free description of a backend failure.
+
+    The library's own errors are written to be secret-free, so their message is kept
+    (shortened); for anything else only the exception type is reported.
+    """
+    if isinstance(exc, AsahiFeaturesError):
+        return _shorten(f"{type(exc).__name__}: {exc}")
+    return f"backend raised {type(exc).__name__}"
+
+
+def _shorten(text: str) -> str:
+    if len(text) > _MAX_ERROR_CHARS:
+        return text[: _MAX_ERROR_CHARS - 3] + "..."
+    return text
+
+
+class GuardedClient(BaseFeatureStore, ReadHooks):
+    """Wraps any :class:`FeatureStoreClient` so that no request can block inference.
+
+    * **One deadline per request**: :meth:`get_groups` reads every part of a request (the
+      user and the organisation of one prompt, the groups of a batch) concurrently under
+      one deadline. A request of ``n`` entity ids in all gets ``timeout_ms + (n - 1) x
+      batch_entity_timeout_ms`` (or ``batch_timeout_ms`` when set, for n > 1): a batch of 2
+      does not wait seconds on a hung store, a batch of 1,000 does not time out on a
+      healthy one. Backends with their own I/O timeouts (HTTP, Tecton) follow it.
+    * **Coalesced reads**: concurrent lookups of the same entity type and feature list,
+      from threads or coroutines, are merged into backend batch reads (at most
+      ``max_batch_size`` ids each); a lone request leaves at once. Answers are matched to
+      callers by ``entity_id``; a vector for an id that was not asked, a missing one or a
+      duplicate is bad data for that entity only.
+    * **Fallback**: with ``fallback_on_timeout`` a failed read yields empty vectors with
+      status ``UNAVAILABLE`` (the store failed) or ``OVERLOADED`` (this process was too
+      busy to send the read in time) and a rate-limited WARNING; without it the caller
+      gets :class:`FeatureStoreTimeoutError`, :class:`FeatureStoreUnavailableError` or
+      :class:`GuardOverloadedError`. :class:`FeatureConfigError` and :class:`ConfigError`
+      always propagate and never count against the backend.
+    * **Circuit breaker** (:class:`CircuitBreaker`): opens on the failure or slow-call
+      rate of the backend's recent reads, never on time spent queued in this process.
+    * **Bounded resources**: at most ``max_workers`` daemon threads; when every one is
+      stuck in a call past its deadline (the backend hangs), new reads fail at once.
+    * **Cache** (opt-in, ``cache_ttl_seconds > 0``): answers per (entity type, entity id,
+      feature list); hits return copies whose freshness keeps ageing.
+
+    Args:
+        client: the backend (anything with the three protocol methods).
+        timeout_ms: the deadline of one request (> 0).
+        batch_timeout_ms: a fixed deadline for requests of more than one id (> 0); ``None``
+            scales it with the size (above).
+        batch_entity_timeout_ms: what each id past the first adds to a request's deadline.
+        fallback_on_timeout: degrade to empty vectors instead of raising.
+        breaker_failure_rate: share of failed reads in the window that opens the breaker.
+        breaker_slow_call_rate: share of slow reads (longer than their deadline) that
+            opens it.
+        breaker_window: how many recent reads the breaker judges.
+        breaker_minimum_calls: reads needed in the window before it judges.
+        breaker_reset_seconds: how long it stays open before probing.
+        breaker_half_open_calls: probe reads let through when half-open.
+        max_workers: worker threads the guard may use (and at most this many can hang).
+        max_batch_size: the most ids one coalesced read carries.
+        cache_ttl_seconds: cache lifetime of a vector (0 = no cache).
+        cache_max_entries: cache size bound.
+        warning_interval_seconds: at most one fallback WARNING per interval.
+        clock: monotonic seconds for the breaker, cache and log rate limit (deadlines
+            always use real time).
+
+    Raises:
+        ValueError: an argument out of its range.
+        TypeError: ``client`` lacks one of the protocol methods.
+
+    Example:
+        >>> from asahi_features.stores.local import LocalFeatureStore
+        >>> guarded = GuardedClient(LocalFeatureStore("features.json"), timeout_ms=200)
+        >>> vector = guarded.get_features("u_1001", "user", ["tier"])  # doctest: +SKIP
+        >>> vector.status  # FOUND, MISSING, UNAVAILABLE or OVERLOADED  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        client: FeatureStoreClient,
+        *,
+        timeout_ms: float = 200,
+        batch_timeout_ms: Optional[float] = None,
+        batch_entity_timeout_ms: float = 1.0,
+        fallback_on_timeout: bool = True,
+        breaker_failure_rate: float = 0.5,
+        breaker_slow_call_rate: float = 1.0,
+        breaker_window: int = 20,
+        breaker_minimum_calls: int = 5,
+        breaker_reset_seconds: float = 30.0,
+        breaker_half_open_calls: int = 2,
+        max_workers: int = 8,
+        max_batch_size: int = 1000,
+        cache_ttl_seconds: float = 0.0,
+        cache_max_entries: int = 10_000,
+        warning_interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        missing = missing_protocol_methods(client)
+        if missing:
+            raise TypeError(
+                f"{type(client).__name__} is not a FeatureStoreClient: missing "
+                f"{', '.join(missing)} (needs get_features, get_batch_features, health_check)"
+            )
+        if not timeout_ms > 0:
+            raise ValueError(f"timeout_ms must be > 0, got {timeout_ms}")
+        if batch_timeout_ms is not None and not batch_timeout_ms > 0:
+            raise ValueError(f"batch_timeout_ms must be > 0 or None, got {batch_timeout_ms}")
+        if not batch_entity_timeout_ms >= 0:
+            raise ValueError(f"batch_entity_timeout_ms must be >= 0, got {batch_entity_timeout_ms}")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if cache_ttl_seconds < 0:
+            raise ValueError(f"cache_ttl_seconds must be >= 0, got {cache_ttl_seconds}")
+        if warning_interval_seconds < 0:
+            raise ValueError(
+                f"warning_interval_seconds must be >= 0, got {warning_interval_seconds}"
+            )
+        self.inner = client
+        self.source = str(getattr(client, "source", None) or "custom")
+        self.timeout_ms = float(timeout_ms)
+        self.batch_timeout_ms = None if batch_timeout_ms is None else float(batch_timeout_ms)
+        self.batch_entity_timeout_ms = float(batch_entity_timeout_ms)
+        self.fallback_on_timeout = fallback_on_timeout
+        self.warning_interval_seconds = float(warning_interval_seconds)
+        self._clock = clock
+        self.breaker = CircuitBreaker(
+            breaker_failure_rate,
+            slow_call_rate=breaker_slow_call_rate,
+            window=breaker_window,
+            minimum_calls=breaker_minimum_calls,
+            reset_seconds=breaker_reset_seconds,
+            half_open_calls=breaker_half_open_calls,
+            probe_seconds=max(self.timeout_ms / 1000.0, 1.0) * 10,
+            clock=clock,
+        )
+        self.cache: Optional[FeatureCache] = (
+            FeatureCache(cache_ttl_seconds, cache_max_entries, clock=clock)
+            if cache_ttl_seconds > 0
+            else None
+        )
+        self._pool = WorkerPool(max_workers)
+        self._threads = ThreadCoalescer(self, self.breaker, max_batch_size, self._fetch, self._pool)
+        self._native = _has_native(client, "aget_batch_features")
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCoalescer] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loops_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._counts: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self._warn_lock = threading.Lock()
+        self._last_warning: Optional[float] = None
+        self._suppressed_warnings = 0
+        self.max_batch_size = max_batch_size
+
+    @classmethod
+    def from_settings(
+        cls, client: FeatureStoreClient, settings: FeatureStoreSettings
+    ) -> GuardedClient:
+        """Wrap ``client`` with the guard keys of the ``feature_store:`` section."""
+        return cls(
+            client,
+            timeout_ms=settings.timeout_ms,
+            batch_timeout_ms=settings.batch_timeout_ms,
+            batch_entity_timeout_ms=settings.batch_entity_timeout_ms,
+            fallback_on_timeout=settings.fallback_on_timeout,
+            breaker_failure_rate=settings.breaker_failure_rate,
+            breaker_slow_call_rate=settings.breaker_slow_call_rate,
+            breaker_window=settings.breaker_window,
+            breaker_minimum_calls=settings.breaker_minimum_calls,
+            breaker_reset_seconds=settings.breaker_reset_seconds,
+            breaker_half_open_calls=settings.breaker_half_open_calls,
+            max_workers=settings.max_workers,
+            max_batch_size=settings.max_batch_size,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            cache_max_entries=settings.cache_max_entries,
+            warning_interval_seconds=settings.warning_interval_seconds,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"GuardedClient({self.inner!r}, timeout_ms={self.timeout_ms:g}, "
+            f"breaker={self.breaker.state.value})"
+        )
+
+    # -- deadlines ---------------------------------------------------------------------
+
+    def deadline_seconds(self, ids: int) -> float:
+        """The deadline, in seconds, of a request of ``ids`` entity ids in all."""
+        if ids > 1 and self.batch_timeout_ms is not None:
+            return self.batch_timeout_ms / 1000.0
+        return (self.timeout_ms + max(ids - 1, 0) * self.batch_entity_timeout_ms) / 1000.0
+
+    # -- hooks for the coalescer (no I/O) ------------------------------------------------
+
+    def budget(self, ids: int) -> float:
+        return self.deadline_seconds(ids)
+
+    def failed(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, _PASS_THROUGH):
+            self.count("config_errors")
+            return exc
+        self.count("unavailable")
+        if isinstance(exc, FeatureStoreUnavailableError):
+            if isinstance(exc, FeatureStoreTimeoutError):
+                return FeatureStoreTimeoutError(_describe(exc))
+            return exc
+        err = FeatureStoreUnavailableError(_describe(exc))
+        err.__cause__ = exc
+        return err
+
+    def succeeded(self, key: Key, ids: Sequence[str], vectors: Sequence[FeatureVector]) -> None:
+        if self.cache is not None:
+            self.cache.put_many(key[0], ids, key[1], vectors)
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self._counts[name] += n
+
+    def _fetch(self, ids: List[str], entity_type: str, names: List[str]) -> Any:
+        if len(ids) == 1:
+            return [self.inner.get_features(ids[0], entity_type, names)]
+        return self.inner.get_batch_features(ids, entity_type, names)
+
+    async def _afetch(self, ids: List[str], entity_type: str, names: List[str]) -> Any:
+        inner: Any = self.inner
+        return await inner.aget_batch_features(ids, entity_type, names)
+
+    def _loop_coalescer(self, loop: asyncio.AbstractEventLoop) -> LoopCoalescer:
+        coalescer = self._loops.get(loop)
+        if coalescer is None:
+            with self._loops_lock:
+                coalescer = self._loops.get(loop)
+                if coalescer is None:
+                    coalescer = LoopCoalescer(
+                        self, self.breaker, self.max_batch_size, self._afetch, loop
+                    )
+                    self._loops[loop] = coalescer
+        return coalescer
+
+    # -- the shared steps ----------------------------------------------------------------
+
+    def _prepare(
+        self, groups: Sequence[Group], loop: Optional[asyncio.AbstractEventLoop]
+    ) -> _Prepared:
+        """Cache hits, the breaker, and the caller's lookups for what is left (no I/O)."""
+        start = _now()
+        cache = self.cache
+        norm: List[Tuple[str, Tuple[str, ...], List[str]]] = []
+        answers: List[List[Optional[FeatureVector]]] = []
+        todo: List[Tuple[int, List[str]]] = []
+        total = 0
+        hits = misses = 0
+        for entity_type, names, ids in groups:
+            names_t = tuple(names)
+            id_list = list(ids)
+            norm.append((entity_type, names_t, id_list))
+            total += len(id_list)
+            if cache is None:
+                answers.append([None] * len(id_list))
+                wanted = id_list
+            else:
+                cached = cache.get_many(entity_type, id_list, names_t)
+                answers.append(cached)
+                wanted = [eid for eid, hit in zip(id_list, cached, strict=True) if hit is None]
+                hits += len(id_list) - len(wanted)
+                misses += len(wanted)
+            if wanted:
+                todo.append((len(norm) - 1, list(dict.fromkeys(wanted))))
+        with self._stats_lock:
+            counts = self._counts
+            counts["requests"] += 1
+            if cache is not None:
+                counts["cache_hits"] += hits
+                counts["cache_misses"] += misses
+        lookups: List[Optional[int]] = [None] * len(norm)
+        if not todo:
+            return _Prepared(norm, answers, None, lookups, None)
+        if self.breaker.state is BreakerState.OPEN:
+            self.count("rejected_open")
+            retry = self.breaker.snapshot()["retry_in_seconds"]
+            refused = FeatureStoreUnavailableError(
+                f"circuit breaker open (the store failed too often); retrying in {retry:.1f} s"
+            )
+            return _Prepared(norm, answers, None, lookups, refused)
+        waiter = Waiter(start + self.deadline_seconds(total), loop)
+        for index, wanted in todo:
+            entity_type, names_t, _ = norm[index]
+            lookups[index] = len(waiter.lookups)
+            waiter.add((entity_type, names_t), wanted)
+        return _Prepared(norm, answers, waiter, lookups, None)
+
+    def _collect(self, prepared: _Prepared) -> List[List[FeatureVector]]:
+        """Every group's vectors in input order; fallback or raise for what failed."""
+        out: List[List[FeatureVector]] = []
+        waiter = prepared.waiter
+        for index, (entity_type, _, ids) in enumerate(prepared.groups):
+            answers = prepared.answers[index]
+            position = prepared.lookups[index]
+            error: Optional[BaseException] = prepared.refused if position is None else None
+            by_id: Dict[str, Optional[FeatureVector]] = {}
+            if position is not None and waiter is not None:
+                lookup = waiter.lookups[position]
+                error = lookup.error
+                if lookup.vectors is not None:
+                    by_id = dict(zip(lookup.ids, lookup.vectors, strict=True))
+            vectors: List[FeatureVector] = []
+            for eid, known in zip(ids, answers, strict=True):
+                if known is None and error is None:
+                    known = by_id.get(eid)
+                    if known is None:
+                        known = self._bad_vector(eid, entity_type)
+                vectors.append(
+                    known if known is not None else self._fall_back(error, eid, entity_type)
+                )
+            out.append(vectors)
+        return out
+
+    def _bad_vector(self, entity_id: str, entity_type: str) -> FeatureVector:
+        return self._fall_back(
+            FeatureStoreUnavailableError(
+                "the store's answer had no usable vector for this entity (missing, "
+                "repeated, or of another entity type)"
+            ),
+            entity_id,
+            entity_type,
+        )
+
+    def _fall_back(
+        self, error: Optional[BaseException], entity_id: str, entity_type: str
+    ) -> FeatureVector:
+        if error is None:  # pragma: no cover - every unanswered id has an error
+            error = FeatureStoreUnavailableError("no answer")
+        if isinstance(error, _PASS_THROUGH) or not self.fallback_on_timeout:
+            raise error
+        overloaded = isinstance(error, GuardOverloadedError)
+        reason = _shorten(str(error))
+        self.count("fallbacks")
+        self._warn(reason, overloaded)
+        status = FeatureStatus.OVERLOADED if overloaded else FeatureStatus.UNAVAILABLE
+        return FeatureVector.empty(entity_id, entity_type, self.source, status, error=reason)
+
+    def _warn(self, reason: str, overloaded: bool) -> None:
+        now = self._clock()
+        with self._warn_lock:
+            last = self._last_warning
+            if last is not None and now - last < self.warning_interval_seconds:
+                self._suppressed_warnings += 1
+                return
+            suppressed = self._suppressed_warnings
+            self._last_warning = now
+            self._suppressed_warnings = 0
+        extra = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
+        what = "this process is overloaded" if overloaded else "unavailable"
+        logger.warning(
+            "feature store %r %s, proceeding without features: %s%s",
+            self.source,
+            what,
+            reason,
+            extra,
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get_groups(self, groups: Sequence[Group]) -> List[List[FeatureVector]]:
+        """Read every group of one request concurrently, under one deadline.
+
+        Args:
+            groups: ``(entity_type, feature_names, entity_ids)`` triples.
+
+        Returns:
+            Per group, one vector per id in input order.
+
+        Raises:
+            FeatureConfigError: unknown features or entity type (never swallowed).
+            FeatureStoreUnavailableError: the store failed, timed out (a
+                :class:`FeatureStoreTimeoutError`) or the breaker is open, or this process
+                was overloaded (a :class:`GuardOverloadedError`); only without fallback.
+        """
+        prepared = self._prepare(groups, None)
+        waiter = prepared.waiter
+        if waiter is not None:
+            self._threads.submit(waiter)
+            self._threads.wait(waiter)
+        return self._collect(prepared)
+
+    async def aget_groups(self, groups: Sequence[Group]) -> List[List[FeatureVector]]:
+        """Async :meth:`get_groups`: never blocks the event loop."""
+        loop = asyncio.get_running_loop()
+        prepared = self._prepare(groups, loop)
+        waiter = prepared.waiter
+        if waiter is not None:
+            coalescer = self._loop_coalescer(loop) if self._native else self._threads
+            coalescer.submit(waiter)
+            await wait_async(coalescer, waiter)
+        return self._collect(prepared)
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Features of one entity within ``timeout_ms`` (see :meth:`get_groups`)."""
+        return self.get_groups(((entity_type, feature_names, (entity_id,)),))[0][0]
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """One vector per id, in input order, within the request deadline of ``len(ids)``
+        ids (see :meth:`get_groups`)."""
+        if not entity_ids:
+            return []
+        return self.get_groups(((entity_type, feature_names, entity_ids),))[0]
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        """Async :meth:`get_features`."""
+        return (await self.aget_groups(((entity_type, feature_names, (entity_id,)),)))[0][0]
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        """Async :meth:`get_batch_features`."""
+        if not entity_ids:
+            return []
+        return (await self.aget_groups(((entity_type, feature_names, entity_ids),)))[0]
+
+    def health_check(self) -> bool:
+        """True when the backend says healthy within ``timeout_ms`` (False otherwise).
+
+        Runs on a worker (so it is bounded too) but neither consults nor feeds the breaker.
+        """
+        deadline = _now() + self.timeout_ms / 1000.0
+        call = _Call(self.inner.health_check, deadline)
+        if self._pool.all_stuck():
+            return False
+        self._pool.submit(call)
+        remaining = deadline - _now()
+        if not call.done.acquire(timeout=max(remaining, 0.0)):
+            self._pool.cancel(call)
+            return False
+        return call.error is None and call.result is True
+
+    # -- the rest ------------------------------------------------------------------------
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters since construction, pool usage and the breaker snapshot (JSON-ready).
+
+        ``requests`` counts guarded requests (a batch or a multi-group request is one);
+        ``reads`` the backend calls made for them and ``lookups_coalesced`` the lookups
+        that rode along in another's read. ``timeouts`` counts lookups that ran out of
+        time because of the store, ``overloaded`` those that never left this process in
+        time (not the store's fault), ``unavailable`` reads that failed, ``fallbacks``
+        empty vectors returned instead of raising, ``rejected_open`` requests refused by
+        the open breaker, ``rejected_stuck`` reads refused because every worker was stuck
+        in a call past its deadline, ``bad_vectors`` unusable vectors in answers.
+        """
+        with self._stats_lock:
+            out: Dict[str, Any] = dict(self._counts)
+        pool = self._pool
+        out["busy_workers"] = pool.busy
+        out["workers"] = pool.size
+        out["max_workers"] = pool.max_workers
+        out["queued_reads"] = pool.queued
+        out["waiting"] = self._threads.waiting + sum(c.waiting for c in list(self._loops.values()))
+        out["cache_entries"] = len(self.cache) if self.cache is not None else 0
+        out["suppressed_warnings"] = self._suppressed_warnings
+        out["breaker"] = self.breaker.snapshot()
+        return out
+
+    def list_features(self, entity_type: Optional[str] = None) -> Dict[str, List[str]]:
+        """Delegates to the backend's ``list_features`` (not guarded by the deadline).
+
+        Raises:
+            NotImplementedError: the backend cannot list its features.
+        """
+        lister = getattr(self.inner, "list_features", None)
+        if lister is None:
+            raise NotImplementedError(f"{type(self.inner).__name__} cannot list its features")
+        result: Dict[str, List[str]] = lister(entity_type)
+        return result
+
+    def close(self) -> None:
+        """Stop idle workers and close the backend, waiting at most about one deadline.
+
+        Workers stuck in a hung call exit when it returns (they are daemon threads, so
+        they never hold up interpreter exit). Later reads fail as unavailable.
+        """
+        self._threads.close()
+        for coalescer in list(self._loops.values()):
+            coalescer.close()
+        self._pool.close()
+        closer = getattr(self.inner, "close", None)
+        if not callable(closer):
+            return
+        thread = threading.Thread(target=self._close_inner, args=(closer,), daemon=True)
+        thread.start()
+        thread.join(max(self.timeout_ms / 1000.0, 1.0))
+        if thread.is_alive():
+            logger.warning("closing feature store %r did not finish in time", self.source)
+
+    @staticmethod
+    def _close_inner(closer: Callable[[], Any]) -> None:
+        try:
+            closer()
+        except Exception as exc:  # closing is best effort
+            logger.warning("closing the feature store failed: %s", _describe(exc))

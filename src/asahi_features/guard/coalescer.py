@@ -1,0 +1,703 @@
+"""Coalesced reads: concurrent lookups of one entity type and feature list share backend calls.
+
+The DataLoader pattern. Lookups are keyed by ``(entity_type, feature names)``. While a
+read of a key is in flight, new lookups of that key wait in its queue; when the read
+ends, the waiting lookups leave together as the next read (up to ``max_batch_size`` ids).
+A lone lookup finds nothing in flight and leaves at once: it waits for nothing extra.
+Answers are matched back to lookups by ``entity_id``, never by position.
+
+Each caller is a :class:`Waiter` with one deadline for all its lookups (the user and the
+organisation lookups of one request, the groups of one batch). At its deadline a caller
+stops waiting (:meth:`Coalescer.give_up`); the reason it is given depends on where its
+lookups were:
+
+* in a read the backend was running: the backend was too slow (a timeout);
+* still in this process, while the backend was misbehaving (the read ahead of it had
+  overrun its own budget, or every worker was stuck in a call past its deadline): also
+  the backend's fault, but not counted against it a second time;
+* still in this process otherwise: the process was overloaded
+  (:class:`~asahi_features.errors.GuardOverloadedError`), never the backend's fault.
+
+When the last caller of a running read stops waiting, the read is *abandoned*: it counts
+once as a backend timeout, its key is free for the next read, and its late answer (if it
+ever comes) is discarded. Two launchers share every step above: :class:`ThreadCoalescer`
+runs reads on the bounded daemon :class:`~asahi_features.guard.workers.WorkerPool`
+(blocking backends, and sync callers), :class:`LoopCoalescer` runs them as tasks on one
+event loop (backends with native ``aget_*`` coroutines).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import (
+    FeatureStoreDataError,
+    FeatureStoreTimeoutError,
+    FeatureStoreUnavailableError,
+    GuardOverloadedError,
+)
+from ..models import FeatureVector
+from ..stores.base import read_deadline
+from .breaker import CircuitBreaker, Permit
+from .workers import WorkerPool
+
+__all__ = ["Coalescer", "Lookup", "LoopCoalescer", "ReadHooks", "ThreadCoalescer", "Waiter"]
+
+_now = time.monotonic
+
+Key = Tuple[str, Tuple[str, ...]]
+"""(entity type, feature names)."""
+
+_QUEUED, _RUNNING, _DONE = 0, 1, 2
+
+
+class ReadHooks:
+    """What the coalescer needs from the guard: budgets, classification and counters."""
+
+    def budget(self, ids: int) -> float:
+        """Seconds a healthy read of ``ids`` entities may take."""
+        raise NotImplementedError
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """The error a backend exception becomes for the callers."""
+        raise NotImplementedError
+
+    def succeeded(self, key: Key, ids: Sequence[str], vectors: Sequence[FeatureVector]) -> None:
+        """A read answered (to fill the cache)."""
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to one of the guard's counters."""
+
+
+class Waiter:
+    """One caller waiting for its lookups until one deadline.
+
+    Woken, never polled: a sync caller through a held lock, an async caller through a
+    future of its event loop.
+    """
+
+    __slots__ = ("deadline", "future", "left", "lock", "lookups", "loop")
+
+    def __init__(self, deadline: float, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+        self.deadline = deadline
+        self.lookups: List[Lookup] = []
+        self.left = 0
+        self.loop = loop
+        self.lock: Optional[threading.Lock] = None
+        self.future: Optional[asyncio.Future[None]] = None
+        if loop is None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+        else:
+            self.future = loop.create_future()
+
+    def add(self, key: Key, ids: List[str]) -> Lookup:
+        """A lookup of ``ids`` (unique) under ``key`` for this caller."""
+        lookup = Lookup(key, ids, self)
+        self.lookups.append(lookup)
+        self.left += 1
+        return lookup
+
+
+class Lookup:
+    """Some entity ids of one key, for one caller; ends with ``vectors`` or ``error``.
+
+    ``vectors`` is aligned with ``ids``; an entry is ``None`` when the backend's answer
+    had no vector for that id (or two, or one of another entity type).
+    """
+
+    __slots__ = ("error", "ids", "key", "read", "state", "vectors", "waiter")
+
+    def __init__(self, key: Key, ids: List[str], waiter: Waiter) -> None:
+        self.key = key
+        self.ids = ids
+        self.waiter = waiter
+        self.state = _QUEUED
+        self.read: Optional[_Read] = None
+        self.vectors: Optional[List[Optional[FeatureVector]]] = None
+        self.error: Optional[BaseException] = None
+
+
+class _KeyState:
+    __slots__ = ("pending", "read")
+
+    def __init__(self) -> None:
+        self.read: Optional[_Read] = None  # queued or running; None when the key is free
+        self.pending: Deque[Lookup] = deque()
+
+
+class _Read:
+    """One backend call for some lookups of one key (also a worker :class:`Job`)."""
+
+    __slots__ = (
+        "abandoned",
+        "budget",
+        "coalescer",
+        "deadline",
+        "ids",
+        "key",
+        "lookups",
+        "permit",
+        "size",
+        "started_at",
+        "state",
+        "task",
+    )
+
+    def __init__(self, coalescer: Coalescer, key: Key) -> None:
+        self.coalescer = coalescer
+        self.key = key
+        self.lookups: List[Lookup] = []
+        self.size = 0
+        self.deadline = 0.0
+        self.state = _QUEUED
+        self.abandoned = False
+        self.started_at = 0.0
+        self.budget = 0.0
+        self.ids: List[str] = []
+        self.permit: Optional[Permit] = None
+        self.task: Optional[asyncio.Task[None]] = None
+
+    def join(self, lookup: Lookup) -> None:
+        lookup.read = self
+        self.lookups.append(lookup)
+        self.size += len(lookup.ids)
+        if lookup.waiter.deadline > self.deadline:
+            self.deadline = lookup.waiter.deadline
+
+    # -- as a worker job (ThreadCoalescer) ------------------------------------------
+
+    def run(self) -> Optional[_Read]:
+        coalescer = self.coalescer
+        assert isinstance(coalescer, ThreadCoalescer)
+        ids = coalescer.begin(self)
+        if ids is None:
+            return coalescer.take_next(self)
+        token = read_deadline.set(self.started_at + self.budget)
+        try:
+            result = coalescer.fetch(ids, self.key[0], list(self.key[1]))
+        except BaseException as exc:  # reported to the callers
+            return coalescer.complete(self, None, exc)
+        finally:
+            read_deadline.reset(token)
+        return coalescer.complete(self, result, None)
+
+    def dropped(self) -> None:
+        self.coalescer.fail_read(self, FeatureStoreUnavailableError("the guarded client is closed"))
+
+
+def _wake_futures(futures: List[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _wake(waiters: List[Waiter], on_loop: Optional[asyncio.AbstractEventLoop]) -> None:
+    """Wake finished callers: sync ones directly, async ones on their own loop."""
+    by_loop: Dict[asyncio.AbstractEventLoop, List[asyncio.Future[None]]] = {}
+    for waiter in waiters:
+        lock = waiter.lock
+        if lock is not None:
+            with contextlib.suppress(RuntimeError):  # already released by a racing path
+                lock.release()
+            continue
+        loop = waiter.loop
+        assert loop is not None and waiter.future is not None
+        by_loop.setdefault(loop, []).append(waiter.future)
+    for loop, futures in by_loop.items():
+        if loop is on_loop:
+            _wake_futures(futures)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_wake_futures, futures)
+
+
+def _match(
+    ids: Sequence[str], entity_type: str, result: Any
+) -> Tuple[Dict[str, FeatureVector], int]:
+    """Index a backend answer by entity id; also how many vectors were unusable.
+
+    Raises:
+        FeatureStoreDataError: the answer is not a list of FeatureVectors.
+    """
+    if isinstance(result, FeatureVector) and len(ids) == 1:
+        result = [result]
+    if not isinstance(result, (list, tuple)):
+        raise FeatureStoreDataError(
+            f"backend returned {type(result).__name__} for a read, expected a list of "
+            "FeatureVectors"
+        )
+    by_id: Dict[str, FeatureVector] = {}
+    repeated: set[str] = set()
+    wanted = set(ids)
+    bad = 0
+    for vector in result:
+        if not isinstance(vector, FeatureVector):
+            raise FeatureStoreDataError(
+                f"backend returned a {type(vector).__name__} in a read, expected FeatureVectors"
+            )
+        eid = vector.entity_id
+        if eid not in wanted or vector.entity_type != entity_type:
+            bad += 1
+        elif eid in by_id:
+            repeated.add(eid)
+        else:
+            by_id[eid] = vector
+    for eid in repeated:  # two answers for one entity: trust neither
+        del by_id[eid]
+        bad += 1
+    return by_id, bad + sum(1 for eid in wanted if eid not in by_id and eid not in repeated)
+
+
+class Coalescer:
+    """Merges concurrent lookups per key into reads; subclasses launch the reads.
+
+    Args:
+        hooks: the guard's budgets, error classification and counters.
+        breaker: consulted once per read; told the read's outcome once.
+        max_batch_size: the most entity ids one read carries (a single lookup larger than
+            this still leaves whole, alone).
+    """
+
+    def __init__(self, hooks: ReadHooks, breaker: CircuitBreaker, max_batch_size: int) -> None:
+        self._hooks = hooks
+        self._breaker = breaker
+        self.max_batch_size = max_batch_size
+        self._lock = threading.Lock()
+        self._keys: Dict[Key, _KeyState] = {}
+        self._closed = False
+
+    # -- submitting and waiting -------------------------------------------------------
+
+    def submit(self, waiter: Waiter) -> None:
+        """Queue every lookup of ``waiter``; start the reads of keys that are free."""
+        to_launch: List[_Read] = []
+        with self._lock:
+            if self._closed:
+                closed: Optional[BaseException] = FeatureStoreUnavailableError(
+                    "the guarded client is closed"
+                )
+            else:
+                closed = None
+                for lookup in waiter.lookups:
+                    state = self._keys.get(lookup.key)
+                    if state is None:
+                        state = self._keys[lookup.key] = _KeyState()
+                    read = state.read
+                    if read is None:
+                        read = state.read = _Read(self, lookup.key)
+                        read.join(lookup)
+                        to_launch.append(read)
+                    elif (
+                        read.state == _QUEUED and read.size + len(lookup.ids) <= self.max_batch_size
+                    ):
+                        read.join(lookup)  # the read has not left yet: ride along
+                    else:
+                        state.pending.append(lookup)
+        if closed is not None:
+            self._finish_all(waiter, closed)
+            return
+        for read in to_launch:
+            self._launch(read)
+
+    def give_up(self, waiter: Waiter, cancelled: bool = False) -> None:
+        """The caller stops waiting: end its unfinished lookups with the right error.
+
+        ``cancelled``: the caller was cancelled (its read, if abandoned, says nothing
+        about the backend).
+        """
+        to_launch: List[_Read] = []
+        now = _now()
+        with self._lock:
+            for lookup in waiter.lookups:
+                if lookup.state == _DONE:
+                    continue
+                state = self._keys[lookup.key]
+                read = lookup.read
+                if lookup.state == _RUNNING:
+                    assert read is not None
+                    lookup.error = self._timed_out(read, now)
+                else:
+                    lookup.error = self._not_sent(state, now)
+                lookup.state = _DONE
+                waiter.left -= 1
+                if read is not None and all(m.state == _DONE for m in read.lookups):
+                    nxt = self._abandon(read, state, cancelled)
+                    if nxt is not None:
+                        to_launch.append(nxt)
+        for read in to_launch:
+            self._launch(read)
+
+    def _timed_out(self, read: _Read, now: float) -> BaseException:
+        self._hooks.count("timeouts")
+        return FeatureStoreTimeoutError(
+            f"no answer within the deadline (read of {read.size} ids running for "
+            f"{(now - read.started_at) * 1000:.0f} ms)"
+        )
+
+    def _not_sent(self, state: _KeyState, now: float) -> BaseException:
+        """Why a lookup that never reached the backend missed its deadline (lock held)."""
+        ahead = state.read
+        if ahead is not None and ahead.state == _RUNNING and now - ahead.started_at > ahead.budget:
+            self._hooks.count("timeouts")
+            return FeatureStoreTimeoutError(
+                f"queued behind a read that has run {(now - ahead.started_at) * 1000:.0f} ms, "
+                f"over its {ahead.budget * 1000:.0f} ms budget (the store is slow)"
+            )
+        if self._backend_stuck(now):
+            self._hooks.count("timeouts")
+            return FeatureStoreTimeoutError(
+                "every guard worker is stuck in a call past its deadline (the store hangs)"
+            )
+        self._hooks.count("overloaded")
+        return GuardOverloadedError(
+            "this process was too busy to send the read before the deadline (the store "
+            "was not judged); more max_workers, a longer timeout_ms or fewer concurrent "
+            "requests per process help"
+        )
+
+    def _backend_stuck(self, now: float) -> bool:
+        return False
+
+    def _abandon(self, read: _Read, state: _KeyState, cancelled: bool) -> Optional[_Read]:
+        """Nobody waits for ``read`` any more (lock held): count it, free its key."""
+        if read.state == _RUNNING and not read.abandoned:
+            read.abandoned = True
+            permit = read.permit
+            if permit is not None:
+                if cancelled:
+                    permit.release()
+                else:
+                    permit.failure(slow=True)
+            if read.task is not None:
+                read.task.cancel()
+        elif read.state == _QUEUED:
+            read.state = _DONE
+            self._unqueue(read)
+        if state.read is read:
+            state.read = None
+            return self._next_read(state)
+        return None
+
+    def _unqueue(self, read: _Read) -> None:
+        """A queued read lost all its callers (lock held)."""
+
+    def _next_read(self, state: _KeyState) -> Optional[_Read]:
+        """Form the key's next read from its queue (lock held), or ``None``."""
+        pending = state.pending
+        read: Optional[_Read] = None
+        while pending:
+            lookup = pending[0]
+            if lookup.state == _DONE:  # its caller gave up while it was queued
+                pending.popleft()
+                continue
+            if read is None:
+                read = _Read(self, lookup.key)
+            elif read.size + len(lookup.ids) > self.max_batch_size:
+                break
+            read.join(pending.popleft())
+        state.read = read
+        return read
+
+    # -- running a read ---------------------------------------------------------------
+
+    def begin(self, read: _Read) -> Optional[List[str]]:
+        """Start ``read``: the unique ids to fetch, or ``None`` when it must not run
+        (nobody waits for it any more, or the breaker refuses it)."""
+        refused = False
+        with self._lock:
+            if read.state != _QUEUED:
+                return None
+            live = [m for m in read.lookups if m.state == _QUEUED]
+            if not live:
+                read.state = _DONE
+                return None
+            ids = list(dict.fromkeys(eid for m in live for eid in m.ids))
+            budget = self._hooks.budget(len(ids))
+            permit = self._breaker.acquire(budget)
+            if permit is None:
+                refused = True
+            else:
+                read.permit = permit
+                read.state = _RUNNING
+                read.started_at = _now()
+                read.budget = budget
+                read.ids = ids
+                for member in live:
+                    member.state = _RUNNING
+        if refused:
+            self._hooks.count("rejected_open")
+            self.fail_read(read, FeatureStoreUnavailableError("circuit breaker open"))
+            return None
+        self._hooks.count("reads")
+        self._hooks.count("lookups_coalesced", len(live) - 1)
+        return ids
+
+    def complete(
+        self,
+        read: _Read,
+        result: Any,
+        error: Optional[BaseException],
+        on_loop: Optional[asyncio.AbstractEventLoop] = None,
+    ) -> Optional[_Read]:
+        """Hand a read's answer (or error) to its callers; the key's next read, if any."""
+        hooks = self._hooks
+        duration = _now() - read.started_at
+        key = read.key
+        by_id: Dict[str, FeatureVector] = {}
+        if error is None:
+            try:
+                by_id, bad = _match(read.ids, key[0], result)
+            except FeatureStoreDataError as exc:
+                error = exc
+            else:
+                if bad:
+                    hooks.count("bad_vectors", bad)
+        permit = read.permit
+        if error is not None:
+            error = hooks.failed(error)
+        if permit is not None and not read.abandoned:
+            if error is None:
+                permit.success(slow=duration > read.budget)
+            elif isinstance(error, FeatureStoreUnavailableError):
+                permit.failure(slow=duration > read.budget)
+            else:  # the caller's mistake (unknown feature): says nothing of the backend
+                permit.release()
+        if error is None and by_id and not read.abandoned:
+            hooks.succeeded(key, list(by_id), list(by_id.values()))
+        finished: List[Waiter] = []
+        with self._lock:
+            read.state = _DONE
+            for member in read.lookups:
+                if member.state != _RUNNING:
+                    continue
+                if error is None:
+                    member.vectors = [by_id.get(eid) for eid in member.ids]
+                else:
+                    member.error = error
+                member.state = _DONE
+                waiter = member.waiter
+                waiter.left -= 1
+                if waiter.left == 0:
+                    finished.append(waiter)
+            nxt = self._after(read)
+        _wake(finished, on_loop)
+        return nxt
+
+    def _after(self, read: _Read) -> Optional[_Read]:
+        """The key's next read once ``read`` is over (lock held)."""
+        state = self._keys.get(read.key)
+        if state is None or state.read is not read:
+            return None  # abandoned earlier: the key moved on
+        return self._next_read(state)
+
+    def take_next(self, read: _Read) -> Optional[_Read]:
+        """After a read that did not run: the key's next read, if any."""
+        with self._lock:
+            return self._after(read)
+
+    def fail_read(self, read: _Read, error: BaseException) -> None:
+        """End every unfinished lookup of a read that never ran with ``error``."""
+        finished: List[Waiter] = []
+        with self._lock:
+            read.state = _DONE
+            for member in read.lookups:
+                if member.state == _DONE:
+                    continue
+                member.error = error
+                member.state = _DONE
+                member.waiter.left -= 1
+                if member.waiter.left == 0:
+                    finished.append(member.waiter)
+            nxt = self._after(read)
+        _wake(finished, None)
+        if nxt is not None:
+            self._launch(nxt)
+
+    def _finish_all(self, waiter: Waiter, error: BaseException) -> None:
+        for lookup in waiter.lookups:
+            if lookup.state != _DONE:
+                lookup.error = error
+                lookup.state = _DONE
+        waiter.left = 0
+        _wake([waiter], None)
+
+    def _launch(self, read: _Read) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Refuse new lookups (as unavailable); reads in flight still answer."""
+        with self._lock:
+            self._closed = True
+
+    @property
+    def waiting(self) -> int:
+        """Lookups queued behind a read in flight, right now."""
+        with self._lock:
+            return sum(
+                sum(1 for m in state.pending if m.state != _DONE) for state in self._keys.values()
+            )
+
+
+class ThreadCoalescer(Coalescer):
+    """Reads run on the bounded daemon worker pool (blocking backend methods).
+
+    Args:
+        fetch: ``fetch(ids, entity_type, names)``, the blocking backend read.
+        pool: the worker pool.
+        (and the :class:`Coalescer` arguments)
+    """
+
+    def __init__(
+        self,
+        hooks: ReadHooks,
+        breaker: CircuitBreaker,
+        max_batch_size: int,
+        fetch: Callable[[List[str], str, List[str]], Any],
+        pool: WorkerPool,
+    ) -> None:
+        super().__init__(hooks, breaker, max_batch_size)
+        self.fetch = fetch
+        self.pool = pool
+
+    def _launch(self, read: _Read) -> None:
+        pool = self.pool
+        if pool.all_stuck():
+            # Every worker is held by a call its caller gave up on: the backend hangs.
+            # Fail fast instead of queueing behind calls that may never return.
+            permit = self._breaker.acquire()
+            if permit is not None:
+                permit.failure(slow=True)
+            self._hooks.count("rejected_stuck")
+            self.fail_read(
+                read,
+                FeatureStoreUnavailableError(
+                    f"all {pool.max_workers} guard workers are stuck in calls past their "
+                    "deadline (the store hangs)"
+                ),
+            )
+            return
+        pool.submit(read)
+
+    def _unqueue(self, read: _Read) -> None:
+        self.pool.cancel(read)
+
+    def _backend_stuck(self, now: float) -> bool:
+        return self.pool.all_stuck(now)
+
+    def wait(self, waiter: Waiter) -> None:
+        """Block until every lookup of ``waiter`` ended or its deadline passed."""
+        lock = waiter.lock
+        assert lock is not None
+        if waiter.left:
+            remaining = waiter.deadline - _now()
+            try:
+                woken = lock.acquire(timeout=remaining) if remaining > 0 else lock.acquire(False)
+            except BaseException:  # KeyboardInterrupt while waiting
+                self.give_up(waiter, cancelled=True)
+                raise
+            if not woken:
+                self.give_up(waiter)
+
+
+class LoopCoalescer(Coalescer):
+    """Reads run as tasks of one event loop (native ``aget_*`` backend coroutines).
+
+    Args:
+        loop: the loop the reads and their callers run on.
+        fetch: ``await fetch(ids, entity_type, names)``, the backend's async read.
+        (and the :class:`Coalescer` arguments)
+    """
+
+    def __init__(
+        self,
+        hooks: ReadHooks,
+        breaker: CircuitBreaker,
+        max_batch_size: int,
+        fetch: Callable[[List[str], str, List[str]], Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(hooks, breaker, max_batch_size)
+        self.fetch = fetch
+        self.loop = loop
+
+    def _launch(self, read: _Read) -> None:
+        ids = self.begin(read)
+        if ids is None:
+            nxt = self.take_next(read)
+            if nxt is not None:
+                self._launch(nxt)
+            return
+        read.task = self.loop.create_task(self._run(read, ids))
+
+    async def _run(self, read: _Read, ids: List[str]) -> None:
+        read_deadline.set(read.started_at + read.budget)  # this task's own context
+        try:
+            result = await self.fetch(ids, read.key[0], list(read.key[1]))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)
+            if read.abandoned:
+                return  # we cancelled it: every caller has left already
+            if cancelling is not None and cancelling():
+                # cancelled from outside (the loop is shutting down): not the backend's fault
+                if read.permit is not None:
+                    read.permit.release()
+                read.permit = None
+                self.fail_read_running(read, FeatureStoreUnavailableError("read cancelled"))
+                raise
+            error: BaseException = FeatureStoreUnavailableError("the backend raised CancelledError")
+            nxt = self.complete(read, None, error, self.loop)
+        except Exception as exc:
+            nxt = self.complete(read, None, exc, self.loop)
+        else:
+            nxt = self.complete(read, result, None, self.loop)
+        if nxt is not None:
+            self._launch(nxt)
+
+    def fail_read_running(self, read: _Read, error: BaseException) -> None:
+        """End a running read's callers with ``error`` (no breaker outcome)."""
+        read.abandoned = True
+        finished: List[Waiter] = []
+        with self._lock:
+            read.state = _DONE
+            for member in read.lookups:
+                if member.state == _RUNNING:
+                    member.error = error
+                    member.state = _DONE
+                    member.waiter.left -= 1
+                    if member.waiter.left == 0:
+                        finished.append(member.waiter)
+        _wake(finished, self.loop)
+
+    async def wait(self, waiter: Waiter) -> None:
+        """Await every lookup of ``waiter``, until its deadline at most."""
+        await wait_async(self, waiter)
+
+
+async def wait_async(coalescer: Coalescer, waiter: Waiter) -> None:
+    """Await the end of ``waiter``'s lookups (never blocking the loop), until its deadline."""
+    if waiter.left:
+        future = waiter.future
+        loop = waiter.loop
+        assert future is not None and loop is not None
+        timer = loop.call_later(max(waiter.deadline - _now(), 0.0), _expire, future)
+        try:
+            await future
+        except asyncio.CancelledError:  # the caller was cancelled, not the backend
+            coalescer.give_up(waiter, cancelled=True)
+            raise
+        finally:
+            timer.cancel()
+    if waiter.left:
+        coalescer.give_up(waiter)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
