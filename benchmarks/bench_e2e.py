@@ -90,8 +90,8 @@ def build(
 
 def enricher_for(client: Any, **guard: Any) -> Any:
     from asahi_features.enricher import FeatureEnricher
+    from asahi_features.guard import GuardedClient
     from asahi_features.settings import EnricherConfig
-    from asahi_features.stores.guarded import GuardedClient
 
     # 2 s: a Feast batch of 1000 ids takes 150-450 ms here, beyond the default 200 ms;
     # a timed-out (fallen back) call would make the measured path look cheaper.

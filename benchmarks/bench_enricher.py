@@ -103,9 +103,9 @@ def bench_feast(users: int, rounds: int) -> bool:
     try:
         from feast import FeatureStore
 
+        from asahi_features.guard import GuardedClient
         from asahi_features.sample_repo import build_sample_repo, partial_user_ids, user_id
         from asahi_features.stores.feast_store import FeastClient
-        from asahi_features.stores.guarded import GuardedClient
     except ImportError as exc:  # pragma: no cover - reported, not hidden
         print(f"feast    NOT MEASURED: {exc}")
         return False

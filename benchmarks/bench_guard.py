@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.faults import FaultyBackend  # noqa: E402
 
+from asahi_features.guard import GuardedClient  # noqa: E402
 from asahi_features.models import FeatureVector, utc_now  # noqa: E402
-from asahi_features.stores.guarded import GuardedClient  # noqa: E402
 
 OVERHEAD_TARGET_US = 30.0
 CACHE_RATIO_TARGET = 0.3
@@ -483,7 +483,7 @@ def main() -> int:
     parser.add_argument("--no-feast", action="store_true", help="skip the Feast part")
     args = parser.parse_args()
     # The fallback WARNINGs are expected here (hung backend); keep the table readable.
-    logging.getLogger("asahi_features.stores.guarded").setLevel(logging.ERROR)
+    logging.getLogger("asahi_features.guard").setLevel(logging.ERROR)
     print(f"Python {sys.version.split()[0]}, {threading.active_count()} threads at start\n")
     results = [bench_overhead(args.rounds, args.block)]
     print()

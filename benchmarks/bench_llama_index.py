@@ -156,9 +156,9 @@ def main(argv: List[str] | None = None) -> int:
         tmp_path = Path(tmp)
         ok = True
         if not args.no_feast:
+            from asahi_features.guard import GuardedClient
             from asahi_features.sample_repo import build_sample_repo
             from asahi_features.stores.feast_store import FeastClient
-            from asahi_features.stores.guarded import GuardedClient
 
             repo = build_sample_repo(tmp_path / "repo", users=100, organizations=5)
             feast_client = FeastClient(str(repo), "asahi")

@@ -32,6 +32,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 
 from asahi_features.enricher import FeatureEnricher
+from asahi_features.guard import GuardedClient
 from asahi_features.llama_index import (
     FeatureContextPostprocessor,
     FeatureMonitorEventHandler,
@@ -41,7 +42,6 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.sample_repo import build_sample_repo
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.feast_store import FeastClient
-from asahi_features.stores.guarded import GuardedClient
 
 
 class BagOfWordsEmbedding(BaseEmbedding):

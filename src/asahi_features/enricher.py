@@ -73,6 +73,7 @@ _NO_LINE = Line("", "", RenderedValue((), "", ""))
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
+_OVERLOADED = FeatureStatus.OVERLOADED
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
 
@@ -237,6 +238,7 @@ class _Plan:
         "features",
         "identities",
         "missing_entities",
+        "overloaded",
         "request",
         "started",
         "vectors",
@@ -251,6 +253,7 @@ class _Plan:
         self.done: Optional[Dict[str, Any]] = None
         self.vectors: Dict[str, FeatureVector] = {}
         self.failed = False
+        self.overloaded = False  # a read never left this process (not the store's fault)
 
 
 class FeatureEnricher:
@@ -711,6 +714,8 @@ class FeatureEnricher:
             if vector_status is not _FOUND:
                 if vector_status is _UNAVAILABLE:
                     failed = True
+                elif vector_status is _OVERLOADED:
+                    plan.overloaded = True
                 continue
             found += 1
             lines: List[Line] = []
@@ -897,7 +902,12 @@ class FeatureEnricher:
             reason = _ENRICHED
         else:
             text = ""  # context lines alone never make an enrichment
-            reason = self._reason_not_enriched(counts, failed, bool(dropped_budget))
+            reason = self._reason_not_enriched(
+                counts, failed, bool(dropped_budget), plan.overloaded
+            )
+        # A read that never left this process tells nothing about the store: a request
+        # whose every read was refused that way did not attempt the store at all.
+        attempted = not plan.overloaded or any(s is not _OVERLOADED for s in status.values())
         return {  # in the model's field order (model_dump follows this dict)
             "original_prompt": request.prompt,
             "enriched_prompt": text + request.prompt if text else request.prompt,
@@ -915,7 +925,7 @@ class FeatureEnricher:
             "dropped_budget": dropped_budget,
             "dropped_policy": dropped_policy,
             "held_out": False,
-            "store_attempted": True,
+            "store_attempted": attempted,
             "store_failed": failed,
             "max_freshness_seconds": max_age if used else 0.0,
             "created_at": datetime.now(timezone.utc),
@@ -923,11 +933,16 @@ class FeatureEnricher:
 
     @staticmethod
     def _reason_not_enriched(
-        counts: Tuple[int, int, int, int], failed: bool, budget_dropped: bool
+        counts: Tuple[int, int, int, int],
+        failed: bool,
+        budget_dropped: bool,
+        overloaded: bool = False,
     ) -> EnrichmentReason:
         found, with_values, fresh, allowed = counts
         if failed and found == 0:
             return EnrichmentReason.STORE_UNAVAILABLE
+        if overloaded and found == 0:
+            return EnrichmentReason.OVERLOADED
         if found == 0:
             return EnrichmentReason.ENTITY_MISSING
         if with_values == 0:

@@ -617,6 +617,9 @@ class FeatureMonitor:
             "successful_enrichments": successful,
             "held_out_enrichments": self._held_out,
             "fallback_enrichments": total - successful - self._held_out,
+            # the process was too busy to read the store in time: not a store failure,
+            # never part of the availability figures
+            "overloaded_enrichments": reasons.get("overloaded", 0),
             "avg_features_used": self._features_used / total if total else 0.0,
             "avg_features_used_when_enriched": (
                 self._features_used / successful if successful else 0.0

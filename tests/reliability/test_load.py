@@ -20,10 +20,10 @@ from typing import Any, Dict, List, Tuple
 import pytest
 
 from asahi_features.enricher import FeatureEnricher
+from asahi_features.guard import GuardedClient
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 
 USERS = 500

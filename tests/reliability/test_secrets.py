@@ -25,9 +25,9 @@ import pytest
 from asahi_features.config import load_config
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import ConfigError, FeatureConfigError
+from asahi_features.guard import GuardedClient
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
-from asahi_features.stores.guarded import GuardedClient
 from tests.tecton_server import TectonTestServer
 
 KEY_ENV = "ASAHI_RELIABILITY_TECTON_KEY"

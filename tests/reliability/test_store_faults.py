@@ -21,12 +21,11 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 from asahi_features.enricher import FeatureEnricher
+from asahi_features.guard import BreakerState, GuardedClient
 from asahi_features.models import EnrichmentReason, EnrichmentResult, FeatureStatus
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.base import FeatureStoreClient
-from asahi_features.stores.breaker import BreakerState
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 from tests.servers import wait_for
 

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from asahi_features.errors import FeatureStoreUnavailableError
+from asahi_features.guard import BreakerState, CircuitBreaker, GuardedClient
 from asahi_features.models import FeatureStatus
-from asahi_features.stores.breaker import BreakerState, CircuitBreaker
-from asahi_features.stores.guarded import GuardedClient
 from tests.faults import FaultyBackend, ManualClock
 
 NAMES = ["tier"]

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from asahi_features.guard import GuardedClient
+from asahi_features.guard.cache import FeatureCache, cache_key
 from asahi_features.models import FeatureStatus, FeatureVector, utc_now
-from asahi_features.stores.cache import FeatureCache, cache_key
-from asahi_features.stores.guarded import GuardedClient
 from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
 
 NAMES = ["tier", "preferences"]

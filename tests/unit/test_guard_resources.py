@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from asahi_features.guard import GuardedClient
 from asahi_features.models import FeatureStatus
-from asahi_features.stores.guarded import GuardedClient
 from tests.faults import FaultyBackend
 from tests.servers import wait_until
 
@@ -127,7 +127,7 @@ def test_interpreter_with_a_forever_hung_backend_exits_promptly() -> None:
         """
         import asyncio, sys
         sys.path.insert(0, {root!r})
-        from asahi_features.stores.guarded import GuardedClient
+        from asahi_features.guard import GuardedClient
         from tests.faults import FaultyBackend
 
         guard = GuardedClient(FaultyBackend("hang"), timeout_ms=50, max_workers=4)

@@ -19,10 +19,10 @@ from asahi_features.errors import (
     FeatureStoreTimeoutError,
     FeatureStoreUnavailableError,
 )
+from asahi_features.guard import GuardedClient
 from asahi_features.models import FeatureStatus, FeatureVector
 from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.base import BaseFeatureStore
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
 
@@ -351,7 +351,7 @@ def test_fallback_warning_is_rate_limited(make: Any, caplog: pytest.LogCaptureFi
     _, guard = make(
         "raise", clock=clock, warning_interval_seconds=60, breaker_failure_threshold=10**6
     )
-    caplog.set_level(logging.WARNING, logger="asahi_features.stores.guarded")
+    caplog.set_level(logging.WARNING, logger="asahi_features.guard")
     for _ in range(5):
         guard.get_features("u1", "user", NAMES)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -14,11 +14,11 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import FeatureStoreUnavailableError
+from asahi_features.guard import GuardedClient
 from asahi_features.langchain import ENRICHMENT_KEY, EnrichedPrompt, FeatureEnrichmentRunnable
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 
 from .langchain_helpers import (

@@ -23,6 +23,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import FeatureStoreUnavailableError
+from asahi_features.guard import GuardedClient
 from asahi_features.llama_index import (
     ENRICHMENT_ID_METADATA_KEY,
     FEATURE_CONTEXT_METADATA_KEY,
@@ -35,7 +36,6 @@ from asahi_features.llama_index import (
 )
 from asahi_features.models import EnrichmentReason, FeatureVector
 from asahi_features.settings import EnricherConfig
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 
 from .llama_index_helpers import RecordingLLM, user_id, user_marker, write_features

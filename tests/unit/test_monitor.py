@@ -10,10 +10,10 @@ from typing import Any, List
 import pytest
 
 from asahi_features.errors import ConfigError
+from asahi_features.guard import BreakerState, CircuitBreaker
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import Decision, DecisionReason, FeatureMonitor
 from asahi_features.settings import MonitorConfig
-from asahi_features.stores.breaker import BreakerState, CircuitBreaker
 from tests.clocks import ManualClock
 
 

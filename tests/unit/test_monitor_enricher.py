@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from asahi_features.enricher import FeatureEnricher
+from asahi_features.guard import GuardedClient
 from asahi_features.models import EnrichmentReason, utc_now
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
-from asahi_features.stores.guarded import GuardedClient
 from asahi_features.stores.local import LocalFeatureStore
 from tests.clocks import ManualClock
 

@@ -476,7 +476,7 @@ def test_from_settings_and_build_backend(server: TectonTestServer, env: None) ->
 
 
 def test_slow_server_guard_deadline(server: TectonTestServer, env: None) -> None:
-    from asahi_features.stores.guarded import GuardedClient
+    from asahi_features.guard import GuardedClient
 
     backend = make(server, timeout_ms=10_000)  # only the guard's deadline can stop it
     backend.get_features("u1", "user", ["visits"])

@@ -276,6 +276,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         self._pool = WorkerPool(max_workers)
         self._threads = ThreadCoalescer(self, self.breaker, max_batch_size, self._fetch, self._pool)
         self._native = _has_native(client, "aget_batch_features")
+        self._native_single = _has_native(client, "aget_features")
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopCoalescer] = (
             weakref.WeakKeyDictionary()
         )
@@ -358,6 +359,8 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
 
     async def _afetch(self, ids: List[str], entity_type: str, names: List[str]) -> Any:
         inner: Any = self.inner
+        if len(ids) == 1 and self._native_single:
+            return [await inner.aget_features(ids[0], entity_type, names)]
         return await inner.aget_batch_features(ids, entity_type, names)
 
     def _loop_coalescer(self, loop: asyncio.AbstractEventLoop) -> LoopCoalescer:
@@ -417,7 +420,8 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
                 f"circuit breaker open (the store failed too often); retrying in {retry:.1f} s"
             )
             return _Prepared(norm, answers, None, lookups, refused)
-        waiter = Waiter(start + self.deadline_seconds(total), loop)
+        timeout = self.deadline_seconds(total)
+        waiter = Waiter(start + timeout, timeout, loop)
         for index, wanted in todo:
             entity_type, names_t, _ = norm[index]
             lookups[index] = len(waiter.lookups)

@@ -81,10 +81,13 @@ class Waiter:
     future of its event loop.
     """
 
-    __slots__ = ("deadline", "future", "left", "lock", "lookups", "loop")
+    __slots__ = ("deadline", "future", "left", "lock", "lookups", "loop", "timeout")
 
-    def __init__(self, deadline: float, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
+    def __init__(
+        self, deadline: float, timeout: float, loop: Optional[asyncio.AbstractEventLoop] = None
+    ) -> None:
         self.deadline = deadline
+        self.timeout = timeout  # seconds: what the deadline allowed, for messages
         self.lookups: List[Lookup] = []
         self.left = 0
         self.loop = loop
@@ -320,8 +323,7 @@ class Coalescer:
                 state = self._keys[lookup.key]
                 read = lookup.read
                 if lookup.state == _RUNNING:
-                    assert read is not None
-                    lookup.error = self._timed_out(read, now)
+                    lookup.error = self._timed_out(waiter)
                 else:
                     lookup.error = self._not_sent(state, now)
                 lookup.state = _DONE
@@ -333,12 +335,9 @@ class Coalescer:
         for read in to_launch:
             self._launch(read)
 
-    def _timed_out(self, read: _Read, now: float) -> BaseException:
+    def _timed_out(self, waiter: Waiter) -> BaseException:
         self._hooks.count("timeouts")
-        return FeatureStoreTimeoutError(
-            f"no answer within the deadline (read of {read.size} ids running for "
-            f"{(now - read.started_at) * 1000:.0f} ms)"
-        )
+        return FeatureStoreTimeoutError(f"no answer within {waiter.timeout * 1000:g} ms")
 
     def _not_sent(self, state: _KeyState, now: float) -> BaseException:
         """Why a lookup that never reached the backend missed its deadline (lock held)."""
