@@ -43,7 +43,7 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore, parse_timestamp
+from .base import BaseFeatureStore, io_timeout, parse_timestamp, read_deadline
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -51,7 +51,13 @@ if TYPE_CHECKING:
 
     from ..settings import FeatureStoreSettings
 
-__all__ = ["HttpFeatureStore", "PerLoop", "parse_timestamp", "transport_error"]
+__all__ = [
+    "HttpFeatureStore",
+    "PerLoop",
+    "deadline_hooks",
+    "parse_timestamp",
+    "transport_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +84,26 @@ def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Except
             f"{where} did not answer within {timeout_ms:g} ms ({type(exc).__name__})"
         )
     return FeatureStoreUnavailableError(f"{where} is unreachable: {type(exc).__name__}: {exc}")
+
+
+def _follow_deadline(request: httpx.Request) -> None:
+    """Inside a guarded read, the request's timeouts are the time left before its deadline."""
+    if read_deadline.get() is not None:
+        import httpx
+
+        request.extensions["timeout"] = httpx.Timeout(io_timeout(0.0)).as_dict()
+
+
+async def _afollow_deadline(request: httpx.Request) -> None:
+    _follow_deadline(request)
+
+
+def deadline_hooks(asynchronous: bool = False) -> Dict[str, List[Callable[..., Any]]]:
+    """httpx ``event_hooks`` that make every request follow the guard's read deadline
+    (:data:`~asahi_features.stores.base.read_deadline`): a batch given seconds is not cut
+    at ``timeout_ms``, and no connection is kept waiting after every caller has left.
+    Outside a guarded read the client's own timeout applies."""
+    return {"request": [_afollow_deadline if asynchronous else _follow_deadline]}
 
 
 _T = TypeVar("_T")
@@ -211,7 +237,10 @@ class HttpFeatureStore(BaseFeatureStore):
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._client = httpx.Client(
-            timeout=self._timeout, limits=self._limits, headers=self._headers
+            timeout=self._timeout,
+            limits=self._limits,
+            headers=self._headers,
+            event_hooks=deadline_hooks(),
         )
         self._async: PerLoop[httpx.AsyncClient] = PerLoop(self._new_async_client)
         self._resolvers: Dict[str, FeatureNameResolver] = {}
@@ -430,7 +459,12 @@ class HttpFeatureStore(BaseFeatureStore):
     def _new_async_client(self) -> httpx.AsyncClient:
         import httpx
 
-        return httpx.AsyncClient(timeout=self._timeout, limits=self._limits, headers=self._headers)
+        return httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=self._limits,
+            headers=self._headers,
+            event_hooks=deadline_hooks(asynchronous=True),
+        )
 
     async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
         client = self._aclient()

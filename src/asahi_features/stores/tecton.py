@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..models import FeatureVector, utc_now
 from .base import BaseFeatureStore
-from .http import Clock, PerLoop, parse_timestamp, transport_error
+from .http import Clock, PerLoop, deadline_hooks, parse_timestamp, transport_error
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -176,7 +176,9 @@ class TectonClient(BaseFeatureStore):
         self._limits = httpx.Limits(
             max_connections=max(max_concurrency, 1), max_keepalive_connections=max_concurrency
         )
-        self._http = httpx.Client(timeout=self._timeout, limits=self._limits)
+        self._http = httpx.Client(
+            timeout=self._timeout, limits=self._limits, event_hooks=deadline_hooks()
+        )
         self._sync = _SyncClient(
             url=url, api_key=api_key, default_workspace_name=workspace, client=self._http
         )
@@ -425,7 +427,11 @@ class TectonClient(BaseFeatureStore):
         import httpx
         from tecton_client import AsyncTectonClient
 
-        http = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+        http = httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=self._limits,
+            event_hooks=deadline_hooks(asynchronous=True),
+        )
         client = AsyncTectonClient(
             url=self.url or "",
             api_key=self._api_key_holder(),
