@@ -105,7 +105,7 @@ class Switchable:
 
 
 backend = Switchable(LocalFeatureStore(data_path))
-client = GuardedClient(backend, timeout_ms=200, breaker_failure_threshold=5, breaker_reset_seconds=0.5)""",
+client = GuardedClient(backend, timeout_ms=200, breaker_minimum_calls=5, breaker_reset_seconds=0.5)""",
     ),
     (
         "md",
@@ -213,9 +213,9 @@ assert monitor.decision("faq").reason in ("quality_no_gain", "exploration")""",
         """## An outage, and the recovery
 
 When the store goes down, the guard falls back (every request is still answered, just
-without context), its circuit breaker opens after 5 consecutive failures, and the
-monitor pauses enrichment. After the cool-down the breaker lets one probe through; once
-the store is back, enrichment resumes by itself.""",
+without context), its circuit breaker opens once half of its recent reads have failed,
+and the monitor pauses enrichment. After the cool-down the breaker lets two probe reads
+through; once the store is back, enrichment resumes by itself.""",
     ),
     (
         "code",

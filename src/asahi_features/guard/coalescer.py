@@ -13,8 +13,8 @@ lookups were:
 
 * in a read the backend was running: the backend was too slow (a timeout);
 * still in this process, while the backend was misbehaving (the read ahead of it had
-  overrun its own budget, or every worker was stuck in a call past its deadline): also
-  the backend's fault, but not counted against it a second time;
+  overrun its own budget, or a worker was held by a call past its deadline): also the
+  backend's fault, but not counted against it a second time;
 * still in this process otherwise: the process was overloaded
   (:class:`~asahi_features.errors.GuardOverloadedError`), never the backend's fault.
 
@@ -351,7 +351,7 @@ class Coalescer:
         if self._backend_stuck(now):
             self._hooks.count("timeouts")
             return FeatureStoreTimeoutError(
-                "every guard worker is stuck in a call past its deadline (the store hangs)"
+                "no guard worker was free: calls past their deadline hold them (the store hangs)"
             )
         self._hooks.count("overloaded")
         return GuardOverloadedError(
@@ -587,7 +587,7 @@ class ThreadCoalescer(Coalescer):
         self.pool.cancel(read)
 
     def _backend_stuck(self, now: float) -> bool:
-        return self.pool.all_stuck(now)
+        return self.pool.any_stuck(now)
 
     def wait(self, waiter: Waiter) -> None:
         """Block until every lookup of ``waiter`` ended or its deadline passed."""

@@ -143,6 +143,16 @@ class WorkerPool:
                     return False
             return True
 
+    def any_stuck(self, now: Optional[float] = None) -> bool:
+        """Some worker is running a job past its deadline (the backend is hanging)."""
+        now = _now() if now is None else now
+        with self._lock:
+            for worker in self._workers:
+                deadline = worker.deadline
+                if deadline is not None and deadline <= now:
+                    return True
+            return False
+
     def cancel(self, job: Job) -> bool:
         """Take a queued job out of the queue (False: it already left it)."""
         with self._lock:
