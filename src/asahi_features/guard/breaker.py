@@ -204,7 +204,11 @@ class CircuitBreaker:
         with self._lock:
             if permit.probe:
                 self._report_probe(permit, failed, slow)
-            elif failed is not None and self._state is BreakerState.CLOSED:
+            elif (
+                failed is not None
+                and self._state is BreakerState.CLOSED
+                and permit.generation == self._generation
+            ):
                 self._record(failed, slow)
 
     def _record(self, failed: bool, slow: bool) -> None:
@@ -222,7 +226,9 @@ class CircuitBreaker:
             self._open()
 
     def _over_threshold(self, failures: int, slow: int, calls: int) -> bool:
-        return failures >= self.failure_rate * calls or slow >= self.slow_call_rate * calls
+        # Compare shares, not counts: ``rate * calls`` can round above an exact count
+        # (0.28 * 25 > 7), and the shares are what snapshot() shows.
+        return failures / calls >= self.failure_rate or slow / calls >= self.slow_call_rate
 
     def _report_probe(self, permit: Permit, failed: Optional[bool], slow: bool) -> None:
         if permit.generation != self._generation or self._state is not BreakerState.HALF_OPEN:
@@ -256,6 +262,10 @@ class CircuitBreaker:
         self.times_opened += 1
 
     def _close(self) -> None:
+        # A new shared closed-state permit per closed period, ready before the state
+        # reads closed: reports of calls permitted before (a late call from an earlier
+        # closed period, or from before a reset) are stale and ignored.
+        self._closed_permit = Permit(self, False, self._generation + 1, float("inf"))
         self._set_state(BreakerState.CLOSED)
         self._opened_at = None
         self._outcomes.clear()

@@ -32,19 +32,16 @@ from typing import (
 )
 
 from ..errors import (
-    AsahiFeaturesError,
-    ConfigError,
-    FeatureConfigError,
-    FeatureStoreTimeoutError,
     FeatureStoreUnavailableError,
-    GuardOverloadedError,
 )
-from ..models import FeatureStatus, FeatureVector
+from ..models import FeatureVector
 from ..stores.base import BaseFeatureStore, FeatureStoreClient, missing_protocol_methods
 from .breaker import BreakerState, CircuitBreaker
 from .cache import FeatureCache
-from .coalescer import Key, LoopCoalescer, ReadHooks, ThreadCoalescer, Waiter, wait_async
-from .workers import WorkerPool
+from .coalescer import LoopCoalescer, ReadHooks, ThreadCoalescer
+from .failures import Fallback, classify, describe
+from .lookups import Key, Waiter, wait_async
+from .workers import CallJob, WorkerPool
 
 if TYPE_CHECKING:
     from ..settings import FeatureStoreSettings
@@ -52,11 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Group", "GuardedClient"]
 
 logger = logging.getLogger(__name__)
-
-_PASS_THROUGH = (FeatureConfigError, ConfigError)
-"""The caller's mistakes: never swallowed, never counted against the backend."""
-
-_MAX_ERROR_CHARS = 200
 
 _now = time.monotonic
 """Real time for deadlines (the injectable clock is for the breaker, cache and logs)."""
@@ -91,31 +83,6 @@ class _Prepared(NamedTuple):
     refused: Optional[FeatureStoreUnavailableError]  # the breaker is open
 
 
-class _Call:
-    """A plain call on a worker (the health check), waited for through a lock."""
-
-    __slots__ = ("deadline", "done", "error", "fn", "result")
-
-    def __init__(self, fn: Callable[[], Any], deadline: float) -> None:
-        self.fn = fn
-        self.deadline = deadline
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self.done = threading.Lock()
-        self.done.acquire()
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as exc:  # reported to the caller
-            self.error = exc
-        self.done.release()
-
-    def dropped(self) -> None:
-        self.error = FeatureStoreUnavailableError("the guarded client is closed")
-        self.done.release()
-
-
 def _has_native(client: object, name: str) -> bool:
     """True when ``client.name`` is a coroutine function of its own.
 
@@ -130,23 +97,6 @@ def _has_native(client: object, name: str) -> bool:
     if attr is getattr(BaseFeatureStore, name, None):
         return False
     return inspect.iscoroutinefunction(attr)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, secret-free description of a backend failure.
-
-    The library's own errors are written to be secret-free, so their message is kept
-    (shortened); for anything else only the exception type is reported.
-    """
-    if isinstance(exc, AsahiFeaturesError):
-        return _shorten(f"{type(exc).__name__}: {exc}")
-    return f"backend raised {type(exc).__name__}"
-
-
-def _shorten(text: str) -> str:
-    if len(text) > _MAX_ERROR_CHARS:
-        return text[: _MAX_ERROR_CHARS - 3] + "..."
-    return text
 
 
 class GuardedClient(BaseFeatureStore, ReadHooks):
@@ -283,9 +233,9 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         self._loops_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._counts: Dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self._warn_lock = threading.Lock()
-        self._last_warning: Optional[float] = None
-        self._suppressed_warnings = 0
+        self._fallback = Fallback(
+            self.source, fallback_on_timeout, warning_interval_seconds, clock, self.count
+        )
         self.max_batch_size = max_batch_size
 
     @classmethod
@@ -332,17 +282,9 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         return self.deadline_seconds(ids)
 
     def failed(self, exc: BaseException) -> BaseException:
-        if isinstance(exc, _PASS_THROUGH):
-            self.count("config_errors")
-            return exc
-        self.count("unavailable")
-        if isinstance(exc, FeatureStoreUnavailableError):
-            if isinstance(exc, FeatureStoreTimeoutError):
-                return FeatureStoreTimeoutError(_describe(exc))
-            return exc
-        err = FeatureStoreUnavailableError(_describe(exc))
-        err.__cause__ = exc
-        return err
+        error, counter = classify(exc)
+        self.count(counter)
+        return error
 
     def succeeded(self, key: Key, ids: Sequence[str], vectors: Sequence[FeatureVector]) -> None:
         if self.cache is not None:
@@ -447,56 +389,12 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
                 if known is None and error is None:
                     known = by_id.get(eid)
                     if known is None:
-                        known = self._bad_vector(eid, entity_type)
+                        known = self._fallback.bad_vector(eid, entity_type)
                 vectors.append(
-                    known if known is not None else self._fall_back(error, eid, entity_type)
+                    known if known is not None else self._fallback.vector(error, eid, entity_type)
                 )
             out.append(vectors)
         return out
-
-    def _bad_vector(self, entity_id: str, entity_type: str) -> FeatureVector:
-        return self._fall_back(
-            FeatureStoreUnavailableError(
-                "the store's answer had no usable vector for this entity (missing, "
-                "repeated, or of another entity type)"
-            ),
-            entity_id,
-            entity_type,
-        )
-
-    def _fall_back(
-        self, error: Optional[BaseException], entity_id: str, entity_type: str
-    ) -> FeatureVector:
-        if error is None:  # pragma: no cover - every unanswered id has an error
-            error = FeatureStoreUnavailableError("no answer")
-        if isinstance(error, _PASS_THROUGH) or not self.fallback_on_timeout:
-            raise error
-        overloaded = isinstance(error, GuardOverloadedError)
-        reason = _shorten(str(error))
-        self.count("fallbacks")
-        self._warn(reason, overloaded)
-        status = FeatureStatus.OVERLOADED if overloaded else FeatureStatus.UNAVAILABLE
-        return FeatureVector.empty(entity_id, entity_type, self.source, status, error=reason)
-
-    def _warn(self, reason: str, overloaded: bool) -> None:
-        now = self._clock()
-        with self._warn_lock:
-            last = self._last_warning
-            if last is not None and now - last < self.warning_interval_seconds:
-                self._suppressed_warnings += 1
-                return
-            suppressed = self._suppressed_warnings
-            self._last_warning = now
-            self._suppressed_warnings = 0
-        extra = f" ({suppressed} similar warnings suppressed)" if suppressed else ""
-        what = "this process is overloaded" if overloaded else "unavailable"
-        logger.warning(
-            "feature store %r %s, proceeding without features: %s%s",
-            self.source,
-            what,
-            reason,
-            extra,
-        )
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -530,7 +428,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         if waiter is not None:
             coalescer = self._loop_coalescer(loop) if self._native else self._threads
             coalescer.submit(waiter)
-            await wait_async(coalescer, waiter)
+            await wait_async(waiter, coalescer.give_up)
         return self._collect(prepared)
 
     def get_features(
@@ -568,7 +466,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         Runs on a worker (so it is bounded too) but neither consults nor feeds the breaker.
         """
         deadline = _now() + self.timeout_ms / 1000.0
-        call = _Call(self.inner.health_check, deadline)
+        call = CallJob(self.inner.health_check, deadline)
         if self._pool.all_stuck():
             return False
         self._pool.submit(call)
@@ -601,7 +499,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         out["queued_reads"] = pool.queued
         out["waiting"] = self._threads.waiting + sum(c.waiting for c in list(self._loops.values()))
         out["cache_entries"] = len(self.cache) if self.cache is not None else 0
-        out["suppressed_warnings"] = self._suppressed_warnings
+        out["suppressed_warnings"] = self._fallback.suppressed
         out["breaker"] = self.breaker.snapshot()
         return out
 
@@ -641,4 +539,4 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         try:
             closer()
         except Exception as exc:  # closing is best effort
-            logger.warning("closing the feature store failed: %s", _describe(exc))
+            logger.warning("closing the feature store failed: %s", describe(exc))

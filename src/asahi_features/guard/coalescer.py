@@ -6,7 +6,7 @@ ends, the waiting lookups leave together as the next read (up to ``max_batch_siz
 A lone lookup finds nothing in flight and leaves at once: it waits for nothing extra.
 Answers are matched back to lookups by ``entity_id``, never by position.
 
-Each caller is a :class:`Waiter` with one deadline for all its lookups (the user and the
+Each caller is a :class:`~.lookups.Waiter` with one deadline for all its lookups (the user and the
 organisation lookups of one request, the groups of one batch). At its deadline a caller
 stops waiting (:meth:`Coalescer.give_up`); the reason it is given depends on where its
 lookups were:
@@ -29,11 +29,10 @@ event loop (backends with native ``aget_*`` coroutines).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 from ..errors import (
     FeatureStoreDataError,
@@ -44,16 +43,12 @@ from ..errors import (
 from ..models import FeatureVector
 from ..stores.base import read_deadline
 from .breaker import CircuitBreaker, Permit
+from .lookups import DONE, QUEUED, RUNNING, Key, Lookup, Waiter, match, wait_async, wake
 from .workers import WorkerPool
 
-__all__ = ["Coalescer", "Lookup", "LoopCoalescer", "ReadHooks", "ThreadCoalescer", "Waiter"]
+__all__ = ["Coalescer", "LoopCoalescer", "Read", "ReadHooks", "ThreadCoalescer"]
 
 _now = time.monotonic
-
-Key = Tuple[str, Tuple[str, ...]]
-"""(entity type, feature names)."""
-
-_QUEUED, _RUNNING, _DONE = 0, 1, 2
 
 
 class ReadHooks:
@@ -74,67 +69,15 @@ class ReadHooks:
         """Add to one of the guard's counters."""
 
 
-class Waiter:
-    """One caller waiting for its lookups until one deadline.
-
-    Woken, never polled: a sync caller through a held lock, an async caller through a
-    future of its event loop.
-    """
-
-    __slots__ = ("deadline", "future", "left", "lock", "lookups", "loop", "timeout")
-
-    def __init__(
-        self, deadline: float, timeout: float, loop: Optional[asyncio.AbstractEventLoop] = None
-    ) -> None:
-        self.deadline = deadline
-        self.timeout = timeout  # seconds: what the deadline allowed, for messages
-        self.lookups: List[Lookup] = []
-        self.left = 0
-        self.loop = loop
-        self.lock: Optional[threading.Lock] = None
-        self.future: Optional[asyncio.Future[None]] = None
-        if loop is None:
-            self.lock = threading.Lock()
-            self.lock.acquire()
-        else:
-            self.future = loop.create_future()
-
-    def add(self, key: Key, ids: List[str]) -> Lookup:
-        """A lookup of ``ids`` (unique) under ``key`` for this caller."""
-        lookup = Lookup(key, ids, self)
-        self.lookups.append(lookup)
-        self.left += 1
-        return lookup
-
-
-class Lookup:
-    """Some entity ids of one key, for one caller; ends with ``vectors`` or ``error``.
-
-    ``vectors`` is aligned with ``ids``; an entry is ``None`` when the backend's answer
-    had no vector for that id (or two, or one of another entity type).
-    """
-
-    __slots__ = ("error", "ids", "key", "read", "state", "vectors", "waiter")
-
-    def __init__(self, key: Key, ids: List[str], waiter: Waiter) -> None:
-        self.key = key
-        self.ids = ids
-        self.waiter = waiter
-        self.state = _QUEUED
-        self.read: Optional[_Read] = None
-        self.vectors: Optional[List[Optional[FeatureVector]]] = None
-        self.error: Optional[BaseException] = None
-
-
 class _KeyState:
     __slots__ = ("pending", "read")
 
     def __init__(self) -> None:
-        self.read: Optional[_Read] = None  # queued or running; None when the key is free
+        self.read: Optional[Read] = None  # queued or running; None when the key is free
         self.pending: Deque[Lookup] = deque()
 
 
-class _Read:
+class Read:
     """One backend call for some lookups of one key (also a worker :class:`Job`)."""
 
     __slots__ = (
@@ -158,7 +101,7 @@ class _Read:
         self.lookups: List[Lookup] = []
         self.size = 0
         self.deadline = 0.0
-        self.state = _QUEUED
+        self.state = QUEUED
         self.abandoned = False
         self.started_at = 0.0
         self.budget = 0.0
@@ -175,7 +118,7 @@ class _Read:
 
     # -- as a worker job (ThreadCoalescer) ------------------------------------------
 
-    def run(self) -> Optional[_Read]:
+    def run(self) -> Optional[Read]:
         coalescer = self.coalescer
         assert isinstance(coalescer, ThreadCoalescer)
         ids = coalescer.begin(self)
@@ -192,69 +135,6 @@ class _Read:
 
     def dropped(self) -> None:
         self.coalescer.fail_read(self, FeatureStoreUnavailableError("the guarded client is closed"))
-
-
-def _wake_futures(futures: List[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
-
-
-def _wake(waiters: List[Waiter], on_loop: Optional[asyncio.AbstractEventLoop]) -> None:
-    """Wake finished callers: sync ones directly, async ones on their own loop."""
-    by_loop: Dict[asyncio.AbstractEventLoop, List[asyncio.Future[None]]] = {}
-    for waiter in waiters:
-        lock = waiter.lock
-        if lock is not None:
-            with contextlib.suppress(RuntimeError):  # already released by a racing path
-                lock.release()
-            continue
-        loop = waiter.loop
-        assert loop is not None and waiter.future is not None
-        by_loop.setdefault(loop, []).append(waiter.future)
-    for loop, futures in by_loop.items():
-        if loop is on_loop:
-            _wake_futures(futures)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_wake_futures, futures)
-
-
-def _match(
-    ids: Sequence[str], entity_type: str, result: Any
-) -> Tuple[Dict[str, FeatureVector], int]:
-    """Index a backend answer by entity id; also how many vectors were unusable.
-
-    Raises:
-        FeatureStoreDataError: the answer is not a list of FeatureVectors.
-    """
-    if isinstance(result, FeatureVector) and len(ids) == 1:
-        result = [result]
-    if not isinstance(result, (list, tuple)):
-        raise FeatureStoreDataError(
-            f"backend returned {type(result).__name__} for a read, expected a list of "
-            "FeatureVectors"
-        )
-    by_id: Dict[str, FeatureVector] = {}
-    repeated: set[str] = set()
-    wanted = set(ids)
-    bad = 0
-    for vector in result:
-        if not isinstance(vector, FeatureVector):
-            raise FeatureStoreDataError(
-                f"backend returned a {type(vector).__name__} in a read, expected FeatureVectors"
-            )
-        eid = vector.entity_id
-        if eid not in wanted or vector.entity_type != entity_type:
-            bad += 1
-        elif eid in by_id:
-            repeated.add(eid)
-        else:
-            by_id[eid] = vector
-    for eid in repeated:  # two answers for one entity: trust neither
-        del by_id[eid]
-        bad += 1
-    return by_id, bad + sum(1 for eid in wanted if eid not in by_id and eid not in repeated)
 
 
 class Coalescer:
@@ -279,7 +159,7 @@ class Coalescer:
 
     def submit(self, waiter: Waiter) -> None:
         """Queue every lookup of ``waiter``; start the reads of keys that are free."""
-        to_launch: List[_Read] = []
+        to_launch: List[Read] = []
         with self._lock:
             if self._closed:
                 closed: Optional[BaseException] = FeatureStoreUnavailableError(
@@ -293,11 +173,11 @@ class Coalescer:
                         state = self._keys[lookup.key] = _KeyState()
                     read = state.read
                     if read is None:
-                        read = state.read = _Read(self, lookup.key)
+                        read = state.read = Read(self, lookup.key)
                         read.join(lookup)
                         to_launch.append(read)
                     elif (
-                        read.state == _QUEUED and read.size + len(lookup.ids) <= self.max_batch_size
+                        read.state == QUEUED and read.size + len(lookup.ids) <= self.max_batch_size
                     ):
                         read.join(lookup)  # the read has not left yet: ride along
                     else:
@@ -314,21 +194,21 @@ class Coalescer:
         ``cancelled``: the caller was cancelled (its read, if abandoned, says nothing
         about the backend).
         """
-        to_launch: List[_Read] = []
+        to_launch: List[Read] = []
         now = _now()
         with self._lock:
             for lookup in waiter.lookups:
-                if lookup.state == _DONE:
+                if lookup.state == DONE:
                     continue
                 state = self._keys[lookup.key]
                 read = lookup.read
-                if lookup.state == _RUNNING:
+                if lookup.state == RUNNING:
                     lookup.error = self._timed_out(waiter)
                 else:
                     lookup.error = self._not_sent(state, now)
-                lookup.state = _DONE
+                lookup.state = DONE
                 waiter.left -= 1
-                if read is not None and all(m.state == _DONE for m in read.lookups):
+                if read is not None and all(m.state == DONE for m in read.lookups):
                     nxt = self._abandon(read, state, cancelled)
                     if nxt is not None:
                         to_launch.append(nxt)
@@ -342,7 +222,7 @@ class Coalescer:
     def _not_sent(self, state: _KeyState, now: float) -> BaseException:
         """Why a lookup that never reached the backend missed its deadline (lock held)."""
         ahead = state.read
-        if ahead is not None and ahead.state == _RUNNING and now - ahead.started_at > ahead.budget:
+        if ahead is not None and ahead.state == RUNNING and now - ahead.started_at > ahead.budget:
             self._hooks.count("timeouts")
             return FeatureStoreTimeoutError(
                 f"queued behind a read that has run {(now - ahead.started_at) * 1000:.0f} ms, "
@@ -363,9 +243,9 @@ class Coalescer:
     def _backend_stuck(self, now: float) -> bool:
         return False
 
-    def _abandon(self, read: _Read, state: _KeyState, cancelled: bool) -> Optional[_Read]:
+    def _abandon(self, read: Read, state: _KeyState, cancelled: bool) -> Optional[Read]:
         """Nobody waits for ``read`` any more (lock held): count it, free its key."""
-        if read.state == _RUNNING and not read.abandoned:
+        if read.state == RUNNING and not read.abandoned:
             read.abandoned = True
             permit = read.permit
             if permit is not None:
@@ -375,28 +255,28 @@ class Coalescer:
                     permit.failure(slow=True)
             if read.task is not None:
                 read.task.cancel()
-        elif read.state == _QUEUED:
-            read.state = _DONE
+        elif read.state == QUEUED:
+            read.state = DONE
             self._unqueue(read)
         if state.read is read:
             state.read = None
             return self._next_read(state)
         return None
 
-    def _unqueue(self, read: _Read) -> None:
+    def _unqueue(self, read: Read) -> None:
         """A queued read lost all its callers (lock held)."""
 
-    def _next_read(self, state: _KeyState) -> Optional[_Read]:
+    def _next_read(self, state: _KeyState) -> Optional[Read]:
         """Form the key's next read from its queue (lock held), or ``None``."""
         pending = state.pending
-        read: Optional[_Read] = None
+        read: Optional[Read] = None
         while pending:
             lookup = pending[0]
-            if lookup.state == _DONE:  # its caller gave up while it was queued
+            if lookup.state == DONE:  # its caller gave up while it was queued
                 pending.popleft()
                 continue
             if read is None:
-                read = _Read(self, lookup.key)
+                read = Read(self, lookup.key)
             elif read.size + len(lookup.ids) > self.max_batch_size:
                 break
             read.join(pending.popleft())
@@ -405,16 +285,16 @@ class Coalescer:
 
     # -- running a read ---------------------------------------------------------------
 
-    def begin(self, read: _Read) -> Optional[List[str]]:
+    def begin(self, read: Read) -> Optional[List[str]]:
         """Start ``read``: the unique ids to fetch, or ``None`` when it must not run
         (nobody waits for it any more, or the breaker refuses it)."""
         refused = False
         with self._lock:
-            if read.state != _QUEUED:
+            if read.state != QUEUED:
                 return None
-            live = [m for m in read.lookups if m.state == _QUEUED]
+            live = [m for m in read.lookups if m.state == QUEUED]
             if not live:
-                read.state = _DONE
+                read.state = DONE
                 return None
             ids = list(dict.fromkeys(eid for m in live for eid in m.ids))
             budget = self._hooks.budget(len(ids))
@@ -423,12 +303,12 @@ class Coalescer:
                 refused = True
             else:
                 read.permit = permit
-                read.state = _RUNNING
+                read.state = RUNNING
                 read.started_at = _now()
                 read.budget = budget
                 read.ids = ids
                 for member in live:
-                    member.state = _RUNNING
+                    member.state = RUNNING
         if refused:
             self._hooks.count("rejected_open")
             self.fail_read(read, FeatureStoreUnavailableError("circuit breaker open"))
@@ -439,11 +319,11 @@ class Coalescer:
 
     def complete(
         self,
-        read: _Read,
+        read: Read,
         result: Any,
         error: Optional[BaseException],
         on_loop: Optional[asyncio.AbstractEventLoop] = None,
-    ) -> Optional[_Read]:
+    ) -> Optional[Read]:
         """Hand a read's answer (or error) to its callers; the key's next read, if any."""
         hooks = self._hooks
         duration = _now() - read.started_at
@@ -451,7 +331,7 @@ class Coalescer:
         by_id: Dict[str, FeatureVector] = {}
         if error is None:
             try:
-                by_id, bad = _match(read.ids, key[0], result)
+                by_id, bad = match(read.ids, key[0], result)
             except FeatureStoreDataError as exc:
                 error = exc
             else:
@@ -471,62 +351,62 @@ class Coalescer:
             hooks.succeeded(key, list(by_id), list(by_id.values()))
         finished: List[Waiter] = []
         with self._lock:
-            read.state = _DONE
+            read.state = DONE
             for member in read.lookups:
-                if member.state != _RUNNING:
+                if member.state != RUNNING:
                     continue
                 if error is None:
                     member.vectors = [by_id.get(eid) for eid in member.ids]
                 else:
                     member.error = error
-                member.state = _DONE
+                member.state = DONE
                 waiter = member.waiter
                 waiter.left -= 1
                 if waiter.left == 0:
                     finished.append(waiter)
             nxt = self._after(read)
-        _wake(finished, on_loop)
+        wake(finished, on_loop)
         return nxt
 
-    def _after(self, read: _Read) -> Optional[_Read]:
+    def _after(self, read: Read) -> Optional[Read]:
         """The key's next read once ``read`` is over (lock held)."""
         state = self._keys.get(read.key)
         if state is None or state.read is not read:
             return None  # abandoned earlier: the key moved on
         return self._next_read(state)
 
-    def take_next(self, read: _Read) -> Optional[_Read]:
+    def take_next(self, read: Read) -> Optional[Read]:
         """After a read that did not run: the key's next read, if any."""
         with self._lock:
             return self._after(read)
 
-    def fail_read(self, read: _Read, error: BaseException) -> None:
+    def fail_read(self, read: Read, error: BaseException) -> None:
         """End every unfinished lookup of a read that never ran with ``error``."""
         finished: List[Waiter] = []
         with self._lock:
-            read.state = _DONE
+            read.state = DONE
             for member in read.lookups:
-                if member.state == _DONE:
+                if member.state == DONE:
                     continue
                 member.error = error
-                member.state = _DONE
+                member.state = DONE
                 member.waiter.left -= 1
                 if member.waiter.left == 0:
                     finished.append(member.waiter)
             nxt = self._after(read)
-        _wake(finished, None)
+        wake(finished, None)
         if nxt is not None:
             self._launch(nxt)
 
     def _finish_all(self, waiter: Waiter, error: BaseException) -> None:
         for lookup in waiter.lookups:
-            if lookup.state != _DONE:
+            if lookup.state != DONE:
                 lookup.error = error
-                lookup.state = _DONE
+                lookup.state = DONE
         waiter.left = 0
-        _wake([waiter], None)
+        wake([waiter], None)
 
-    def _launch(self, read: _Read) -> None:
+    def _launch(self, read: Read) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -539,7 +419,7 @@ class Coalescer:
         """Lookups queued behind a read in flight, right now."""
         with self._lock:
             return sum(
-                sum(1 for m in state.pending if m.state != _DONE) for state in self._keys.values()
+                sum(1 for m in state.pending if m.state != DONE) for state in self._keys.values()
             )
 
 
@@ -564,7 +444,7 @@ class ThreadCoalescer(Coalescer):
         self.fetch = fetch
         self.pool = pool
 
-    def _launch(self, read: _Read) -> None:
+    def _launch(self, read: Read) -> None:
         pool = self.pool
         if pool.all_stuck():
             # Every worker is held by a call its caller gave up on: the backend hangs.
@@ -583,7 +463,7 @@ class ThreadCoalescer(Coalescer):
             return
         pool.submit(read)
 
-    def _unqueue(self, read: _Read) -> None:
+    def _unqueue(self, read: Read) -> None:
         self.pool.cancel(read)
 
     def _backend_stuck(self, now: float) -> bool:
@@ -625,7 +505,7 @@ class LoopCoalescer(Coalescer):
         self.fetch = fetch
         self.loop = loop
 
-    def _launch(self, read: _Read) -> None:
+    def _launch(self, read: Read) -> None:
         ids = self.begin(read)
         if ids is None:
             nxt = self.take_next(read)
@@ -634,7 +514,7 @@ class LoopCoalescer(Coalescer):
             return
         read.task = self.loop.create_task(self._run(read, ids))
 
-    async def _run(self, read: _Read, ids: List[str]) -> None:
+    async def _run(self, read: Read, ids: List[str]) -> None:
         read_deadline.set(read.started_at + read.budget)  # this task's own context
         try:
             result = await self.fetch(ids, read.key[0], list(read.key[1]))
@@ -659,44 +539,21 @@ class LoopCoalescer(Coalescer):
         if nxt is not None:
             self._launch(nxt)
 
-    def fail_read_running(self, read: _Read, error: BaseException) -> None:
+    def fail_read_running(self, read: Read, error: BaseException) -> None:
         """End a running read's callers with ``error`` (no breaker outcome)."""
         read.abandoned = True
         finished: List[Waiter] = []
         with self._lock:
-            read.state = _DONE
+            read.state = DONE
             for member in read.lookups:
-                if member.state == _RUNNING:
+                if member.state == RUNNING:
                     member.error = error
-                    member.state = _DONE
+                    member.state = DONE
                     member.waiter.left -= 1
                     if member.waiter.left == 0:
                         finished.append(member.waiter)
-        _wake(finished, self.loop)
+        wake(finished, self.loop)
 
     async def wait(self, waiter: Waiter) -> None:
         """Await every lookup of ``waiter``, until its deadline at most."""
-        await wait_async(self, waiter)
-
-
-async def wait_async(coalescer: Coalescer, waiter: Waiter) -> None:
-    """Await the end of ``waiter``'s lookups (never blocking the loop), until its deadline."""
-    if waiter.left:
-        future = waiter.future
-        loop = waiter.loop
-        assert future is not None and loop is not None
-        timer = loop.call_later(max(waiter.deadline - _now(), 0.0), _expire, future)
-        try:
-            await future
-        except asyncio.CancelledError:  # the caller was cancelled, not the backend
-            coalescer.give_up(waiter, cancelled=True)
-            raise
-        finally:
-            timer.cancel()
-    if waiter.left:
-        coalescer.give_up(waiter)
-
-
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        await wait_async(waiter, self.give_up)

@@ -13,9 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Deque, List, Optional, Protocol
+from typing import Any, Callable, Deque, List, Optional, Protocol
 
-__all__ = ["Job", "WorkerPool"]
+from ..errors import FeatureStoreUnavailableError
+
+__all__ = ["CallJob", "Job", "WorkerPool"]
 
 _now = time.monotonic
 
@@ -31,6 +33,32 @@ class Job(Protocol):
 
     def dropped(self) -> None:
         """The pool was closed before the job could run."""
+
+
+class CallJob:
+    """A plain call on a worker (the health check), waited for through ``done``."""
+
+    __slots__ = ("deadline", "done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[], Any], deadline: float) -> None:
+        self.fn = fn
+        self.deadline = deadline
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def run(self) -> Optional[Job]:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # reported to the caller
+            self.error = exc
+        self.done.release()
+        return None
+
+    def dropped(self) -> None:
+        self.error = FeatureStoreUnavailableError("the guarded client is closed")
+        self.done.release()
 
 
 class _Worker:
