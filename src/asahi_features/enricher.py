@@ -256,6 +256,36 @@ class _Plan:
         self.overloaded = False  # a read never left this process (not the store's fault)
 
 
+def _by_entity_id(
+    vectors: Sequence[FeatureVector], entity_type: str, ids: List[str]
+) -> Dict[str, FeatureVector]:
+    """A backend's answer indexed by ``entity_id``, never by position: a vector of another
+    entity type, or two for one id, give nobody anything (that entity degrades)."""
+    by_id: Dict[str, FeatureVector] = {}
+    repeated: List[str] = []
+    for vector in vectors:
+        eid = getattr(vector, "entity_id", None)
+        if not isinstance(eid, str) or getattr(vector, "entity_type", None) != entity_type:
+            continue
+        if eid in by_id:
+            repeated.append(eid)
+        else:
+            by_id[eid] = vector
+    for eid in repeated:
+        by_id.pop(eid, None)
+    if repeated or len(by_id) < len(ids):
+        missing = sum(1 for eid in ids if eid not in by_id)
+        if missing:
+            logger.warning(
+                "feature fetch for %r answered %d of %d ids unusably (missing, repeated or "
+                "of another entity type); those requests proceed without them",
+                entity_type,
+                missing,
+                len(ids),
+            )
+    return by_id
+
+
 class FeatureEnricher:
     """Enriches prompts with features from a feature store (spec section 3.3).
 
@@ -586,17 +616,7 @@ class FeatureEnricher:
         ids: List[str],
         vectors: Optional[Sequence[FeatureVector]],
     ) -> None:
-        by_id: Dict[str, FeatureVector] = {}
-        if vectors is not None:
-            if len(vectors) != len(ids):
-                logger.warning(
-                    "batch fetch for %r returned %d vectors for %d ids; ignoring it",
-                    entity_type,
-                    len(vectors),
-                    len(ids),
-                )
-            else:
-                by_id = dict(zip(ids, vectors, strict=True))
+        by_id = {} if vectors is None else _by_entity_id(vectors, entity_type, ids)
         for plan in plans:
             if plan.done is not None or entity_type not in plan.identities:
                 continue

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -806,7 +807,9 @@ async def test_batch_failures_degrade_each_request() -> None:
         assert all(r.enriched_prompt == r.original_prompt for r in results)
 
 
-def test_batch_with_wrong_length_answer_degrades(caplog: pytest.LogCaptureFixture) -> None:
+def test_batch_with_wrong_length_answer_degrades_only_the_missing_entity(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Short(MemoryClient):
         def get_batch_features(
             self, entity_ids: List[str], entity_type: str, feature_names: List[str]
@@ -821,8 +824,49 @@ def test_batch_with_wrong_length_answer_degrades(caplog: pytest.LogCaptureFixtur
                 EnrichmentRequest(prompt="b", user_id="x"),
             ]
         )
-    assert [r.reason for r in results] == [EnrichmentReason.STORE_UNAVAILABLE] * 2
-    assert "returned 1 vectors for 2 ids" in caplog.text
+    assert [r.reason for r in results] == [
+        EnrichmentReason.ENRICHED,
+        EnrichmentReason.STORE_UNAVAILABLE,
+    ]
+    assert "answered 1 of 2 ids unusably" in caplog.text
+
+
+@pytest.mark.parametrize("mangle", ["reverse", "duplicate", "foreign_type"])
+def test_batch_answers_are_matched_by_entity_id_never_by_position(mangle: str) -> None:
+    """An unguarded backend that answers in another order (a SQL IN query does), twice for
+    one id, or with another entity type's vector: nobody gets another entity's features."""
+    data: Dict[str, Dict[str, Dict[str, Any]]] = {
+        "user": {f"u{n}": {"tier": f"MARK{n}"} for n in range(6)}
+    }
+
+    class Mangled(MemoryClient):
+        def get_batch_features(
+            self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+        ) -> List[FeatureVector]:
+            vectors = super().get_batch_features(entity_ids, entity_type, feature_names)
+            if mangle == "reverse":
+                return vectors[::-1]
+            if mangle == "duplicate":  # u0 twice (its second copy carries u1's data)
+                forged = vectors[1].model_copy(update={"entity_id": vectors[0].entity_id})
+                return [vectors[0], forged, *vectors[2:]]
+            forged = vectors[0].model_copy(update={"entity_type": "organization"})
+            return [forged, *vectors[1:]]
+
+    cfg = config(task_features={"general": {"user": ["tier"]}})
+    enricher = FeatureEnricher(Mangled(data), cfg)
+    results = enricher.enrich_batch(
+        [EnrichmentRequest(prompt=f"q{n}", user_id=f"u{n}") for n in range(6)]
+    )
+    for n, result in enumerate(results):
+        marks = re.findall(r"MARK\d", result.enriched_prompt)
+        assert marks in ([f"MARK{n}"], []), (n, result.enriched_prompt)
+    enriched = [bool(r.features_available) for r in results]
+    if mangle == "reverse":
+        assert all(enriched)
+    elif mangle == "duplicate":  # u0 answered twice: trust neither; u1 was not answered
+        assert enriched == [False, False, True, True, True, True]
+    else:  # u0's only answer is of another entity type
+        assert enriched == [False, True, True, True, True, True]
 
 
 # -- build_enricher ------------------------------------------------------------------------
