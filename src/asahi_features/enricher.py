@@ -263,14 +263,17 @@ def _by_entity_id(
     entity type, or two for one id, give nobody anything (that entity degrades)."""
     by_id: Dict[str, FeatureVector] = {}
     repeated: List[str] = []
-    for vector in vectors:
-        eid = getattr(vector, "entity_id", None)
-        if not isinstance(eid, str) or getattr(vector, "entity_type", None) != entity_type:
-            continue
-        if eid in by_id:
-            repeated.append(eid)
-        else:
-            by_id[eid] = vector
+    try:
+        for vector in vectors:
+            eid = vector.entity_id
+            if vector.entity_type != entity_type:
+                continue
+            if eid in by_id:
+                repeated.append(eid)
+            else:
+                by_id[eid] = vector
+    except (AttributeError, TypeError):  # not vectors at all: nobody gets anything
+        by_id.clear()
     for eid in repeated:
         by_id.pop(eid, None)
     if repeated or len(by_id) < len(ids):
