@@ -77,9 +77,9 @@ class _Prepared(NamedTuple):
     """One request after the cache and the breaker: what is known, what must be read."""
 
     groups: List[Tuple[str, Tuple[str, ...], List[str]]]
-    answers: List[List[Optional[FeatureVector]]]  # per group, aligned with its ids
+    known: Optional[List[List[Optional[FeatureVector]]]]  # cache hits per group (or no cache)
     waiter: Optional[Waiter]  # None when nothing needs the backend
-    lookups: List[Optional[int]]  # per group, its lookup's index in waiter.lookups
+    positions: List[Optional[int]]  # per group, its lookup's index in waiter.lookups
     refused: Optional[FeatureStoreUnavailableError]  # the breaker is open
 
 
@@ -286,13 +286,19 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         self.count(counter)
         return error
 
-    def succeeded(self, key: Key, ids: Sequence[str], vectors: Sequence[FeatureVector]) -> None:
+    def succeeded(self, key: Key, by_id: Dict[str, FeatureVector]) -> None:
         if self.cache is not None:
-            self.cache.put_many(key[0], ids, key[1], vectors)
+            self.cache.put_many(key[0], list(by_id), key[1], list(by_id.values()))
 
     def count(self, name: str, n: int = 1) -> None:
         with self._stats_lock:
             self._counts[name] += n
+
+    def count_read(self, coalesced: int) -> None:
+        with self._stats_lock:
+            counts = self._counts
+            counts["reads"] += 1
+            counts["lookups_coalesced"] += coalesced
 
     def _fetch(self, ids: List[str], entity_type: str, names: List[str]) -> Any:
         if len(ids) == 1:
@@ -312,7 +318,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
                 coalescer = self._loops.get(loop)
                 if coalescer is None:
                     coalescer = LoopCoalescer(
-                        self, self.breaker, self.max_batch_size, self._afetch, loop
+                        self, self.breaker, self.max_batch_size, self._afetch
                     )
                     self._loops[loop] = coalescer
         return coalescer
@@ -326,73 +332,89 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         start = _now()
         cache = self.cache
         norm: List[Tuple[str, Tuple[str, ...], List[str]]] = []
-        answers: List[List[Optional[FeatureVector]]] = []
+        known: Optional[List[List[Optional[FeatureVector]]]] = None if cache is None else []
         todo: List[Tuple[int, List[str]]] = []
         total = 0
-        hits = misses = 0
+        hits = 0
         for entity_type, names, ids in groups:
             names_t = tuple(names)
             id_list = list(ids)
             norm.append((entity_type, names_t, id_list))
             total += len(id_list)
-            if cache is None:
-                answers.append([None] * len(id_list))
+            if known is None:
                 wanted = id_list
             else:
+                assert cache is not None
                 cached = cache.get_many(entity_type, id_list, names_t)
-                answers.append(cached)
+                known.append(cached)
                 wanted = [eid for eid, hit in zip(id_list, cached, strict=True) if hit is None]
                 hits += len(id_list) - len(wanted)
-                misses += len(wanted)
             if wanted:
-                todo.append((len(norm) - 1, list(dict.fromkeys(wanted))))
+                if len(wanted) > 1:
+                    wanted = list(dict.fromkeys(wanted))
+                todo.append((len(norm) - 1, wanted))
         with self._stats_lock:
             counts = self._counts
             counts["requests"] += 1
             if cache is not None:
                 counts["cache_hits"] += hits
-                counts["cache_misses"] += misses
-        lookups: List[Optional[int]] = [None] * len(norm)
+                counts["cache_misses"] += total - hits
+        positions: List[Optional[int]] = [None] * len(norm)
         if not todo:
-            return _Prepared(norm, answers, None, lookups, None)
+            return _Prepared(norm, known, None, positions, None)
         if self.breaker.state is BreakerState.OPEN:
             self.count("rejected_open")
             retry = self.breaker.snapshot()["retry_in_seconds"]
             refused = FeatureStoreUnavailableError(
                 f"circuit breaker open (the store failed too often); retrying in {retry:.1f} s"
             )
-            return _Prepared(norm, answers, None, lookups, refused)
+            return _Prepared(norm, known, None, positions, refused)
         timeout = self.deadline_seconds(total)
         waiter = Waiter(start + timeout, timeout, loop)
         for index, wanted in todo:
             entity_type, names_t, _ = norm[index]
-            lookups[index] = len(waiter.lookups)
+            positions[index] = len(waiter.lookups)
             waiter.add((entity_type, names_t), wanted)
-        return _Prepared(norm, answers, waiter, lookups, None)
+        return _Prepared(norm, known, waiter, positions, None)
 
     def _collect(self, prepared: _Prepared) -> List[List[FeatureVector]]:
         """Every group's vectors in input order; fallback or raise for what failed."""
         out: List[List[FeatureVector]] = []
         waiter = prepared.waiter
+        fallback = self._fallback
         for index, (entity_type, _, ids) in enumerate(prepared.groups):
-            answers = prepared.answers[index]
-            position = prepared.lookups[index]
-            error: Optional[BaseException] = prepared.refused if position is None else None
-            by_id: Dict[str, Optional[FeatureVector]] = {}
+            position = prepared.positions[index]
+            error: Optional[BaseException] = prepared.refused
+            answered: Optional[List[Optional[FeatureVector]]] = None
+            lookup_ids: List[str] = ids
             if position is not None and waiter is not None:
                 lookup = waiter.lookups[position]
                 error = lookup.error
-                if lookup.vectors is not None:
-                    by_id = dict(zip(lookup.ids, lookup.vectors, strict=True))
+                answered = lookup.vectors
+                lookup_ids = lookup.ids
+            cached = None if prepared.known is None else prepared.known[index]
+            if (
+                cached is None
+                and answered is not None
+                and lookup_ids is ids
+                and None not in answered
+            ):
+                out.append(answered)  # type: ignore[arg-type]  # no None in it
+                continue
+            by_id: Dict[str, Optional[FeatureVector]] = (
+                {} if answered is None else dict(zip(lookup_ids, answered, strict=True))
+            )
             vectors: List[FeatureVector] = []
-            for eid, known in zip(ids, answers, strict=True):
-                if known is None and error is None:
-                    known = by_id.get(eid)
-                    if known is None:
-                        known = self._fallback.bad_vector(eid, entity_type)
-                vectors.append(
-                    known if known is not None else self._fallback.vector(error, eid, entity_type)
-                )
+            for k, eid in enumerate(ids):
+                vector = None if cached is None else cached[k]
+                if vector is None:
+                    if error is None:
+                        vector = by_id.get(eid)
+                        if vector is None:
+                            vector = fallback.bad_vector(eid, entity_type)
+                    else:
+                        vector = fallback.vector(error, eid, entity_type)
+                vectors.append(vector)
             out.append(vectors)
         return out
 

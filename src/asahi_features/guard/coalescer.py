@@ -32,7 +32,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 from ..errors import (
     FeatureStoreDataError,
@@ -51,6 +51,13 @@ __all__ = ["Coalescer", "LoopCoalescer", "Read", "ReadHooks", "ThreadCoalescer"]
 _now = time.monotonic
 
 
+def _slack(budget: float) -> float:
+    """How much short of its budget an abandoned read may be and still count as having
+    used it up: the hand-off to a worker or a task (microseconds, milliseconds on a loaded
+    machine) starts the read a little after its callers' clocks started."""
+    return min(0.005 + 0.1 * budget, 0.5 * budget)
+
+
 class ReadHooks:
     """What the coalescer needs from the guard: budgets, classification and counters."""
 
@@ -62,11 +69,14 @@ class ReadHooks:
         """The error a backend exception becomes for the callers."""
         raise NotImplementedError
 
-    def succeeded(self, key: Key, ids: Sequence[str], vectors: Sequence[FeatureVector]) -> None:
-        """A read answered (to fill the cache)."""
+    def succeeded(self, key: Key, by_id: Dict[str, FeatureVector]) -> None:
+        """A read answered: its usable vectors by entity id (to fill the cache)."""
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to one of the guard's counters."""
+
+    def count_read(self, coalesced: int) -> None:
+        """One backend read started, carrying ``coalesced`` lookups besides the first."""
 
 
 class _KeyState:
@@ -153,6 +163,7 @@ class Coalescer:
         self.max_batch_size = max_batch_size
         self._lock = threading.Lock()
         self._keys: Dict[Key, _KeyState] = {}
+        self._unjudged: List[Read] = []  # abandoned within budget, still running
         self._closed = False
 
     # -- submitting and waiting -------------------------------------------------------
@@ -197,12 +208,15 @@ class Coalescer:
         to_launch: List[Read] = []
         now = _now()
         with self._lock:
+            self._judge_overdue(now)
             for lookup in waiter.lookups:
                 if lookup.state == DONE:
                     continue
                 state = self._keys[lookup.key]
                 read = lookup.read
-                if lookup.state == RUNNING:
+                if cancelled:  # nobody reads it: neither a timeout nor an overload
+                    lookup.error = FeatureStoreUnavailableError("the caller was cancelled")
+                elif lookup.state == RUNNING:
                     lookup.error = self._timed_out(waiter)
                 else:
                     lookup.error = self._not_sent(state, now)
@@ -244,17 +258,26 @@ class Coalescer:
         return False
 
     def _abandon(self, read: Read, state: _KeyState, cancelled: bool) -> Optional[Read]:
-        """Nobody waits for ``read`` any more (lock held): count it, free its key."""
+        """Nobody waits for ``read`` any more (lock held): judge it, free its key.
+
+        A read abandoned within its own budget is not judged yet: its callers' time may
+        have gone in local queueing. It is judged when it returns (by how long the
+        backend took) or, if it has not returned by then, when its budget runs out.
+        """
         if read.state == RUNNING and not read.abandoned:
             read.abandoned = True
             permit = read.permit
             if permit is not None:
-                if cancelled:
+                if cancelled:  # the callers left: says nothing about the backend
+                    read.permit = None
                     permit.release()
-                else:
+                    self._cancel(read)
+                elif _now() - read.started_at >= read.budget - _slack(read.budget):
+                    read.permit = None
                     permit.failure(slow=True)
-            if read.task is not None:
-                read.task.cancel()
+                    self._cancel(read)
+                else:
+                    self._judge_later(read)
         elif read.state == QUEUED:
             read.state = DONE
             self._unqueue(read)
@@ -262,6 +285,34 @@ class Coalescer:
             state.read = None
             return self._next_read(state)
         return None
+
+    def _judge_later(self, read: Read) -> None:
+        """Judge an abandoned read at the end of its budget if it has not returned (lock
+        held)."""
+        self._unjudged.append(read)
+
+    def _judge_overdue(self, now: float) -> None:
+        """Abandoned reads still running past their budget fail (lock held)."""
+        unjudged = self._unjudged
+        if not unjudged:
+            return
+        keep: List[Read] = []
+        for read in unjudged:
+            permit = read.permit
+            if permit is None:
+                continue
+            if now - read.started_at >= read.budget - _slack(read.budget):
+                read.permit = None
+                permit.failure(slow=True)
+                self._cancel(read)
+            else:
+                keep.append(read)
+        unjudged[:] = keep
+
+    def _cancel(self, read: Read) -> None:
+        """Stop a read nobody waits for, where that is possible (native tasks)."""
+        if read.task is not None:
+            read.task.cancel()
 
     def _unqueue(self, read: Read) -> None:
         """A queued read lost all its callers (lock held)."""
@@ -290,13 +341,19 @@ class Coalescer:
         (nobody waits for it any more, or the breaker refuses it)."""
         refused = False
         with self._lock:
+            self._judge_overdue(_now())
             if read.state != QUEUED:
                 return None
-            live = [m for m in read.lookups if m.state == QUEUED]
+            lookups = read.lookups
+            if len(lookups) == 1:  # the lone request: its ids are unique already
+                live = lookups if lookups[0].state == QUEUED else []
+                ids = lookups[0].ids
+            else:
+                live = [m for m in lookups if m.state == QUEUED]
+                ids = list(dict.fromkeys(eid for m in live for eid in m.ids))
             if not live:
                 read.state = DONE
                 return None
-            ids = list(dict.fromkeys(eid for m in live for eid in m.ids))
             budget = self._hooks.budget(len(ids))
             permit = self._breaker.acquire(budget)
             if permit is None:
@@ -313,8 +370,7 @@ class Coalescer:
             self._hooks.count("rejected_open")
             self.fail_read(read, FeatureStoreUnavailableError("circuit breaker open"))
             return None
-        self._hooks.count("reads")
-        self._hooks.count("lookups_coalesced", len(live) - 1)
+        self._hooks.count_read(len(live) - 1)
         return ids
 
     def complete(
@@ -337,26 +393,24 @@ class Coalescer:
             else:
                 if bad:
                     hooks.count("bad_vectors", bad)
-        permit = read.permit
         if error is not None:
             error = hooks.failed(error)
-        if permit is not None and not read.abandoned:
-            if error is None:
-                permit.success(slow=duration > read.budget)
-            elif isinstance(error, FeatureStoreUnavailableError):
-                permit.failure(slow=duration > read.budget)
-            else:  # the caller's mistake (unknown feature): says nothing of the backend
-                permit.release()
-        if error is None and by_id and not read.abandoned:
-            hooks.succeeded(key, list(by_id), list(by_id.values()))
         finished: List[Waiter] = []
         with self._lock:
+            permit = read.permit  # judged once: here, or by the overdue sweep
+            read.permit = None
+            abandoned = read.abandoned
             read.state = DONE
             for member in read.lookups:
                 if member.state != RUNNING:
                     continue
                 if error is None:
-                    member.vectors = [by_id.get(eid) for eid in member.ids]
+                    wanted = member.ids
+                    member.vectors = (
+                        [by_id.get(wanted[0])]
+                        if len(wanted) == 1
+                        else [by_id.get(eid) for eid in wanted]
+                    )
                 else:
                     member.error = error
                 member.state = DONE
@@ -365,6 +419,16 @@ class Coalescer:
                 if waiter.left == 0:
                     finished.append(waiter)
             nxt = self._after(read)
+        if permit is not None:
+            slow = duration > read.budget
+            if error is None:
+                permit.success(slow=slow)
+            elif isinstance(error, FeatureStoreUnavailableError):
+                permit.failure(slow=slow)
+            else:  # the caller's mistake (unknown feature): says nothing of the backend
+                permit.release()
+        if error is None and by_id and not abandoned:  # a late answer is discarded
+            hooks.succeeded(key, by_id)
         wake(finished, on_loop)
         return nxt
 
@@ -499,11 +563,9 @@ class LoopCoalescer(Coalescer):
         breaker: CircuitBreaker,
         max_batch_size: int,
         fetch: Callable[[List[str], str, List[str]], Any],
-        loop: asyncio.AbstractEventLoop,
     ) -> None:
         super().__init__(hooks, breaker, max_batch_size)
-        self.fetch = fetch
-        self.loop = loop
+        self.fetch = fetch  # no reference to the loop: the guard's per-loop map is weak
 
     def _launch(self, read: Read) -> None:
         ids = self.begin(read)
@@ -512,7 +574,20 @@ class LoopCoalescer(Coalescer):
             if nxt is not None:
                 self._launch(nxt)
             return
-        read.task = self.loop.create_task(self._run(read, ids))
+        read.task = asyncio.get_running_loop().create_task(self._run(read, ids))
+
+    def _judge_later(self, read: Read) -> None:
+        remaining = read.started_at + read.budget - _now()
+        asyncio.get_running_loop().call_later(max(remaining, 0.0), self._expire, read)
+
+    def _expire(self, read: Read) -> None:
+        """An abandoned read's budget ran out before it returned: it failed."""
+        with self._lock:
+            permit = read.permit
+            read.permit = None
+        if permit is not None:
+            permit.failure(slow=True)
+            self._cancel(read)
 
     async def _run(self, read: Read, ids: List[str]) -> None:
         read_deadline.set(read.started_at + read.budget)  # this task's own context
@@ -522,7 +597,7 @@ class LoopCoalescer(Coalescer):
             task = asyncio.current_task()
             cancelling = getattr(task, "cancelling", None)
             if read.abandoned:
-                return  # we cancelled it: every caller has left already
+                return  # we cancelled it: every caller has left, the read is judged
             if cancelling is not None and cancelling():
                 # cancelled from outside (the loop is shutting down): not the backend's fault
                 if read.permit is not None:
@@ -531,11 +606,11 @@ class LoopCoalescer(Coalescer):
                 self.fail_read_running(read, FeatureStoreUnavailableError("read cancelled"))
                 raise
             error: BaseException = FeatureStoreUnavailableError("the backend raised CancelledError")
-            nxt = self.complete(read, None, error, self.loop)
+            nxt = self.complete(read, None, error, asyncio.get_running_loop())
         except Exception as exc:
-            nxt = self.complete(read, None, exc, self.loop)
+            nxt = self.complete(read, None, exc, asyncio.get_running_loop())
         else:
-            nxt = self.complete(read, result, None, self.loop)
+            nxt = self.complete(read, result, None, asyncio.get_running_loop())
         if nxt is not None:
             self._launch(nxt)
 
@@ -552,7 +627,10 @@ class LoopCoalescer(Coalescer):
                     member.waiter.left -= 1
                     if member.waiter.left == 0:
                         finished.append(member.waiter)
-        wake(finished, self.loop)
+            state = self._keys.get(read.key)
+            if state is not None and state.read is read:
+                state.read = None
+        wake(finished, asyncio.get_running_loop())
 
     async def wait(self, waiter: Waiter) -> None:
         """Await every lookup of ``waiter``, until its deadline at most."""

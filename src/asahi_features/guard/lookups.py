@@ -113,11 +113,21 @@ def wake(waiters: List[Waiter], on_loop: Optional[asyncio.AbstractEventLoop]) ->
 def match(
     ids: Sequence[str], entity_type: str, result: Any
 ) -> Tuple[Dict[str, FeatureVector], int]:
-    """Index a backend answer by entity id; also how many vectors were unusable.
+    """Index a backend answer by entity id; also how many answers were bad: asked ids left
+    without a usable vector (missing, repeated, of another entity type) plus vectors for
+    ids nobody asked.
 
     Raises:
         FeatureStoreDataError: the answer is not a list of FeatureVectors.
     """
+    if len(ids) == 1 and type(result) is list and len(result) == 1:  # the lone read
+        vector = result[0]
+        if (
+            type(vector) is FeatureVector
+            and vector.entity_id == ids[0]
+            and vector.entity_type == entity_type
+        ):
+            return {ids[0]: vector}, 0
     if isinstance(result, FeatureVector) and len(ids) == 1:
         result = [result]
     if not isinstance(result, (list, tuple)):
@@ -128,23 +138,25 @@ def match(
     by_id: Dict[str, FeatureVector] = {}
     repeated: set[str] = set()
     wanted = set(ids)
-    bad = 0
+    unasked = 0
     for vector in result:
         if not isinstance(vector, FeatureVector):
             raise FeatureStoreDataError(
                 f"backend returned a {type(vector).__name__} in a read, expected FeatureVectors"
             )
         eid = vector.entity_id
-        if eid not in wanted or vector.entity_type != entity_type:
-            bad += 1
-        elif eid in by_id:
+        if eid not in wanted:
+            unasked += 1  # nobody asked for it: it gives nobody anything
+            continue
+        if vector.entity_type != entity_type:
+            continue  # of another entity type: its id stays unanswered
+        if eid in by_id:
             repeated.add(eid)
         else:
             by_id[eid] = vector
     for eid in repeated:  # two answers for one entity: trust neither
         del by_id[eid]
-        bad += 1
-    return by_id, bad + sum(1 for eid in wanted if eid not in by_id and eid not in repeated)
+    return by_id, unasked + sum(1 for eid in wanted if eid not in by_id)
 
 
 async def wait_async(waiter: Waiter, give_up: Callable[..., None]) -> None:
