@@ -22,11 +22,23 @@ import logging
 import threading
 import uuid
 import warnings
+import weakref
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Literal, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    Literal,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
@@ -37,7 +49,7 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_core.tracers.base import BaseTracer
-from pydantic import ConfigDict
+from pydantic import ConfigDict, PrivateAttr
 
 from .enricher import EnrichmentTuple, FeatureEnricher
 from .models import EnrichmentRequest, EnrichmentResult
@@ -70,21 +82,93 @@ function of ``run`` (and optionally ``example``), or of the LangSmith argument n
 ``inputs`` / ``outputs`` / ``reference_outputs`` / ``run`` / ``example``."""
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
+_ABSENT: Any = object()
 _make_request = EnrichmentTuple._make
+_PARAM_ENTITY_TYPES = frozenset({"user", "organization"})
+"""Entity types whose id is an enricher parameter (``user_id``, ``organization_id``);
+every other entity type's id is ``context["<entity_type>_id"]``."""
+
+
+_PRODUCED: weakref.WeakValueDictionary[str, EnrichmentResult] = weakref.WeakValueDictionary()
+"""Every result a :class:`FeatureEnrichmentRunnable` returned in an observed run, by
+``enrichment_id``, for as long as the result object lives. The monitor handler and the
+evaluation helpers record only these: an output of another step that merely looks like
+an enrichment result (a dict, a copy, a hand-made ``EnrichmentResult``) is ignored."""
+
+
+def _mark_produced(result: Any) -> None:
+    try:  # noqa: SIM105 - try/except is cheaper than contextlib.suppress per result
+        _PRODUCED[result.enrichment_id] = result
+    except (AttributeError, TypeError):  # not a result object: nothing to vouch for
+        pass
+
+
+def _produced(candidate: Any) -> Optional[EnrichmentResult]:
+    """The result a FeatureEnrichmentRunnable produced that ``candidate`` is (or is an
+    exact copy of, e.g. a serialised output read back), else ``None``.
+
+    What is returned is always the runnable's own object, never ``candidate``: a
+    look-alike can at most point at a real result, never put its content in a monitor.
+    """
+    eid = getattr(candidate, "enrichment_id", None)
+    if type(eid) is not str:
+        return None
+    genuine = _PRODUCED.get(eid)
+    if genuine is None:
+        return None
+    if candidate is not genuine:
+        try:
+            same = type(candidate) is type(genuine) and bool(candidate == genuine)
+        except Exception:
+            same = False
+        if not same:
+            return None
+    return genuine
 
 
 def _configurable(config: Optional[RunnableConfig]) -> Mapping[str, Any]:
     return (config or {}).get("configurable") or _NOTHING
 
 
-def _pick(configurable: Mapping[str, Any], given: Mapping[str, Any], key: str) -> Optional[str]:
-    """``key`` from ``configurable``, else from the input, as a string (or ``None``)."""
-    value = configurable.get(key)
+def _as_id(value: Any) -> Optional[str]:
     if value is None:
-        value = given.get(key)
-        if value is None:
-            return None
+        return None
     return value if type(value) is str else str(value)
+
+
+def _pick(configurable: Mapping[str, Any], given: Mapping[str, Any], key: str) -> Optional[str]:
+    """An identity: ``configurable[key]`` when the key is there at all (``None`` there
+    means "no identity", never "ask the input"), else the input's ``key``."""
+    value = configurable.get(key, _ABSENT)
+    if value is _ABSENT:
+        value = given.get(key)
+    return _as_id(value)
+
+
+def _pick_task(configurable: Mapping[str, Any], given: Mapping[str, Any]) -> Optional[str]:
+    """The task type: ``configurable``'s unless it is missing or ``None``, else the input's."""
+    value = configurable.get("task_type")
+    if value is None:
+        value = given.get("task_type")
+    return _as_id(value)
+
+
+def _context_id_keys(enricher: Any) -> Optional[Dict[str, Tuple[str, ...]]]:
+    """Per task type of the enricher's task map, the ``<entity_type>_id`` keys the
+    enricher reads from the request context (entity types other than user and
+    organization that have features); ``None`` when the enricher has no task map."""
+    task_features = getattr(getattr(enricher, "config", None), "task_features", None)
+    if not isinstance(task_features, Mapping):
+        return None
+    return {
+        str(task): tuple(
+            f"{entity_type}_id"
+            for entity_type, names in mapping.items()
+            if names and entity_type not in _PARAM_ENTITY_TYPES
+        )
+        for task, mapping in task_features.items()
+        if isinstance(mapping, Mapping)
+    }
 
 
 class EnrichedPrompt(str):
@@ -107,28 +191,46 @@ class EnrichedPrompt(str):
 
 
 _IDENTITY_SPECS = (
-    ("user_id", "User ID", "Identity for user features (wins over the input's user_id)."),
+    (
+        "user_id",
+        "User ID",
+        "Identity for user features. When present it is final (None: no user), the "
+        "input's user_id is not read.",
+    ),
     (
         "organization_id",
         "Organization ID",
-        "Identity for organization features (wins over the input).",
+        "Identity for organization features. When present it is final (None: no "
+        "organization), the input's organization_id is not read.",
     ),
     ("task_type", "Task type", "Task type that selects the features (wins over the input)."),
 )
 
 
-def _config_specs() -> List[ConfigurableFieldSpec]:
-    return [
-        ConfigurableFieldSpec(
-            id=key,
-            annotation=Optional[str],
-            name=name,
-            description=description,
-            default=None,
-            is_shared=True,
+def _spec(key: str, name: str, description: str) -> ConfigurableFieldSpec:
+    return ConfigurableFieldSpec(
+        id=key,
+        annotation=Optional[str],
+        name=name,
+        description=description,
+        default=None,
+        is_shared=True,
+    )
+
+
+def _config_specs(entity_keys: Sequence[str] = ()) -> List[ConfigurableFieldSpec]:
+    specs = [_spec(key, name, description) for key, name, description in _IDENTITY_SPECS]
+    for key in entity_keys:
+        entity_type = key[: -len("_id")]
+        specs.append(
+            _spec(
+                key,
+                f"{entity_type.replace('_', ' ').capitalize()} ID",
+                f"Identity for {entity_type} features. When present it is final (None: "
+                f"no {entity_type}), the input's context['{key}'] is not read.",
+            )
         )
-        for key, name, description in _IDENTITY_SPECS
-    ]
+    return specs
 
 
 _CONFIG_SPECS = _config_specs()
@@ -138,9 +240,18 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     """A LangChain step that enriches the prompt with feature-store context.
 
     Input: the prompt as a ``str``, or a ``dict`` holding it under ``prompt_key`` with
-    optional ``user_id``, ``organization_id``, ``task_type`` and ``context``. The same
-    identity keys in ``config["configurable"]`` win over the input (servers put the
-    authenticated identity there); they are advertised through :attr:`config_specs`.
+    optional ``user_id``, ``organization_id``, ``task_type`` and ``context`` (whose
+    ``<entity_type>_id`` keys identify the task's other entity types).
+
+    Identity (servers put the authenticated identity in ``config["configurable"]``): an
+    identity key present in ``configurable`` is final, whatever the input says;
+    ``None`` there means "no identity", never "take the input's". The keys are
+    ``user_id``, ``organization_id`` and ``<entity_type>_id`` for every other entity type
+    of the enricher's task map (e.g. ``merchant_id``), all advertised through
+    :attr:`config_specs`. ``task_type`` in ``configurable`` wins unless it is ``None``.
+    With ``identity_from_input=False`` the input's identities (``user_id``,
+    ``organization_id``, the task's ``context["<entity_type>_id"]``) are ignored
+    altogether: only ``configurable`` counts.
 
     Output: with ``output="prompt"`` (default) the enriched prompt as an
     :class:`EnrichedPrompt` string, so ``runnable | llm`` works. With ``output="dict"``
@@ -160,6 +271,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         prompt_key: the dict key of the prompt (default ``"prompt"``).
         output: ``"prompt"`` or ``"dict"``.
         task_type: the task type when neither the config nor the input gives one.
+        identity_from_input: read identities from the input when ``configurable`` does
+            not have them (default). ``False`` for servers whose input comes from
+            clients: identities then come from ``configurable`` only.
 
     Raises:
         TypeError: (per input) the input is not a str or a dict with a str prompt.
@@ -177,14 +291,21 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     prompt_key: str = "prompt"
     output: Literal["prompt", "dict"] = "prompt"
     task_type: str = "general"
+    identity_from_input: bool = True
     name: Optional[str] = "FeatureEnrichment"
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    _context_keys: Optional[Dict[str, Tuple[str, ...]]] = PrivateAttr(default=None)
+    _specs: List[ConfigurableFieldSpec] = PrivateAttr(default_factory=list)
 
     def __init__(self, enricher: Any = None, **kwargs: Any) -> None:
         if enricher is None:
             raise TypeError("FeatureEnrichmentRunnable needs an enricher (a FeatureEnricher)")
         super().__init__(enricher=enricher, **kwargs)
+        self._context_keys = _context_id_keys(enricher)
+        every = sorted({key for keys in (self._context_keys or {}).values() for key in keys})
+        self._specs = _config_specs(every) if every else _CONFIG_SPECS
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -193,8 +314,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     @property
     def config_specs(self) -> List[ConfigurableFieldSpec]:
-        """``user_id``, ``organization_id`` and ``task_type`` in ``configurable``."""
-        return list(_CONFIG_SPECS)
+        """``user_id``, ``organization_id``, ``task_type`` and ``<entity_type>_id`` for
+        every other entity type of the enricher's task map, in ``configurable``."""
+        return list(self._specs)
 
     @property
     def OutputType(self) -> Any:
@@ -204,10 +326,19 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     # -- input and output -------------------------------------------------------------
 
     def _request(self, input: Any, config: Optional[RunnableConfig]) -> EnrichmentTuple:
-        return self._request_with(input, _configurable(config))
+        return self._request_with(input, _configurable(config), self._context_keys)
 
-    def _request_with(self, input: Any, configurable: Mapping[str, Any]) -> EnrichmentTuple:
-        """The request of one input, identity from ``configurable`` first."""
+    def _request_with(
+        self,
+        input: Any,
+        configurable: Mapping[str, Any],
+        by_task: Optional[Dict[str, Tuple[str, ...]]],
+    ) -> EnrichmentTuple:
+        """The request of one input, identity from ``configurable`` first.
+
+        ``by_task`` is ``self._context_keys``, read once by the caller (a pydantic
+        private attribute costs microseconds per read).
+        """
         if type(input) is dict or (not isinstance(input, str) and isinstance(input, Mapping)):
             prompt: Any = input.get(self.prompt_key)
             if not isinstance(prompt, str):
@@ -225,9 +356,10 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
                 "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
                 f"under {self.prompt_key!r}, got {type(input).__name__}"
             )
-        user_id = _pick(configurable, given, "user_id")
-        organization_id = _pick(configurable, given, "organization_id")
-        task_type = _pick(configurable, given, "task_type")
+        ids = given if self.identity_from_input else _NOTHING
+        user_id = _pick(configurable, ids, "user_id")
+        organization_id = _pick(configurable, ids, "organization_id")
+        task_type = _pick_task(configurable, given) or self.task_type
         context = given.get("context")
         if context is not None:
             if not isinstance(context, Mapping):
@@ -236,9 +368,40 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
                     f"{type(context).__name__}"
                 )
             context = dict(context)
-        return _make_request(
-            (prompt, user_id, organization_id, task_type or self.task_type, context)
-        )
+        if by_task is None:  # an enricher without a task map: any *_id may be an identity
+            if context and not self.identity_from_input:
+                for key in [k for k in context if isinstance(k, str) and k.endswith("_id")]:
+                    del context[key]
+        else:
+            keys = by_task.get(task_type)
+            if keys:
+                context = self._pin(context, configurable, keys)
+        return _make_request((prompt, user_id, organization_id, task_type, context))
+
+    def _pin(
+        self,
+        context: Optional[Dict[str, Any]],
+        configurable: Mapping[str, Any],
+        keys: Tuple[str, ...],
+    ) -> Optional[Dict[str, Any]]:
+        """The context (a private copy) with the task's other identities settled:
+        ``configurable`` is final where it has the key, the input counts otherwise
+        (unless ``identity_from_input`` is off)."""
+        from_input = self.identity_from_input
+        for key in keys:
+            value = configurable.get(key, _ABSENT)
+            if value is _ABSENT:
+                if from_input:
+                    continue
+                value = None
+            if value is None:
+                if context:
+                    context.pop(key, None)
+            else:
+                if context is None:
+                    context = {}
+                context[key] = _as_id(value)
+        return context
 
     def _output(self, input: Any, result: EnrichmentResult) -> Any:
         if self._records_itself():
@@ -269,6 +432,8 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
+        if run_manager.handlers:
+            _mark_produced(result)
         return self._output(input, result)
 
     async def _ainvoke(
@@ -282,6 +447,8 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
+        if run_manager.handlers:
+            _mark_produced(result)
         return self._output(input, result)
 
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
@@ -306,12 +473,13 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         add_position = positions.append
         last_config: Any = None
         configurable: Mapping[str, Any] = _NOTHING
+        by_task = self._context_keys
         for i, (input, config) in enumerate(zip(inputs, configs, strict=True)):
             if config is not last_config:  # one shared config in the common case
                 last_config = config
                 configurable = _configurable(config)
             try:
-                add_request(self._request_with(input, configurable))
+                add_request(self._request_with(input, configurable, by_task))
             except Exception as exc:
                 outputs[i] = exc
             else:
@@ -324,7 +492,11 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         outputs: List[Any],
         positions: List[int],
         results: Sequence[EnrichmentResult],
+        observed: bool,
     ) -> List[Any]:
+        if observed:  # runs that callback handlers see: vouch for these results
+            for result in results:
+                _mark_produced(result)
         if self.output == "prompt" and not self._records_itself():
             for i, result in zip(positions, results, strict=True):
                 outputs[i] = EnrichedPrompt(result.enriched_prompt, result)
@@ -354,7 +526,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             results = enricher.enrich_requests(requests)
         else:  # any object with the enricher's batch method
             results = enricher.enrich_batch([_as_request(r) for r in requests])
-        return self._assemble(inputs, outputs, positions, results)
+        return self._assemble(inputs, outputs, positions, results, bool(run_manager))
 
     async def _abatch(
         self,
@@ -371,7 +543,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             results = await enricher.aenrich_requests(requests)
         else:
             results = await enricher.aenrich_batch([_as_request(r) for r in requests])
-        return self._assemble(inputs, outputs, positions, results)
+        return self._assemble(inputs, outputs, positions, results, bool(run_manager))
 
     def batch(
         self,
@@ -490,20 +662,31 @@ def _enrichment_of_outputs(outputs: Any) -> Optional[EnrichmentResult]:
 
 
 def find_enrichments(run: Any) -> List[EnrichmentResult]:
-    """Every enrichment in a finished run tree (the run and its ``child_runs``).
+    """Every enrichment-like output in a finished run tree (the run and its
+    ``child_runs``).
 
     Works on LangChain tracer runs and on the runs returned by ``langsmith.evaluate``.
-    Each enrichment appears once (by ``enrichment_id``), in the order found.
+    Each enrichment appears once (by ``enrichment_id``), in the order found. This reads
+    what the outputs *say*: any step can return something that looks like a result.
+    The recording helpers of this module (the handler, :func:`evaluate_runs`,
+    :func:`record_langsmith_results`, :func:`evaluate_offline`) record only results a
+    :class:`FeatureEnrichmentRunnable` of this process produced.
     """
     found: Dict[str, EnrichmentResult] = {}
+    for result in _outputs_in_tree(run):
+        found.setdefault(result.enrichment_id, result)
+    return list(found.values())
+
+
+def _outputs_in_tree(run: Any) -> Iterable[EnrichmentResult]:
+    """Every enrichment-like output of a run tree, depth first, repeats included."""
     stack = [run]
     while stack:
         node = stack.pop()
         result = _enrichment_of_outputs(getattr(node, "outputs", None))
         if result is not None:
-            found.setdefault(result.enrichment_id, result)
+            yield result
         stack.extend(reversed(list(getattr(node, "child_runs", None) or [])))
-    return list(found.values())
 
 
 # -- scores -----------------------------------------------------------------------------
@@ -623,6 +806,29 @@ def _record(monitor: Any, enrichments: Sequence[EnrichmentResult], score: Option
     return recorded
 
 
+def _produced_only(found: Iterable[EnrichmentResult], run_id: str) -> List[EnrichmentResult]:
+    """The runnable's own results among ``found``, once each (look-alikes are dropped
+    and logged before deduplication, so a look-alike reusing a real id hides nothing)."""
+    kept: Dict[str, EnrichmentResult] = {}
+    for candidate in found:
+        result = _produced(candidate)
+        if result is None:
+            logger.debug(
+                "run %s: an output looks like enrichment %s but no "
+                "FeatureEnrichmentRunnable produced it; not recorded",
+                run_id,
+                _describe_id(candidate),
+            )
+        else:
+            kept.setdefault(result.enrichment_id, result)
+    return list(kept.values())
+
+
+def _describe_id(candidate: Any) -> str:
+    eid = getattr(candidate, "enrichment_id", None)
+    return repr(eid[:40]) if isinstance(eid, str) else "(no id)"
+
+
 def _merge(*groups: Iterable[EnrichmentResult]) -> List[EnrichmentResult]:
     merged: Dict[str, EnrichmentResult] = {}
     for group in groups:
@@ -642,6 +848,13 @@ class FeatureMonitorCallbackHandler(BaseTracer):
     and remembered under the id of its root run (and its own run id), so that
     :meth:`record_run_quality` (or an evaluator) attaches a quality score to it. With
     ``evaluators``, every finished root run is scored right away.
+
+    Only results that a :class:`FeatureEnrichmentRunnable` produced (the very object it
+    returned, found by identity in a weak registry) are recorded. Another step's output
+    that merely looks like a result (a dict with the same keys, an ``EnrichmentResult``
+    built or copied by hand, an :class:`EnrichedPrompt` wrapping one) is ignored and
+    logged at DEBUG, so no step can feed the monitor forged outcomes (e.g. store
+    failures that would pause enrichment).
 
     Runs inline (also in async chains), so evaluators should be quick; slow scoring
     belongs in :func:`evaluate_runs` over :attr:`finished_runs` later. Nothing here
@@ -695,8 +908,17 @@ class FeatureMonitorCallbackHandler(BaseTracer):
     # -- tracer hooks ------------------------------------------------------------------
 
     def _collect(self, run: Run) -> None:
-        result = _enrichment_of_outputs(run.outputs)
+        candidate = _enrichment_of_outputs(run.outputs)
+        if candidate is None:
+            return
+        result = _produced(candidate)
         if result is None:
+            logger.debug(
+                "run %s (%s): its output looks like an enrichment result but no "
+                "FeatureEnrichmentRunnable produced it; not recorded",
+                run.id,
+                run.name,
+            )
             return
         root = str(run.trace_id or run.id)
         eid = result.enrichment_id
@@ -789,7 +1011,7 @@ def _record_pairs(
 ) -> RunQuality:
     run_id = str(getattr(run, "id", ""))
     known = handler.enrichments_for_run(run_id) if handler is not None else []
-    enrichments = _merge(find_enrichments(run), known)
+    enrichments = _merge(_produced_only(_outputs_in_tree(run), run_id), known)
     score = _quality(pairs, key)
     recorded = _record(monitor, enrichments, score)
     return RunQuality(

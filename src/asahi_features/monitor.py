@@ -32,7 +32,18 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError
 from .models import EnrichmentResult
-from .monitor_stats import AvailabilityWindow, LatencyReservoir, Welford, welch_upper_bound
+from .monitor_stats import (
+    AvailabilityWindow,
+    LatencyReservoir,
+    StateFieldError,
+    Welford,
+    check_count,
+    check_object,
+    field_path,
+    read_count,
+    read_finite,
+    welch_upper_bound,
+)
 from .settings import MonitorConfig
 
 __all__ = [
@@ -132,6 +143,113 @@ class _TaskStats:
 
 
 _Entry = Tuple[_TaskStats, int, bool]
+_Quality = Tuple[Welford, Welford, Welford]
+
+
+class _Restored(NamedTuple):
+    """A checked snapshot state, ready to replace a monitor's counters."""
+
+    counters: Dict[str, Any]
+    """attribute name -> value, for every entry of ``_COUNTERS``."""
+    quality: _Quality
+    latency: LatencyReservoir
+    tasks: Dict[str, _TaskStats]
+
+
+def _read_quality(value: Any, path: str) -> _Quality:
+    if not isinstance(value, list) or len(value) != len(GROUPS):
+        raise StateFieldError(
+            path, f"a list of {len(GROUPS)} accumulators ({', '.join(GROUPS)})", value
+        )
+    return (
+        Welford.from_dict(value[0], f"{path}[0]"),
+        Welford.from_dict(value[1], f"{path}[1]"),
+        Welford.from_dict(value[2], f"{path}[2]"),
+    )
+
+
+def _read_task(name: str, value: Any, path: str, known: Dict[str, Any]) -> _TaskStats:
+    data = check_object(value, path)
+    ts = _TaskStats(name)
+    ts.total = read_count(data, "total", path)
+    ts.tokens = read_count(data, "tokens", path, 0)
+    groups = data.get("groups")
+    if not isinstance(groups, list) or len(groups) != len(GROUPS):
+        raise StateFieldError(
+            f"{path}.groups",
+            f"a list of {len(GROUPS)} counts ({', '.join(GROUPS)})",
+            groups,
+            missing="groups" not in data,
+        )
+    ts.groups = [check_count(g, f"{path}.groups[{i}]") for i, g in enumerate(groups)]
+    if sum(ts.groups) != ts.total:
+        raise StateFieldError(f"{path}.groups", f"counts adding up to total ({ts.total})", groups)
+    if "reasons" not in data:
+        raise StateFieldError(f"{path}.reasons", "an object of counts", missing=True)
+    reasons = check_object(data["reasons"], f"{path}.reasons")
+    ts.reasons = {
+        known.get(k, k): check_count(v, field_path(f"{path}.reasons", k))
+        for k, v in reasons.items()
+    }
+    if sum(ts.reasons.values()) != ts.total:
+        raise StateFieldError(f"{path}.reasons", f"counts adding up to total ({ts.total})", reasons)
+    if "quality" not in data:
+        raise StateFieldError(f"{path}.quality", "a list of 3 accumulators", missing=True)
+    ts.quality = _read_quality(data["quality"], f"{path}.quality")
+    for group, (acc, count) in enumerate(zip(ts.quality, ts.groups, strict=True)):
+        if acc.n > count:  # at most one score per recorded enrichment
+            raise StateFieldError(
+                f"{path}.quality[{group}].n", f"at most groups[{group}] ({count})", acc.n
+            )
+    return ts
+
+
+def _read_state(state: Dict[str, Any], config: MonitorConfig) -> _Restored:
+    """Check a saved ``state`` object whole and build what it describes.
+
+    Raises:
+        StateFieldError: the first field that is missing or out of range.
+    """
+    from .models import EnrichmentReason
+
+    if "counters" not in state:
+        raise StateFieldError("state.counters", "an object of counters", missing=True)
+    counters = check_object(state["counters"], "state.counters")
+    values: Dict[str, Any] = {}
+    for key, attr, kind in _COUNTERS:
+        if kind is int:
+            values[attr] = read_count(counters, key, "state.counters", 0)
+        else:
+            values[attr] = read_finite(counters, key, "state.counters", 0.0)
+    if values["_failures"] > values["_attempts"]:
+        raise StateFieldError(
+            "state.counters.failures",
+            f"at most counters.attempts ({values['_attempts']})",
+            values["_failures"],
+        )
+    if values["_successful"] + values["_held_out"] > values["_total"]:
+        raise StateFieldError(
+            "state.counters.successful",
+            f"successful + held_out at most counters.total ({values['_total']})",
+            values["_successful"],
+        )
+    if "quality" not in state:
+        raise StateFieldError("state.quality", "a list of 3 accumulators", missing=True)
+    quality = _read_quality(state["quality"], "state.quality")
+    latency = LatencyReservoir(config.latency_reservoir_size, seed=config.seed)
+    latency.load(state.get("latency", {}), "state.latency")
+    known = {r.value: r for r in EnrichmentReason}
+    tasks: Dict[str, _TaskStats] = {}
+    raw_tasks = check_object(state.get("tasks", {}), "state.tasks")
+    for name, data in raw_tasks.items():
+        tasks[name] = _read_task(name, data, field_path("state.tasks", name), known)
+    if tasks and sum(ts.total for ts in tasks.values()) != values["_total"]:
+        raise StateFieldError(
+            "state.tasks",
+            f"task totals adding up to counters.total ({values['_total']})",
+            sum(ts.total for ts in tasks.values()),
+        )
+    return _Restored(values, quality, latency, tasks)
 
 
 def _reason_name(reason: Any) -> str:
@@ -421,7 +539,7 @@ class FeatureMonitor:
         Reproducible: a keyed BLAKE2b hash of ``(seed, task_type, unit_id)`` mapped to
         ``[0, 1)`` and compared with the task's holdout fraction, so one user always
         gets the same treatment for a task type. Without a ``unit_id`` the request is
-        never held out.
+        never held out. Any text is accepted, lone surrogates included.
 
         Args:
             task_type: the request's task type.
@@ -434,9 +552,10 @@ class FeatureMonitor:
             return False
         if fraction >= 1.0:
             return True
-        digest = hashlib.blake2b(
-            f"{task_type}\x1f{unit_id}".encode(), digest_size=8, key=self._holdout_key
-        ).digest()
+        # "surrogatepass": an id with a lone surrogate (json.loads of a cut emoji) hashes
+        # too; every other id gives the same bytes (and the same group) as plain UTF-8
+        text = f"{task_type}\x1f{unit_id}".encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(text, digest_size=8, key=self._holdout_key).digest()
         return int.from_bytes(digest, "big") < fraction * 18446744073709551616.0
 
     # ------------------------------------------------------------------ decision
@@ -730,25 +849,37 @@ class FeatureMonitor:
             },
         }
 
-    def _restore(self, state: Dict[str, Any]) -> None:
-        from .models import EnrichmentReason
-
-        known = {r.value: r for r in EnrichmentReason}
+    def _restore(self, restored: _Restored) -> None:
         with self._lock:
             self._init_state()
-            counters = state["counters"]
-            for key, attr, kind in _COUNTERS:
-                setattr(self, attr, kind(counters.get(key, 0)))
-            self._quality = tuple(Welford.from_dict(d) for d in state["quality"])  # type: ignore[assignment]
-            self._latency.load(state.get("latency", {}))
-            for name, data in state.get("tasks", {}).items():
-                ts = _TaskStats(name)
-                ts.total = int(data["total"])
-                ts.tokens = int(data.get("tokens", 0))
-                ts.groups = [int(g) for g in data["groups"]]
-                ts.reasons = {known.get(k, k): int(v) for k, v in data["reasons"].items()}
-                ts.quality = tuple(Welford.from_dict(d) for d in data["quality"])  # type: ignore[assignment]
-                self._tasks[name] = ts
+            for attr, value in restored.counters.items():
+                setattr(self, attr, value)
+            self._quality = restored.quality
+            self._latency = restored.latency
+            self._tasks = restored.tasks
+
+    def _read_snapshot(self, raw: bytes) -> _Restored:
+        """Parse and check a whole saved snapshot; nothing of this monitor changes.
+
+        Raises:
+            StateFieldError: a field is missing or out of range (the path names it).
+            ValueError: the bytes are not UTF-8 JSON.
+        """
+        data = json.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise StateFieldError("(top level)", "an object with schema, stats and state", data)
+        if "schema" not in data:
+            raise StateFieldError("schema", f"{_SCHEMA}", missing=True)
+        schema = data["schema"]
+        if type(schema) is not int or schema != _SCHEMA:
+            raise StateFieldError(
+                "schema", f"{_SCHEMA} (the only version this library reads)", schema
+            )
+        if "stats" in data:  # informational: recomputed from the state
+            check_object(data["stats"], "stats")
+        if "state" not in data:
+            raise StateFieldError("state", "an object", missing=True)
+        return _read_state(check_object(data["state"], "state"), self.config)
 
     def save(self, path: Union[str, Path, None] = None) -> Path:
         """Write the counters and quality history to a JSON file, atomically.
@@ -800,32 +931,50 @@ class FeatureMonitor:
             missing_ok: a missing file leaves the monitor empty and returns False
                 (a first start); with ``False`` it raises ``FileNotFoundError``.
 
+        The whole file is checked before anything is restored: the schema version, every
+        counter (an integer from 0 to 2**63-1, or a finite number for sums), every task
+        entry (its groups and reasons add up to its total) and every quality accumulator
+        (finite mean, finite non-negative m2). A file that fails any check raises here,
+        naming the field, and the monitor is left empty; a monitor that loaded never
+        fails later because of what it loaded.
+
         Returns:
             True when a saved state was loaded.
 
         Raises:
-            ConfigError: the file is not a saved monitor state, or no path is known.
+            ConfigError: the file is not a saved monitor state (the message names the
+                offending field and what is allowed there), or no path is known.
         """
         target = self._persist_target(path)
         try:
-            text = target.read_text(encoding="utf-8")
+            raw = target.read_bytes()
         except FileNotFoundError:
             if missing_ok:
                 logger.info("no saved monitor state at %s: starting empty", target)
                 return False
             raise
+        problem: Optional[str] = None
         try:
-            data = json.loads(text)
-            if data.get("schema") != _SCHEMA:
-                raise ValueError(f"unsupported schema {data.get('schema')!r}")
-            self._restore(data["state"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            restored = self._read_snapshot(raw)
+        except StateFieldError as exc:
+            problem = str(exc)
+        except UnicodeDecodeError as exc:
+            problem = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        except json.JSONDecodeError as exc:
+            problem = f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        except RecursionError:
+            problem = "not a snapshot (JSON nested too deeply)"
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+            # a case the checks above do not name: still refused here, never later
+            problem = f"{type(exc).__name__}: {str(exc)[:120]}"
+        if problem is not None:
             with self._lock:
                 self._init_state()
             raise ConfigError(
-                f"{target} is not a saved FeatureMonitor state (schema {_SCHEMA}): {exc}",
+                f"{target} is not a saved FeatureMonitor state (schema {_SCHEMA}): {problem}",
                 key_path="monitor.persist_path",
-            ) from None
+            )
+        self._restore(restored)
         return True
 
     @classmethod
@@ -891,6 +1040,17 @@ class FeatureMonitor:
         return collector
 
 
+def _label(text: str) -> str:
+    """A label value the exposition format can encode: a lone surrogate in a task type
+    (e.g. from a cut emoji in a request) is written as ``\\udXXX`` instead of making
+    every scrape fail."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _require_prometheus() -> Any:
     try:
         import prometheus_client
@@ -948,8 +1108,9 @@ class _MonitorCollector:
             labels=["task_type"],
         )
         for task, data in stats["task_types"].items():
+            task = _label(task)
             for reason, count in data["reasons"].items():
-                enrichments.add_metric([task, reason], count)
+                enrichments.add_metric([task, _label(reason)], count)
             tokens.add_metric([task], data["feature_tokens_added"])
             for group, summary in data["quality"].items():
                 quality_n.add_metric([task, group], summary["n"])

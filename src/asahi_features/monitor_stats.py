@@ -13,12 +13,139 @@ from statistics import NormalDist
 from typing import Any, Dict, List, Optional, Sequence
 
 __all__ = [
+    "MAX_COUNT",
     "AvailabilityWindow",
     "LatencyReservoir",
+    "StateFieldError",
     "Welford",
     "student_t_quantile",
     "welch_upper_bound",
 ]
+
+MAX_COUNT = 2**63 - 1
+"""The largest count a saved state may hold (a signed 64-bit integer, as Prometheus and
+most consumers of the numbers can represent)."""
+
+_SHOWN_CHARS = 40
+
+
+class StateFieldError(ValueError):
+    """A field of a saved state is missing or holds something it never can.
+
+    The message names the field's path and what is allowed, and shows at most a short
+    excerpt of the value (never a whole list or a huge number).
+
+    Args:
+        path: dotted path of the field (``state.counters.total``).
+        expected: what is allowed there.
+        value: what was found (only described, never echoed in full).
+        missing: the field is absent.
+    """
+
+    def __init__(
+        self, path: str, expected: str, value: Any = None, *, missing: bool = False
+    ) -> None:
+        self.path = path
+        self.expected = expected
+        got = "nothing (the field is missing)" if missing else describe(value)
+        super().__init__(f"{path}: expected {expected}, got {got}")
+
+
+def describe(value: Any) -> str:
+    """A short description of a JSON value for an error message (bounded length)."""
+    if isinstance(value, dict):
+        return f"an object with {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        text = repr(value[:_SHOWN_CHARS])
+        return f"the string {text}" + ("..." if len(value) > _SHOWN_CHARS else "")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:  # beyond the interpreter's int-to-str limit
+            digits = int(value.bit_length() * 0.30103) + 1
+        return f"an integer of {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:  # pragma: no cover - repr of a JSON value does not fail
+        text = f"a {type(value).__name__}"
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def field_path(path: str, key: str) -> str:
+    """``path.key``, or ``path['key...']`` for a key that is long or not a plain name."""
+    if len(key) <= _SHOWN_CHARS and key.replace("_", "a").isalnum() and key.isascii():
+        return f"{path}.{key}"
+    shown = repr(key[:_SHOWN_CHARS])
+    return f"{path}[{shown}{'...' if len(key) > _SHOWN_CHARS else ''}]"
+
+
+def read_count(data: Dict[str, Any], key: str, path: str, default: Optional[int] = None) -> int:
+    """``data[key]`` as a count: an integer from 0 to :data:`MAX_COUNT` (not a bool).
+
+    A missing key gives ``default``, or raises :class:`StateFieldError` without one.
+    """
+    if key not in data:
+        if default is None:
+            raise StateFieldError(
+                f"{path}.{key}", f"an integer from 0 to {MAX_COUNT}", missing=True
+            )
+        return default
+    return check_count(data[key], f"{path}.{key}")
+
+
+def check_count(value: Any, path: str) -> int:
+    """``value`` if it is an integer from 0 to :data:`MAX_COUNT`, else a StateFieldError."""
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise StateFieldError(path, f"an integer from 0 to {MAX_COUNT}", value)
+    return value
+
+
+def read_finite(
+    data: Dict[str, Any],
+    key: str,
+    path: str,
+    default: Optional[float] = None,
+    *,
+    minimum: Optional[float] = None,
+) -> float:
+    """``data[key]`` as a finite float (a JSON number, not a bool), at least ``minimum``.
+
+    A missing key gives ``default``, or raises :class:`StateFieldError` without one.
+    """
+    if key not in data:
+        if default is None:
+            raise StateFieldError(f"{path}.{key}", _finite_text(minimum), missing=True)
+        return default
+    return check_finite(data[key], f"{path}.{key}", minimum=minimum)
+
+
+def check_finite(value: Any, path: str, *, minimum: Optional[float] = None) -> float:
+    """``value`` as a float if it is a finite number (at least ``minimum``), else a
+    StateFieldError. Integers too large for a float are refused as well."""
+    if type(value) is int:
+        if value.bit_length() > 1000:
+            raise StateFieldError(path, _finite_text(minimum), value)
+        number = float(value)
+    elif type(value) is float:
+        number = value
+    else:
+        raise StateFieldError(path, _finite_text(minimum), value)
+    if not math.isfinite(number) or (minimum is not None and number < minimum):
+        raise StateFieldError(path, _finite_text(minimum), value)
+    return number
+
+
+def check_object(value: Any, path: str) -> Dict[str, Any]:
+    """``value`` if it is a JSON object (a dict), else a StateFieldError."""
+    if not isinstance(value, dict):
+        raise StateFieldError(path, "an object", value)
+    return value
+
+
+def _finite_text(minimum: Optional[float]) -> str:
+    return "a finite number" if minimum is None else f"a finite number >= {minimum:g}"
 
 
 class Welford:
@@ -62,9 +189,25 @@ class Welford:
         return {"n": self.n, "mean": self.mean, "m2": self.m2}
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> Welford:
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(int(data["n"]), float(data["mean"]), float(data["m2"]))
+    def from_dict(cls, data: Any, path: str = "welford") -> Welford:
+        """Rebuild from :meth:`to_dict` output, checking every field.
+
+        ``n`` must be a count (0 to :data:`MAX_COUNT`), ``mean`` a finite number and
+        ``m2`` a finite number >= 0; with no value ``mean`` and ``m2`` are 0, with one
+        value ``m2`` is 0 (what the algorithm always gives).
+
+        Raises:
+            StateFieldError: a field is missing or out of range (``path`` names it).
+        """
+        data = check_object(data, path)
+        n = read_count(data, "n", path)
+        mean = read_finite(data, "mean", path)
+        m2 = read_finite(data, "m2", path, minimum=0.0)
+        if n == 0 and mean != 0.0:
+            raise StateFieldError(f"{path}.mean", "0 when n is 0", mean)
+        if n <= 1 and m2 != 0.0:
+            raise StateFieldError(f"{path}.m2", f"0 when n is {n}", m2)
+        return cls(n, mean, m2)
 
 
 class LatencyReservoir:
@@ -120,11 +263,26 @@ class LatencyReservoir:
         """The sample and the count seen, for persistence."""
         return {"seen": self.seen, "values": list(self.values)}
 
-    def load(self, data: Dict[str, Any]) -> None:
-        """Restore :meth:`to_dict` output (a larger saved sample is cut to ``size``)."""
-        values = [float(v) for v in data.get("values", [])][: self.size]
-        self.values = values
-        self.seen = max(int(data.get("seen", len(values))), len(values))
+    def load(self, data: Any, path: str = "latency") -> None:
+        """Restore :meth:`to_dict` output (a larger saved sample is cut to ``size``).
+
+        ``values`` must be a list of finite numbers and ``seen`` a count at least as
+        large as that list (both may be missing: an empty sample). Nothing changes when
+        the data is refused.
+
+        Raises:
+            StateFieldError: a field is missing or out of range (``path`` names it).
+        """
+        data = check_object(data, path)
+        raw = data.get("values", [])
+        if not isinstance(raw, list):
+            raise StateFieldError(f"{path}.values", "a list of finite numbers", raw)
+        values = [check_finite(v, f"{path}.values[{i}]") for i, v in enumerate(raw)]
+        seen = read_count(data, "seen", path, len(values))
+        if seen < len(values):
+            raise StateFieldError(f"{path}.seen", f"at least {len(values)} (the sample size)", seen)
+        self.values = values[: self.size]
+        self.seen = seen
 
 
 class AvailabilityWindow:
