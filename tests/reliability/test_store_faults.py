@@ -152,8 +152,11 @@ def _tecton_guard(server: Any, *, client_timeout_ms: float = 1_500) -> GuardedCl
     return GuardedClient(
         client,
         timeout_ms=250,
-        breaker_failure_threshold=3,
+        # after the healthy read, the third failed read makes 3 of 4 (>= 50 %): open
+        breaker_window=4,
+        breaker_minimum_calls=4,
         breaker_reset_seconds=0.5,
+        breaker_half_open_calls=1,
         max_workers=8,
         warning_interval_seconds=0,
     )
@@ -188,7 +191,11 @@ def test_tecton_fault_degrades_opens_breaker_and_recovers(
             assert result.enriched_prompt == f"during fault {i}"
             assert result.reason is EnrichmentReason.STORE_UNAVAILABLE
             assert result.entity_status == {"user": FeatureStatus.UNAVAILABLE}
+            if i < 2:
+                assert guarded.breaker.state is BreakerState.CLOSED  # under minimum_calls
         assert guarded.breaker.state is BreakerState.OPEN
+        snap = guarded.breaker.snapshot()
+        assert (snap["window_calls"], snap["window_failures"]) == (4, 3)
 
         # While open: fail fast, the server is not asked at all.
         before = _get_features_requests(tecton)
@@ -349,7 +356,8 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
         guarded = GuardedClient(
             FeastClient(str(repo), "asahi"),
             timeout_ms=300,
-            breaker_failure_threshold=3,
+            breaker_window=10,
+            breaker_minimum_calls=3,
             breaker_reset_seconds=0.5,
             max_workers=8,
             warning_interval_seconds=1,
@@ -419,7 +427,8 @@ def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
         guarded = GuardedClient(
             store,
             timeout_ms=2_000,
-            breaker_failure_threshold=3,
+            breaker_window=10,
+            breaker_minimum_calls=3,
             breaker_reset_seconds=0.5,
             max_workers=8,
         )

@@ -10,6 +10,7 @@ from asahi_features.guard import GuardedClient
 from asahi_features.guard.cache import FeatureCache, cache_key
 from asahi_features.models import FeatureStatus, FeatureVector, utc_now
 from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
+from tests.servers import wait_until
 
 NAMES = ["tier", "preferences"]
 
@@ -119,6 +120,47 @@ def test_batch_partial_hits_survive_a_failing_backend() -> None:
     backend.set_mode("raise")
     vectors = guard.get_batch_features(["u1", "u2"], "user", NAMES)
     assert [v.status for v in vectors] == [FeatureStatus.FOUND, FeatureStatus.UNAVAILABLE]
+
+
+def test_only_vectors_matched_to_asked_ids_are_cached() -> None:
+    class Stray(FaultyBackend):
+        def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
+            self.calls += 1
+            # u1 answered, u2 twice (unusable), plus an entity nobody asked for
+            return [self.vector(i, etype, names) for i in ("u1", "u2", "u2", "stray")]
+
+    backend, guard, _ = cached_guard(Stray())
+    vectors = guard.get_batch_features(["u1", "u2"], "user", NAMES)
+    assert [v.status for v in vectors] == [FeatureStatus.FOUND, FeatureStatus.UNAVAILABLE]
+    assert guard.stats()["cache_entries"] == 1
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    assert backend.calls == 1  # u1 from the cache
+    guard.get_features("stray", "user", NAMES)
+    guard.get_features("u2", "user", NAMES)
+    assert backend.calls == 3  # neither the stray nor the duplicated vector was kept
+
+
+def test_a_late_answer_nobody_waited_for_is_not_cached() -> None:
+    backend, guard, _ = cached_guard(FaultyBackend("slow", delay=0.1), timeout_ms=20)
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.UNAVAILABLE
+    assert wait_until(lambda: backend.completed == 1 and guard.stats()["busy_workers"] == 0)
+    assert guard.stats()["cache_entries"] == 0
+    backend.set_mode("ok")
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    assert backend.calls == 2 and guard.stats()["cache_entries"] == 1
+
+
+def test_cache_hits_are_served_while_the_breaker_is_open() -> None:
+    backend, guard, _ = cached_guard(breaker_window=1, breaker_minimum_calls=1)
+    guard.get_features("u1", "user", NAMES)
+    backend.set_mode("raise")
+    assert guard.get_features("u2", "user", NAMES).status is FeatureStatus.UNAVAILABLE
+    assert guard.breaker.state.value == "open"
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    both = guard.get_batch_features(["u1", "u2"], "user", NAMES)
+    assert [v.status for v in both] == [FeatureStatus.FOUND, FeatureStatus.UNAVAILABLE]
+    assert "circuit breaker open" in (both[1].error or "")
+    assert backend.calls == 2 and guard.stats()["rejected_open"] == 1
 
 
 def test_single_and_batch_share_entries() -> None:

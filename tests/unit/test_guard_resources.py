@@ -9,6 +9,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from asahi_features.guard import GuardedClient
 from asahi_features.models import FeatureStatus
@@ -17,6 +18,8 @@ from tests.servers import wait_until
 
 NAMES = ["tier"]
 ROOT = Path(__file__).resolve().parents[2]
+NEVER_OPENS: dict[str, Any] = {"breaker_window": 10**6, "breaker_minimum_calls": 10**6}
+"""Breaker arguments under which these few thousand reads are never judged."""
 
 
 def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> None:
@@ -26,7 +29,7 @@ def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> Non
         timeout_ms=50,
         batch_timeout_ms=50,
         max_workers=4,
-        breaker_failure_threshold=10**9,
+        **NEVER_OPENS,
     )
     callers, per_caller = 16, 200
     baseline = threading.active_count()
@@ -57,18 +60,20 @@ def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> Non
         assert peak[0] <= baseline + callers + 4
         assert backend.max_in_flight <= 4
         stats = guard.stats()
-        assert stats["calls"] == callers * per_caller
+        requests = callers * per_caller
+        assert stats["requests"] == requests
+        assert stats["fallbacks"] == len(statuses) == callers * (per_caller // 2) * 3
         assert stats["workers"] <= 4 and stats["busy_workers"] == 4
-        # Only the first 4 calls reached the backend; the callers that arrived together
-        # with them waited (until their deadline or until all 4 were stuck), the rest
-        # failed fast because every worker was stuck.
-        assert stats["timeouts"] - stats["queue_timeouts"] == 4
-        assert stats["rejected_saturated"] + stats["queue_timeouts"] == callers * per_caller - 4
-        assert backend.calls == 4
-        # (a caller whose first call gave up waiting just before the last worker became
-        # stuck may wait once more; after that every call fails fast)
-        assert stats["rejected_saturated"] >= callers * per_caller * 0.9
-        assert stats["waiting"] == 0
+        # Only 4 reads reached the backend, one per worker, each abandoned at its deadline
+        # (the callers that arrived meanwhile rode along or queued behind it and timed
+        # out too); once all 4 workers were stuck, every later read failed at once.
+        assert stats["reads"] == 4 and backend.calls == 4
+        assert stats["timeouts"] >= 4
+        assert stats["timeouts"] + stats["rejected_stuck"] <= requests
+        assert stats["rejected_stuck"] >= requests * 0.9
+        # A hung store is the store's fault, never this process's overload.
+        assert stats["overloaded"] == 0 and stats["unavailable"] == 0
+        assert stats["waiting"] == 0 and stats["queued_reads"] == 0
     finally:
         backend.release()
     # Stuck workers come back when their call returns, and are reused.
@@ -82,7 +87,7 @@ def test_thousands_of_calls_against_a_hung_backend_keep_threads_bounded() -> Non
 
 async def test_many_async_callers_keep_threads_bounded() -> None:
     backend = FaultyBackend("hang")
-    guard = GuardedClient(backend, timeout_ms=50, max_workers=3, breaker_failure_threshold=10**9)
+    guard = GuardedClient(backend, timeout_ms=50, max_workers=3, **NEVER_OPENS)
     baseline = threading.active_count()
     try:
         for _ in range(5):
@@ -91,7 +96,9 @@ async def test_many_async_callers_keep_threads_bounded() -> None:
             )
             assert {v.status for v in vectors} == {FeatureStatus.UNAVAILABLE}
             assert threading.active_count() <= baseline + 3
-        assert backend.max_in_flight <= 3
+        assert backend.max_in_flight <= 3 and backend.calls <= 3
+        stats = guard.stats()
+        assert stats["requests"] == 1000 and stats["overloaded"] == 0
     finally:
         backend.release()
     assert wait_until(lambda: guard.stats()["busy_workers"] == 0)
@@ -100,15 +107,18 @@ async def test_many_async_callers_keep_threads_bounded() -> None:
 
 def test_stuck_workers_are_reused_not_replaced() -> None:
     backend = FaultyBackend("hang")
-    guard = GuardedClient(backend, timeout_ms=50, max_workers=2, breaker_failure_threshold=10**9)
+    guard = GuardedClient(backend, timeout_ms=50, max_workers=2, **NEVER_OPENS)
     try:
         guard.get_features("u1", "user", NAMES)
         guard.get_features("u2", "user", NAMES)
         vector = guard.get_features("u3", "user", NAMES)
         assert vector.error == (
-            "all 2 guard workers are busy, stuck past their deadline (backend hung)"
+            "all 2 guard workers are stuck in calls past their deadline (the store hangs)"
         )
         assert backend.calls == 2
+        stats = guard.stats()
+        assert stats["timeouts"] == 2 and stats["rejected_stuck"] == 1
+        assert stats["breaker"]["window_failures"] == 3  # each counts against the store
     finally:
         backend.release()
     assert wait_until(lambda: guard.stats()["busy_workers"] == 0)

@@ -69,10 +69,15 @@ def test_ok_single_and_batch(make: Any) -> None:
     batch = guard.get_batch_features(["u1", "u2", "u1"], "user", ["tier"])
     assert [v.entity_id for v in batch] == ["u1", "u2", "u1"]
     assert backend.calls_by_method == {"get_features": 1, "get_batch_features": 1}
+    assert batch[0] == batch[2] and batch[1].entity_id == "u2"
+    assert backend.batch_sizes == [2]  # a repeated id is read once
     assert guard.get_batch_features([], "user", NAMES) == []
     stats = guard.stats()
-    assert stats["calls"] == 2 and stats["successes"] == 2 and stats["fallbacks"] == 0
+    assert stats["requests"] == 2 and stats["reads"] == 2 and stats["lookups_coalesced"] == 0
+    assert stats["fallbacks"] == 0 and stats["timeouts"] == 0 and stats["unavailable"] == 0
+    assert stats["bad_vectors"] == 0 and stats["overloaded"] == 0
     assert stats["breaker"]["state"] == "closed"
+    assert (stats["breaker"]["window_calls"], stats["breaker"]["window_failures"]) == (2, 0)
     json.dumps(stats)
 
 
@@ -116,7 +121,9 @@ def test_sync_single_deadline_falls_back(make: Any, mode: str) -> None:
     assert vector.source == "faulty"
     assert vector.error == "no answer within 50 ms"
     stats = guard.stats()
-    assert stats["timeouts"] == 1 and stats["fallbacks"] == 1 and stats["unavailable"] == 1
+    assert stats["timeouts"] == 1 and stats["fallbacks"] == 1
+    assert stats["unavailable"] == 0  # no error came back from the backend: a timeout
+    assert stats["breaker"]["window_failures"] == 1
 
 
 @pytest.mark.parametrize("mode", ["hang", "slow"])
@@ -126,6 +133,35 @@ def test_sync_batch_deadline_falls_back_per_id(make: Any, mode: str) -> None:
     assert elapsed < BOUND
     assert [v.entity_id for v in vectors] == ["a", "b", "c"]
     assert all(v.status is FeatureStatus.UNAVAILABLE for v in vectors)
+    stats = guard.stats()
+    assert stats["reads"] == 1 and stats["timeouts"] == 1  # one read, one lookup
+    assert stats["fallbacks"] == 3  # one per fallback vector
+
+
+def test_request_deadline_scales_with_its_ids(make: Any) -> None:
+    _, scaled = make("ok", timeout_ms=100, batch_timeout_ms=None, batch_entity_timeout_ms=2)
+    assert scaled.deadline_seconds(1) == pytest.approx(0.1)
+    assert scaled.deadline_seconds(0) == pytest.approx(0.1)
+    assert scaled.deadline_seconds(1000) == pytest.approx(0.1 + 999 * 0.002)
+    _, fixed = make("ok", timeout_ms=100, batch_timeout_ms=500)
+    assert fixed.deadline_seconds(1) == pytest.approx(0.1)
+    assert fixed.deadline_seconds(2) == fixed.deadline_seconds(1000) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="batch_entity_timeout_ms"):
+        make("ok", batch_entity_timeout_ms=-1)
+    with pytest.raises(ValueError, match="batch_timeout_ms"):
+        make("ok", batch_timeout_ms=0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        make("ok", max_batch_size=0)
+
+
+def test_batch_gets_the_deadline_of_its_size(make: Any) -> None:
+    # 0.2 s answers: too slow for one id (50 ms), in time for 100 ids (50 + 99 x 5 ms)
+    backend, guard = make("slow", delay=0.2, batch_timeout_ms=None, batch_entity_timeout_ms=5)
+    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.UNAVAILABLE
+    ids = [f"u{i}" for i in range(100)]
+    vectors = guard.get_batch_features(ids, "user", NAMES)
+    assert {v.status for v in vectors} == {FeatureStatus.FOUND}
+    assert guard.stats()["timeouts"] == 1 and 100 in backend.batch_sizes
 
 
 def test_sync_deadline_without_fallback_raises(make: Any) -> None:
@@ -182,33 +218,81 @@ def test_long_library_error_text_is_shortened(make: Any) -> None:
     ],
 )
 def test_config_errors_pass_through_and_do_not_trip_the_breaker(make: Any, error: Any) -> None:
-    _, guard = make("raise", error=error, breaker_failure_threshold=1)
+    _, guard = make("raise", error=error, breaker_window=1, breaker_minimum_calls=1)
     for _ in range(3):
         with pytest.raises((FeatureConfigError, ConfigError)):
             guard.get_features("u1", "user", ["nope"])
         with pytest.raises((FeatureConfigError, ConfigError)):
             guard.get_batch_features(["u1"], "user", ["nope"])
     stats = guard.stats()
-    assert stats["breaker"]["state"] == "closed" and stats["breaker"]["consecutive_failures"] == 0
-    assert stats["config_errors"] == 6 and stats["fallbacks"] == 0
+    assert stats["breaker"]["state"] == "closed" and stats["breaker"]["window_calls"] == 0
+    assert stats["config_errors"] == 6 and stats["fallbacks"] == 0 and stats["unavailable"] == 0
 
 
 def test_garbage_counts_as_unavailability(make: Any) -> None:
-    _, guard = make("garbage", breaker_failure_threshold=2)
+    _, guard = make("garbage", breaker_window=2, breaker_minimum_calls=2)
     vector = guard.get_features("u1", "user", NAMES)
     assert vector.status is FeatureStatus.UNAVAILABLE
-    assert "expected a FeatureVector" in (vector.error or "")
-    vectors = guard.get_batch_features(["a", "b"], "user", NAMES)
-    assert [v.status for v in vectors] == [FeatureStatus.UNAVAILABLE] * 2
-    assert "1 vectors for a batch of 2" in (vectors[0].error or "")
-    assert guard.breaker.state.value == "open"
+    assert vector.error == "backend returned a str in a read, expected FeatureVectors"
+    assert guard.stats()["unavailable"] == 1 and guard.breaker.state.value == "closed"
+    assert guard.get_features("u2", "user", NAMES).status is FeatureStatus.UNAVAILABLE
+    assert guard.breaker.state.value == "open"  # 2 failed reads of 2
+
+
+def test_batch_answer_short_of_a_vector_fails_only_that_entity(make: Any) -> None:
+    backend, guard = make("garbage")
+    vectors = guard.get_batch_features(["a", "b"], "user", NAMES)  # answer: only "a"
+    assert [(v.entity_id, v.status) for v in vectors] == [
+        ("a", FeatureStatus.FOUND),
+        ("b", FeatureStatus.UNAVAILABLE),
+    ]
+    assert "no usable vector for this entity" in (vectors[1].error or "")
+    stats = guard.stats()
+    assert stats["bad_vectors"] == 1 and stats["fallbacks"] == 1
+    assert backend.batch_sizes == [2]
+
+
+@pytest.mark.parametrize(
+    ("answer", "good", "bad_vectors"),
+    [
+        (["b", "a", "c"], {"a", "b", "c"}, 0),  # any order: matched by entity_id
+        (["a", "b", "zz"], {"a", "b"}, 2),  # an id not asked, and "c" missing
+        (["a", "b", "b", "c"], {"a", "c"}, 1),  # "b" twice: trust neither
+    ],
+)
+def test_batch_answers_are_matched_by_entity_id(
+    answer: list[str], good: set[str], bad_vectors: int
+) -> None:
+    class Shuffled(FaultyBackend):
+        def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
+            return [self.vector(i, etype, names) for i in answer]
+
+    guard = GuardedClient(Shuffled(), timeout_ms=500)
+    vectors = guard.get_batch_features(["a", "b", "c"], "user", NAMES)
+    assert [v.entity_id for v in vectors] == ["a", "b", "c"]
+    found = {v.entity_id for v in vectors if v.status is FeatureStatus.FOUND}
+    assert found == good
+    bad = {v.entity_id for v in vectors if v.status is FeatureStatus.UNAVAILABLE}
+    assert bad == {"a", "b", "c"} - good
+    assert guard.stats()["bad_vectors"] == bad_vectors
+
+
+def test_vector_of_another_entity_type_is_bad_data() -> None:
+    class Confused(FaultyBackend):
+        def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
+            return [self.vector(ids[0], etype, names), self.vector(ids[1], "org", names)]
+
+    guard = GuardedClient(Confused(), timeout_ms=500)
+    first, second = guard.get_batch_features(["a", "b"], "user", NAMES)
+    assert first.status is FeatureStatus.FOUND and second.status is FeatureStatus.UNAVAILABLE
+    assert guard.stats()["bad_vectors"] == 1  # one asked id left without a usable answer
 
 
 @pytest.mark.parametrize(
     ("result", "message"),
     [
         ("nope", "expected a list"),
-        ([1, 2], "a int in a batch"),
+        ([1, 2], "a int in a read"),
     ],
 )
 def test_batch_result_is_validated(result: Any, message: str) -> None:
@@ -253,9 +337,16 @@ async def test_async_single_and_batch_deadline(make: Any, native: bool, mode: st
 
 async def test_native_async_backend_is_cancelled_without_threads(make: Any) -> None:
     backend, guard = make("hang", native=True)
-    await guard.aget_features("u1", "user", NAMES)
-    await guard.aget_batch_features(["u1"], "user", NAMES)
-    assert backend.cancelled == 2 and backend.in_flight == 0
+    vector, elapsed = await atimed(guard.aget_features("u1", "user", NAMES))
+    assert vector.status is FeatureStatus.UNAVAILABLE and elapsed < BOUND
+    (vector,), elapsed = await atimed(guard.aget_batch_features(["u1"], "user", NAMES))
+    assert vector.status is FeatureStatus.UNAVAILABLE and elapsed < BOUND
+    # The caller returned at the deadline; the backend's task is cancelled behind it.
+    deadline = time.monotonic() + BOUND
+    while backend.cancelled < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert backend.cancelled == 2 and backend.in_flight == 0 and backend.completed == 0
+    assert backend.calls_by_method == {"aget_features": 2}  # one id: the single method
     assert guard.stats()["workers"] == 0
 
 
@@ -277,10 +368,11 @@ async def test_async_ok_errors_and_garbage(make: Any, native: bool) -> None:
     assert (await guard.aget_batch_features([], "user", NAMES)) == []
     backend.set_mode("garbage")
     assert (await guard.aget_features("u1", "user", NAMES)).status is FeatureStatus.UNAVAILABLE
-    assert all(
-        v.status is FeatureStatus.UNAVAILABLE
-        for v in await guard.aget_batch_features(["a", "b"], "user", NAMES)
-    )
+    assert [v.status for v in await guard.aget_batch_features(["a", "b"], "user", NAMES)] == [
+        FeatureStatus.FOUND,  # the answer had "a"
+        FeatureStatus.UNAVAILABLE,  # and not "b"
+    ]
+    assert guard.stats()["bad_vectors"] == 1
     backend.set_mode("raise")
     assert (await guard.aget_features("u1", "user", NAMES)).status is FeatureStatus.UNAVAILABLE
     backend.error = lambda: FeatureConfigError("unknown feature", ["tier"])
@@ -289,7 +381,7 @@ async def test_async_ok_errors_and_garbage(make: Any, native: bool) -> None:
     with pytest.raises(FeatureConfigError):
         await guard.aget_batch_features(["u1"], "user", ["x"])
     method = "aget_features" if native else "get_features"
-    assert backend.calls_by_method[method] == 4
+    assert backend.calls_by_method[method] == 5  # a batch of one id reads it singly
 
 
 async def test_sync_only_client_works_on_the_async_path(make: Any) -> None:
@@ -301,24 +393,55 @@ async def test_sync_only_client_works_on_the_async_path(make: Any) -> None:
     assert guard.stats()["workers"] == 1
 
 
-def test_base_store_default_async_is_not_treated_as_native(tmp_path: Path) -> None:
+async def test_base_store_default_async_is_not_treated_as_native(tmp_path: Path) -> None:
     path = tmp_path / "f.json"
-    LocalFeatureStore.write(path, {"user": {"u1": {"updated_at": "2026-01-01T00:00:00Z"}}})
+    LocalFeatureStore.write(
+        path,
+        {"user": {"u1": {"updated_at": "2026-01-01T00:00:00Z", "features": {"tier": "a"}}}},
+    )
     guard = GuardedClient(LocalFeatureStore(path))
-    assert not guard._native_single and not guard._native_batch
+    # BaseFeatureStore's aget_* run asyncio.to_thread: the guard's own bounded workers
+    # run the sync method instead.
+    assert (await guard.aget_features("u1", "user", ["tier"])).features == {"tier": "a"}
+    assert guard.stats()["workers"] == 1
 
-    class Native(BaseFeatureStore):
-        def get_features(self, *a: Any) -> FeatureVector:
-            raise AssertionError
+    class SingleNative(BaseFeatureStore):
+        """A native single read but BaseFeatureStore's batch: the sync path is used."""
+
+        def __init__(self) -> None:
+            self.called: list[str] = []
+
+        def get_features(self, entity_id: str, entity_type: str, names: Any) -> FeatureVector:
+            self.called.append("get_features")
+            return FeatureVector.empty(entity_id, entity_type, "x")
 
         def health_check(self) -> bool:
             return True
 
-        async def aget_features(self, *a: Any) -> FeatureVector:
-            raise AssertionError
+        async def aget_features(
+            self, entity_id: str, entity_type: str, names: Any
+        ) -> FeatureVector:
+            self.called.append("aget_features")
+            return FeatureVector.empty(entity_id, entity_type, "x")
 
-    native = GuardedClient(Native())
-    assert native._native_single and not native._native_batch
+    class FullNative(SingleNative):
+        async def aget_batch_features(
+            self, entity_ids: Any, entity_type: str, names: Any
+        ) -> list[FeatureVector]:
+            self.called.append("aget_batch_features")
+            return [FeatureVector.empty(e, entity_type, "x") for e in entity_ids]
+
+    single = SingleNative()
+    guarded = GuardedClient(single)
+    await guarded.aget_features("u1", "user", ["tier"])
+    assert single.called == ["get_features"] and guarded.stats()["workers"] == 1
+
+    full = FullNative()
+    guarded = GuardedClient(full)
+    await guarded.aget_features("u1", "user", ["tier"])
+    await guarded.aget_batch_features(["a", "b"], "user", ["tier"])
+    assert full.called == ["aget_features", "aget_batch_features"]
+    assert guarded.stats()["workers"] == 0
 
 
 async def test_async_bridge_survives_a_closed_loop(make: Any) -> None:
@@ -348,8 +471,8 @@ async def test_async_bridge_survives_a_closed_loop(make: Any) -> None:
 
 def test_fallback_warning_is_rate_limited(make: Any, caplog: pytest.LogCaptureFixture) -> None:
     clock = ManualClock()
-    _, guard = make(
-        "raise", clock=clock, warning_interval_seconds=60, breaker_failure_threshold=10**6
+    _, guard = make(  # a breaker that never judges these few reads
+        "raise", clock=clock, warning_interval_seconds=60, breaker_minimum_calls=20
     )
     caplog.set_level(logging.WARNING, logger="asahi_features.guard")
     for _ in range(5):
@@ -390,7 +513,8 @@ def test_health_check_is_guarded(make: Any) -> None:
     backend.set_mode("hang")
     result, elapsed = timed(guard.health_check)
     assert result is False and elapsed < BOUND
-    assert guard.breaker.consecutive_failures == 0
+    assert guard.breaker.snapshot()["window_calls"] == 0  # health checks are not judged
+    assert guard.stats()["requests"] == 0
 
 
 def test_health_check_false_when_saturated(make: Any) -> None:
@@ -460,10 +584,17 @@ def test_from_settings_maps_every_guard_key(tmp_path: Path) -> None:
             "provider": "local",
             "local": {"data_path": str(tmp_path / "f.json")},
             "timeout_ms": 75,
+            "batch_timeout_ms": 400,
+            "batch_entity_timeout_ms": 2.5,
             "fallback_on_timeout": False,
-            "breaker_failure_threshold": 3,
+            "breaker_failure_rate": 0.3,
+            "breaker_slow_call_rate": 0.6,
+            "breaker_window": 40,
+            "breaker_minimum_calls": 10,
             "breaker_reset_seconds": 7,
+            "breaker_half_open_calls": 4,
             "max_workers": 4,
+            "max_batch_size": 250,
             "cache_ttl_seconds": 30,
             "cache_max_entries": 99,
             "warning_interval_seconds": 5,
@@ -471,8 +602,12 @@ def test_from_settings_maps_every_guard_key(tmp_path: Path) -> None:
     )
     guard = GuardedClient.from_settings(FaultyBackend(), settings)
     assert guard.timeout_ms == 75 and guard.fallback_on_timeout is False
-    assert guard.breaker.failure_threshold == 3 and guard.breaker.reset_seconds == 7
-    assert guard.stats()["max_workers"] == 4
+    assert guard.batch_timeout_ms == 400 and guard.batch_entity_timeout_ms == 2.5
+    breaker = guard.breaker
+    assert (breaker.failure_rate, breaker.slow_call_rate) == (0.3, 0.6)
+    assert (breaker.window, breaker.minimum_calls) == (40, 10)
+    assert (breaker.reset_seconds, breaker.half_open_calls) == (7, 4)
+    assert guard.stats()["max_workers"] == 4 and guard.max_batch_size == 250
     assert guard.cache is not None and guard.cache.ttl_seconds == 30
     assert guard.cache.max_entries == 99 and guard.warning_interval_seconds == 5
 

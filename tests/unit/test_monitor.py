@@ -341,9 +341,29 @@ def test_requests_never_sent_to_the_store_do_not_count_as_attempts() -> None:
     assert monitor.should_enrich("faq")
 
 
+def test_overloaded_requests_are_counted_apart_from_the_store() -> None:
+    config = MonitorConfig(availability_window=10, failure_window_min_attempts=2)
+    monitor = FeatureMonitor(config)
+    monitor.record_enrichment(make_result())
+    for _ in range(20):  # this process was too busy: the store was never asked
+        monitor.record_enrichment(
+            make_result(enriched=False, attempted=False, reason=EnrichmentReason.OVERLOADED)
+        )
+    stats = monitor.get_stats()
+    assert stats["overloaded_enrichments"] == 20
+    assert stats["fallback_enrichments"] == 20 and stats["total_enrichments"] == 21
+    assert stats["feature_store_attempts"] == 1
+    assert stats["feature_store_availability_pct"] == 100.0
+    assert stats["fallbacks_by_reason"] == {"overloaded": 20}
+    assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
+    json.dumps(stats)
+
+
 def test_follows_the_guards_circuit_breaker() -> None:
     clock = ManualClock()
-    breaker = CircuitBreaker(failure_threshold=2, reset_seconds=30.0, clock=clock)
+    breaker = CircuitBreaker(
+        window=2, minimum_calls=2, reset_seconds=30.0, half_open_calls=1, clock=clock
+    )
 
     class Guarded:  # the GuardedClient shape: a client exposing .breaker
         def __init__(self) -> None:
@@ -353,16 +373,19 @@ def test_follows_the_guards_circuit_breaker() -> None:
     monitor.watch(Guarded())
     assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
     assert monitor.get_stats()["breaker_state"] == "closed"
-    breaker.record_failure()
-    breaker.record_failure()
+    for _ in range(2):
+        permit = breaker.acquire()
+        assert permit is not None
+        permit.failure()
     _fail(monitor, 3)  # the guard's fallbacks were recorded as failed attempts
     assert monitor.decision("faq") == Decision(False, DecisionReason.BREAKER_OPEN)
     assert monitor.get_stats()["breaker_state"] == "open"
     clock.now += 30.0  # cool-down over: the breaker reads half-open
     assert breaker.state is BreakerState.HALF_OPEN
     assert monitor.decision("faq").enrich is True
-    assert breaker.allow()
-    breaker.record_success()  # the probe succeeded: closed
+    probe = breaker.acquire()
+    assert probe is not None
+    probe.success()  # the probe succeeded: closed
     assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
     assert monitor.get_stats()["feature_store_window_attempts"] == 0
 

@@ -43,8 +43,11 @@ def test_holdout_pause_and_recovery_through_the_enricher(tmp_path: Path) -> None
         ),
         clock=clock,
     )
-    guarded = GuardedClient(
-        LocalFeatureStore(path), timeout_ms=5000, breaker_failure_threshold=1000
+    guarded = GuardedClient(  # a breaker that never judges: the monitor pauses here
+        LocalFeatureStore(path),
+        timeout_ms=5000,
+        breaker_window=1000,
+        breaker_minimum_calls=1000,
     )
     monitor.watch(guarded)
     enricher = FeatureEnricher(guarded, EnricherConfig(), monitor=monitor)
@@ -81,6 +84,7 @@ def test_holdout_pause_and_recovery_through_the_enricher(tmp_path: Path) -> None
     assert outage[-1].reason == EnrichmentReason.DISABLED_BY_MONITOR
     assert not outage[-1].store_attempted
     assert monitor.get_stats()["availability_paused"] is True
+    assert monitor.get_stats()["breaker_state"] == "closed"  # the monitor paused, not the guard
 
     # the store comes back; after the probe interval one request probes and succeeds
     _write_store(path)

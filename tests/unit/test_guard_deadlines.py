@@ -1,0 +1,762 @@
+"""GuardedClient deadlines: one per request, overload apart from outages, native async
+reads bounded, a breaker that judges only the backend, HTTP timeouts that follow.
+
+Modes: ``sync`` (threads, blocking backend), ``async-threads`` (asyncio callers, blocking
+backend on the guard's workers) and ``async-native`` (a backend with ``aget_*``
+coroutines, read as tasks of the caller's loop). Healthy paths have roomy deadlines;
+deadline tests use a hung backend (or one just over the deadline) and generous bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from typing import Any, Callable, Coroutine, List, Optional, Tuple
+
+import pytest
+
+from asahi_features.enricher import FeatureEnricher
+from asahi_features.errors import GuardOverloadedError
+from asahi_features.guard import GuardedClient
+from asahi_features.models import EnrichmentReason, FeatureStatus, FeatureVector, utc_now
+from asahi_features.monitor import FeatureMonitor
+from asahi_features.settings import EnricherConfig, MonitorConfig
+from asahi_features.stores.base import io_timeout
+from tests.clocks import ManualClock
+from tests.faults import AsyncFaultyBackend, FaultyBackend
+from tests.servers import wait_until
+
+NAMES = ["tier"]
+MODES = ["sync", "async-threads", "async-native"]
+THREAD_MODES = ["sync", "async-threads"]
+SETTLE = 10.0
+"""Bound of every wait for a condition (seconds); reached only when a rule is broken."""
+
+FOUND = FeatureStatus.FOUND
+UNAVAILABLE = FeatureStatus.UNAVAILABLE
+OVERLOADED = FeatureStatus.OVERLOADED
+
+
+def make_backend(
+    mode: str, backends: List[FaultyBackend], fault: Any = "ok", delay: float = 0.2
+) -> FaultyBackend:
+    """A FaultyBackend (native async for ``async-native``), released at teardown."""
+    cls = AsyncFaultyBackend if mode == "async-native" else FaultyBackend
+    backend = cls(fault, delay=delay)
+    backends.append(backend)
+    return backend
+
+
+def call(mode: str, target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``target.<method>(...)``, or ``await target.a<method>(...)`` in a fresh loop."""
+    if mode == "sync":
+        return getattr(target, method)(*args, **kwargs)
+    coro: Coroutine[Any, Any, Any] = getattr(target, "a" + method)(*args, **kwargs)
+    return asyncio.run(coro)
+
+
+def timed(fn: Callable[[], Any]) -> Tuple[Any, float]:
+    start = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - start
+
+
+def settle(check: Callable[[], bool], what: str) -> None:
+    assert wait_until(check, timeout=SETTLE), f"timed out waiting for {what}"
+
+
+async def asettle(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + SETTLE
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def window(guard: GuardedClient) -> Tuple[int, int, int]:
+    """(calls, failures, slow calls) in the breaker's window."""
+    b = guard.stats()["breaker"]
+    return b["window_calls"], b["window_failures"], b["window_slow_calls"]
+
+
+def vector(entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+    return FeatureVector.from_ages(
+        entity_id,
+        entity_type,
+        "stub",
+        {n: f"{n}-{entity_id}" for n in names},
+        dict.fromkeys(names, 1.0),
+        retrieved_at=utc_now(),
+    )
+
+
+class SyncStub:
+    """Answers every sync read at once (the protocol's three methods)."""
+
+    source = "stub"
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        return vector(entity_id, entity_type, names)
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        return [vector(eid, entity_type, names) for eid in entity_ids]
+
+    def health_check(self) -> bool:
+        return True
+
+
+def user_and_org_enricher(guard: GuardedClient, **config: Any) -> FeatureEnricher:
+    return FeatureEnricher(
+        guard,
+        EnricherConfig(
+            task_features={"t": {"user": ["tier"], "organization": ["tier"]}},
+            enabled_task_types=["t"],
+            **config,
+        ),
+    )
+
+
+# -- rule 3: one deadline per request ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_enricher_reads_user_and_org_under_one_deadline(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=300)
+    enricher = user_and_org_enricher(guard)
+    result, elapsed = timed(
+        lambda: call(
+            mode, enricher, "enrich", "p", user_id="u1", organization_id="o1", task_type="t"
+        )
+    )
+    assert elapsed < 1.8 * 0.3, f"{elapsed:.3f} s: the two reads did not share one deadline"
+    assert result.reason is EnrichmentReason.STORE_UNAVAILABLE
+    assert result.entity_status == {"user": UNAVAILABLE, "organization": UNAVAILABLE}
+    assert result.enriched_prompt == "p"
+    assert backend.calls == 2
+    assert guard.stats()["requests"] == 1, "the user and org reads were not one request"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_enrich_batch_of_four_task_types_takes_one_deadline(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=200)
+    lists = [["tier"], ["preferences"], ["tier", "preferences"], ["preferences", "tier"]]
+    enricher = FeatureEnricher(
+        guard,
+        EnricherConfig(
+            task_features={f"t{k}": {"user": n, "organization": n} for k, n in enumerate(lists)},
+            enabled_task_types=[f"t{k}" for k in range(4)],
+        ),
+    )
+    requests = [
+        {"prompt": f"p{k}", "user_id": f"u{k}", "organization_id": f"o{k}", "task_type": f"t{k}"}
+        for k in range(4)
+    ]
+    results, elapsed = timed(lambda: call(mode, enricher, "enrich_batch", requests))
+    assert elapsed < 1.5, f"{elapsed:.3f} s for 8 groups with a 200 ms deadline"
+    assert [r.reason for r in results] == [EnrichmentReason.STORE_UNAVAILABLE] * 4
+    assert backend.calls == 8
+    assert guard.stats()["requests"] == 1, "the batch's 8 groups were not one request"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_of_two_on_hung_store_returns_well_under_a_second(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=200)
+    vectors, elapsed = timed(
+        lambda: call(mode, guard, "get_batch_features", ["u1", "u2"], "user", NAMES)
+    )
+    assert elapsed < 1.0
+    assert [(v.entity_id, v.status) for v in vectors] == [("u1", UNAVAILABLE), ("u2", UNAVAILABLE)]
+
+
+def test_deadline_seconds_scales_with_ids_and_batch_timeout_overrides() -> None:
+    scaled = GuardedClient(SyncStub(), timeout_ms=200, batch_entity_timeout_ms=1.5)
+    assert scaled.deadline_seconds(1) == pytest.approx(0.2)
+    assert scaled.deadline_seconds(2) == pytest.approx(0.2015)
+    assert scaled.deadline_seconds(1000) == pytest.approx(0.2 + 999 * 0.0015)
+    fixed = GuardedClient(SyncStub(), timeout_ms=200, batch_timeout_ms=700)
+    assert fixed.deadline_seconds(1) == pytest.approx(0.2)
+    assert fixed.deadline_seconds(2) == pytest.approx(0.7)
+    assert fixed.deadline_seconds(1000) == pytest.approx(0.7)
+    short = GuardedClient(SyncStub(), timeout_ms=2000, batch_timeout_ms=100)
+    assert short.deadline_seconds(1) == pytest.approx(2.0)
+    assert short.deadline_seconds(3) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_timeout_ms_is_the_deadline_of_requests_of_several_ids(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "slow", delay=0.3)
+    long_batches = GuardedClient(backend, timeout_ms=150, batch_timeout_ms=3000)
+    found = call(mode, long_batches, "get_batch_features", ["u1", "u2"], "user", NAMES)
+    assert [v.status for v in found] == [FOUND, FOUND]
+    single = call(mode, long_batches, "get_features", "u3", "user", NAMES)
+    assert single.status is UNAVAILABLE
+    short_batches = GuardedClient(backend, timeout_ms=3000, batch_timeout_ms=150)
+    cut, elapsed = timed(
+        lambda: call(mode, short_batches, "get_batch_features", ["u1", "u2"], "user", NAMES)
+    )
+    assert [v.status for v in cut] == [UNAVAILABLE, UNAVAILABLE]
+    assert elapsed < 0.29
+    assert call(mode, short_batches, "get_features", "u3", "user", NAMES).status is FOUND
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_healthy_batch_of_1000_slower_than_timeout_ms_succeeds(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "slow", delay=0.4)
+    guard = GuardedClient(backend, timeout_ms=200)
+    assert guard.deadline_seconds(1000) > 0.4 > guard.timeout_ms / 1000
+    ids = [f"u{i}" for i in range(1000)]
+    vectors = call(mode, guard, "get_batch_features", ids, "user", NAMES)
+    assert [v.entity_id for v in vectors] == ids
+    assert all(v.status is FOUND for v in vectors)
+    assert backend.batch_sizes == [1000]
+    assert window(guard) == (1, 0, 0)
+
+
+# -- rule 4: overload is not an outage --------------------------------------------------
+
+
+def hold_the_only_worker(
+    guard: GuardedClient, backend: FaultyBackend
+) -> Tuple[threading.Thread, List[Any]]:
+    """A healthy-but-slow read of another key holds the guard's only worker, well within
+    its own (batch) deadline, until ``backend.release()``."""
+    backend.set_mode("hang")
+    calls = backend.calls
+    out: List[Any] = []
+    holder = threading.Thread(
+        target=lambda: out.append(guard.get_batch_features(["h1", "h2"], "user", NAMES))
+    )
+    holder.start()
+    settle(lambda: backend.calls > calls, "the holder's read in the backend")
+    return holder, out
+
+
+def overload_guard(backend: FaultyBackend, **kwargs: Any) -> GuardedClient:
+    return GuardedClient(backend, timeout_ms=150, batch_timeout_ms=10_000, max_workers=1, **kwargs)
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_overloaded_read_is_not_a_store_failure(mode: str, backends: List[FaultyBackend]) -> None:
+    backend = make_backend(mode, backends)
+    guard = overload_guard(backend)
+    holder, held = hold_the_only_worker(guard, backend)
+    for i in range(5):
+        start = time.monotonic()
+        result = call(mode, guard, "get_features", f"o{i}", "organization", NAMES)
+        elapsed = time.monotonic() - start
+        assert result.status is OVERLOADED, result.error
+        assert (result.entity_id, result.features) == (f"o{i}", {})
+        assert elapsed < 1.0
+    stats = guard.stats()
+    assert stats["overloaded"] == 5
+    assert stats["timeouts"] == 0 and stats["unavailable"] == 0
+    assert backend.calls == 1, "an overloaded read never reaches the backend"
+    assert window(guard) == (0, 0, 0)
+    backend.release()
+    holder.join(SETTLE)
+    assert [v.status for v in held[0]] == [FOUND, FOUND]
+    assert window(guard) == (1, 0, 0)
+    assert guard.stats()["breaker"]["state"] == "closed"
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_overloaded_without_fallback_raises_guard_overloaded(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends)
+    guard = overload_guard(backend, fallback_on_timeout=False)
+    holder, _ = hold_the_only_worker(guard, backend)
+    with pytest.raises(GuardOverloadedError):
+        call(mode, guard, "get_features", "o1", "organization", NAMES)
+    assert guard.stats()["overloaded"] == 1
+    assert window(guard) == (0, 0, 0)
+    backend.release()
+    holder.join(SETTLE)
+    assert window(guard) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_read_queued_for_a_worker_within_its_deadline_is_a_plain_success(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends)
+    guard = GuardedClient(backend, timeout_ms=3000, batch_timeout_ms=10_000, max_workers=1)
+    holder, held = hold_the_only_worker(guard, backend)
+    out: List[Any] = []
+    waiter = threading.Thread(
+        target=lambda: out.append(call(mode, guard, "get_features", "o1", "organization", NAMES))
+    )
+    waiter.start()
+    settle(lambda: guard.stats()["queued_reads"] == 1, "the second read queued for a worker")
+    backend.release()
+    holder.join(SETTLE)
+    waiter.join(SETTLE)
+    assert out[0].status is FOUND and [v.status for v in held[0]] == [FOUND, FOUND]
+    assert window(guard) == (2, 0, 0)
+    assert guard.stats()["overloaded"] == 0
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_overloaded_enrichments_leave_the_monitor_untouched(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends)
+    guard = overload_guard(backend)
+    monitor = FeatureMonitor(MonitorConfig(failure_window_min_attempts=3), breaker=guard)
+    enricher = FeatureEnricher(
+        guard,
+        EnricherConfig(task_features={"t": {"user": ["tier"]}}, enabled_task_types=["t"]),
+        monitor=monitor,
+    )
+    healthy = call(mode, enricher, "enrich", "p", user_id="u0", task_type="t")
+    assert healthy.reason is EnrichmentReason.ENRICHED
+    keys = (
+        "feature_store_availability_pct",
+        "feature_store_availability_pct_recent",
+        "feature_store_attempts",
+        "feature_store_failures",
+        "feature_store_window_attempts",
+        "availability_paused",
+    )
+    before = {k: monitor.get_stats()[k] for k in keys}
+    assert before["feature_store_availability_pct"] == 100.0
+    holder, _ = hold_the_only_worker(guard, backend)
+    for i in range(8):
+        result = call(mode, enricher, "enrich", "p", user_id=f"u{i + 1}", task_type="t")
+        assert result.reason is EnrichmentReason.OVERLOADED
+        assert result.store_attempted is False and result.store_failed is False
+        assert result.entity_status == {"user": OVERLOADED}
+        assert result.enriched_prompt == "p"
+        assert monitor.should_enrich("t") is True
+    after = monitor.get_stats()
+    assert {k: after[k] for k in keys} == before
+    assert after["overloaded_enrichments"] == 8
+    assert guard.stats()["overloaded"] == 8
+    backend.release()
+    holder.join(SETTLE)
+    assert guard.stats()["breaker"]["window_failures"] == 0
+
+
+# -- rule 5: native async reads ---------------------------------------------------------
+
+
+class NativeStub(SyncStub):
+    """A native async backend whose reads wait for ``gate``; how they meet cancellation
+    is up to the subclass."""
+
+    def __init__(self) -> None:
+        self.gate: Optional[asyncio.Event] = None
+        self.calls = 0
+        self.answered = 0
+        self.cancelled = 0
+        self.cleaned = 0
+
+    async def read(self) -> None:
+        gate = self.gate
+        assert gate is not None
+        await gate.wait()
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, names: List[str]
+    ) -> FeatureVector:
+        self.calls += 1
+        await self.read()
+        self.answered += 1
+        return vector(entity_id, entity_type, names)
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        self.calls += 1
+        await self.read()
+        self.answered += 1
+        return [vector(eid, entity_type, names) for eid in entity_ids]
+
+
+class StubbornLate(NativeStub):
+    """Ignores cancellation: answers once the gate opens, however late."""
+
+    async def read(self) -> None:
+        gate = self.gate
+        assert gate is not None
+        while True:
+            try:
+                await gate.wait()
+                return
+            except asyncio.CancelledError:
+                self.cancelled += 1
+
+
+class SlowCleanup(NativeStub):
+    """Cancelled, it takes a second to clean up before re-raising."""
+
+    async def read(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            await asyncio.sleep(1.0)
+            self.cleaned += 1
+            raise
+
+
+class RaisesCancelled(NativeStub):
+    """Raises CancelledError by itself (nobody cancelled it)."""
+
+    async def read(self) -> None:
+        raise asyncio.CancelledError()
+
+
+async def test_native_late_answer_is_discarded() -> None:
+    backend = StubbornLate()
+    backend.gate = asyncio.Event()
+    guard = GuardedClient(backend, timeout_ms=150, cache_ttl_seconds=60)
+    result, elapsed = await _atimed(guard.aget_features("u1", "user", NAMES))
+    assert elapsed < 1.0
+    assert result.status is UNAVAILABLE and result.features == {}
+    assert guard.stats()["timeouts"] == 1
+    backend.gate.set()  # the answer comes, after every caller has left
+    await asettle(lambda: backend.answered == 1, "the late answer")
+    assert guard.stats()["cache_entries"] == 0, "a late answer filled the cache"
+    fresh = await guard.aget_features("u1", "user", NAMES)
+    assert fresh.status is FOUND and fresh.features == {"tier": "tier-u1"}
+    assert backend.calls == 2
+    assert guard.stats()["cache_hits"] == 0
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_thread_late_answer_is_discarded(mode: str, backends: List[FaultyBackend]) -> None:
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=150, cache_ttl_seconds=600)
+    result = call(mode, guard, "get_features", "u1", "user", NAMES)
+    assert result.status is UNAVAILABLE
+    backend.release()  # the blocked call answers, after its caller has left
+    settle(lambda: guard.stats()["busy_workers"] == 0, "the late call to return")
+    assert backend.completed == 1
+    assert guard.stats()["cache_entries"] == 0, "a late answer filled the cache"
+    backend.set_mode("ok")
+    assert call(mode, guard, "get_features", "u1", "user", NAMES).status is FOUND
+    assert backend.calls == 2 and guard.stats()["cache_hits"] == 0
+
+
+async def test_native_slow_cancellation_cleanup_cannot_stretch_the_deadline() -> None:
+    backend = SlowCleanup()
+    guard = GuardedClient(backend, timeout_ms=150)
+    result, elapsed = await _atimed(guard.aget_features("u1", "user", NAMES))
+    assert result.status is UNAVAILABLE
+    assert elapsed < 0.9, f"{elapsed:.3f} s: the backend's cleanup held the caller"
+    batch, elapsed = await _atimed(guard.aget_batch_features(["u2", "u3"], "user", NAMES))
+    assert [v.status for v in batch] == [UNAVAILABLE, UNAVAILABLE]
+    assert elapsed < 0.9
+    await asettle(lambda: backend.cleaned == 2, "the backend's cleanups")
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_native_backend_raising_cancelled_error_is_a_failure(batch: bool) -> None:
+    backend = RaisesCancelled()
+    guard = GuardedClient(backend, timeout_ms=2000)
+
+    async def caller() -> List[FeatureVector]:
+        if batch:
+            return await guard.aget_batch_features(["u1", "u2"], "user", NAMES)
+        return [await guard.aget_features("u1", "user", NAMES)]
+
+    task = asyncio.ensure_future(caller())
+    vectors = await asyncio.wait_for(task, 5.0)
+    assert not task.cancelled()
+    assert [v.status for v in vectors] == [UNAVAILABLE] * len(vectors)
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+    await asyncio.sleep(0)  # this caller goes on
+    stats = guard.stats()
+    assert stats["unavailable"] == 1
+    assert window(guard) == (1, 1, 0)
+
+
+async def _atimed(coro: Coroutine[Any, Any, Any]) -> Tuple[Any, float]:
+    start = time.monotonic()
+    result = await coro
+    return result, time.monotonic() - start
+
+
+# -- rule 6: the breaker judges the backend only ----------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hung_backend_opens_the_breaker_after_minimum_calls(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=100, breaker_minimum_calls=3, breaker_window=3)
+    for i in range(3):
+        assert guard.stats()["breaker"]["state"] == "closed"
+        vector = call(mode, guard, "get_features", f"u{i}", "user", NAMES)
+        assert vector.status is UNAVAILABLE
+    assert guard.stats()["breaker"]["state"] == "open"
+    refused = call(mode, guard, "get_features", "u9", "user", NAMES)
+    assert refused.status is UNAVAILABLE
+    assert backend.calls == 3
+    assert guard.stats()["rejected_open"] == 1
+
+
+class Gates(SyncStub):
+    """Reads of an id that has a gate wait for it (bounded); ``entered`` lists the ids
+    that reached the backend."""
+
+    def __init__(self, *held: str) -> None:
+        self.gates = {eid: threading.Event() for eid in held}
+        self.entered: List[str] = []
+
+    def open_all(self) -> None:
+        for gate in self.gates.values():
+            gate.set()
+
+    def _pass(self, ids: List[str]) -> None:
+        self.entered.extend(ids)
+        for eid in ids:
+            gate = self.gates.get(eid)
+            if gate is not None:
+                gate.wait(SETTLE)
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        self._pass([entity_id])
+        return super().get_features(entity_id, entity_type, names)
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        self._pass(entity_ids)
+        return super().get_batch_features(entity_ids, entity_type, names)
+
+
+class AsyncGates(Gates):
+    async def _apass(self, ids: List[str]) -> None:
+        self.entered.extend(ids)
+        for eid in ids:
+            gate = self.gates.get(eid)
+            if gate is not None:
+                await asettle(gate.is_set, f"the gate of {eid}")
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, names: List[str]
+    ) -> FeatureVector:
+        await self._apass([entity_id])
+        return vector(entity_id, entity_type, names)
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        await self._apass(entity_ids)
+        return [vector(eid, entity_type, names) for eid in entity_ids]
+
+
+def in_thread(fn: Callable[[], Any]) -> Tuple[threading.Thread, List[Any]]:
+    out: List[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn()))
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize(
+    "queue,mode",
+    [
+        ("pool", "sync"),
+        ("pool", "async-threads"),
+        ("coalescer", "sync"),
+        ("coalescer", "async-threads"),
+    ],
+)
+def test_deadline_eaten_by_local_queueing_is_not_a_backend_failure(queue: str, mode: str) -> None:
+    """B waits locally (for the only worker, or behind a read of its key) while a healthy
+    read within its own 10 s budget runs; B's read then reaches the backend with less
+    time left than its 400 ms budget, and its caller leaves at its deadline. The backend
+    ran B's read for less than the read's budget: the breaker must not charge it."""
+    backend = Gates("h1", "b")
+    pool = queue == "pool"
+    guard = GuardedClient(
+        backend, timeout_ms=400, batch_timeout_ms=10_000, max_workers=1 if pool else 8
+    )
+    try:
+        holder, held = in_thread(
+            lambda: call(mode, guard, "get_batch_features", ["h1", "h2"], "user", NAMES)
+        )
+        settle(lambda: "h1" in backend.entered, "the holder's read in the backend")
+        b_type = "organization" if pool else "user"
+        second, got = in_thread(lambda: call(mode, guard, "get_features", "b", b_type, NAMES))
+        if pool:
+            settle(lambda: guard.stats()["queued_reads"] == 1, "B's read queued for a worker")
+        else:
+            settle(lambda: guard.stats()["waiting"] == 1, "B's lookup queued behind the holder")
+        time.sleep(0.25)  # B has queued for most of its deadline
+        backend.gates["h1"].set()
+        second.join(SETTLE)
+        assert got[0].status in (UNAVAILABLE, OVERLOADED)
+        backend.gates["b"].set()
+        holder.join(SETTLE)
+        assert [v.status for v in held[0]] == [FOUND, FOUND]
+        _, failures, _ = window(guard)
+        assert failures == 0, (
+            f"{failures} failure(s) in the breaker's window for a read the backend ran for "
+            f"less than its budget (entered: {backend.entered})"
+        )
+    finally:
+        backend.open_all()
+
+
+async def test_native_deadline_eaten_by_queueing_is_not_a_backend_failure() -> None:
+    backend = AsyncGates("h1", "b")
+    guard = GuardedClient(backend, timeout_ms=400, batch_timeout_ms=10_000)
+    try:
+        holder = asyncio.ensure_future(guard.aget_batch_features(["h1", "h2"], "user", NAMES))
+        await asettle(lambda: "h1" in backend.entered, "the holder's read in the backend")
+        second = asyncio.ensure_future(guard.aget_features("b", "user", NAMES))
+        await asettle(lambda: guard.stats()["waiting"] == 1, "B's lookup queued")
+        await asyncio.sleep(0.25)  # B has queued for most of its deadline
+        backend.gates["h1"].set()
+        assert (await second).status in (UNAVAILABLE, OVERLOADED)
+        backend.gates["b"].set()
+        assert [v.status for v in await holder] == [FOUND, FOUND]
+        _, failures, _ = window(guard)
+        assert failures == 0, f"entered: {backend.entered}"
+    finally:
+        backend.open_all()
+
+
+def _probe_in_a_loop_torn_down(guard: GuardedClient, reached: Callable[[], bool]) -> None:
+    """Start a read in a new event loop, run the loop until the read is in the backend,
+    then close the loop without cancelling anything and drop it."""
+    pending: List[bool] = []
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        probe = loop.create_task(guard.aget_features("p", "user", NAMES))
+
+        async def until() -> None:
+            await asettle(reached, "the probe's read in the backend")
+
+        loop.run_until_complete(until())
+        loop.close()
+        pending.append(not probe.done())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(SETTLE)
+    assert pending == [True], "the probe's caller was not torn down mid-read"
+    gc.collect()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "threads"])
+def test_probe_of_a_torn_down_task_gives_its_slot_back(
+    native: bool, backends: List[FaultyBackend]
+) -> None:
+    clock = ManualClock()
+    backend = make_backend("async-native" if native else "sync", backends, "hang")
+    guard = GuardedClient(
+        backend,
+        timeout_ms=200,
+        breaker_minimum_calls=1,
+        breaker_window=1,
+        breaker_reset_seconds=30,
+        breaker_half_open_calls=1,
+        clock=clock,
+    )
+    assert asyncio.run(guard.aget_features("u0", "user", NAMES)).status is UNAVAILABLE
+    assert guard.stats()["breaker"]["state"] == "open"
+    clock.advance(31)
+    assert guard.stats()["breaker"]["state"] == "half_open"
+    calls = backend.calls
+    _probe_in_a_loop_torn_down(guard, lambda: backend.calls > calls)
+    assert guard.stats()["breaker"]["probes_in_flight"] == 1
+    # its slot is taken until its time limit (the read's budget) passes
+    taken = guard.get_features("q", "user", ["preferences"])
+    assert taken.status is UNAVAILABLE and backend.calls == calls + 1
+    clock.advance(1.0)
+    # the store is healthy again for new reads; the torn-down probe's call never returns
+    backend.set_mode("ok")
+    recovered = asyncio.run(guard.aget_features("r", "user", ["preferences"]))
+    assert recovered.status is FOUND
+    assert guard.stats()["breaker"]["state"] == "closed"
+
+
+# -- rule 7: HTTP backends follow the deadline ------------------------------------------
+
+
+class DeadlineProbe(SyncStub):
+    """Records ``io_timeout(99.0)`` at the start of each read (and after ``pause``)."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        self.pause = pause
+        self.seen: List[Tuple[float, Optional[float]]] = []
+
+    def _sync_seen(self) -> None:
+        first = io_timeout(99.0)
+        later = None
+        if self.pause:
+            time.sleep(self.pause)
+            later = io_timeout(99.0)
+        self.seen.append((first, later))
+
+    def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
+        self._sync_seen()
+        return super().get_features(entity_id, entity_type, names)
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        self._sync_seen()
+        return super().get_batch_features(entity_ids, entity_type, names)
+
+
+class AsyncDeadlineProbe(DeadlineProbe):
+    async def _async_seen(self) -> None:
+        first = io_timeout(99.0)
+        later = None
+        if self.pause:
+            await asyncio.sleep(self.pause)
+            later = io_timeout(99.0)
+        self.seen.append((first, later))
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, names: List[str]
+    ) -> FeatureVector:
+        await self._async_seen()
+        return vector(entity_id, entity_type, names)
+
+    async def aget_batch_features(
+        self, entity_ids: List[str], entity_type: str, names: List[str]
+    ) -> List[FeatureVector]:
+        await self._async_seen()
+        return [vector(eid, entity_type, names) for eid in entity_ids]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_io_timeout_is_the_time_left_inside_a_guarded_read(mode: str) -> None:
+    backend = AsyncDeadlineProbe(pause=0.2) if mode == "async-native" else DeadlineProbe(0.2)
+    guard = GuardedClient(backend, timeout_ms=2000)
+    assert io_timeout(99.0) == 99.0
+    assert call(mode, guard, "get_features", "u1", "user", NAMES).status is FOUND
+    ids = [f"u{i}" for i in range(1000)]
+    batch = call(mode, guard, "get_batch_features", ids, "user", NAMES)
+    assert all(v.status is FOUND for v in batch)
+    assert io_timeout(99.0) == 99.0, "the read's deadline leaked out of the read"
+    (single, single_later), (big, big_later) = backend.seen
+    assert 0 < single <= 2.0
+    assert single_later is not None and single_later <= single - 0.2
+    assert 2.0 < big <= guard.deadline_seconds(1000)
+    assert big_later is not None and big_later <= big - 0.2
