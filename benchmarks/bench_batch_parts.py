@@ -28,7 +28,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from common import percentile, sample_refs, task_features
+from common import TASK_MAP, percentile, sample_refs, task_features
 
 from asahi_features.enricher import EnrichmentTuple, FeatureEnricher
 from asahi_features.models import EnrichmentResult
@@ -52,7 +52,7 @@ class TimedEnricher(FeatureEnricher):
         groups = self._groups(plans)
         t2 = now()
         fetch = assign = 0.0
-        for (entity_type, names), ids in groups.items():
+        for entity_type, names, ids in groups:
             t3 = now()
             vectors = self.client.get_batch_features(ids, entity_type, list(names))
             t4 = now()
@@ -94,7 +94,9 @@ def main() -> int:
         repo = build_sample_repo(workdir / "repo", users=args.users)
         store = FeatureStore(repo_path=str(repo))
         client = FeastClient(str(repo), "asahi", feature_store=store)
-        config = EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
+        config = EnricherConfig(
+            enabled_task_types=[TASK], task_features=TASK_MAP, freshness_threshold_seconds=10**9
+        )
         enricher = TimedEnricher(client, config)
         phases: Dict[str, List[float]] = defaultdict(list)
         enricher.phases = phases

@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from common import PRODUCT_FEATURES as FEATURES
 from common import PRODUCT_REFS as REFS
-from common import interleave, percentile
+from common import TASK_MAP, interleave, percentile
 
 import asahi_features
 from asahi_features import (
@@ -141,7 +141,9 @@ class Fixture:
         self.repo = repo
         self.store: Any = FeatureStore(repo_path=str(repo))
         self.warm_user = warm_user
-        self.config = EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
+        self.config = EnricherConfig(
+            enabled_task_types=[TASK], task_features=TASK_MAP, freshness_threshold_seconds=10**9
+        )
 
     def enricher(self, **guard: Any) -> Tuple[FeatureEnricher, GuardedClient]:
         """A fresh ``FeastClient`` (warmed outside the guard), guard and enricher."""

@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from common import PRODUCT_FEATURES as FEATURES
 from common import PRODUCT_REFS as REFS
-from common import interleave, percentile
+from common import TASK_MAP, interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -101,7 +101,9 @@ def enricher_for(client: Any, **guard: Any) -> Any:
         batch_timeout_ms=guard.pop("batch_timeout_ms", 2_000),
         **guard,
     )
-    config = EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
+    config = EnricherConfig(
+        enabled_task_types=[TASK], task_features=TASK_MAP, freshness_threshold_seconds=10**9
+    )
     return FeatureEnricher(guarded, config), guarded
 
 

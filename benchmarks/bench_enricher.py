@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 
 from common import PRODUCT_FEATURES as FEATURES
 from common import PRODUCT_REFS as REFS
-from common import MemoryClient, interleave, percentile
+from common import TASK_MAP, MemoryClient, interleave, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +43,9 @@ E2E_TARGET = 1.5
 
 
 def _config() -> EnricherConfig:
-    return EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
+    return EnricherConfig(
+        enabled_task_types=[TASK], task_features=TASK_MAP, freshness_threshold_seconds=10**9
+    )
 
 
 def _vector(n: int, distinct: bool) -> FeatureVector:

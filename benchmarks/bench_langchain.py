@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
-from common import MemoryClient, interleave, percentile, sample_refs, task_features
+from common import TASK_MAP, MemoryClient, interleave, percentile, sample_refs, task_features
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,7 +80,9 @@ def main() -> int:
     from asahi_features.sample_repo import build_sample_repo, user_id
     from asahi_features.stores.feast_store import FeastClient
 
-    config = EnricherConfig(enabled_task_types=[TASK], freshness_threshold_seconds=10**9)
+    config = EnricherConfig(
+        enabled_task_types=[TASK], task_features=TASK_MAP, freshness_threshold_seconds=10**9
+    )
     workdir = Path(tempfile.mkdtemp(prefix="asahi_bench_langchain_"))
     ok = True
     try:

@@ -43,7 +43,7 @@ from asahi_features.langchain import (
     FeatureMonitorCallbackHandler,
     evaluate_offline,
 )
-from asahi_features.sample_repo import build_sample_repo, user_id
+from asahi_features.sample_repo import SAMPLE_TASK_FEATURES, build_sample_repo, user_id
 
 
 class ProfileAwareFakeChat(SimpleChatModel):
@@ -93,7 +93,10 @@ def main() -> None:
     feast_client.get_features(user_id(1), "user", ["tier"])  # warm up: registry, SQLite
     client = GuardedClient(feast_client, timeout_ms=500)
     monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"general": 0.3}))
-    enricher = FeatureEnricher(client, EnricherConfig(), monitor=monitor)
+    # The sample task map (general: tier, preferences, preferred_language) rather than the
+    # defaults (spec table 3.5 only): the sample repository serves these extra features.
+    config = EnricherConfig(task_features=SAMPLE_TASK_FEATURES)
+    enricher = FeatureEnricher(client, config, monitor=monitor)
     llm = chat_model()
 
     # 1. runnable | llm: the enriched prompt string goes straight to the model.

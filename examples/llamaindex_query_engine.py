@@ -39,7 +39,7 @@ from asahi_features.llama_index import (
     feature_context,
 )
 from asahi_features.monitor import FeatureMonitor
-from asahi_features.sample_repo import build_sample_repo
+from asahi_features.sample_repo import SAMPLE_TASK_FEATURES, build_sample_repo
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.feast_store import FeastClient
 
@@ -79,7 +79,11 @@ async def main() -> None:
         monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"product_recommendation": 0.3}))
         enricher = FeatureEnricher(
             client,
-            EnricherConfig(enabled_task_types=["general", "product_recommendation"]),
+            # the sample task map: product_recommendation with budget and demographics
+            EnricherConfig(
+                enabled_task_types=["general", "product_recommendation"],
+                task_features=SAMPLE_TASK_FEATURES,
+            ),
             monitor=monitor,
         )
         handler = FeatureMonitorEventHandler(monitor).attach()  # root dispatcher

@@ -57,7 +57,10 @@ MISSING_USER = "u_9999"
 STALE_ORG = "org_007"
 AMBIGUOUS_FEATURE = "loyalty_score"
 PRODUCT = ["purchase_history", "browsing", "budget_level", "preferences", "demographics"]
-"""The product_recommendation task's user features (the spec's headline example)."""
+"""The product_recommendation user features of the sample task map
+(``SAMPLE_TASK_FEATURES``: the spec's headline example with budget and demographics; the
+default map, spec table 3.5, has only the first, second and fourth). Pass it explicitly
+as ``task_features`` where an enricher should fetch all five."""
 
 TEST_VIEWS: Tuple[ViewSpec, ...] = (
     ViewSpec("user_scores", "user", (FieldSpec("loyalty_score", "float"),)),

@@ -13,7 +13,9 @@ Two families matter to callers:
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "AsahiFeaturesError",
@@ -25,13 +27,76 @@ __all__ = [
     "FeatureStoreUnavailableError",
     "GuardOverloadedError",
     "TokenizerUnavailableError",
+    "excerpt",
 ]
 
 _MAX_LISTED = 50
+MAX_MESSAGE_CHARS = 2000
+"""No error message of this library is longer than this (longer ones are cut)."""
+MAX_EXCERPT_CHARS = 80
+"""A value quoted in an error message shows at most about this many characters."""
+_LISTING_CHARS = 1200
+"""Budget of the "Available ..." listing of a :class:`FeatureConfigError`."""
+
+
+class _Excerpt(reprlib.Repr):
+    """A repr that is short whatever the value: long strings, big or deep or cyclic
+    containers (an expanded YAML alias bomb) come out as a bounded excerpt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
+        self.maxdeque = self.maxarray = 4
+        self.maxstring = self.maxother = MAX_EXCERPT_CHARS
+        self.maxlong = 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() of a 5,000-digit int raises ValueError
+            return f"<integer of {x.bit_length():,} bits>"
+        return repr(x)
+
+    def repr_str(self, x: str, level: int) -> str:
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return repr(x[: self.maxstring - 20]) + f"... ({len(x):,} characters)"
+
+
+_EXCERPT = _Excerpt()
+
+
+def excerpt(value: Any, limit: int = MAX_EXCERPT_CHARS) -> str:
+    """A short ``repr`` of ``value`` for an error message (at most about ``limit`` + 40
+    characters, never raising, whatever the value's size, depth or cycles)."""
+    try:
+        text = _EXCERPT.repr(value)
+    except Exception:  # a hostile __repr__: say what it is, not what it says
+        text = f"<{type(value).__name__}>"
+    if len(text) > limit + 40:
+        text = text[:limit] + f"... ({len(text):,} characters)"
+    return text
+
+
+def cap_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to at most ``limit`` characters, saying how much was cut."""
+    if len(message) <= limit:
+        return message
+    tail = f" ... [message cut: {len(message) - limit:,} more characters]"
+    return message[: limit - len(tail)] + tail
 
 
 class AsahiFeaturesError(Exception):
-    """Base class of every error raised by asahi-features."""
+    """Base class of every error raised by asahi-features.
+
+    A message longer than :data:`MAX_MESSAGE_CHARS` is cut: a quoted value, a server's
+    answer or an unknown name can never turn an error (or the log line it ends up in)
+    into megabytes.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        if args and isinstance(args[0], str) and len(args[0]) > MAX_MESSAGE_CHARS:
+            args = (cap_message(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class ConfigError(AsahiFeaturesError, ValueError):
@@ -44,7 +109,7 @@ class ConfigError(AsahiFeaturesError, ValueError):
 
     def __init__(self, message: str, key_path: str | None = None) -> None:
         super().__init__(message)
-        self.key_path = key_path
+        self.key_path = key_path if key_path is None else cap_message(key_path, 300)
 
 
 class FeatureConfigError(AsahiFeaturesError, ValueError):
@@ -67,13 +132,21 @@ class FeatureConfigError(AsahiFeaturesError, ValueError):
     ) -> None:
         self.available_features: list[str] = sorted(set(available_features))
         self.kind = kind
-        shown = self.available_features[:_MAX_LISTED]
+        shown: list[str] = []
+        used = 0
+        for name in self.available_features[:_MAX_LISTED]:
+            text = name if len(name) <= MAX_EXCERPT_CHARS else excerpt(name)
+            if used + len(text) > _LISTING_CHARS:
+                break
+            shown.append(text)
+            used += len(text) + 2
         more = len(self.available_features) - len(shown)
         listing = ", ".join(shown) if shown else "(none)"
         if more > 0:
             listing += f", ... ({more} more)"
-        super().__init__(f"{message}. Available {kind}: {listing}")
-        self.reason = message
+        reason = cap_message(message, MAX_MESSAGE_CHARS - len(listing) - len(kind) - 20)
+        super().__init__(f"{reason}. Available {kind}: {listing}")
+        self.reason = reason
 
 
 class FeatureStoreError(AsahiFeaturesError):

@@ -1,8 +1,9 @@
 """The bundled sample Feast repository: definitions, a seeded data generator and a builder.
 
 The repository is a Feast project named ``asahi`` whose feature views cover the task
-feature table of the specification (see ``DEFAULT_TASK_FEATURES`` in
-:mod:`asahi_features.settings`):
+feature table of the specification (``DEFAULT_TASK_FEATURES`` in
+:mod:`asahi_features.settings`) and a few more features that a richer, user-configured
+task map uses (:data:`SAMPLE_TASK_FEATURES`, the map of ``examples/config.yaml``):
 
 =================  ============  ===========================================================
 view               entity        features
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTITIES",
     "PROJECT",
+    "SAMPLE_TASK_FEATURES",
     "SAMPLE_VIEWS",
     "EntitySpec",
     "FieldSpec",
@@ -72,6 +74,22 @@ logger = logging.getLogger(__name__)
 
 PROJECT = "asahi"
 """The Feast project name of the sample repository."""
+
+SAMPLE_TASK_FEATURES: Dict[str, Dict[str, List[str]]] = {
+    "general": {"user": ["tier", "preferences", "preferred_language"]},
+    "summarization": {"user": ["reading_level", "preferred_language"]},
+    "faq": {"user": ["tier", "product_owned", "preferred_language"]},
+    "product_recommendation": {
+        "user": ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
+    },
+    "customer_support": {"user": ["tier", "recent_tickets", "product_owned"]},
+    "content_generation": {"organization": ["brand_voice", "tone", "style_guide"]},
+    "code_generation": {"user": ["language_preferences", "framework_history"]},
+}
+"""A richer task map than the defaults (which are exactly spec table 3.5), using every
+feature the sample repository serves: set it as ``enricher.task_features`` (as
+``examples/config.yaml`` does) to show budget, demographics, reading level and language
+(their labels are among ``DEFAULT_FEATURE_LABELS``)."""
 
 FieldKind = Literal["string", "string_list", "int", "float"]
 OnlineStore = Literal["sqlite", "redis"]

@@ -14,6 +14,7 @@ import pytest
 from asahi_features.config import build_backend
 from asahi_features.errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from asahi_features.models import FeatureStatus, FeatureVector
+from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, FeatureStoreSettings
 from asahi_features.stores.base import AsyncFeatureStoreClient, FeatureStoreClient
 from asahi_features.stores.feast_store import FeastClient, _found_vector
@@ -130,7 +131,8 @@ def test_same_feature_by_plain_and_full_name_is_fetched_once(client: FeastClient
 
 
 def test_every_default_task_feature_is_served(client: FeastClient) -> None:
-    for task, per_entity in DEFAULT_TASK_FEATURES.items():
+    tasks = [*DEFAULT_TASK_FEATURES.items(), *SAMPLE_TASK_FEATURES.items()]
+    for task, per_entity in tasks:
         for entity_type, names in per_entity.items():
             entity_id = FRESH_USER if entity_type == "user" else "org_001"
             vec = client.get_features(entity_id, entity_type, names)
@@ -321,7 +323,7 @@ def test_list_features(client: FeastClient) -> None:
     listing = client.list_features()
     assert set(listing) == {"user", "organization"}
     assert listing["organization"] == ["brand_voice", "style_guide", "tone"]
-    for names in DEFAULT_TASK_FEATURES.values():
+    for names in [*DEFAULT_TASK_FEATURES.values(), *SAMPLE_TASK_FEATURES.values()]:
         for entity_type, features in names.items():
             assert set(features) <= set(listing[entity_type])
     assert client.list_features("user") == {"user": listing["user"]}

@@ -18,6 +18,7 @@ from asahi_features.guard import GuardedClient
 from asahi_features.langchain import ENRICHMENT_KEY, EnrichedPrompt, FeatureEnrichmentRunnable
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import FeatureMonitor
+from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.local import LocalFeatureStore
 
@@ -31,6 +32,8 @@ from .langchain_helpers import (
 
 CONFIG = EnricherConfig(
     enabled_task_types=["general", "faq", "content_generation"],
+    # the sample map: general also shows preferred_language (the defaults do not)
+    task_features=SAMPLE_TASK_FEATURES,
     freshness_threshold_seconds=10**8,
 )
 
