@@ -97,7 +97,7 @@ def local_feature_data(users: int = USERS) -> Dict[str, Any]:
     return {
         "user": {
             user_id(n): {
-                "updated_at": "2100-01-01T00:00:00Z",  # never stale
+                "updated_at": "2026-01-01T00:00:00Z",  # within the 10**9 s threshold
                 "features": {"tier": ["gold", "silver", "bronze"][n % 3], "marker": marker(n)},
             }
             for n in range(1, users + 1)

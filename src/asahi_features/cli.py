@@ -46,7 +46,7 @@ DEMO_PROMPTS: Dict[str, str] = {
     "faq": "How do I reset my password?",
 }
 
-_state: Dict[str, Any] = {"debug": False}
+_state: Dict[str, Any] = {"debug": False, "secrets": ()}
 
 CONFIG_OPTION: Any = typer.Option(None, "--config", help=f"Config file (default: ${CONFIG_ENV}).")
 
@@ -58,8 +58,25 @@ def _console() -> Console:
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from .stores.http import redact
+
+    typer.echo(f"error: {redact(message, _state['secrets'])}", err=True)
     raise typer.Exit(code)
+
+
+def _remember_secrets(config: AsahiConfig) -> None:
+    """The values of the environment variables the config names for credentials, so that
+    no error line can show them (whatever third-party text it quotes)."""
+    from .stores.http import secret_parts
+
+    section = config.feature_store
+    names: List[str] = []
+    if section.tecton is not None:
+        names.append(section.tecton.api_key_env)
+    if section.http is not None:
+        names.extend(section.http.headers_env.values())
+    values = [os.environ.get(name) or "" for name in names]
+    _state["secrets"] = secret_parts([v for raw in values for v in (raw, raw.strip())])
 
 
 def _run(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -90,6 +107,7 @@ def _load(config: Optional[Path]) -> AsahiConfig:
     from .config import load_config
 
     result: AsahiConfig = _run(load_config, _config_path(config))
+    _remember_secrets(result)
     return result
 
 
@@ -227,9 +245,9 @@ def _build_repo(
 
 
 def _demo_config_text(repo: Path) -> str:
-    from .settings import DEFAULT_TASK_FEATURES
+    from .sample_repo import SAMPLE_TASK_FEATURES
 
-    tasks = ", ".join(DEFAULT_TASK_FEATURES)
+    tasks = ", ".join(SAMPLE_TASK_FEATURES)
     return (
         "# Written by `asahi-features demo`: the sample Feast repo, every mapped task enabled.\n"
         "feature_store:\n"
@@ -241,6 +259,7 @@ def _demo_config_text(repo: Path) -> str:
         "  fallback_on_timeout: true\n"
         "enricher:\n"
         f"  enabled_task_types: [{tasks}]\n"
+        f"  task_features: {json.dumps(SAMPLE_TASK_FEATURES)}\n"
     )
 
 

@@ -7,10 +7,19 @@ directory (see :func:`asahi_features.config.load_config`).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "DEFAULT_FEATURE_LABELS",
@@ -26,6 +35,7 @@ __all__ = [
     "LocalSettings",
     "MonitorConfig",
     "TectonSettings",
+    "env_name_problem",
     "nested_model",
 ]
 
@@ -52,8 +62,35 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def env_name_problem(value: object, what: str) -> Optional[str]:
+    """Why ``value`` cannot be the name of an environment variable (``None`` if it can).
+
+    A value that is not a plausible name (letters, digits and underscores, not starting
+    with a digit) is most likely a key pasted where its variable's name belongs: the
+    message never contains it.
+    """
+    if isinstance(value, str) and _ENV_NAME.fullmatch(value):
+        return None
+    return (
+        f"{what} must be the NAME of an environment variable (letters, digits and "
+        f"underscores, not starting with a digit), such as TECTON_API_KEY, never the "
+        f"secret itself; the value given is not shown"
+    )
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+    # hide_input_in_errors: a pydantic ValidationError never quotes what it rejected
+    # (a key pasted into api_key_env must not reach logs through str(error))
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        hide_input_in_errors=True,
+    )
 
 
 class FeastSettings(_Strict):
@@ -87,6 +124,14 @@ class TectonSettings(_Strict):
     max_concurrency: int = Field(default=16, ge=1, le=1024)
     """Concurrent requests of one batch (Tecton serves one entity per request)."""
 
+    @field_validator("api_key_env", mode="after")
+    @classmethod
+    def _api_key_env_is_a_name(cls, value: str) -> str:
+        problem = env_name_problem(value, "api_key_env")
+        if problem:
+            raise ValueError(problem)
+        return value
+
 
 class HttpSettings(_Strict):
     """``feature_store.http``: a Feast feature server (``feast serve``)."""
@@ -103,6 +148,20 @@ class HttpSettings(_Strict):
     """HTTP header -> name of the environment variable that holds its value."""
     max_connections: int = Field(default=32, ge=1)
     """Size of the pooled HTTP connection pool."""
+
+    @field_validator("headers_env", mode="after")
+    @classmethod
+    def _headers_env_names(cls, value: Dict[str, str]) -> Dict[str, str]:
+        for header, env in value.items():
+            if not _HEADER_NAME.fullmatch(header):
+                raise ValueError(
+                    "an HTTP header name may hold only letters, digits and "
+                    "!#$%&'*+-.^_`|~ (the name given is not shown)"
+                )
+            problem = env_name_problem(env, f"the value for header {header!r}")
+            if problem:
+                raise ValueError(problem)
+        return value
 
 
 class CustomSettings(_Strict):
@@ -184,12 +243,16 @@ class FeatureStoreSettings(_Strict):
 
 
 DEFAULT_TASK_FEATURES: Dict[str, Dict[str, List[str]]] = {
-    "general": {"user": ["tier", "preferences", "preferred_language"]},
-    "summarization": {"user": ["reading_level", "preferred_language"]},
-    "faq": {"user": ["tier", "product_owned", "preferred_language"]},
-    "product_recommendation": {
-        "user": ["purchase_history", "browsing", "preferences", "budget_level", "demographics"]
-    },
+    # general, summarization and faq are not in spec table 3.5, but the spec's default
+    # enabled_task_types names them, so they need a mapping: a minimal one, built only
+    # from features the table already asks a repository for.
+    "general": {"user": ["tier", "preferences"]},
+    "summarization": {"user": ["preferences"]},
+    "faq": {"user": ["tier", "product_owned"]},
+    # spec table 3.5, exactly. Every default feature is one the user's store must serve
+    # (build_enricher checks the enabled tasks); richer maps belong in the user's config,
+    # see examples/config.yaml and asahi_features.sample_repo.SAMPLE_TASK_FEATURES.
+    "product_recommendation": {"user": ["purchase_history", "browsing", "preferences"]},
     "customer_support": {"user": ["tier", "recent_tickets", "product_owned"]},
     "content_generation": {"organization": ["brand_voice", "tone", "style_guide"]},
     "code_generation": {"user": ["language_preferences", "framework_history"]},
@@ -212,6 +275,9 @@ DEFAULT_FEATURE_LABELS: Dict[str, str] = {
     "reading_level": "Reading level",
     "preferred_language": "Language",
 }
+"""Display labels of well-known feature names: the default task map's, plus those a
+richer map commonly adds (spec 3.4 renders ``budget_level`` as "Budget"). A label never
+makes a feature be fetched; names without one are humanised."""
 
 
 class FeaturePolicy(_Strict):
@@ -239,6 +305,9 @@ class EnricherConfig(_Strict):
     """Max tokens to add from features."""
     freshness_threshold_seconds: int = Field(default=3600, ge=0)
     """Reject features older than this."""
+    unknown_age: Literal["drop", "keep"] = "drop"
+    """Features of unknown age (no, an unparsable, an epoch or a far-future timestamp):
+    ``drop`` treats them as stale, ``keep`` lets them pass the freshness check."""
     enabled_task_types: List[str] = Field(
         default_factory=lambda: ["general", "summarization", "faq"]
     )

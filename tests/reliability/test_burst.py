@@ -273,6 +273,11 @@ async def test_hung_store_200_concurrent_aenrich(backend_class: Type[FaultyBacke
             threads_after,
         )
     finally:
+        backend.release()
+        for _ in range(500):  # a native read ends on this loop: let it run (5 s at most)
+            if backend.in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
         _release(backend, guarded)
 
 

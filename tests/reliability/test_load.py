@@ -53,7 +53,7 @@ def feature_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {
             "user": {
                 uid(n): {
-                    "updated_at": "2100-01-01T00:00:00Z",  # never stale
+                    "updated_at": "2026-01-01T00:00:00Z",  # within the 10**9 s threshold
                     "features": {
                         "tier": marker(n, "T"),
                         "preferences": [marker(n, "P"), "casual"],

@@ -259,7 +259,7 @@ def _feature_doc(version: str) -> str:
     doc = {
         "user": {
             f"u{n}": {
-                "updated_at": "2100-01-01T00:00:00Z",
+                "updated_at": "2026-01-01T00:00:00Z",
                 "features": {
                     "tier": f"{version}-gen-u{n}-tier",
                     "preferences": f"{version}-gen-u{n}-pref",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
@@ -13,12 +14,16 @@ from typing import Dict, List, Optional, Protocol, runtime_checkable
 from ..models import FeatureVector
 
 __all__ = [
+    "FUTURE_TOLERANCE_SECONDS",
+    "UNKNOWN_AGE",
     "AsyncFeatureStoreClient",
     "BaseFeatureStore",
     "FeatureStoreClient",
+    "age_of",
     "aget_batch_features",
     "aget_features",
     "io_timeout",
+    "is_unknown_age",
     "missing_protocol_methods",
     "parse_timestamp",
     "read_deadline",
@@ -179,3 +184,40 @@ def parse_timestamp(value: str) -> Optional[datetime]:
         except ValueError:
             return None
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+UNKNOWN_AGE: float = sys.float_info.max
+"""The age, in seconds, of a feature whose event time is unknown.
+
+One rule on every backend: a timestamp that is missing, unparsable, at or before the
+Unix epoch (what online stores send for "no timestamp") or implausibly far in the future
+gives an *unknown* age, never a fresh one. The value is larger than any freshness
+threshold, so the enricher drops such features as stale unless
+``enricher.unknown_age: keep``. It is the largest finite float, not ``inf``: pydantic
+writes ``inf`` as JSON ``null`` (which does not validate back into a ``float``), while
+this value round-trips through every JSON encoder exactly, and adding the seconds a
+vector spends in the guard's cache leaves it unchanged.
+"""
+
+FUTURE_TOLERANCE_SECONDS = 300.0
+"""A timestamp up to this far ahead of "now" is clock skew (age 0); further ahead it is
+not a real event time, and the age is :data:`UNKNOWN_AGE`."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def age_of(ts: Optional[datetime], now: datetime) -> float:
+    """Seconds between the event time ``ts`` and ``now`` (both aware), or
+    :data:`UNKNOWN_AGE` when ``ts`` is ``None``, at or before the epoch, or more than
+    :data:`FUTURE_TOLERANCE_SECONDS` in the future. Small clock skew counts as age 0."""
+    if ts is None or ts <= _EPOCH:
+        return UNKNOWN_AGE
+    age = (now - ts).total_seconds()
+    if age < -FUTURE_TOLERANCE_SECONDS:
+        return UNKNOWN_AGE
+    return age if age > 0.0 else 0.0
+
+
+def is_unknown_age(age: float) -> bool:
+    """True for :data:`UNKNOWN_AGE` (also after the guard's cache has aged it)."""
+    return age >= UNKNOWN_AGE

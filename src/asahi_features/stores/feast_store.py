@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ..errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from ..models import FeatureStatus, FeatureVector, trusted_constructor
-from .base import BaseFeatureStore
+from .base import UNKNOWN_AGE, BaseFeatureStore
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -445,7 +445,7 @@ class FeastClient(BaseFeatureStore):
                 continue  # individually null (or no row in this view): left out
             features[requested] = _convert(value, kind)
             seen = True
-            ages[requested] = now if age is None else age  # no timestamp: as old as the epoch
+            ages[requested] = UNKNOWN_AGE if age is None else age  # no timestamp: unknown
         retrieved_at = datetime.fromtimestamp(now, timezone.utc)
         if not seen:
             logger.info(
@@ -489,7 +489,7 @@ class FeastClient(BaseFeatureStore):
             result = results[j]
             row_ages = view_ages.get(view)
             if row_ages is None:
-                # one timestamp per (view, entity); no timestamp: as old as the epoch
+                # one timestamp per (view, entity); no timestamp: an unknown age
                 row_ages = []
                 for i, ts in enumerate(result.event_timestamps):
                     seconds = ts.seconds
@@ -497,7 +497,7 @@ class FeastClient(BaseFeatureStore):
                         seen[i] = True
                         row_ages.append(now - (seconds + ts.nanos * 1e-9))
                     else:
-                        row_ages.append(now)
+                        row_ages.append(UNKNOWN_AGE)
                 view_ages[view] = row_ages
             for value, row_features, feature_ages, age in zip(
                 result.values, features, ages, row_ages, strict=True

@@ -15,18 +15,21 @@ lists feature views, so plain feature names need ``feature_views`` in the config
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import re
+import socket
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
     Dict,
     Generic,
+    Iterable,
     List,
     Mapping,
     Optional,
@@ -43,7 +46,7 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore, io_timeout, parse_timestamp, read_deadline
+from .base import BaseFeatureStore, age_of, io_timeout, parse_timestamp, read_deadline
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -54,16 +57,17 @@ if TYPE_CHECKING:
 __all__ = [
     "HttpFeatureStore",
     "PerLoop",
+    "clean_secret",
     "deadline_hooks",
     "parse_timestamp",
+    "redact",
+    "secret_parts",
     "transport_error",
 ]
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 # feast serve answers a bad feature name, a name without a view or a wrong join key with
 # HTTP 500 and one of these messages; they are request mistakes, not an outage
@@ -76,14 +80,134 @@ _CONFIG_MESSAGES = re.compile(
 
 
 def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Exception:
-    """The library error for an httpx transport failure (timeouts and connection errors)."""
+    """The library error for a failed HTTP exchange (timeouts, connection errors, a
+    request the HTTP stack refused to send).
+
+    Reported by the exception's type and a fixed summary, never by its message: the
+    messages of the HTTP stack quote what they refuse, e.g. an ``Authorization`` header
+    whose key ends in a newline. Callers raise the result outside their ``except`` block,
+    so the original is not kept as ``__context__`` either.
+    """
     import httpx
 
     if isinstance(exc, httpx.TimeoutException):
         return FeatureStoreTimeoutError(
             f"{where} did not answer within {timeout_ms:g} ms ({type(exc).__name__})"
         )
-    return FeatureStoreUnavailableError(f"{where} is unreachable: {type(exc).__name__}: {exc}")
+    return FeatureStoreUnavailableError(
+        f"{where} is unreachable: {type(exc).__name__}: {_transport_summary(exc)}"
+    )
+
+
+def _transport_summary(exc: BaseException) -> str:
+    """A secret-free description of a transport failure: fixed text per httpx exception
+    type, plus the symbolic errno of an underlying socket error (``ECONNREFUSED``)."""
+    import httpx
+
+    if isinstance(exc, httpx.LocalProtocolError):
+        return (
+            "the HTTP stack refused to send the request (an invalid header name or value, "
+            "e.g. a credential with a control or non-ASCII character)"
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "the server closed the connection or broke the HTTP protocol"
+    if isinstance(exc, httpx.ProxyError):
+        return "the proxy failed the connection"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the URL's scheme is not supported"
+    if isinstance(exc, httpx.ConnectError):
+        summary = "the connection could not be opened"
+    elif isinstance(exc, httpx.ReadError):
+        summary = "the connection failed while reading the answer"
+    elif isinstance(exc, httpx.WriteError):
+        summary = "the connection failed while sending the request"
+    elif isinstance(exc, httpx.TransportError):
+        summary = "the HTTP transport failed"
+    else:
+        return "the request failed"
+    return summary + _socket_detail(exc)
+
+
+def _socket_detail(exc: BaseException) -> str:
+    """`` (ECONNREFUSED)`` / `` (host name not resolved)`` from the exception chain."""
+    seen: Optional[BaseException] = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, socket.gaierror):
+            return " (host name not resolved)"
+        code = seen.errno if isinstance(seen, OSError) else None
+        if code is not None and code in errno.errorcode:
+            return f" ({errno.errorcode[code]})"
+        seen = seen.__cause__ or seen.__context__
+    return ""
+
+
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def clean_secret(value: str, what: str, key_path: Optional[str] = None) -> str:
+    """``value`` (a key or token for an HTTP header) without surrounding whitespace.
+
+    Keys read from mounted secret files often end in a newline, which the HTTP stack
+    refuses, quoting the whole header in its error. What is left must be printable ASCII.
+
+    Raises:
+        ConfigError: the value is empty, or holds a control or non-ASCII character. The
+            message names ``what`` (e.g. the environment variable), never the value.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if not text:
+        raise ConfigError(f"{what} is empty (or only whitespace)", key_path=key_path)
+    if not _HEADER_VALUE.fullmatch(text):
+        raise ConfigError(
+            f"{what} contains a control or non-ASCII character, which an HTTP header "
+            f"cannot carry (the value is not shown); check the variable, or the secret "
+            f"file it is read from",
+            key_path=key_path,
+        )
+    return text
+
+
+def clean_headers(
+    headers: Mapping[str, str], key_path: str = "feature_store.http.headers_env"
+) -> Dict[str, str]:
+    """Extra HTTP headers, their values cleaned by :func:`clean_secret`; a name that is
+    not an HTTP token is rejected without being shown (it may be a pasted credential)."""
+    out: Dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(
+                "an HTTP header name may hold only letters, digits and !#$%&'*+-.^_`|~ "
+                "(the name given is not shown)",
+                key_path=key_path,
+            )
+        out[name] = clean_secret(value, f"the value of HTTP header {name!r}", key_path)
+    return out
+
+
+_MIN_REDACTED = 8
+
+
+def secret_parts(values: Iterable[str]) -> Tuple[str, ...]:
+    """What :func:`redact` hides: each value and each of its words (``Bearer <token>``
+    gives the token) of at least 8 characters, longest first."""
+    parts = set()
+    for value in values:
+        for piece in (value, *value.split()):
+            if len(piece) >= _MIN_REDACTED:
+                parts.add(piece)
+    return tuple(sorted(parts, key=len, reverse=True))
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every occurrence of ``secrets`` replaced by ``[redacted]``: for
+    error texts that quote a server's answer (a proxy or gateway may echo the header)."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
 
 
 def _follow_deadline(request: httpx.Request) -> None:
@@ -180,7 +304,9 @@ class HttpFeatureStore(BaseFeatureStore):
         feature_views: entity type -> feature references (``view:feature``) it serves.
             With it, plain names (``tier``) are accepted and unknown names are rejected
             before any request; without it, only full references work.
-        headers: extra HTTP headers (e.g. an auth token). Never logged or shown.
+        headers: extra HTTP headers (e.g. an auth token). Never logged or shown; values
+            are stripped of surrounding whitespace (a trailing newline from a secret
+            file), and a value with a control or non-ASCII character is rejected.
         timeout_ms: timeout of every HTTP request.
         max_connections: size of the connection pool.
         clock: returns "now" as an aware datetime (tests pass a controllable clock).
@@ -188,7 +314,8 @@ class HttpFeatureStore(BaseFeatureStore):
     Raises:
         FeatureConfigError: unknown or ambiguous feature names, an unknown feature view,
             or a join key the server does not know.
-        ConfigError: the server rejected the credentials (401/403) or the request (422).
+        ConfigError: a header value no HTTP header can carry (at construction, without
+            showing it); the server rejected the credentials (401/403) or the request (422).
         FeatureStoreUnavailableError: connection failures, 429/5xx outages.
         FeatureStoreTimeoutError: no answer within ``timeout_ms``.
         FeatureStoreDataError: an answer that is not the expected JSON.
@@ -231,7 +358,10 @@ class HttpFeatureStore(BaseFeatureStore):
         self._clock: Clock = clock or utc_now
         self._features_url = f"{self.url}/get-online-features"
         self._health_url = f"{self.url}/health"
-        self._headers = {"Content-Type": "application/json", **dict(headers or {})}
+        extra = clean_headers(headers or {})
+        secrets = secret_parts(extra.values())
+        self._secrets: Callable[[], Tuple[str, ...]] = lambda: secrets  # not in vars()
+        self._headers = {"Content-Type": "application/json", **extra}
         self._timeout = httpx.Timeout(timeout_ms / 1000.0)
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -266,13 +396,15 @@ class HttpFeatureStore(BaseFeatureStore):
         assert section is not None
         headers: Dict[str, str] = {}
         for header, env in section.headers_env.items():
+            key_path = f"feature_store.http.headers_env.{header}"
             value = os.environ.get(env)
             if value is None:
                 raise ConfigError(
                     f"environment variable {env!r} for HTTP header {header!r} is not set",
-                    key_path=f"feature_store.http.headers_env.{header}",
+                    key_path=key_path,
                 )
-            headers[header] = value
+            what = f"environment variable {env!r} (HTTP header {header!r})"
+            headers[header] = clean_secret(value, what, key_path)
         return cls(
             section.url,
             project=section.project,
@@ -317,7 +449,8 @@ class HttpFeatureStore(BaseFeatureStore):
 
     def _status_error(self, response: httpx.Response, entity_type: str) -> Exception:
         status = response.status_code
-        text = f"{self._where()} returned HTTP {status}: {_error_text(response)}"
+        detail = redact(_error_text(response), self._secrets())
+        text = f"{self._where()} returned HTTP {status}: {detail}"
         if status in (401, 403):
             return ConfigError(
                 f"{text} (check the credentials in feature_store.http.headers_env)",
@@ -354,10 +487,13 @@ class HttpFeatureStore(BaseFeatureStore):
                 self._vector(i, eid, entity_type, picked, now) for i, eid in enumerate(entity_ids)
             ]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise FeatureStoreDataError(
-                f"{self._where()} answered with an unexpected body: {type(exc).__name__}: {exc}"
-            ) from None
-        return vectors
+            detail = redact(f"{type(exc).__name__}: {exc}", self._secrets())
+            error = FeatureStoreDataError(
+                f"{self._where()} answered with an unexpected body: {detail}"
+            )
+        else:
+            return vectors
+        raise error
 
     def _vector(
         self,
@@ -374,11 +510,10 @@ class HttpFeatureStore(BaseFeatureStore):
             if value is None or column["statuses"][i] == "NOT_FOUND":
                 continue
             features[requested] = value
+            # missing, null, unparsable, epoch or far-future timestamps: an unknown age
             stamps = column.get("event_timestamps")
-            ts = parse_timestamp(stamps[i]) if stamps else None
-            ages[requested] = (
-                max(0.0, (now - ts).total_seconds()) if ts is not None and ts > _EPOCH else 0.0
-            )
+            raw = stamps[i] if isinstance(stamps, list) and i < len(stamps) else None
+            ages[requested] = age_of(parse_timestamp(raw) if isinstance(raw, str) else None, now)
         if not features and picked:
             logger.info("entity %s/%s not found on %s", entity_type, entity_id, self._where())
         return FeatureVector.from_ages(
@@ -399,7 +534,8 @@ class HttpFeatureStore(BaseFeatureStore):
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
                 return self._client.post(self._features_url, json=body)
         except Exception as exc:
-            raise transport_error(exc, self._where(), self.timeout_ms) from None
+            error = transport_error(exc, self._where(), self.timeout_ms)
+        raise error  # outside the handler: the original is not kept as __context__
 
     def get_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]
@@ -477,7 +613,8 @@ class HttpFeatureStore(BaseFeatureStore):
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
                 return await client.post(self._features_url, json=body)
         except Exception as exc:
-            raise transport_error(exc, self._where(), self.timeout_ms) from None
+            error = transport_error(exc, self._where(), self.timeout_ms)
+        raise error  # outside the handler: the original is not kept as __context__
 
     async def aget_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]

@@ -7,7 +7,10 @@ File format (top-level keys are entity types, then entity ids)::
                           "feature_timestamps": {"tier": "2026-11-01T00:00:00Z"}}},
      "organization": {"acme": {"updated_at": "...", "features": {"brand_voice": "playful"}}}}
 
-``feature_timestamps`` is optional and overrides ``updated_at`` per feature.
+``feature_timestamps`` is optional and overrides ``updated_at`` per feature. A timestamp
+that is not an ISO-8601 string makes the file invalid; one at or before the epoch, or far
+in the future, parses but gives an unknown age (see :data:`~.base.UNKNOWN_AGE`), so the
+enricher drops the feature as stale unless ``enricher.unknown_age: keep``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
-from ..errors import FeatureConfigError, FeatureStoreDataError, FeatureStoreUnavailableError
+from ..errors import (
+    FeatureConfigError,
+    FeatureStoreDataError,
+    FeatureStoreUnavailableError,
+    cap_message,
+    excerpt,
+)
 from ..models import FeatureStatus, FeatureVector, utc_now
-from .base import BaseFeatureStore, parse_timestamp
+from .base import BaseFeatureStore, age_of, parse_timestamp
 
 if TYPE_CHECKING:
     from ..settings import FeatureStoreSettings
@@ -46,6 +57,64 @@ class _Snapshot:
     signature: Tuple[int, int, int]
     entities: Dict[str, Dict[str, _Entity]]
     feature_names: Dict[str, frozenset[str]]
+
+
+_JSON_SKIP_STRINGS = r'"[^"\\]*(?:\\.[^"\\]*)*"'
+"""A JSON string literal (skipped when looking for brackets or numbers outside strings)."""
+_JSON_BRACKETS = re.compile(_JSON_SKIP_STRINGS + r"|[\[\]{}]")
+
+
+def _line_column(raw: str, pos: int) -> str:
+    line = raw.count("\n", 0, pos) + 1
+    column = pos - (raw.rfind("\n", 0, pos) + 1) + 1
+    return f"line {line}, column {column}"
+
+
+def _deepest(raw: str) -> Tuple[int, int]:
+    """(depth, position) of the most deeply nested bracket of a JSON text (linear scan)."""
+    depth = best = best_pos = 0
+    for match in _JSON_BRACKETS.finditer(raw):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            if depth > best:
+                best, best_pos = depth, match.start()
+        elif char in "]}":
+            depth -= 1
+    return best, best_pos
+
+
+def _long_number(raw: str) -> Optional[int]:
+    """Position of the first number outside strings longer than Python converts."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)() or 4300  # 3.10.7+
+    pattern = re.compile(_JSON_SKIP_STRINGS + rf"|-?\d{{{limit + 1},}}")
+    for match in pattern.finditer(raw):
+        if not match.group().startswith('"'):
+            return match.start()
+    return None
+
+
+def _decode_json(raw: str, path: Path) -> Any:
+    """``json.loads`` whose every failure is a FeatureStoreDataError naming the file and
+    the position (line and column) of the problem."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise FeatureStoreDataError(
+            f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        depth, pos = _deepest(raw)
+        raise FeatureStoreDataError(
+            f"{path}: invalid JSON: nested too deeply for the parser ({depth:,} levels; the "
+            f"deepest at {_line_column(raw, pos)})"
+        ) from None
+    except ValueError as exc:  # an integer with more digits than Python converts
+        number = _long_number(raw)
+        where = f" at {_line_column(raw, number)}" if number is not None else ""
+        raise FeatureStoreDataError(
+            f"{path}: invalid JSON{where}: {cap_message(str(exc), 200)}"
+        ) from None
 
 
 def _parse_time(value: Any, where: str, path: Path) -> datetime:
@@ -134,12 +203,7 @@ class LocalFeatureStore(BaseFeatureStore):
             raise FeatureStoreDataError(
                 f"{path}: not UTF-8 text (byte offset {exc.start})"
             ) from None
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise FeatureStoreDataError(
-                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+        data = _decode_json(raw, path)
         if not isinstance(data, dict):
             raise FeatureStoreDataError(
                 f"{path}: the top level must be an object of entity types, "
@@ -150,7 +214,7 @@ class LocalFeatureStore(BaseFeatureStore):
         for entity_type, rows in data.items():
             if not isinstance(rows, dict):
                 raise FeatureStoreDataError(
-                    f"{path}: {entity_type!r} must be an object of entity ids"
+                    f"{path}: {excerpt(entity_type)} must be an object of entity ids"
                 )
             parsed: Dict[str, _Entity] = {}
             seen: set[str] = set()
@@ -219,7 +283,7 @@ class LocalFeatureStore(BaseFeatureStore):
             if value is None:
                 continue
             features[name] = value
-            ages[name] = max(0.0, (now - entity.timestamps[name]).total_seconds())
+            ages[name] = age_of(entity.timestamps[name], now)
         if not features:  # the entity exists, every requested feature is null (as Feast says)
             return FeatureVector.empty(
                 entity_id, entity_type, self.source, FeatureStatus.FOUND, retrieved_at=now

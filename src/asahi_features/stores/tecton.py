@@ -7,8 +7,11 @@ by name (``view.feature`` or the plain ``feature``), derives per-feature freshne
 ``effectiveTime`` and treats ``MISSING_DATA`` as missing. The list of features a service
 offers comes from the metadata endpoint, fetched once per service and cached.
 
-The API key is read from an environment variable when the client is built and is kept
-only inside the ``tecton-client`` objects: it never appears in ``repr``, logs or errors.
+The API key is read from an environment variable when the client is built (stripped of
+surrounding whitespace; a key no HTTP header can carry is rejected without being shown)
+and is kept only inside the ``tecton-client`` objects: it never appears in ``repr``, logs
+or errors. Transport failures are reported by type and a fixed summary, never by the
+message of the HTTP stack (which quotes a header it refuses).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine, Dict, List, Optional, Tuple, TypeVar
 
 from ..errors import (
+    AsahiFeaturesError,
     ConfigError,
     FeatureConfigError,
     FeatureStoreDataError,
@@ -29,8 +33,18 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore
-from .http import Clock, PerLoop, deadline_hooks, parse_timestamp, transport_error
+from ..settings import env_name_problem
+from .base import BaseFeatureStore, age_of
+from .http import (
+    Clock,
+    PerLoop,
+    clean_secret,
+    deadline_hooks,
+    parse_timestamp,
+    redact,
+    secret_parts,
+    transport_error,
+)
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -109,9 +123,12 @@ class TectonClient(BaseFeatureStore):
         clock: returns "now" as an aware datetime (tests pass a controllable clock).
 
     Raises:
-        ConfigError: the environment variable is not set, the URL is not http(s), no
-            feature service is configured; and at request time for a rejected key (401),
-            a workspace the key may not read (403) or an unknown service/workspace (404).
+        ConfigError: ``api_key_env`` is not a variable name (the value is not shown), the
+            variable is not set or holds a key no HTTP header can carry (a control or
+            non-ASCII character; surrounding whitespace is stripped), the URL is not
+            http(s), no feature service is configured; and at request time for a rejected
+            key (401), a workspace the key may not read (403) or an unknown service or
+            workspace (404).
         FeatureConfigError: unknown feature names (listing what the service offers), or
             a request Tecton rejects as malformed (400, e.g. a missing join key).
         FeatureStoreUnavailableError: 429, 5xx, connection failures, non-JSON answers.
@@ -139,13 +156,19 @@ class TectonClient(BaseFeatureStore):
         max_concurrency: int = 16,
         clock: Optional[Clock] = None,
     ) -> None:
-        api_key = os.environ.get(api_key_env)
-        if not api_key:
+        key_path = "feature_store.tecton.api_key_env"
+        problem = env_name_problem(api_key_env, "api_key_env")
+        if problem:
+            raise ConfigError(problem, key_path=key_path)
+        raw_key = os.environ.get(api_key_env)
+        if raw_key is None:
             raise ConfigError(
                 f"the Tecton API key environment variable {api_key_env!r} is not set "
                 f"(feature_store.tecton.api_key_env names the variable, not the key)",
-                key_path="feature_store.tecton.api_key_env",
+                key_path=key_path,
             )
+        what = f"the Tecton API key in environment variable {api_key_env!r}"
+        api_key = clean_secret(raw_key, what, key_path)
         if not url or not url.startswith(("http://", "https://")):
             raise ConfigError(
                 f"feature_store.tecton.url must be the cluster's http(s) URL, "
@@ -185,6 +208,8 @@ class TectonClient(BaseFeatureStore):
         # (AsyncTectonClient, its httpx.AsyncClient) per event loop
         self._async: PerLoop[Tuple[Any, httpx.AsyncClient]] = PerLoop(self._new_async_client)
         self._api_key_holder: Callable[[], str] = lambda: api_key
+        secrets = secret_parts([api_key])
+        self._secrets: Callable[[], Tuple[str, ...]] = lambda: secrets  # not in vars()
         self._lock = threading.Lock()
         self._services: Dict[str, _ServiceInfo] = {}
         self._loop_thread: Optional[_LoopThread] = None
@@ -299,11 +324,18 @@ class TectonClient(BaseFeatureStore):
             status = status or exc.STATUS_CODE or None
             detail = detail or str(exc)
         elif status is None:
-            if isinstance(exc, (json.JSONDecodeError, KeyError, TypeError, ValueError)):
+            # a foreign exception's message is never copied (a ValueError may quote
+            # anything, a UnicodeEncodeError the header it could not encode); the
+            # JSON parser's own message is a fixed text with a position
+            if isinstance(exc, json.JSONDecodeError):
                 return FeatureStoreDataError(f"{where} answered with a malformed body: {exc}")
+            if isinstance(exc, (KeyError, TypeError, ValueError)):
+                return FeatureStoreDataError(
+                    f"{where} answered with a malformed body ({type(exc).__name__})"
+                )
             return FeatureStoreUnavailableError(f"{where} failed: {type(exc).__name__}")
         assert status is not None
-        text = f"{where} returned HTTP {status}: {detail}"
+        text = f"{where} returned HTTP {status}: {redact(detail, self._secrets())}"
         if status in (401, 403):
             hint = (
                 "the API key was rejected"
@@ -336,13 +368,15 @@ class TectonClient(BaseFeatureStore):
         try:
             return fn()
         except Exception as exc:
-            raise self._map_error(exc, what) from None
+            error = self._map_error(exc, what)
+        raise error  # outside the handler: the original is not kept as __context__
 
     async def _acall(self, coro: Coroutine[Any, Any, T], what: str) -> T:
         try:
             return await coro
         except Exception as exc:
-            raise self._map_error(exc, what) from None
+            error = self._map_error(exc, what)
+        raise error  # outside the handler: the original is not kept as __context__
 
     def _check_open(self) -> None:
         if self._closed:
@@ -393,9 +427,10 @@ class TectonClient(BaseFeatureStore):
                 missing += 1
                 continue
             features[requested] = value
+            # no, an unparsable, an epoch or a far-future effectiveTime: an unknown age
             effective = item.get("effectiveTime")
             ts = parse_timestamp(effective) if isinstance(effective, str) else None
-            ages[requested] = max(0.0, (now - ts).total_seconds()) if ts is not None else 0.0
+            ages[requested] = age_of(ts, now)
         if resolved and missing == len(resolved):
             logger.info("entity %s/%s not found in Tecton", entity_type, entity_id)
         return FeatureVector.from_ages(
@@ -522,7 +557,11 @@ class TectonClient(BaseFeatureStore):
             for name in sorted(names):
                 self._services.setdefault(name, self._fetch_metadata(name))
         except Exception as exc:
-            logger.warning("Tecton health check failed: %s", exc)
+            # the library's own errors are secret-free; of anything else only the type
+            shown = type(exc).__name__
+            if isinstance(exc, AsahiFeaturesError):
+                shown = f"{shown}: {exc}"
+            logger.warning("Tecton health check failed: %s", shown)
             return False
         return True
 
@@ -571,7 +610,7 @@ class _suppress:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc is not None:
-            logger.debug("ignored error while closing: %r", exc)
+            logger.debug("ignored error while closing: %s", type(exc).__name__)
         return exc_type is not None and issubclass(exc_type, Exception)
 
 
