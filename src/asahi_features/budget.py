@@ -8,15 +8,34 @@ kept whole, a long list is shortened to its first (most recent) items that fit, 
 text to its first words plus ``…``, and a line of which not even one unit fits is
 dropped. Every candidate text is counted exactly, so the result never exceeds the
 budget, whatever the tokenizer does at line boundaries.
+
+The seam. What counts is what the enrichment adds to the prompt:
+``len(encode(feature_context + prompt)) - len(encode(prompt))``. That is the count of the
+added text alone plus :meth:`Seam.delta`, which is 0 for most prompts: tiktoken cuts text
+into pieces with a regular expression before BPE, and the piece holding the closing
+``]`` and the blank line runs on into a prompt that starts with a newline (every
+encoding), or with ``/`` (``o200k_base``); BPE then merges across the seam (one token
+fewer or more). :class:`Seam` finds that out exactly by splitting only the few
+characters around the seam with the encoding's own pattern, and the budget is applied
+to the sum.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .rendering import RenderedValue
 
-__all__ = ["END_LINE", "LAST_BLOCK_END", "Block", "Fitted", "Line", "compose", "fit_blocks"]
+__all__ = [
+    "END_LINE",
+    "LAST_BLOCK_END",
+    "Block",
+    "Fitted",
+    "Line",
+    "Seam",
+    "compose",
+    "fit_blocks",
+]
 
 END_LINE = "[End context]"
 BLOCK_SEPARATOR = "\n\n"
@@ -231,3 +250,89 @@ def _shorten(
         else:
             high = mid - 1
     return best
+
+
+_PROBE = 16
+"""Prompt characters looked at to decide that the seam is clean."""
+_CLEAN_CACHE_SIZE = 4096
+
+
+class Seam:
+    """The tokens that joining the added text to a prompt costs or saves, for one encoding.
+
+    ``delta(prompt) == count(tail + prompt) - count(tail) - count(prompt)`` exactly, where
+    ``tail`` (:data:`LAST_BLOCK_END`) ends every added text and starts where the
+    encoding's pre-tokenizer starts a piece (every line of the added text starts with
+    ``[`` or ``-`` after a newline; see :func:`segments`). Only the last piece of ``tail``
+    can run on into the prompt, so only the pieces around the seam are looked at: the
+    common case (the piece stops at the seam) costs one regular-expression match on a
+    few characters, the rest walks the pieces of both texts only until they line up
+    again, whatever the prompt's length.
+
+    Args:
+        encoding: a ``tiktoken.Encoding``.
+        tail: the end of every added text.
+    """
+
+    def __init__(self, encoding: Any, tail: str = LAST_BLOCK_END) -> None:
+        import regex  # type: ignore[import-untyped]  # tiktoken needs it; same syntax
+
+        # tiktoken's engine reads "$" as the end of the text only ("\Z" here)
+        pattern = encoding._pat_str.replace("\\$", "\x00").replace("$", r"\Z")
+        self._pieces = regex.compile(pattern.replace("\x00", "\\$"))
+        self._encoding = encoding
+        single = getattr(encoding, "_encode_single_piece", None)
+        self._bpe: Callable[[str], int] = (
+            (lambda piece: len(single(piece)))
+            if single is not None
+            else (lambda piece: len(encoding.encode_ordinary(piece)))
+        )
+        last = list(self._pieces.finditer(tail))[-1]
+        self._tail = tail
+        self._last = last.group()
+        """The last piece of ``tail``: the only one that a prompt can extend."""
+        self._last_tokens = self._bpe(self._last)
+        self._clean: Dict[str, bool] = {}
+        """Prompt beginnings (``_PROBE`` characters) -> the seam is clean."""
+
+    def delta(self, prompt: str) -> int:
+        """``count(tail + prompt) - count(tail) - count(prompt)`` (see the class docs)."""
+        probe = prompt[:_PROBE]
+        clean = self._clean.get(probe)
+        if clean is None:
+            last = self._last
+            head = self._pieces.match(last + probe)
+            clean = head is not None and head.end() == len(last)
+            if len(self._clean) >= _CLEAN_CACHE_SIZE:
+                self._clean.clear()
+            self._clean[probe] = clean
+        return 0 if clean else self._walk(prompt)
+
+    def _walk(self, prompt: str) -> int:
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError:  # what tiktoken itself does with lone surrogates
+            prompt = prompt.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        last = self._last
+        offset = len(last)
+        bpe = self._bpe
+        joined = self._pieces.finditer(last + prompt)
+        alone = self._pieces.finditer(prompt)
+        joined_end = alone_end = joined_tokens = alone_tokens = 0
+        # advance whichever split is behind until both end at the same prompt position
+        while joined_end <= offset or joined_end - offset != alone_end:
+            if joined_end - offset <= alone_end:
+                piece = next(joined)
+                joined_tokens += bpe(piece.group())
+                joined_end = piece.end()
+            else:
+                piece = next(alone)
+                alone_tokens += bpe(piece.group())
+                alone_end = piece.end()
+        return joined_tokens - self._last_tokens - alone_tokens
+
+    def exact(self, prompt: str) -> int:
+        """The same number by encoding everything (for tests and checks)."""
+        encode = self._encoding.encode_ordinary
+        tail = self._tail
+        return len(encode(tail + prompt)) - len(encode(tail)) - len(encode(prompt))

@@ -40,7 +40,7 @@ from typing import (
     runtime_checkable,
 )
 
-from .budget import LAST_BLOCK_END, Block, Line, fit_blocks, segments
+from .budget import LAST_BLOCK_END, Block, Line, Seam, fit_blocks, segments
 from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from .models import (
     EnrichmentReason,
@@ -51,9 +51,9 @@ from .models import (
     trusted_constructor,
     utc_now,
 )
-from .rendering import RenderedValue, format_value, humanize, sanitize
+from .rendering import RenderedValue, humanize, prepare, render_value, sanitize, value_key
 from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
-from .stores.base import FeatureStoreClient, aget_batch_features, aget_features
+from .stores.base import UNKNOWN_AGE, FeatureStoreClient, aget_batch_features, aget_features
 from .tokens import TokenCounter
 
 __all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enricher"]
@@ -70,6 +70,9 @@ _LINE_CACHE_SIZE = 16_384
 _NAME_CACHE_SIZE = 4_096
 _NO_LINE = Line("", "", RenderedValue((), "", ""))
 """Cached answer for a value that renders as nothing (an empty string or list)."""
+_BAD_LINE = Line("", "", RenderedValue((), "", ""))
+"""Answer for a value that cannot be rendered (the line is left out; never cached)."""
+_INVALID = EnrichmentReason.INVALID_INPUT
 _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
@@ -102,60 +105,95 @@ class EnrichmentGate(Protocol):
         ...
 
 
-def _value_key(value: Any) -> Any:
-    """A hashable key that identifies how ``value`` renders, or ``None`` (not cached).
-
-    Only strings, lists/tuples of strings and plain numbers/booleans are keyed; numbers
-    carry their type, since ``1 == 1.0 == True`` renders as ``1``, ``1`` and ``yes``.
-    """
-    kind = type(value)
-    if kind is str:
-        return value if len(value) <= 256 else None
-    if kind is list or kind is tuple:
-        if len(value) <= 64:
-            for item in value:
-                if type(item) is not str:
-                    return None
-            return tuple(value)
-        return None
-    if kind is int or kind is float or kind is bool:
-        return (kind, value)
-    return None
+_value_key = value_key
+"""The line cache's value key (:func:`asahi_features.rendering.value_key`): equal only
+for values of identical types that render identically; a plain ``str`` is its own key."""
 
 
 def _plain(name: str) -> str:
     return name.rsplit(":", 1)[-1]
 
 
-class _PolicyMatcher:
-    """Answers allow / deny / redact for plain names and ``view:feature`` references.
+_SEPARATORS = (":", ".", "__")
+"""How backends join a view and a feature: Feast ``view:feature`` (``view__feature`` in
+its full feature names), Tecton ``view.feature``."""
 
-    A plain policy entry (``email``) matches ``email`` and every ``view:email``; a full
-    entry (``profile:email``) matches ``profile:email`` and the plain ``email`` (whose
-    view the enricher cannot know, so the safer reading applies).
+
+def _readings(name: str) -> List[Tuple[str, str]]:
+    """Every ``(view, feature)`` that ``name`` may stand for: ``("", name)`` (a plain name,
+    view unknown) and one reading per separator in it (views written with ``.``)."""
+    out = [("", name)]
+    for sep in _SEPARATORS:
+        at = name.find(sep)
+        while at >= 0:
+            feature = name[at + len(sep) :]
+            if feature:
+                view = name[:at].replace("__", ".").replace(":", ".")
+                out.append((view, feature))
+            at = name.find(sep, at + 1)
+    return out
+
+
+def _same_name(name: str) -> str:
+    return name
+
+
+class _PolicyEntries:
+    """One policy list, indexed by every feature part its entries may stand for."""
+
+    __slots__ = ("_fold", "_views")
+
+    def __init__(self, names: Sequence[str], fold: Callable[[str], str]) -> None:
+        self._fold = fold
+        self._views: Dict[str, set[str]] = {}
+        """feature part -> the views named with it (``""``: any view)."""
+        for entry in names:
+            for view, feature in _readings(fold(entry)):
+                self._views.setdefault(feature, set()).add(view)
+
+    def matches(self, name: str, *, lenient: bool) -> bool:
+        """Does ``name`` stand for a feature of this list?
+
+        ``lenient`` (deny, redact): yes when it *may* (an unknown view, or one view a
+        part of the other, as ``project.profile`` and ``profile``). Otherwise (allow):
+        only when it surely does (the entry names no view, or the same one).
+        """
+        for view, feature in _readings(self._fold(name)):
+            views = self._views.get(feature)
+            if not views:
+                continue
+            if "" in views or view in views:
+                return True
+            if not lenient:
+                continue
+            if not view:
+                return True
+            for other in views:
+                if view.endswith("." + other) or other.endswith("." + view):
+                    return True
+        return False
+
+
+class _PolicyMatcher:
+    """Answers allow / deny / redact for a feature name, whatever the backend's naming
+    scheme: plain ``email``, Feast ``profile:email`` (``profile__email``), Tecton
+    ``profile.email``; policy entries may be written in any of these forms.
+
+    A plain entry (``email``) matches the feature ``email`` of every view. An entry with
+    a view (``profile:email``) matches that view's ``email`` in every spelling. When it is
+    not sure, the policy denies: ``deny`` and ``redact`` also match a name whose view is
+    unknown (plain ``email``) or may be the same (``project.profile.email``), compare
+    case-insensitively, and consider every way a name can be split; ``allow`` admits a
+    name only when an entry surely names it (so the plain ``email`` is not admitted by
+    ``allow: [profile:email]``).
     """
 
     def __init__(self, policy: FeaturePolicy) -> None:
         self.policy = policy
-        self._allow = self._index(policy.allow)
-        self._deny = self._index(policy.deny)
-        self._redact = self._index(policy.redact)
+        self._allow = _PolicyEntries(policy.allow, _same_name)
+        self._deny = _PolicyEntries(policy.deny, str.casefold)
+        self._redact = _PolicyEntries(policy.redact, str.casefold)
         self._cache: Dict[str, Optional[str]] = {}
-
-    @staticmethod
-    def _index(names: Sequence[str]) -> Tuple[frozenset[str], frozenset[str]]:
-        full = frozenset(names)
-        return full, frozenset(_plain(n) for n in names)
-
-    @staticmethod
-    def _matches(name: str, index: Tuple[frozenset[str], frozenset[str]]) -> bool:
-        full, plains = index
-        if name in full:
-            return True
-        plain = _plain(name)
-        if plain == name:  # a plain requested name matches any entry with this plain part
-            return plain in plains
-        return plain in full  # a full reference matches a plain entry
 
     def decide(self, name: str) -> Optional[str]:
         """``None`` (keep), ``"drop"`` or ``"redact"``."""
@@ -164,11 +202,11 @@ class _PolicyMatcher:
         except KeyError:
             pass
         decision: Optional[str] = None
-        if (self.policy.allow and not self._matches(name, self._allow)) or self._matches(
-            name, self._deny
-        ):
+        if (
+            self.policy.allow and not self._allow.matches(name, lenient=False)
+        ) or self._deny.matches(name, lenient=True):
             decision = "drop"
-        elif self._matches(name, self._redact):
+        elif self._redact.matches(name, lenient=True):
             decision = "redact"
         cache = self._cache
         if len(cache) >= _NAME_CACHE_SIZE:
@@ -356,6 +394,10 @@ class FeatureEnricher:
         # (feature or context key, value key) -> the rendered line with its token count:
         # a pure function of the value and this enricher's labels and limits.
         self._line_cache: Dict[Tuple[str, Any], Line] = {}
+        self._seam = Seam(self._tokens.encoding)
+        """Tokens that joining the added text to a prompt costs or saves."""
+        prepare()  # the sanitiser's character tables, built once per process
+        self._invalid_warned: set[str] = set()
         self._segments_exact = self._check_segments()
         self._end_tokens = self._segment_tokens(LAST_BLOCK_END) if self._segments_exact else None
         redaction = sanitize(self.config.policy.redaction_text, keep_brackets=True)
@@ -396,7 +438,13 @@ class FeatureEnricher:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
         request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        plan = self._plan(request, self._clock())
+        started = self._clock()
+        try:
+            plan = self._plan(request, started)
+        except (FeatureConfigError, ConfigError):
+            raise
+        except Exception as exc:  # this request only (see _plans)
+            plan = self._unusable(request, started, exc)
         if plan.done is None:
             self._fetch([plan], single=True)
         return self._finish(plan)
@@ -412,7 +460,13 @@ class FeatureEnricher:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
         request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        plan = self._plan(request, self._clock())
+        started = self._clock()
+        try:
+            plan = self._plan(request, started)
+        except (FeatureConfigError, ConfigError):
+            raise
+        except Exception as exc:  # this request only (see _plans)
+            plan = self._unusable(request, started, exc)
         if plan.done is None:
             await self._afetch([plan], single=True)
         return self._finish(plan)
@@ -433,7 +487,7 @@ class FeatureEnricher:
         """:meth:`enrich_batch` for already-checked ``(prompt, user_id, organization_id,
         task_type, context)`` tuples (the framework adapters' fast path)."""
         started = self._clock()
-        plans = [self._plan(r, started) for r in requests]
+        plans = self._plans(requests, started)
         self._fetch(plans)
         return self._finish_all(plans)
 
@@ -458,11 +512,33 @@ class FeatureEnricher:
     async def aenrich_requests(self, requests: Sequence[EnrichmentTuple]) -> List[EnrichmentResult]:
         """Async :meth:`enrich_requests`."""
         started = self._clock()
-        plans = [self._plan(r, started) for r in requests]
+        plans = self._plans(requests, started)
         await self._afetch(plans)
         return self._finish_all(plans)
 
     # -- planning --------------------------------------------------------------------
+
+    def _plans(self, requests: Sequence[EnrichmentTuple], started: float) -> List[_Plan]:
+        """:meth:`_plan` of each request; a failure of one request (an identity that
+        cannot be encoded or converted, a context that is not a mapping, ...) makes an
+        un-enriched plan with reason ``invalid_input`` instead of an exception, so that
+        the other requests of a batch are untouched."""
+        plans: List[_Plan] = []
+        append = plans.append
+        for request in requests:
+            try:
+                append(self._plan(request, started))
+            except (FeatureConfigError, ConfigError):
+                raise
+            except Exception as exc:
+                append(self._unusable(request, started, exc))
+        return plans
+
+    def _unusable(self, request: EnrichmentTuple, started: float, exc: Exception) -> _Plan:
+        self._invalid(exc, "request")
+        plan = _Plan(request, started)
+        plan.done = self._empty(plan, _INVALID)
+        return plan
 
     def _plan(self, request: EnrichmentTuple, started: float) -> _Plan:
         plan = _Plan(request, started)
@@ -484,11 +560,22 @@ class FeatureEnricher:
             return plan
         monitor = self.monitor
         if monitor is not None:
+            # A failing monitor never fails the request: not held out, enrich.
             unit = request.user_id or request.organization_id
-            if monitor.is_held_out(task, unit):
+            try:
+                held_out = bool(monitor.is_held_out(task, unit))
+            except Exception:
+                held_out = False
+                self._monitor_failed("is_held_out")
+            if held_out:
                 plan.done = self._empty(plan, EnrichmentReason.HELD_OUT, held_out=True)
                 return plan
-            if not monitor.should_enrich(task):
+            try:
+                enrich = bool(monitor.should_enrich(task))
+            except Exception:
+                enrich = True
+                self._monitor_failed("should_enrich")
+            if not enrich:
                 plan.done = self._empty(plan, EnrichmentReason.DISABLED_BY_MONITOR)
                 return plan
         context = request.context or {}
@@ -498,11 +585,31 @@ class FeatureEnricher:
             if raw is None or raw == "":
                 plan.missing_entities.append(entity_type)
             else:
-                plan.identities[entity_type] = str(raw)
+                identity = raw if type(raw) is str else str(raw)
+                if not identity.isascii():
+                    # a lone surrogate (json.loads of a cut emoji) cannot reach a store:
+                    # UnicodeEncodeError, this request only
+                    identity.encode("utf-8")
+                plan.identities[entity_type] = identity
         plan.features = features
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
+
+    def _monitor_failed(self, call: str) -> None:
+        """Log a failed monitor call: the first of each call at WARNING, later ones at
+        DEBUG (a broken monitor must not flood the log either). Call inside ``except``."""
+        warned: set[str] = self.__dict__.setdefault("_monitor_warned", set())
+        if call in warned:
+            logger.debug("monitor.%s failed again", call, exc_info=True)
+            return
+        warned.add(call)
+        logger.warning(
+            "monitor.%s failed; the request goes on as if the monitor had no say "
+            "(later failures of this call are logged at DEBUG)",
+            call,
+            exc_info=True,
+        )
 
     # -- fetching --------------------------------------------------------------------
 
@@ -663,45 +770,83 @@ class FeatureEnricher:
             known = self._header_tokens[entity_type] = (header, tokens)
         return known
 
-    def _line(self, name: str, value: Any, decision: Optional[str]) -> Optional[Line]:
-        """The context line of ``name`` showing ``value`` (``None``: nothing to show).
+    def _line(self, name: str, value: Any, decision: Optional[str]) -> Line:
+        """The context line of ``name`` showing ``value``; :data:`_NO_LINE` when there is
+        nothing to show, :data:`_BAD_LINE` when the value cannot be rendered.
 
-        Lines of plain values are cached per (name, value), with their token count when
-        segment counting is exact: the same value renders the same for every request.
+        Lines of plain values are cached per (name, value key), with their token count
+        when segment counting is exact: the same value renders the same for every
+        request. The key (:func:`~asahi_features.rendering.value_key`) tells values of
+        different types or renderings apart and is never large.
         """
         if decision == "redact":
             return Line(name, self._prefix(name), self._redacted)
         key = _value_key(value)
-        if key is None:
-            rendered = self._render(value)
-            return None if rendered is None else Line(name, self._prefix(name), rendered)
         cache = self._line_cache
-        cache_key = (name, key)
-        line = cache.get(cache_key)
-        if line is None:
-            rendered = self._render(value)
-            if rendered is None:
-                line = _NO_LINE
-            else:
-                prefix = self._prefix(name)
-                tokens = None
-                if self._segments_exact:
-                    count = self._segment_tokens
-                    tokens = count(prefix[:-1]) + count(" " + rendered.text + "\n")
-                line = Line(name, prefix, rendered, tokens)
+        if key is not None:
+            line = cache.get((name, key))
+            if line is not None:
+                return line
+        config = self.config
+        try:
+            rendered = render_value(
+                value,
+                max_list_items=config.max_list_items,
+                max_value_chars=config.max_value_chars,
+                key=key,
+            )
+        except Exception as exc:  # this value cannot be shown: its line is left out
+            self._invalid(exc, "feature value")
+            return _BAD_LINE
+        if rendered is None:
+            line = _NO_LINE
+        else:
+            prefix = self._prefix(name)
+            tokens = None
+            if self._segments_exact:
+                count = self._segment_tokens
+                tokens = count(prefix[:-1]) + count(" " + rendered.text + "\n")
+            line = Line(name, prefix, rendered, tokens)
+        if key is not None:
             if len(cache) >= _LINE_CACHE_SIZE:
                 cache.clear()
-            cache[cache_key] = line
-        return None if line is _NO_LINE else line
+            cache[(name, key)] = line
+        return line
 
     def _render(self, value: Any) -> Optional[RenderedValue]:
+        """The rendered value (raises when it cannot be rendered)."""
         config = self.config
-        return format_value(
+        return render_value(
             value, max_list_items=config.max_list_items, max_value_chars=config.max_value_chars
         )
 
+    def _invalid(self, exc: BaseException, what: str) -> None:
+        """Log an input that could not be used: the first of each kind at WARNING, later
+        ones at DEBUG. Never the value itself (it may be personal, or huge)."""
+        kind = f"{what}/{type(exc).__name__}"
+        if kind in self._invalid_warned:
+            logger.debug("unusable %s left out (%s)", what, type(exc).__name__, exc_info=True)
+            return
+        self._invalid_warned.add(kind)
+        logger.warning(
+            "unusable %s left out (%s); the rest of the request goes on "
+            "(later ones of this kind are logged at DEBUG)",
+            what,
+            type(exc).__name__,
+        )
+
     def _finish(self, plan: _Plan, enrichment_id: Optional[str] = None) -> EnrichmentResult:
-        values = plan.done if plan.done is not None else self._build(plan)
+        values = plan.done
+        if values is None:
+            try:
+                values = self._build(plan)
+            except (FeatureConfigError, ConfigError):
+                raise
+            except Exception as exc:  # this request only: un-enriched, with a reason
+                self._invalid(exc, "request")
+                values = self._empty(plan, _INVALID)
+                values["store_attempted"] = True
+                values["store_failed"] = plan.failed
         values["enrichment_latency_ms"] = (self._clock() - plan.started) * 1000.0
         values["enrichment_id"] = enrichment_id or os.urandom(16).hex()
         result = _new_result(values)
@@ -709,12 +854,13 @@ class FeatureEnricher:
             try:
                 self.monitor.record_enrichment(result)
             except Exception:  # a monitor bug must never fail the request
-                logger.exception("monitor.record_enrichment failed")
+                self._monitor_failed("record_enrichment")
         return result
 
     def _build(self, plan: _Plan) -> Dict[str, Any]:
         # The hot path of every request: locals, constants and cached lines on purpose.
         threshold = self.config.freshness_threshold_seconds
+        keep_unknown = self.config.unknown_age == "keep"
         line_cache = self._line_cache
         blocks: List[Block] = []
         status: Dict[str, FeatureStatus] = {}
@@ -723,7 +869,7 @@ class FeatureEnricher:
         block_ages: List[List[float]] = []  # per feature block, the age of each line
         # the sum of the known token counts of the blocks (None once one is unknown)
         known_tokens: Optional[int] = self._end_tokens
-        found = with_values = fresh = allowed = 0
+        found = with_values = fresh = allowed = invalid = 0
         failed = plan.failed
         vectors = plan.vectors
         for entity_type in plan.identities:
@@ -755,7 +901,7 @@ class FeatureEnricher:
                     continue
                 with_values += 1
                 age = freshness.get(name, default_age)
-                if age > threshold:
+                if age > threshold and not (keep_unknown and age >= UNKNOWN_AGE):
                     dropped_stale.append(name)
                     continue
                 fresh += 1
@@ -764,14 +910,14 @@ class FeatureEnricher:
                     continue
                 allowed += 1
                 if kind is str and decision is None and len(value) <= 256:
-                    line = line_cache.get((name, value))  # the key _value_key gives a str
-                    if line is None:
-                        line = self._line(name, value, None)
-                    elif line is _NO_LINE:
-                        line = None
+                    # the key _value_key gives a str is the str
+                    line = line_cache.get((name, value)) or self._line(name, value, None)
                 else:
                     line = self._line(name, value, decision)
-                if line is None:
+                if line is _NO_LINE:
+                    continue
+                if line is _BAD_LINE:
+                    invalid += 1
                     continue
                 lines.append(line)
                 line_ages.append(age)
@@ -784,15 +930,17 @@ class FeatureEnricher:
                 block_ages.append(line_ages)
                 if known_tokens is not None:
                     known_tokens = None if head_tokens is None else known_tokens + head_tokens
-        counts = (found, with_values, fresh, allowed)
+        counts = (found, with_values, fresh, allowed, invalid)
         if not blocks:
             return self._result(
                 plan, "", 0, [], [], status, dropped_stale, dropped_policy, 0.0, counts, failed
             )
+        # what the added text costs at its seam with this prompt (see budget.Seam)
+        seam = self._seam.delta(plan.request.prompt)
         if (
             len(blocks) == 1
             and known_tokens is not None
-            and known_tokens <= self.config.max_feature_tokens
+            and known_tokens + seam <= self.config.max_feature_tokens
             and not plan.request.context
         ):
             # The common case, joined here: exactly what fit_blocks gives for one block
@@ -802,7 +950,7 @@ class FeatureEnricher:
             return self._result(
                 plan,
                 text,
-                known_tokens,
+                known_tokens + seam,
                 [line.name for line in lines],
                 [],
                 status,
@@ -812,13 +960,17 @@ class FeatureEnricher:
                 counts,
                 failed,
             )
-        context_block = self._context_block(plan, dropped_policy)
+        try:
+            context_block = self._context_block(plan, dropped_policy)
+        except Exception as exc:  # a context that cannot be read: left out, not the features
+            self._invalid(exc, "request context")
+            context_block = None
         if context_block is not None:
             blocks.append(context_block)
         fitted = fit_blocks(
             blocks,
             self._count_tokens,
-            self.config.max_feature_tokens,
+            self.config.max_feature_tokens - seam,
             count_segment=self._segment_tokens if self._segments_exact else None,
         )
         # feature lines are those of the feature blocks (the context block comes last)
@@ -831,7 +983,7 @@ class FeatureEnricher:
         return self._result(
             plan,
             fitted.text,
-            fitted.tokens,
+            fitted.tokens + seam,
             used,
             fitted.dropped,
             status,
@@ -890,18 +1042,21 @@ class FeatureEnricher:
         consumed = {f"{et}_id" for et in plan.features.mapping}
         block = Block(CONTEXT_HEADER)
         for key, value in context.items():
-            key = str(key)
-            if key in consumed:
-                continue
-            name = CONTEXT_PREFIX + key
-            decision = self._policy.decide(key)
-            if decision == "drop":
-                dropped_policy.append(name)
-                continue
-            rendered = self._redacted if decision == "redact" else self._render(value)
-            if rendered is None:
-                continue
-            block.lines.append(Line(name, self._prefix(key), rendered))
+            try:
+                key = key if type(key) is str else str(key)
+                if key in consumed:
+                    continue
+                name = CONTEXT_PREFIX + key
+                decision = self._policy.decide(key)
+                if decision == "drop":
+                    dropped_policy.append(name)
+                    continue
+                rendered = self._redacted if decision == "redact" else self._render(value)
+                if rendered is None:
+                    continue
+                block.lines.append(Line(name, self._prefix(key), rendered))
+            except Exception as exc:  # this entry cannot be shown: left out
+                self._invalid(exc, "context entry")
         return block if block.lines else None
 
     def _result(
@@ -915,7 +1070,7 @@ class FeatureEnricher:
         dropped_stale: List[str],
         dropped_policy: List[str],
         max_age: float,
-        counts: Tuple[int, int, int, int],
+        counts: Tuple[int, int, int, int, int],
         failed: bool,
     ) -> Dict[str, Any]:
         """The result's field values. ``text`` and ``tokens`` are what fitting gave,
@@ -956,12 +1111,12 @@ class FeatureEnricher:
 
     @staticmethod
     def _reason_not_enriched(
-        counts: Tuple[int, int, int, int],
+        counts: Tuple[int, int, int, int, int],
         failed: bool,
         budget_dropped: bool,
         overloaded: bool = False,
     ) -> EnrichmentReason:
-        found, with_values, fresh, allowed = counts
+        found, with_values, fresh, allowed, invalid = counts
         if failed and found == 0:
             return EnrichmentReason.STORE_UNAVAILABLE
         if overloaded and found == 0:
@@ -976,6 +1131,8 @@ class FeatureEnricher:
             return EnrichmentReason.POLICY_FILTERED
         if budget_dropped:
             return EnrichmentReason.BUDGET_EXHAUSTED
+        if invalid:
+            return EnrichmentReason.INVALID_INPUT
         return EnrichmentReason.NO_FEATURE_VALUES
 
     def _empty(
@@ -1010,8 +1167,15 @@ def build_enricher(
     config: Union[str, Path, AsahiConfig],
     *,
     monitor: Union[bool, EnrichmentGate, None] = None,
+    check_features: bool = True,
 ) -> FeatureEnricher:
     """An enricher over the guarded client described by a configuration.
+
+    Configuration mistakes are found here, not on the first request: when the store can
+    list its features, every feature that an enabled task type maps must exist in it
+    (see :func:`~asahi_features.config.check_task_features`). The check waits at most
+    ``max(timeout_ms, 1 s)``; a store that is down or slow is skipped with one WARNING,
+    one that cannot list its features (no ``list_features``) silently.
 
     Args:
         config: a configuration file path or a loaded
@@ -1019,9 +1183,13 @@ def build_enricher(
         monitor: ``True`` builds a :class:`~asahi_features.monitor.FeatureMonitor` from the
             ``monitor:`` section, watching the guard's circuit breaker; an object
             implementing :class:`EnrichmentGate` is used as is; ``None`` / ``False``: none.
+        check_features: check the task map against the store (default ``True``).
 
     Raises:
         ConfigError: the file or a key is invalid, or the backend is not available.
+        FeatureConfigError: an enabled task maps a feature or entity type the store does
+            not have; the message names the task and suggests close matches.
+        TokenizerUnavailableError: the configured encoding cannot be loaded offline.
 
     Example:
         >>> enricher = build_enricher("examples/config.yaml")  # doctest: +SKIP
@@ -1029,11 +1197,20 @@ def build_enricher(
         ...                 task_type="product_recommendation").features_available  # doctest: +SKIP
         True
     """
-    from .config import client_from_config, load_config
+    from .config import check_task_features, client_from_config, load_config
 
     if not isinstance(config, AsahiConfig):
         config = load_config(config)
     client = client_from_config(config)
+    if check_features:
+        seconds = max(config.feature_store.timeout_ms / 1000.0, 1.0)
+        try:
+            check_task_features(client, config.enricher, timeout_seconds=seconds)
+        except BaseException:
+            closer = getattr(client, "close", None)
+            if callable(closer):
+                closer()
+            raise
     gate: Optional[EnrichmentGate]
     if monitor is True:
         from .monitor import FeatureMonitor

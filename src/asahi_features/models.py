@@ -176,6 +176,12 @@ class EnrichmentReason(str, Enum):
     OVERLOADED = "overloaded"
     """The process was too busy to read the store in time (every guard worker busy with
     healthy calls, or the event loop running late): not a store failure."""
+    INVALID_INPUT = "invalid_input"
+    """Something this request brought cannot be used: an identity that cannot be encoded
+    (a lone surrogate) or converted to text, a context that is not a mapping, or feature
+    values none of which can be rendered (``Decimal('sNaN')`` aside, which is NaN: an int
+    too long to print, an object whose ``str()`` fails). Only this request is affected;
+    a value that cannot be rendered next to others only loses its own line."""
 
 
 class EnrichmentResult(BaseModel):

@@ -7,8 +7,8 @@ Invariants checked for every generated request (spec 3.4, issue 11):
 * no exception escapes the enricher (the stores here never raise, the feature names are
   valid, so the documented ``FeatureConfigError`` / ``ConfigError`` cannot apply);
 * the original prompt is the exact suffix and ``enriched_prompt == feature_context + prompt``;
-* ``feature_tokens_added <= max_feature_tokens`` and equals the cl100k count of
-  ``feature_context``;
+* ``feature_tokens_added <= max_feature_tokens`` and equals what the block adds to the
+  prompt's cl100k count (``count(enriched_prompt) - count(prompt)``, seam included);
 * the context block is well formed: every block is a ``[Context from ...]`` header line,
   ``- `` lines and one ``[End context]`` line; no value can add a delimiter line, a line
   break of any kind (``\\r``, U+2028/2029/0085, ...) or an invisible bidi control.
@@ -135,7 +135,9 @@ def _check(result: EnrichmentResult, prompt: str, budget: int) -> None:
     assert result.enriched_prompt.endswith(prompt)
     assert result.enriched_prompt == result.feature_context + prompt
     assert result.feature_tokens_added <= budget
-    assert result.feature_tokens_added == len(ENCODING.encode_ordinary(result.feature_context))
+    assert result.feature_tokens_added == len(
+        ENCODING.encode_ordinary(result.enriched_prompt)
+    ) - len(ENCODING.encode_ordinary(prompt))
     blocks = _structure_ok(result.feature_context)
     assert result.features_available == (blocks > 0)
     assert result.features_available == bool(result.features_used)

@@ -106,7 +106,8 @@ def test_budget_structure_and_suffix(
     assert result.enriched_prompt.endswith(prompt)
     if prompt:
         assert result.feature_context == result.enriched_prompt[: -len(prompt)]
-    tokens = COUNTER.count(result.feature_context)
+    # what the block adds to the prompt's token count, seam included
+    tokens = COUNTER.count(result.enriched_prompt) - COUNTER.count(prompt)
     assert tokens == result.feature_tokens_added <= budget
     assert result.features_available == bool(result.features_used)
     assert result.features_available == (result.reason is EnrichmentReason.ENRICHED)
