@@ -626,11 +626,14 @@ class FeatureEnricher:
             raise exc
         if isinstance(exc, FeatureStoreUnavailableError) and self._raise_unavailable():
             raise exc
+        from .guard.failures import describe  # light; only on this rare path
+
+        # The library's own errors are secret-free; anything else is named by type only
+        # (a transport error's text can quote a header, and so a key).
         logger.warning(
-            "feature fetch for entity type %r failed (%s: %s); continuing without it",
+            "feature fetch for entity type %r failed (%s); continuing without it",
             entity_type,
-            type(exc).__name__,
-            exc,
+            describe(exc),
         )
 
     def _fetch(self, plans: List[_Plan], single: bool = False) -> None:
