@@ -446,7 +446,18 @@ class FeatureEnricher:
         except Exception as exc:  # this request only (see _plans)
             plan = self._unusable(request, started, exc)
         if plan.done is None:
-            self._fetch([plan], single=True)
+            if len(plan.identities) == 1:  # the common case: one read, nothing to group
+                ((entity_type, entity_id),) = plan.identities.items()
+                try:
+                    vector: Optional[FeatureVector] = self.client.get_features(
+                        entity_id, entity_type, list(plan.features.mapping[entity_type])
+                    )
+                except Exception as exc:
+                    self._on_fetch_error(exc, entity_type)
+                    vector = None
+                self._take(plan, entity_type, entity_id, vector)
+            else:
+                self._fetch([plan], single=True)
         return self._finish(plan)
 
     async def aenrich(
@@ -468,7 +479,21 @@ class FeatureEnricher:
         except Exception as exc:  # this request only (see _plans)
             plan = self._unusable(request, started, exc)
         if plan.done is None:
-            await self._afetch([plan], single=True)
+            if len(plan.identities) == 1:  # the common case: one read, nothing to group
+                ((entity_type, entity_id),) = plan.identities.items()
+                try:
+                    vector: Optional[FeatureVector] = await aget_features(
+                        self.client,
+                        entity_id,
+                        entity_type,
+                        list(plan.features.mapping[entity_type]),
+                    )
+                except Exception as exc:
+                    self._on_fetch_error(exc, entity_type)
+                    vector = None
+                self._take(plan, entity_type, entity_id, vector)
+            else:
+                await self._afetch([plan], single=True)
         return self._finish(plan)
 
     def enrich_batch(
@@ -694,6 +719,25 @@ class FeatureEnricher:
         except Exception as exc:
             self._on_fetch_error(exc, entity_type)
             return None
+
+    @staticmethod
+    def _take(
+        plan: _Plan, entity_type: str, entity_id: str, vector: Optional[FeatureVector]
+    ) -> None:
+        """Give one request its one vector, if it is the answer for its entity."""
+        if (
+            vector is not None
+            and getattr(vector, "entity_id", None) == entity_id
+            and getattr(vector, "entity_type", None) == entity_type
+        ):
+            plan.vectors[entity_type] = vector
+            return
+        if vector is not None:
+            logger.warning(
+                "feature fetch for %r answered for another entity; proceeding without it",
+                entity_type,
+            )
+        plan.failed = True
 
     def _assign_all(
         self,

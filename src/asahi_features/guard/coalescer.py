@@ -341,7 +341,8 @@ class Coalescer:
         (nobody waits for it any more, or the breaker refuses it)."""
         refused = False
         with self._lock:
-            self._judge_overdue(_now())
+            if self._unjudged:
+                self._judge_overdue(_now())
             if read.state != QUEUED:
                 return None
             lookups = read.lookups
