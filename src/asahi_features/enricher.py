@@ -437,27 +437,23 @@ class FeatureEnricher:
         Raises:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
-        request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        started = self._clock()
-        try:
-            plan = self._plan(request, started)
-        except (FeatureConfigError, ConfigError):
-            raise
-        except Exception as exc:  # this request only (see _plans)
-            plan = self._unusable(request, started, exc)
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
+        )
         if plan.done is None:
-            if len(plan.identities) == 1:  # the common case: one read, nothing to group
-                ((entity_type, entity_id),) = plan.identities.items()
+            one = self._lone_read(plan)
+            if one is None:
+                self._fetch([plan], single=True)
+            else:
+                entity_type, entity_id, names = one
                 try:
                     vector: Optional[FeatureVector] = self.client.get_features(
-                        entity_id, entity_type, list(plan.features.mapping[entity_type])
+                        entity_id, entity_type, names
                     )
                 except Exception as exc:
                     self._on_fetch_error(exc, entity_type)
                     vector = None
                 self._take(plan, entity_type, entity_id, vector)
-            else:
-                self._fetch([plan], single=True)
         return self._finish(plan)
 
     async def aenrich(
@@ -470,30 +466,23 @@ class FeatureEnricher:
     ) -> EnrichmentResult:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
-        request = EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        started = self._clock()
-        try:
-            plan = self._plan(request, started)
-        except (FeatureConfigError, ConfigError):
-            raise
-        except Exception as exc:  # this request only (see _plans)
-            plan = self._unusable(request, started, exc)
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
+        )
         if plan.done is None:
-            if len(plan.identities) == 1:  # the common case: one read, nothing to group
-                ((entity_type, entity_id),) = plan.identities.items()
+            one = self._lone_read(plan)
+            if one is None:
+                await self._afetch([plan], single=True)
+            else:
+                entity_type, entity_id, names = one
                 try:
                     vector: Optional[FeatureVector] = await aget_features(
-                        self.client,
-                        entity_id,
-                        entity_type,
-                        list(plan.features.mapping[entity_type]),
+                        self.client, entity_id, entity_type, names
                     )
                 except Exception as exc:
                     self._on_fetch_error(exc, entity_type)
                     vector = None
                 self._take(plan, entity_type, entity_id, vector)
-            else:
-                await self._afetch([plan], single=True)
         return self._finish(plan)
 
     def enrich_batch(
@@ -719,6 +708,25 @@ class FeatureEnricher:
         except Exception as exc:
             self._on_fetch_error(exc, entity_type)
             return None
+
+    def _plan_one(self, request: EnrichmentTuple) -> _Plan:
+        """The plan of one ``enrich`` / ``aenrich`` request (a bad input degrades it)."""
+        started = self._clock()
+        try:
+            return self._plan(request, started)
+        except (FeatureConfigError, ConfigError):
+            raise
+        except Exception as exc:  # this request only (see _plans)
+            return self._unusable(request, started, exc)
+
+    @staticmethod
+    def _lone_read(plan: _Plan) -> Optional[Tuple[str, str, List[str]]]:
+        """(entity type, id, features) when the request reads one entity (the common case:
+        one read, nothing to group), else ``None``."""
+        if len(plan.identities) != 1:
+            return None
+        ((entity_type, entity_id),) = plan.identities.items()
+        return entity_type, entity_id, list(plan.features.mapping[entity_type])
 
     @staticmethod
     def _take(

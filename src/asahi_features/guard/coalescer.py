@@ -550,10 +550,10 @@ class ThreadCoalescer(Coalescer):
 
 
 class LoopCoalescer(Coalescer):
-    """Reads run as tasks of one event loop (native ``aget_*`` backend coroutines).
+    """Reads run as tasks of one event loop (native ``aget_*`` backend coroutines); the
+    guard keeps one per loop, and its callers and reads all run on that loop.
 
     Args:
-        loop: the loop the reads and their callers run on.
         fetch: ``await fetch(ids, entity_type, names)``, the backend's async read.
         (and the :class:`Coalescer` arguments)
     """
