@@ -113,8 +113,11 @@ client = GuardedClient(backend, timeout_ms=200, breaker_minimum_calls=5, breaker
 
 `holdout_fraction` puts a reproducible share of users (by a hash of the user id) in the
 control group for each task, so every user gets a consistent experience and the
-"without features" group is a fair comparison (requests that fell back because the store
-was down are not). Tasks must be enabled in the enricher to be enriched at all.""",
+comparison is fair. `quality_without_features` averages every request that got no
+features (the held-out ones and those that fell back, e.g. because the store was down);
+`quality_held_out` is the control group alone, and once it has `min_samples` scores
+(`quality_basis: held_out`) it is what enrichment is compared with. Tasks must be
+enabled in the enricher to be enriched at all.""",
     ),
     (
         "code",
@@ -161,12 +164,14 @@ for i in range(900):
 stats = monitor.get_stats()
 print(json.dumps({k: stats[k] for k in [
     "total_enrichments", "successful_enrichments", "held_out_enrichments",
-    "quality_with_features", "quality_without_features", "feature_store_availability_pct",
+    "quality_with_features", "quality_without_features", "quality_held_out",
+    "quality_basis", "quality_delta", "feature_store_availability_pct",
 ]}, indent=2))
 for task in tasks:
     t = stats["task_types"][task]
-    print(f"{task:24s} delta={t['quality_delta']:+.3f} samples={t['quality_delta_samples']} "
-          f"disabled_for_quality={t['disabled_for_quality']}")""",
+    print(f"{task:24s} basis={t['quality_basis']} delta={t['quality_delta']:+.3f} "
+          f"bounds=[{t['quality_gain_lower_bound']:+.3f}, {t['quality_gain_upper_bound']:+.3f}] "
+          f"samples={t['quality_delta_samples']} disabled_for_quality={t['disabled_for_quality']}")""",
     ),
     (
         "code",
@@ -195,11 +200,14 @@ print("p50/p95/p99 latency (ms):", stats["latency_ms"])""",
         "md",
         """## `should_enrich` where enrichment does not help
 
-With enough samples in both groups, a one-sided Welch t-test decides whether the
-enriched group beats the held-out group by `min_quality_gain` (here 0.05: enrichment
-must be worth at least five points of quality to pay for its tokens). For `faq` it does not, so
-the monitor stops paying for enrichment there, while a small exploration share keeps
-collecting evidence in case that changes.""",
+With enough samples in both groups, the monitor keeps always-valid bounds of the gain
+(enriched minus held out): bounds that hold at every sample size at once, so reading the
+decision on every request does not inflate its error rate. Enrichment is disabled when
+the upper bound falls below `min_quality_gain` (here 0.05: enrichment must be worth at
+least five points of quality to pay for its tokens), and enabled again only when the
+lower bound rises above it. For `faq` it does not help, so the monitor stops paying for
+enrichment there, while a small exploration share keeps collecting evidence in case
+that changes.""",
     ),
     (
         "code",

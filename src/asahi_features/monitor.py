@@ -12,7 +12,12 @@ Quality groups:
 * **held out**: the request was deliberately not enriched (``held_out``), the fair
   control group chosen by :meth:`FeatureMonitor.is_held_out`;
 * **fallback**: every other request without features (store down, entity missing,
-  stale features, ...). It is *not* a fair control group and is reported separately.
+  stale features, declined by the monitor, ...).
+
+*Without features* (the specification's ``quality_without_features``) is held out and
+fallback together. The quality comparison uses the held-out group once it has
+``min_samples`` scores, and every request without features until then; the decision
+itself is an always-valid sequential test (:mod:`asahi_features.monitor_sequential`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import ConfigError
 from .models import EnrichmentResult
+from .monitor_sequential import GainEvidence, compare_gain
 from .monitor_stats import (
     AvailabilityWindow,
     LatencyReservoir,
@@ -42,12 +48,12 @@ from .monitor_stats import (
     field_path,
     read_count,
     read_finite,
-    welch_upper_bound,
 )
 from .settings import MonitorConfig
 
 __all__ = [
     "GROUPS",
+    "QUALITY_BASES",
     "Decision",
     "DecisionReason",
     "FeatureMonitor",
@@ -58,7 +64,14 @@ logger = logging.getLogger(__name__)
 GROUPS: Tuple[str, str, str] = ("with_features", "held_out", "fallback")
 """Names of the quality groups, in the order of the internal group index."""
 _WITH, _HELD_OUT, _FALLBACK = 0, 1, 2
+QUALITY_BASES: Tuple[str, str] = ("held_out", "unenriched")
+"""What the "with features" group is compared with (``quality_basis``): the held-out
+control group once it has ``min_samples`` scores, otherwise every scored request that
+got no features (held out and fallback together)."""
+_BASIS_HELD_OUT, _BASIS_UNENRICHED = QUALITY_BASES
 _OTHER_TASK = "__other__"
+_TUNING_FACTOR = 10
+"""The always-valid bounds are tightest at this many times ``min_samples`` per group."""
 _SCHEMA = 1
 
 # The persisted counters: (key in the saved "counters" object, attribute, type), in the
@@ -100,7 +113,8 @@ class DecisionReason:
     AVAILABILITY_PROBE = "availability_probe"
     """Paused for availability, but this request is the periodic probe."""
     QUALITY_NO_GAIN = "quality_no_gain"
-    """The data shows that enrichment does not improve quality by the margin."""
+    """The data shows (always-valid upper bound of the gain below ``min_quality_gain``)
+    that enrichment does not improve quality by the margin."""
     EXPLORATION = "exploration"
     """Quality says no, but this request is in the exploration share."""
 
@@ -116,14 +130,17 @@ class _TaskStats:
     """Counters of one task type (mutated only under the monitor's lock)."""
 
     __slots__ = (
+        "basis",
+        "bounds",
+        "disabled",
         "entries",
+        "evidence",
         "groups",
         "name",
         "quality",
         "reasons",
         "tokens",
         "total",
-        "verdict",
         "verdict_version",
         "version",
     )
@@ -137,9 +154,14 @@ class _TaskStats:
         self.quality = (Welford(), Welford(), Welford())
         # Shared pending-table values: (task, group, scored). No allocation per record.
         self.entries = tuple((self, g, scored) for scored in (False, True) for g in range(3))
-        self.version = 0
+        self.version = 0  # moves with every quality score of this task
+        # The quality decision: a state (disabled or not) that only strong evidence
+        # changes, and what the scores said when they were last looked at.
+        self.disabled = False
         self.verdict_version = -1
-        self.verdict: Tuple[bool, Optional[float]] = (False, None)
+        self.basis = _BASIS_UNENRICHED
+        self.evidence: Optional[GainEvidence] = None
+        self.bounds: Optional[Tuple[float, float]] = None
 
 
 _Entry = Tuple[_TaskStats, int, bool]
@@ -201,6 +223,10 @@ def _read_task(name: str, value: Any, path: str, known: Dict[str, Any]) -> _Task
             raise StateFieldError(
                 f"{path}.quality[{group}].n", f"at most groups[{group}] ({count})", acc.n
             )
+    disabled = data.get("quality_disabled", False)  # absent in older files
+    if type(disabled) is not bool:
+        raise StateFieldError(f"{path}.quality_disabled", "true or false", disabled)
+    ts.disabled = disabled
     return ts
 
 
@@ -252,6 +278,11 @@ def _read_state(state: Dict[str, Any], config: MonitorConfig) -> _Restored:
     return _Restored(values, quality, latency, tasks)
 
 
+def _delta(with_q: Welford, basis: Welford) -> Optional[float]:
+    """Mean with features minus mean of the basis; ``None`` when either has no score."""
+    return with_q.mean - basis.mean if with_q.n and basis.n else None
+
+
 def _reason_name(reason: Any) -> str:
     return str(getattr(reason, "value", reason))
 
@@ -290,22 +321,28 @@ class FeatureMonitor:
        one request per ``availability_probe_interval_seconds`` is let through as a
        probe; the first successful fetch attempt (or the watched breaker closing again)
        ends the pause and clears the window. No manual reset is ever needed.
-    2. *Enrichment not helping.* Per task type, once both the "with features" and the
-       held-out group have ``min_samples`` quality scores, a one-sided **Welch t-test**
-       is computed: the upper ``confidence`` bound of ``mean(with) - mean(held out)``
-       (Welch-Satterthwaite degrees of freedom). Enrichment is disabled only when that
-       *upper* bound is ``<= min_quality_gain``, i.e. when the data shows with the
-       configured confidence that enrichment does not beat the margin; an undecided
-       comparison keeps enriching, so the decision does not flip on noise. While
-       disabled, a share ``exploration_fraction`` of calls still says ``True`` so the
-       enriched group keeps receiving samples and the decision can change.
+    2. *Enrichment not helping.* Per task type, the "with features" group is compared
+       with the *basis*: the held-out control group once it has ``min_samples`` scores,
+       otherwise every scored request of the task that got no features
+       (``quality_basis`` names which). Once both have ``min_samples`` scores, an
+       **always-valid sequential test** (:mod:`asahi_features.monitor_sequential`)
+       bounds ``gain = mean(with) - mean(basis)`` at every sample size at once, so the
+       decision keeps its error rate however often it is read. Enrichment is disabled
+       when the upper bound falls below ``min_quality_gain`` (when enrichment truly
+       beats the margin, this happens with probability at most ``1 - confidence``,
+       ever), and enabled again only when the lower bound rises above it (when it truly
+       does not, at most ``1 - confidence`` as well). In between, the last decision
+       stands, so it does not flip on noise. While disabled, a share
+       ``exploration_fraction`` of calls still says ``True`` so the enriched group
+       keeps receiving samples and the decision can change.
 
     **Quality groups.** ``quality_with_features`` is the mean score of requests whose
-    prompt received features. ``quality_without_features`` is the mean of the
-    **held-out** control group only; other requests without features (store down,
-    entity missing...) are a biased comparison and are reported as
-    ``quality_fallback``. Each enrichment counts at most one quality score: later
-    scores for the same id are counted as ``duplicate_quality_scores`` and ignored.
+    prompt received features; ``quality_without_features`` the mean of every scored
+    request that got none (the specification's key). Of those, the deliberately
+    held-out control group is also reported alone as ``quality_held_out`` and the rest
+    as ``quality_fallback``. ``quality_delta`` is with features minus the basis. Each
+    enrichment counts at most one quality score: later scores for the same id are
+    counted as ``duplicate_quality_scores`` and ignored.
 
     Args:
         config: the ``monitor:`` section (defaults to ``MonitorConfig()``).
@@ -633,7 +670,7 @@ class FeatureMonitor:
                     return Decision(True, DecisionReason.AVAILABILITY_PROBE)
                 return Decision(False, DecisionReason.STORE_UNAVAILABLE)
             ts = self._lookup_task(task_type)
-            if ts is not None and self._quality_verdict(ts)[0]:
+            if ts is not None and self._quality_disabled(ts):
                 if self._rng.random() < self.config.exploration_fraction:
                     return Decision(True, DecisionReason.EXPLORATION)
                 return Decision(False, DecisionReason.QUALITY_NO_GAIN)
@@ -673,29 +710,60 @@ class FeatureMonitor:
         self._window.clear()
         logger.info("feature store recovered (%s): enrichment resumed", why)
 
-    def _quality_verdict(self, ts: _TaskStats) -> Tuple[bool, Optional[float]]:
-        """(disabled for quality?, upper bound of the gain) for one task, cached."""
+    def _basis(self, quality: _Quality) -> Tuple[str, Welford]:
+        """The comparison group: held out once it has ``min_samples`` scores, else every
+        scored request without features (held out and fallback merged)."""
+        held = quality[_HELD_OUT]
+        if held.n >= self.config.min_samples:
+            return _BASIS_HELD_OUT, held
+        return _BASIS_UNENRICHED, Welford.merged(held, quality[_FALLBACK])
+
+    def _quality_disabled(self, ts: _TaskStats) -> bool:
+        """Is enrichment disabled for quality for this task? Re-evaluated (and the state
+        moved) only when a new score arrived since the last look."""
         if ts.verdict_version == ts.version:
-            return ts.verdict
+            return ts.disabled
         cfg = self.config
-        with_q, held_q = ts.quality[_WITH], ts.quality[_HELD_OUT]
-        upper = None
-        if with_q.n >= cfg.min_samples and held_q.n >= cfg.min_samples:
-            upper = welch_upper_bound(with_q, held_q, cfg.confidence)
-        disabled = upper is not None and upper <= cfg.min_quality_gain
-        if disabled != ts.verdict[0]:
-            logger.info(
-                "task %r: enrichment %s for quality (gain upper bound %s, margin %s, n=%d/%d)",
-                ts.name,
-                "disabled" if disabled else "re-enabled",
-                None if upper is None else round(upper, 6),
-                cfg.min_quality_gain,
-                with_q.n,
-                held_q.n,
+        with_q = ts.quality[_WITH]
+        basis, other = self._basis(ts.quality)
+        evidence = None
+        if with_q.n >= cfg.min_samples and other.n >= cfg.min_samples:
+            evidence = compare_gain(
+                with_q,
+                other,
+                margin=cfg.min_quality_gain,
+                alpha=1.0 - cfg.confidence,
+                tuning_samples=_TUNING_FACTOR * cfg.min_samples,
             )
-        ts.verdict = (disabled, upper)
+        ts.basis, ts.evidence, ts.bounds = basis, evidence, None
         ts.verdict_version = ts.version
-        return ts.verdict
+        if evidence is not None and (evidence.no_gain if not ts.disabled else evidence.gain):
+            ts.disabled = not ts.disabled
+            lower, upper = self._bounds(ts)
+            logger.info(
+                "task %r: enrichment %s for quality (gain %.4g, always-valid bounds "
+                "[%.4g, %.4g] at confidence %s, margin %s, basis %s, n=%d/%d)",
+                ts.name,
+                "disabled" if ts.disabled else "re-enabled",
+                evidence.estimate,
+                lower,
+                upper,
+                cfg.confidence,
+                cfg.min_quality_gain,
+                basis,
+                with_q.n,
+                other.n,
+            )
+        return ts.disabled
+
+    @staticmethod
+    def _bounds(ts: _TaskStats) -> Tuple[Optional[float], Optional[float]]:
+        """(lower, upper) always-valid bounds of the gain, cached with the evidence."""
+        if ts.evidence is None:
+            return None, None
+        if ts.bounds is None:
+            ts.bounds = ts.evidence.bounds()
+        return ts.bounds
 
     # ------------------------------------------------------------------ reading
 
@@ -704,17 +772,23 @@ class FeatureMonitor:
 
         Keys of the specification: ``total_enrichments``, ``successful_enrichments``
         (features reached the prompt), ``avg_features_used`` (over all enrichments),
-        ``avg_latency_ms``, ``quality_with_features``, ``quality_without_features`` (the
-        **held-out** control group; ``quality_fallback`` is the other un-enriched
-        requests) and ``feature_store_availability_pct`` (share of fetch attempts that
-        did not fail; requests never sent to the store do not count). Means are
-        ``None`` when there is no data.
+        ``avg_latency_ms``, ``quality_with_features``, ``quality_without_features``
+        (every scored request that got no features, whatever the reason) and
+        ``feature_store_availability_pct`` (share of fetch attempts that did not fail;
+        requests never sent to the store do not count). Means are ``None`` when there
+        is no data.
+
+        Quality, besides: ``quality_held_out`` (the control group alone),
+        ``quality_fallback`` (the other requests without features), ``quality_basis``
+        (``"held_out"`` once the control group has ``min_samples`` scores, else
+        ``"unenriched"``) and ``quality_delta`` (with features minus the basis).
 
         Also: latency percentiles (``latency_ms``), tokens, staleness drops, fallbacks
         by reason, recent availability, breaker state, pending-table counters and a
-        per-task breakdown under ``task_types`` with the quality delta (enriched minus
-        held out), its sample counts and the upper confidence bound of the gain (``None``
-        until both groups have ``min_samples`` scores).
+        per-task breakdown under ``task_types`` with the same quality keys, the sample
+        counts, the always-valid bounds of the gain (``quality_gain_lower_bound`` /
+        ``..._upper_bound``, ``None`` until both compared groups have ``min_samples``
+        scores) and ``disabled_for_quality``.
         """
         with self._lock:
             stats = self._stats_locked()
@@ -729,6 +803,8 @@ class FeatureMonitor:
                 key = _reason_name(reason)
                 reasons[key] = reasons.get(key, 0) + count
         q = [acc.summary() for acc in self._quality]
+        without = Welford.merged(self._quality[_HELD_OUT], self._quality[_FALLBACK])
+        basis, basis_acc = self._basis(self._quality)
         latencies = list(self._latency.values)
         total, successful = self._total, self._successful
         stats: Dict[str, Any] = {
@@ -745,13 +821,11 @@ class FeatureMonitor:
             ),
             "avg_latency_ms": self._latency_sum / total if total else 0.0,
             "quality_with_features": q[_WITH]["mean"],
-            "quality_without_features": q[_HELD_OUT]["mean"],
+            "quality_without_features": without.mean if without.n else None,
+            "quality_held_out": q[_HELD_OUT]["mean"],
             "quality_fallback": q[_FALLBACK]["mean"],
-            "quality_delta": (
-                q[_WITH]["mean"] - q[_HELD_OUT]["mean"]
-                if q[_WITH]["n"] and q[_HELD_OUT]["n"]
-                else None
-            ),
+            "quality_basis": basis,
+            "quality_delta": _delta(self._quality[_WITH], basis_acc),
             "quality": dict(zip(GROUPS, q, strict=True)),
             "feature_store_availability_pct": (
                 100.0 * (self._attempts - self._failures) / self._attempts
@@ -796,9 +870,11 @@ class FeatureMonitor:
         return stats
 
     def _task_stats(self, ts: _TaskStats) -> Dict[str, Any]:
-        disabled, upper = self._quality_verdict(ts)
+        disabled = self._quality_disabled(ts)
+        lower, upper = self._bounds(ts)
         q = [acc.summary() for acc in ts.quality]
-        with_n, held_n = q[_WITH]["n"], q[_HELD_OUT]["n"]
+        without = Welford.merged(ts.quality[_HELD_OUT], ts.quality[_FALLBACK])
+        basis_acc = ts.quality[_HELD_OUT] if ts.basis == _BASIS_HELD_OUT else without
         return {
             "total": ts.total,
             "enriched": ts.groups[_WITH],
@@ -807,10 +883,16 @@ class FeatureMonitor:
             "feature_tokens_added": ts.tokens,
             "reasons": dict(sorted((_reason_name(k), v) for k, v in ts.reasons.items())),
             "quality": dict(zip(GROUPS, q, strict=True)),
-            "quality_delta": (
-                q[_WITH]["mean"] - q[_HELD_OUT]["mean"] if with_n and held_n else None
-            ),
-            "quality_delta_samples": {"with_features": with_n, "held_out": held_n},
+            "quality_without_features": without.mean if without.n else None,
+            "quality_held_out": q[_HELD_OUT]["mean"],
+            "quality_basis": ts.basis,
+            "quality_delta": _delta(ts.quality[_WITH], basis_acc),
+            "quality_delta_samples": {
+                "with_features": q[_WITH]["n"],
+                "held_out": q[_HELD_OUT]["n"],
+                "unenriched": without.n,
+            },
+            "quality_gain_lower_bound": lower,
             "quality_gain_upper_bound": upper,
             "disabled_for_quality": disabled,
             "holdout_fraction": self.holdout_fraction(ts.name),
@@ -844,6 +926,7 @@ class FeatureMonitor:
                     "groups": list(ts.groups),
                     "reasons": {_reason_name(k): v for k, v in ts.reasons.items()},
                     "quality": [acc.to_dict() for acc in ts.quality],
+                    "quality_disabled": ts.disabled,
                 }
                 for name, ts in self._tasks.items()
             },

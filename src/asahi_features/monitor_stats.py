@@ -178,6 +178,29 @@ class Welford:
         """Sample variance (``n - 1`` denominator); 0.0 with fewer than two values."""
         return self.m2 / (self.n - 1) if self.n > 1 else 0.0
 
+    @classmethod
+    def merged(cls, a: Welford, b: Welford) -> Welford:
+        """The accumulator of both groups' values together (Chan, Golub & LeVeque's
+        pairwise update); ``a`` and ``b`` are not changed.
+
+        Example:
+            >>> a, b = Welford(), Welford()
+            >>> for x in (1.0, 2.0):
+            ...     a.add(x)
+            >>> b.add(6.0)
+            >>> both = Welford.merged(a, b)
+            >>> both.n, both.mean, both.variance
+            (3, 3.0, 7.0)
+        """
+        if b.n == 0:
+            return cls(a.n, a.mean, a.m2)
+        if a.n == 0:
+            return cls(b.n, b.mean, b.m2)
+        n = a.n + b.n
+        delta = b.mean - a.mean
+        mean = a.mean + delta * (b.n / n)
+        return cls(n, mean, a.m2 + b.m2 + delta * delta * (a.n * b.n / n))
+
     def summary(self) -> Dict[str, Any]:
         """``{"n", "mean", "stddev"}`` (``mean``/``stddev`` are ``None`` without data)."""
         if self.n == 0:
@@ -395,6 +418,10 @@ def student_t_quantile(p: float, df: float) -> float:
 
 def welch_upper_bound(a: Welford, b: Welford, confidence: float) -> Optional[float]:
     """One-sided upper confidence bound of ``mean(a) - mean(b)`` (Welch's t).
+
+    A fixed-sample bound: valid for one look at a sample size chosen in advance. The
+    monitor's decision, which is read after every score, uses the always-valid bounds
+    of :mod:`asahi_features.monitor_sequential` instead.
 
     ``diff + t(confidence, df) * se`` with ``se = sqrt(var_a/n_a + var_b/n_b)`` and the
     Welch-Satterthwaite degrees of freedom. ``None`` when either group has fewer than two

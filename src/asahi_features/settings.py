@@ -333,11 +333,18 @@ class MonitorConfig(_Strict):
     holdout_fraction: Dict[str, float] = Field(default_factory=dict)
     """Task type -> share of requests deliberately not enriched (``"*"``: every task)."""
     min_samples: int = Field(default=30, ge=2)
-    """Quality samples needed in each group before quality can disable enrichment."""
+    """Quality scores needed in each compared group before quality can decide; also the
+    held-out group's size from which it, rather than every request without features, is
+    the comparison basis. The always-valid bounds are tightest at ten times this many.
+    For pass/fail scores, pick it so that the smaller group expects about ten of the
+    rarer outcome."""
     min_quality_gain: float = 0.0
-    """Enrichment must improve mean quality by more than this margin."""
+    """Enrichment must improve mean quality by more than this margin: it is disabled when
+    the always-valid upper bound of the gain falls below it, enabled again when the lower
+    bound rises above it."""
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
-    """Confidence level of the one-sided test that decides the quality question."""
+    """Of the always-valid quality decision: ``1 - confidence`` bounds the chance that it
+    is ever wrong (each way), however often it is read."""
     exploration_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     """Share of requests still enriched while quality says no, so the decision can change."""
     availability_window: int = Field(default=200, ge=1)

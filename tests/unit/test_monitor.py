@@ -148,15 +148,102 @@ def test_quality_groups_with_held_out_and_fallback() -> None:
     monitor.record_enrichment(make_result(enriched=False, failed=True), inference_quality=0.1)
     stats = monitor.get_stats()
     assert stats["quality_with_features"] == pytest.approx(0.8)
-    assert stats["quality_without_features"] == pytest.approx(0.5)  # held-out only
+    # the specification's key: every scored request that got no features
+    assert stats["quality_without_features"] == pytest.approx(0.3)
+    assert stats["quality_held_out"] == pytest.approx(0.5)
     assert stats["quality_fallback"] == pytest.approx(0.1)
-    assert stats["quality_delta"] == pytest.approx(0.3)
+    # one held-out score is fewer than min_samples: compared with all un-enriched requests
+    assert stats["quality_basis"] == "unenriched"
+    assert stats["quality_delta"] == pytest.approx(0.5)
     assert stats["quality"]["with_features"]["n"] == 2
     assert stats["held_out_enrichments"] == 1
     faq = stats["task_types"]["faq"]
-    assert faq["quality_delta"] == pytest.approx(0.3)
-    assert faq["quality_delta_samples"] == {"with_features": 2, "held_out": 1}
+    assert faq["quality_without_features"] == pytest.approx(0.3)
+    assert faq["quality_held_out"] == pytest.approx(0.5)
+    assert faq["quality_basis"] == "unenriched"
+    assert faq["quality_delta"] == pytest.approx(0.5)
+    assert faq["quality_delta_samples"] == {"with_features": 2, "held_out": 1, "unenriched": 2}
     assert faq["quality"]["fallback"]["mean"] == pytest.approx(0.1)
+    assert faq["quality_gain_lower_bound"] is None and faq["quality_gain_upper_bound"] is None
+
+
+def test_quality_without_features_with_default_settings() -> None:
+    """The issue's new user: no holdout configured, 40 scored requests each way."""
+    monitor = FeatureMonitor()
+    for i in range(40):
+        monitor.record_enrichment(make_result(), inference_quality=0.9)
+        reason = EnrichmentReason.ENTITY_MISSING if i % 2 else EnrichmentReason.NO_IDENTITY
+        monitor.record_enrichment(
+            make_result(enriched=False, attempted=bool(i % 2), reason=reason),
+            inference_quality=0.5,
+        )
+    stats = monitor.get_stats()
+    assert stats["quality_with_features"] == pytest.approx(0.9)
+    assert stats["quality_without_features"] == pytest.approx(0.5)
+    assert stats["quality_held_out"] is None
+    assert stats["quality_basis"] == "unenriched"
+    assert stats["quality_delta"] == pytest.approx(0.4)
+    faq = stats["task_types"]["faq"]
+    assert faq["quality_basis"] == "unenriched"
+    assert faq["quality_delta"] == pytest.approx(0.4)
+    assert faq["quality_delta_samples"] == {"with_features": 40, "held_out": 0, "unenriched": 40}
+    assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
+
+
+def test_without_a_control_group_unenriched_requests_can_disable_enrichment() -> None:
+    monitor = FeatureMonitor(MonitorConfig(exploration_fraction=0.0))
+    rnd = random.Random(4)
+    for _ in range(40):  # features make answers worse than no features at all
+        monitor.record_enrichment(make_result(), inference_quality=0.5 + rnd.gauss(0, 0.05))
+        monitor.record_enrichment(
+            make_result(enriched=False, reason=EnrichmentReason.ENTITY_MISSING),
+            inference_quality=0.9 + rnd.gauss(0, 0.05),
+        )
+    assert monitor.decision("faq") == Decision(False, DecisionReason.QUALITY_NO_GAIN)
+    faq = monitor.get_stats()["task_types"]["faq"]
+    assert faq["quality_basis"] == "unenriched"
+    assert faq["disabled_for_quality"] is True
+    assert faq["quality_gain_upper_bound"] < 0
+
+
+def test_quality_basis_switches_to_the_held_out_group_at_min_samples() -> None:
+    monitor = FeatureMonitor(MonitorConfig(min_samples=3))
+    for score in (0.8, 0.9, 0.7):
+        monitor.record_enrichment(make_result(), inference_quality=score)
+    monitor.record_enrichment(make_result(enriched=False, failed=True), inference_quality=0.1)
+    monitor.record_enrichment(make_result(enriched=False, held_out=True), inference_quality=0.5)
+    monitor.record_enrichment(make_result(enriched=False, held_out=True), inference_quality=0.6)
+    stats = monitor.get_stats()
+    assert stats["quality_basis"] == "unenriched"  # two held-out scores: fewer than 3
+    assert stats["quality_delta"] == pytest.approx(0.8 - 0.4)
+    monitor.record_enrichment(make_result(enriched=False, held_out=True), inference_quality=0.7)
+    stats = monitor.get_stats()
+    assert stats["quality_basis"] == "held_out"
+    assert stats["quality_held_out"] == pytest.approx(0.6)
+    assert stats["quality_without_features"] == pytest.approx((0.1 + 0.5 + 0.6 + 0.7) / 4)
+    assert stats["quality_delta"] == pytest.approx(0.2)
+    faq = stats["task_types"]["faq"]
+    assert faq["quality_basis"] == "held_out"
+    assert faq["quality_delta"] == pytest.approx(0.2)
+    assert faq["quality_delta_samples"] == {"with_features": 3, "held_out": 3, "unenriched": 4}
+
+
+def test_recording_the_same_unenriched_result_twice_counts_one_score() -> None:
+    monitor = FeatureMonitor()
+    held = make_result(enriched=False, held_out=True)
+    fallback = make_result(enriched=False, failed=True)
+    for result, score in ((held, 0.4), (fallback, 0.2)):
+        monitor.record_enrichment(result, inference_quality=score)
+        monitor.record_enrichment(result, inference_quality=score)  # e.g. a callback again
+        monitor.record_enrichment(result, inference_quality=0.99)  # already scored
+        assert not monitor.record_quality(result.enrichment_id, 0.99)
+    stats = monitor.get_stats()
+    assert stats["quality_without_features"] == pytest.approx(0.3)
+    assert stats["quality_held_out"] == pytest.approx(0.4)
+    faq = stats["task_types"]["faq"]
+    assert faq["quality_delta_samples"] == {"with_features": 0, "held_out": 1, "unenriched": 2}
+    assert stats["duplicate_records"] == 4
+    assert stats["duplicate_quality_scores"] == 6  # three late scores for each
 
 
 def test_late_quality_by_enrichment_id() -> None:
@@ -468,16 +555,32 @@ def test_quality_disables_only_after_min_samples() -> None:
     assert monitor.should_enrich("general")  # other task types are not affected
     faq = monitor.get_stats()["task_types"]["faq"]
     assert faq["disabled_for_quality"] is True
+    assert faq["quality_basis"] == "held_out"
+    assert faq["quality_gain_lower_bound"] < faq["quality_delta"] < faq["quality_gain_upper_bound"]
     assert faq["quality_gain_upper_bound"] < 0
     assert faq["quality_delta"] == pytest.approx(-0.3, abs=0.05)
 
 
-def test_fallback_scores_never_disable_enrichment() -> None:
+def test_fallback_scores_do_not_count_once_the_control_group_has_min_samples() -> None:
     monitor = FeatureMonitor(MonitorConfig(min_samples=5, exploration_fraction=0.0))
+    rnd = random.Random(6)
     for _ in range(50):
-        monitor.record_enrichment(make_result(), inference_quality=0.2)
-        monitor.record_enrichment(make_result(enriched=False, failed=True), inference_quality=0.9)
+        monitor.record_enrichment(make_result(), inference_quality=0.2 + rnd.gauss(0, 0.02))
+        monitor.record_enrichment(
+            make_result(enriched=False, reason=EnrichmentReason.ENTITY_MISSING),
+            inference_quality=0.9 + rnd.gauss(0, 0.02),
+        )
+    # no control group yet: the requests without features are all there is to compare with
+    assert monitor.decision("faq") == Decision(False, DecisionReason.QUALITY_NO_GAIN)
+    for _ in range(20):  # the control group shows that features do help
+        monitor.record_enrichment(
+            make_result(enriched=False, held_out=True), inference_quality=0.1 + rnd.gauss(0, 0.02)
+        )
     assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
+    faq = monitor.get_stats()["task_types"]["faq"]
+    assert faq["quality_basis"] == "held_out"
+    assert faq["quality_gain_lower_bound"] > 0
+    assert faq["quality"]["fallback"]["mean"] > 0.8  # still reported, no longer decisive
 
 
 def test_helpful_or_undecided_enrichment_stays_enabled() -> None:
@@ -504,9 +607,16 @@ def test_quality_decision_recovers_when_the_data_changes(
         _scores(monitor, 10, with_mean=0.5, held_mean=0.7)
         assert not monitor.should_enrich("faq")
         rnd = random.Random(5)
-        for _ in range(60):  # exploration samples show enrichment now helps
+        for _ in range(30):  # exploration samples start to say enrichment now helps ...
+            monitor.record_enrichment(make_result(), inference_quality=0.9 + rnd.gauss(0, 0.05))
+        faq = monitor.get_stats()["task_types"]["faq"]
+        assert faq["quality_delta"] > 0  # ... the estimate has turned,
+        assert faq["quality_gain_lower_bound"] < 0  # but it is not shown yet:
+        assert not monitor.should_enrich("faq")  # the decision does not flip on noise
+        for _ in range(120):  # enough evidence
             monitor.record_enrichment(make_result(), inference_quality=0.9 + rnd.gauss(0, 0.05))
         assert monitor.should_enrich("faq")
+        assert monitor.get_stats()["task_types"]["faq"]["quality_gain_lower_bound"] > 0
     assert "disabled for quality" in caplog.text
     assert "re-enabled for quality" in caplog.text
 

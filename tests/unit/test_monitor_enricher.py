@@ -70,6 +70,7 @@ def test_holdout_pause_and_recovery_through_the_enricher(tmp_path: Path) -> None
     assert faq["quality_delta_samples"] == {
         "with_features": len(USERS) - len(held),
         "held_out": len(held),
+        "unenriched": len(held),  # nothing fell back: every request without features was held out
     }
     assert faq["quality_delta"] > 0.25
     assert stats["breaker_state"] == "closed"

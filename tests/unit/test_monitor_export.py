@@ -65,6 +65,32 @@ def test_persistence_round_trip_keeps_quality_history(tmp_path: Path) -> None:
     assert stats["reasons"]["enriched"] == 41  # reasons restored as the same keys
 
 
+def test_a_quality_decision_survives_a_restart(tmp_path: Path) -> None:
+    """Between the bounds the last decision stands, so it is part of the saved state."""
+    config = MonitorConfig(min_samples=5, exploration_fraction=0.0)
+    monitor = FeatureMonitor(config)
+    for i in range(10):
+        monitor.record_enrichment(make_result(), inference_quality=0.2 + i * 0.01)
+        monitor.record_enrichment(
+            make_result(enriched=False, held_out=True), inference_quality=0.9 - i * 0.01
+        )
+    assert not monitor.should_enrich("faq")
+    for i in range(5):  # much better answers now: no longer shown worse, not shown better
+        monitor.record_enrichment(make_result(), inference_quality=0.95 + i * 0.01)
+    faq = monitor.get_stats()["task_types"]["faq"]
+    assert faq["quality_gain_lower_bound"] < 0 < faq["quality_gain_upper_bound"]
+    assert not monitor.should_enrich("faq")  # the last decision stands
+    assert monitor.snapshot()["state"]["tasks"]["faq"]["quality_disabled"] is True
+    restored = FeatureMonitor.load(monitor.save(tmp_path / "monitor.json"), config)
+    assert not restored.should_enrich("faq")
+    assert restored.get_stats()["task_types"] == monitor.get_stats()["task_types"]
+    # a file written before the decision was saved loads as "enabled"
+    state = monitor.snapshot()
+    del state["state"]["tasks"]["faq"]["quality_disabled"]
+    (tmp_path / "old.json").write_text(json.dumps(state), encoding="utf-8")
+    assert FeatureMonitor.load(tmp_path / "old.json", config).should_enrich("faq")
+
+
 def test_load_missing_file_starts_empty_and_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.json"
     assert FeatureMonitor.load(missing).get_stats()["total_enrichments"] == 0

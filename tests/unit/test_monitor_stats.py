@@ -31,6 +31,28 @@ def test_welford_matches_statistics_and_round_trips() -> None:
     assert (copy.n, copy.mean, copy.m2) == (acc.n, acc.mean, acc.m2)
 
 
+def test_welford_merged_equals_one_accumulator_over_both() -> None:
+    rnd = random.Random(4)
+    first = [rnd.gauss(0.5, 0.2) for _ in range(37)]
+    second = [rnd.gauss(0.9, 0.1) for _ in range(11)]
+    a, b, both = Welford(), Welford(), Welford()
+    for v in first:
+        a.add(v)
+        both.add(v)
+    for v in second:
+        b.add(v)
+        both.add(v)
+    merged = Welford.merged(a, b)
+    assert merged.n == both.n
+    assert merged.mean == pytest.approx(both.mean)
+    assert merged.m2 == pytest.approx(both.m2)
+    assert (a.n, b.n) == (37, 11)  # the inputs are not changed
+    empty = Welford()
+    assert Welford.merged(a, empty).to_dict() == a.to_dict()
+    assert Welford.merged(empty, b).to_dict() == b.to_dict()
+    assert Welford.merged(empty, empty).summary() == {"n": 0, "mean": None, "stddev": None}
+
+
 def test_reservoir_is_bounded_and_estimates_percentiles() -> None:
     reservoir = LatencyReservoir(size=2000, seed=1)
     assert reservoir.percentiles([50]) == [None]
