@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests judge outcomes, never speed: on a shared 2-core CI machine an example can
+# take longer than hypothesis' default 200 ms deadline without anything being wrong.
+settings.register_profile("asahi", deadline=None)
+settings.load_profile("asahi")
 
 INTEGRATION = os.environ.get("RUN_INTEGRATION_TESTS") == "1"
 
