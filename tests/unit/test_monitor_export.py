@@ -118,7 +118,7 @@ def test_save_failure_leaves_no_temporary_file(
     def refuse(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("asahi_features.monitor.os.replace", refuse)
+    monkeypatch.setattr("asahi_features.monitor.persistence.os.replace", refuse)
     with pytest.raises(OSError, match="disk full"):
         _populated().save(tmp_path / "m.json")
     assert list(tmp_path.iterdir()) == []

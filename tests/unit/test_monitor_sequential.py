@@ -20,14 +20,14 @@ import pytest
 
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import DecisionReason, FeatureMonitor
-from asahi_features.monitor_sequential import (
+from asahi_features.monitor.sequential import (
     GainEvidence,
     compare_gain,
     mixture_log_value,
     mixture_radius,
     optimal_mixture,
 )
-from asahi_features.monitor_stats import Welford, welch_upper_bound
+from asahi_features.monitor.stats import Welford, welch_upper_bound
 from asahi_features.settings import MonitorConfig
 
 # ---------------------------------------------------------------- the statistics

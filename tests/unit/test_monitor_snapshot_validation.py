@@ -25,7 +25,7 @@ from asahi_features.enricher import FeatureEnricher
 from asahi_features.errors import ConfigError
 from asahi_features.models import EnrichmentReason, EnrichmentResult, FeatureVector, utc_now
 from asahi_features.monitor import FeatureMonitor
-from asahi_features.monitor_stats import MAX_COUNT
+from asahi_features.monitor.stats import MAX_COUNT
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.base import BaseFeatureStore
 

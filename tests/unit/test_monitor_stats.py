@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from asahi_features.monitor_stats import (
+from asahi_features.monitor.stats import (
     AvailabilityWindow,
     LatencyReservoir,
     Welford,

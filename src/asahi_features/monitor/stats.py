@@ -421,7 +421,7 @@ def welch_upper_bound(a: Welford, b: Welford, confidence: float) -> Optional[flo
 
     A fixed-sample bound: valid for one look at a sample size chosen in advance. The
     monitor's decision, which is read after every score, uses the always-valid bounds
-    of :mod:`asahi_features.monitor_sequential` instead.
+    of :mod:`asahi_features.monitor.sequential` instead.
 
     ``diff + t(confidence, df) * se`` with ``se = sqrt(var_a/n_a + var_b/n_b)`` and the
     Welch-Satterthwaite degrees of freedom. ``None`` when either group has fewer than two

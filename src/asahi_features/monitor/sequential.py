@@ -10,7 +10,7 @@ decision read after every score keeps its stated error rate.
 The statistic
 -------------
 Two groups, *with* features (``a``) and *without* (``b``), with running counts, means
-and sums of squared deviations (:class:`~asahi_features.monitor_stats.Welford`)::
+and sums of squared deviations (:class:`~asahi_features.monitor.stats.Welford`)::
 
     gain     = mean_a - mean_b                      (the estimate of Delta)
     s2_pool  = (m2_a + m2_b) / (n_a + n_b - 2)     (pooled within-group variance)
@@ -88,7 +88,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional, Tuple
 
-from .monitor_stats import Welford
+from .stats import Welford
 
 __all__ = [
     "DEFAULT_TUNING_SAMPLES",

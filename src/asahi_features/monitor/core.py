@@ -1,0 +1,630 @@
+"""The :class:`FeatureMonitor`: recording, holdout and the should-enrich decision.
+
+What it counts lives in :mod:`~asahi_features.monitor.counters`, the quality decision in
+:mod:`~asahi_features.monitor.quality`, the stats dict in
+:mod:`~asahi_features.monitor.report`, saving and loading in
+:mod:`~asahi_features.monitor.persistence` and Prometheus export in
+:mod:`~asahi_features.monitor.export`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Union
+
+from ..errors import ConfigError
+from ..models import EnrichmentResult
+from ..settings import MonitorConfig
+from . import persistence, report
+from .counters import (
+    FALLBACK,
+    HELD_OUT,
+    OTHER_TASK,
+    WITH,
+    Counters,
+    Entry,
+    TaskStats,
+    new_quality,
+)
+from .quality import coerce_score, quality_disabled
+from .stats import AvailabilityWindow, LatencyReservoir
+
+logger = logging.getLogger("asahi_features.monitor")
+
+
+class DecisionReason:
+    """The reasons :meth:`FeatureMonitor.decision` gives (plain strings)."""
+
+    ENABLED = "enabled"
+    """Nothing speaks against enriching."""
+    BREAKER_OPEN = "breaker_open"
+    """The watched circuit breaker is open: the store is failing persistently."""
+    BREAKER_HALF_OPEN = "breaker_half_open"
+    """The breaker lets a probe through; enrich so that the probe can happen."""
+    STORE_UNAVAILABLE = "store_unavailable"
+    """Recent availability is below ``min_availability_pct``: enrichment is paused."""
+    AVAILABILITY_PROBE = "availability_probe"
+    """Paused for availability, but this request is the periodic probe."""
+    QUALITY_NO_GAIN = "quality_no_gain"
+    """The data shows (always-valid upper bound of the gain below ``min_quality_gain``)
+    that enrichment does not improve quality by the margin."""
+    EXPLORATION = "exploration"
+    """Quality says no, but this request is in the exploration share."""
+
+
+class Decision(NamedTuple):
+    """The outcome of :meth:`FeatureMonitor.decision`: whether to enrich, and why."""
+
+    enrich: bool
+    reason: str
+
+
+class FeatureMonitor:
+    """Tracks enrichment health and quality, and decides whether enrichment is worth it.
+
+    Thread-safe: every update happens under one lock, so concurrent recording loses no
+    record. Memory is bounded: latency is a fixed-size reservoir sample, quality is kept
+    as running means/variances, the recent-availability window is a ring buffer, and the
+    table that matches late quality scores to enrichments holds at most
+    ``max_pending_quality`` ids (the oldest are evicted and counted).
+
+    **Should we enrich?** (:meth:`should_enrich`, reason via :meth:`decision`)
+
+    1. *Store failing persistently.* With a watched breaker (:meth:`watch`): ``False``
+       while it is ``open``; ``True`` when half-open (so the guard's probe can run) and
+       after it closes (closing also clears the recent-availability window).
+       Independently, when at least ``failure_window_min_attempts`` of the last
+       ``availability_window`` fetch attempts are known and fewer than
+       ``min_availability_pct`` percent succeeded, enrichment is *paused*. While paused,
+       one request per ``availability_probe_interval_seconds`` is let through as a
+       probe; the first successful fetch attempt (or the watched breaker closing again)
+       ends the pause and clears the window. No manual reset is ever needed.
+    2. *Enrichment not helping.* Per task type, the "with features" group is compared
+       with the *basis*: the held-out control group once it has ``min_samples`` scores,
+       otherwise every scored request of the task that got no features
+       (``quality_basis`` names which). Once both have ``min_samples`` scores, an
+       **always-valid sequential test** (:mod:`asahi_features.monitor.sequential`)
+       bounds ``gain = mean(with) - mean(basis)`` at every sample size at once, so the
+       decision keeps its error rate however often it is read. Enrichment is disabled
+       when the upper bound falls below ``min_quality_gain`` (when enrichment truly
+       beats the margin, this happens with probability at most ``1 - confidence``,
+       ever), and enabled again only when the lower bound rises above it (when it truly
+       does not, at most ``1 - confidence`` as well). In between, the last decision
+       stands, so it does not flip on noise. While disabled, a share
+       ``exploration_fraction`` of calls still says ``True`` so the enriched group
+       keeps receiving samples and the decision can change.
+
+    **Quality groups.** ``quality_with_features`` is the mean score of requests whose
+    prompt received features; ``quality_without_features`` the mean of every scored
+    request that got none (the specification's key). Of those, the deliberately
+    held-out control group is also reported alone as ``quality_held_out`` and the rest
+    as ``quality_fallback``. ``quality_delta`` is with features minus the basis. Each
+    enrichment counts at most one quality score: later scores for the same id are
+    counted as ``duplicate_quality_scores`` and ignored.
+
+    Args:
+        config: the ``monitor:`` section (defaults to ``MonitorConfig()``).
+        breaker: a circuit breaker or a client with ``.breaker`` to watch (see
+            :meth:`watch`).
+        clock: monotonic seconds, for the probe interval (tests pass a fake clock).
+        rng: random source for the exploration share (anything with ``random()``);
+            defaults to ``random.Random(config.seed)``.
+
+    Raises:
+        ConfigError: a holdout fraction outside ``[0, 1]``.
+
+    Example:
+        >>> from asahi_features.models import EnrichmentResult
+        >>> monitor = FeatureMonitor()
+        >>> result = EnrichmentResult(original_prompt="Hi", enriched_prompt="[ctx] Hi",
+        ...     features_used=["tier"], feature_tokens_added=4,
+        ...     enrichment_latency_ms=1.5, features_available=True, store_attempted=True)
+        >>> monitor.record_enrichment(result, inference_quality=0.8)
+        >>> stats = monitor.get_stats()
+        >>> stats["total_enrichments"], stats["quality_with_features"]
+        (1, 0.8)
+        >>> monitor.should_enrich("general")
+        True
+    """
+
+    def __init__(
+        self,
+        config: Optional[MonitorConfig] = None,
+        *,
+        breaker: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Optional[Any] = None,
+    ) -> None:
+        self.config = config if config is not None else MonitorConfig()
+        cfg = self.config
+        for task, fraction in cfg.holdout_fraction.items():
+            if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
+                raise ConfigError(
+                    f"monitor.holdout_fraction[{task!r}] must be between 0 and 1, got {fraction}",
+                    key_path=f"monitor.holdout_fraction.{task}",
+                )
+        self._holdout = dict(cfg.holdout_fraction)
+        self._holdout_default = self._holdout.get("*", 0.0)
+        self._holdout_key = hashlib.blake2b(str(cfg.seed).encode(), digest_size=16).digest()
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random(cfg.seed)
+        self._lock = threading.Lock()
+        self._watched: Any = None
+        self._last_breaker_state: Optional[str] = None
+        self._max_pending = cfg.max_pending_quality
+        self._max_tasks = cfg.max_task_types
+        self._init_state()
+        if breaker is not None:
+            self.watch(breaker)
+
+    def _init_state(self) -> None:
+        cfg = self.config
+        self._tasks: Dict[str, TaskStats] = {}
+        self._pending: Dict[str, Entry] = {}
+        self._order: Deque[str] = deque()
+        self._latency = LatencyReservoir(cfg.latency_reservoir_size, seed=cfg.seed)
+        self._window = AvailabilityWindow(cfg.availability_window)
+        self._quality = new_quality()
+        self._counters = Counters()
+        self._paused = False
+        self._next_probe_at = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureMonitor(total_enrichments={self._counters.total}, "
+            f"tasks={len(self._tasks)}, paused={self._paused})"
+        )
+
+    # ------------------------------------------------------------------ recording
+
+    def record_enrichment(
+        self, result: EnrichmentResult, inference_quality: Optional[float] = None
+    ) -> None:
+        """Record one enrichment outcome, optionally with its quality score.
+
+        Idempotent per ``result.enrichment_id`` while the id is in the pending table:
+        recording the same result again counts nothing twice; if it brings a quality
+        score and the enrichment has none yet, the score is added.
+
+        Args:
+            result: what the enricher returned (any object with the same attributes).
+            inference_quality: a quality score of the answer (higher is better), or an
+                object with a ``.score`` (e.g. a LlamaIndex ``EvaluationResult``).
+                ``None``/NaN scores are counted as ``invalid_quality_scores``.
+        """
+        score = None if inference_quality is None else coerce_score(inference_quality)
+        # Read everything first: a malformed result fails here, before any counter moves.
+        eid = result.enrichment_id
+        task = result.task_type
+        enriched = result.features_available
+        held_out = result.held_out
+        reason = result.reason
+        tokens = result.feature_tokens_added + 0
+        latency = result.enrichment_latency_ms + 0.0
+        stale = len(result.dropped_stale)
+        attempted = result.store_attempted
+        failed = bool(result.store_failed)
+        if enriched:
+            used = len(result.features_used)
+            freshness = result.max_freshness_seconds + 0.0
+        with self._lock:
+            c = self._counters
+            pending = self._pending
+            entry = pending.get(eid)
+            if entry is not None:
+                c.duplicate_records += 1
+                if inference_quality is not None:
+                    self._apply_score(eid, entry, score)
+                return
+            ts = self._tasks.get(task)
+            if ts is None:
+                ts = self._task_for(task)
+            if enriched:
+                group = WITH
+                c.successful += 1
+                c.features_used += used
+                c.freshness_sum += freshness
+                if freshness > c.freshness_max:
+                    c.freshness_max = freshness
+            elif held_out:
+                group = HELD_OUT
+                c.held_out += 1
+            else:
+                group = FALLBACK
+            c.total += 1
+            ts.total += 1
+            ts.groups[group] += 1
+            reasons = ts.reasons
+            reasons[reason] = reasons.get(reason, 0) + 1
+            c.tokens += tokens
+            ts.tokens += tokens
+            c.latency_sum += latency
+            self._latency.add(latency)
+            if stale:
+                c.stale_dropped += stale
+                c.stale_records += 1
+            if attempted:
+                c.attempts += 1
+                self._window.add(failed)
+                if failed:
+                    c.failures += 1
+                elif self._paused:
+                    self._resume("a fetch attempt succeeded")
+            if len(pending) >= self._max_pending:
+                old = pending.pop(self._order.popleft())
+                if not old[2]:
+                    c.evicted += 1
+            self._order.append(eid)
+            entry = ts.entries[group]
+            pending[eid] = entry
+            if inference_quality is not None:
+                self._apply_score(eid, entry, score)
+
+    def record_quality(self, enrichment_id: str, score: Any) -> bool:
+        """Attach a (late) quality score to a recorded enrichment.
+
+        Args:
+            enrichment_id: ``EnrichmentResult.enrichment_id`` of the scored request.
+            score: a number (higher is better), a bool, or an object with ``.score``.
+
+        Returns:
+            True when the score was attached. False when the id is unknown (never
+            recorded, or evicted from the pending table: counted as
+            ``unmatched_quality_scores``), already scored (``duplicate_quality_scores``)
+            or the score is unusable (``invalid_quality_scores``).
+        """
+        value = coerce_score(score)
+        with self._lock:
+            entry = self._pending.get(enrichment_id)
+            if entry is None:
+                self._counters.unmatched += 1
+                return False
+            return self._apply_score(enrichment_id, entry, value)
+
+    def _apply_score(self, eid: str, entry: Entry, score: Optional[float]) -> bool:
+        ts, group, scored = entry
+        if score is None:
+            self._counters.invalid_scores += 1
+            return False
+        if scored:
+            self._counters.duplicate_scores += 1
+            return False
+        ts.quality[group].add(score)
+        self._quality[group].add(score)
+        ts.version += 1
+        self._pending[eid] = ts.entries[group + 3]
+        return True
+
+    def _task_for(self, task: str) -> TaskStats:
+        if len(self._tasks) >= self._max_tasks:
+            task = OTHER_TASK
+            existing = self._tasks.get(task)
+            if existing is not None:
+                return existing
+        ts = TaskStats(task)
+        self._tasks[task] = ts
+        return ts
+
+    # ------------------------------------------------------------------ holdout
+
+    def holdout_fraction(self, task_type: str) -> float:
+        """The configured holdout share of ``task_type`` (``"*"`` applies to all)."""
+        return self._holdout.get(task_type, self._holdout_default)
+
+    def is_held_out(self, task_type: str, unit_id: Optional[str]) -> bool:
+        """Does this request belong to the control group (deliberately not enriched)?
+
+        Reproducible: a keyed BLAKE2b hash of ``(seed, task_type, unit_id)`` mapped to
+        ``[0, 1)`` and compared with the task's holdout fraction, so one user always
+        gets the same treatment for a task type. Without a ``unit_id`` the request is
+        never held out. Any text is accepted, lone surrogates included.
+
+        Args:
+            task_type: the request's task type.
+            unit_id: what is randomised, usually the user id.
+        """
+        if unit_id is None:
+            return False
+        fraction = self._holdout.get(task_type, self._holdout_default)
+        if fraction <= 0.0:
+            return False
+        if fraction >= 1.0:
+            return True
+        # "surrogatepass": an id with a lone surrogate (json.loads of a cut emoji) hashes
+        # too; every other id gives the same bytes (and the same group) as plain UTF-8
+        text = f"{task_type}\x1f{unit_id}".encode("utf-8", "surrogatepass")
+        digest = hashlib.blake2b(text, digest_size=8, key=self._holdout_key).digest()
+        return int.from_bytes(digest, "big") < fraction * 18446744073709551616.0
+
+    # ------------------------------------------------------------------ decision
+
+    def watch(self, client_or_breaker: Any) -> None:
+        """Follow a circuit breaker so that :meth:`should_enrich` agrees with it.
+
+        Args:
+            client_or_breaker: a ``GuardedClient`` (anything with ``.breaker.state``), a
+                breaker (anything with ``.state``; an enum with value ``"closed"``,
+                ``"open"`` or ``"half_open"``, or that string), or ``None`` to stop.
+
+        Raises:
+            TypeError: the object has neither ``.breaker`` nor ``.state``.
+        """
+        target = client_or_breaker
+        if target is not None:
+            breaker = getattr(target, "breaker", None)
+            if breaker is not None:
+                target = breaker
+            try:
+                target.state  # noqa: B018 - probing the attribute
+            except AttributeError:
+                raise TypeError(
+                    "watch() needs a circuit breaker (with .state) or a client with "
+                    f".breaker, got {type(client_or_breaker).__name__}"
+                ) from None
+            except Exception:  # present but failing now: read again at each decision
+                logger.debug("the watched breaker's state cannot be read now", exc_info=True)
+        with self._lock:
+            self._watched = target
+            self._last_breaker_state = None
+
+    def _breaker_state(self) -> Optional[str]:
+        target = self._watched
+        if target is None:
+            return None
+        try:
+            state = target.state
+        except Exception:  # a broken breaker must not break the request path
+            logger.debug("reading the watched breaker's state failed", exc_info=True)
+            return None
+        return str(getattr(state, "value", state)).lower()
+
+    def should_enrich(self, task_type: str) -> bool:
+        """Should the enricher fetch features for this request? See the class docs.
+
+        Example:
+            >>> FeatureMonitor().should_enrich("faq")
+            True
+        """
+        return self.decision(task_type).enrich
+
+    def decision(self, task_type: str) -> Decision:
+        """:meth:`should_enrich` with its reason (one of :class:`DecisionReason`)."""
+        with self._lock:
+            state = self._breaker_state()
+            if state is not None:
+                last = self._last_breaker_state
+                if state != last:
+                    self._last_breaker_state = state
+                    if state == "closed" and last is not None:
+                        self._window.clear()
+                        if self._paused:
+                            self._resume("the circuit breaker closed")
+                if state == "open":
+                    return Decision(False, DecisionReason.BREAKER_OPEN)
+                if state == "half_open":  # the guard's probe decides, not the window
+                    return Decision(True, DecisionReason.BREAKER_HALF_OPEN)
+            if self._availability_paused():
+                now = self._clock()
+                if now >= self._next_probe_at:
+                    self._next_probe_at = now + self.config.availability_probe_interval_seconds
+                    self._counters.probes += 1
+                    return Decision(True, DecisionReason.AVAILABILITY_PROBE)
+                return Decision(False, DecisionReason.STORE_UNAVAILABLE)
+            ts = self._lookup_task(task_type)
+            if ts is not None and quality_disabled(ts, self.config):
+                if self._rng.random() < self.config.exploration_fraction:
+                    return Decision(True, DecisionReason.EXPLORATION)
+                return Decision(False, DecisionReason.QUALITY_NO_GAIN)
+            return Decision(True, DecisionReason.ENABLED)
+
+    def _lookup_task(self, task_type: str) -> Optional[TaskStats]:
+        ts = self._tasks.get(task_type)
+        if ts is None and len(self._tasks) >= self._max_tasks:
+            ts = self._tasks.get(OTHER_TASK)
+        return ts
+
+    def _availability_paused(self) -> bool:
+        if self._paused:
+            return True
+        cfg = self.config
+        window = self._window
+        if window.count < cfg.failure_window_min_attempts:
+            return False
+        pct = window.availability_pct
+        if pct is None or pct >= cfg.min_availability_pct:
+            return False
+        self._paused = True
+        self._counters.pauses += 1
+        self._next_probe_at = self._clock() + cfg.availability_probe_interval_seconds
+        logger.warning(
+            "feature store availability %.1f%% over the last %d attempts is below %.1f%%: "
+            "enrichment paused, probing every %.1fs",
+            pct,
+            window.count,
+            cfg.min_availability_pct,
+            cfg.availability_probe_interval_seconds,
+        )
+        return True
+
+    def _resume(self, why: str) -> None:
+        self._paused = False
+        self._window.clear()
+        logger.info("feature store recovered (%s): enrichment resumed", why)
+
+    # ------------------------------------------------------------------ reading
+
+    def get_stats(self) -> Dict[str, Any]:
+        """Everything the monitor knows, as a JSON-serialisable dict.
+
+        Keys of the specification: ``total_enrichments``, ``successful_enrichments``
+        (features reached the prompt), ``avg_features_used`` (over all enrichments),
+        ``avg_latency_ms``, ``quality_with_features``, ``quality_without_features``
+        (every scored request that got no features, whatever the reason) and
+        ``feature_store_availability_pct`` (share of fetch attempts that did not fail;
+        requests never sent to the store do not count). Means are ``None`` when there
+        is no data.
+
+        Quality, besides: ``quality_held_out`` (the control group alone),
+        ``quality_fallback`` (the other requests without features), ``quality_basis``
+        (``"held_out"`` once the control group has ``min_samples`` scores, else
+        ``"unenriched"``) and ``quality_delta`` (with features minus the basis).
+
+        Also: latency percentiles (``latency_ms``), tokens, staleness drops, fallbacks
+        by reason, recent availability, breaker state, pending-table counters and a
+        per-task breakdown under ``task_types`` with the same quality keys, the sample
+        counts, the always-valid bounds of the gain (``quality_gain_lower_bound`` /
+        ``..._upper_bound``, ``None`` until both compared groups have ``min_samples``
+        scores) and ``disabled_for_quality``.
+        """
+        with self._lock:
+            stats = report.stats_locked(self)
+        return report.finish_stats(stats)
+
+    # ------------------------------------------------------------------ persistence
+
+    def snapshot(self) -> Dict[str, Any]:
+        """A JSON-serialisable snapshot: ``{"schema", "stats", "state"}``.
+
+        ``stats`` is :meth:`get_stats`; ``state`` holds the raw accumulators that
+        :meth:`save` writes and :meth:`load` restores (counters, quality means and
+        variances, the latency sample). The pending table and the recent-availability
+        window are not persisted: they describe the running process.
+        """
+        with self._lock:
+            stats = report.stats_locked(self)
+            state = persistence.state_of(self._counters, self._quality, self._latency, self._tasks)
+        stats = report.finish_stats(stats)
+        return {"schema": persistence.SCHEMA, "stats": stats, "state": state}
+
+    def _restore(self, restored: persistence.Restored) -> None:
+        with self._lock:
+            self._init_state()
+            self._counters = restored.counters
+            self._quality = restored.quality
+            self._latency = restored.latency
+            self._tasks = restored.tasks
+
+    def save(self, path: Union[str, Path, None] = None) -> Path:
+        """Write the counters and quality history to a JSON file, atomically.
+
+        The file is written next to its destination and renamed over it, so a crash
+        never leaves a half-written file.
+
+        Args:
+            path: destination; defaults to ``config.persist_path``.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ConfigError: no path given and ``monitor.persist_path`` is not set.
+            OSError: the file cannot be written.
+        """
+        target = persistence.persist_target(path, self.config)
+        return persistence.write_snapshot(target, self.snapshot())
+
+    def restore(self, path: Union[str, Path, None] = None, *, missing_ok: bool = True) -> bool:
+        """Replace this monitor's counters with those saved in ``path``.
+
+        Args:
+            path: the file :meth:`save` wrote; defaults to ``config.persist_path``.
+            missing_ok: a missing file leaves the monitor empty and returns False
+                (a first start); with ``False`` it raises ``FileNotFoundError``.
+
+        The whole file is checked before anything is restored: the schema version, every
+        counter (an integer from 0 to 2**63-1, or a finite number for sums), every task
+        entry (its groups and reasons add up to its total) and every quality accumulator
+        (finite mean, finite non-negative m2). A file that fails any check raises here,
+        naming the field, and the monitor is left empty; a monitor that loaded never
+        fails later because of what it loaded.
+
+        Returns:
+            True when a saved state was loaded.
+
+        Raises:
+            ConfigError: the file is not a saved monitor state (the message names the
+                offending field and what is allowed there), or no path is known.
+        """
+        target = persistence.persist_target(path, self.config)
+        try:
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            if missing_ok:
+                logger.info("no saved monitor state at %s: starting empty", target)
+                return False
+            raise
+        restored = persistence.parse_snapshot(raw, self.config)
+        if isinstance(restored, str):
+            with self._lock:
+                self._init_state()
+            raise persistence.not_a_snapshot(target, restored)
+        self._restore(restored)
+        return True
+
+    @classmethod
+    def load(
+        cls,
+        path: Union[str, Path, None] = None,
+        config: Optional[MonitorConfig] = None,
+        **kwargs: Any,
+    ) -> FeatureMonitor:
+        """A monitor restored from :meth:`save`'s file (empty if the file is missing).
+
+        Args:
+            path: the saved file; defaults to ``config.persist_path``.
+            config: the ``monitor:`` section for the new monitor.
+            **kwargs: passed to the constructor (``breaker``, ``clock``, ``rng``).
+
+        Raises:
+            ConfigError: the file is not a saved monitor state, or no path is known.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "monitor.json"
+            >>> _ = FeatureMonitor().save(path)
+            >>> FeatureMonitor.load(path).get_stats()["total_enrichments"]
+            0
+        """
+        monitor = cls(config, **kwargs)
+        monitor.restore(path)
+        return monitor
+
+    # ------------------------------------------------------------------ Prometheus
+
+    def register_prometheus(self, registry: Any = None) -> Any:
+        """Expose the monitor as Prometheus metrics (needs the ``prometheus`` extra).
+
+        Metrics (all prefixed ``asahi_features_``): ``enrichments_total{task_type,
+        reason}``, ``feature_tokens_added_total{task_type}``,
+        ``stale_features_dropped_total``, ``feature_store_attempts_total``,
+        ``feature_store_failures_total``, ``feature_store_availability_ratio{window=
+        "overall"|"recent"}``, ``enrichment_latency_seconds`` (summary with 0.5/0.95/0.99
+        quantiles), ``quality_mean{task_type,group}``, ``quality_samples_total{task_type,
+        group}``, ``enrichment_enabled{task_type}`` (1 unless disabled for quality),
+        ``availability_paused``, ``breaker_open``, ``pending_quality``,
+        ``pending_evicted_total`` and ``unmatched_quality_scores_total``.
+
+        One monitor per registry: the metric names carry no monitor label, so a second
+        registration in the same registry is refused by prometheus-client.
+
+        Args:
+            registry: a ``prometheus_client.CollectorRegistry`` (default: the global
+                ``REGISTRY``).
+
+        Returns:
+            The registered collector (pass it to ``registry.unregister`` to remove it).
+
+        Raises:
+            ImportError: prometheus-client is not installed.
+            ValueError: the registry already holds these metric names.
+        """
+        from .export import register
+
+        return register(self, registry)
