@@ -31,6 +31,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
+    ClassVar,
     Deque,
     Dict,
     List,
@@ -41,6 +42,12 @@ from typing import (
 )
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.prompt_values import (
+    ChatPromptValue,
+    ChatPromptValueConcrete,
+    StringPromptValue,
+)
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
     ensure_config,
@@ -49,17 +56,21 @@ from langchain_core.runnables.config import (
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from langchain_core.tracers.base import BaseTracer
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr, create_model
 
 from .enricher import EnrichmentTuple, FeatureEnricher
-from .models import EnrichmentRequest, EnrichmentResult
+from .models import EnrichmentReason, EnrichmentRequest, EnrichmentResult
 
 if TYPE_CHECKING:
     from langchain_core.tracers.schemas import Run
 
 __all__ = [
     "ENRICHMENT_KEY",
+    "IDENTITY_PREFIX",
+    "EnrichedChatPromptValue",
+    "EnrichedMessages",
     "EnrichedPrompt",
+    "EnrichedStringPromptValue",
     "Evaluator",
     "FeatureEnrichmentRunnable",
     "FeatureMonitorCallbackHandler",
@@ -136,18 +147,41 @@ def _as_id(value: Any) -> Optional[str]:
     return value if type(value) is str else str(value)
 
 
+IDENTITY_PREFIX = "asahi_"
+"""Prefix of the ``configurable`` keys the runnable advertises (``asahi_user_id``, ...), so
+that they never collide with other components' config specs (``RunnableWithMessageHistory``
+commonly declares its own ``user_id``). The plain keys are still read."""
+
+
+def _configured(configurable: Mapping[str, Any], key: str) -> Any:
+    """``configurable["asahi_<key>"]`` when present, else ``configurable[key]`` when
+    present, else ``_ABSENT``. Presence is what counts: a ``None`` there is final."""
+    if not configurable:
+        return _ABSENT
+    value = configurable.get(IDENTITY_PREFIX + key, _ABSENT)
+    if value is _ABSENT:
+        value = configurable.get(key, _ABSENT)
+    return value
+
+
 def _pick(configurable: Mapping[str, Any], given: Mapping[str, Any], key: str) -> Optional[str]:
-    """An identity: ``configurable[key]`` when the key is there at all (``None`` there
-    means "no identity", never "ask the input"), else the input's ``key``."""
-    value = configurable.get(key, _ABSENT)
+    """An identity: ``configurable["asahi_<key>"]`` or ``configurable[key]`` when the key
+    is there at all (``None`` there means "no identity", never "ask the input"), else the
+    input's ``key``."""
+    value = _configured(configurable, key)
     if value is _ABSENT:
         value = given.get(key)
     return _as_id(value)
 
 
 def _pick_task(configurable: Mapping[str, Any], given: Mapping[str, Any]) -> Optional[str]:
-    """The task type: ``configurable``'s unless it is missing or ``None``, else the input's."""
-    value = configurable.get("task_type")
+    """The task type: ``configurable``'s (``asahi_task_type``, then ``task_type``) unless
+    missing or ``None``, else the input's."""
+    value = None
+    if configurable:
+        value = configurable.get(IDENTITY_PREFIX + "task_type")
+        if value is None:
+            value = configurable.get("task_type")
     if value is None:
         value = given.get("task_type")
     return _as_id(value)
@@ -190,26 +224,137 @@ class EnrichedPrompt(str):
         return (EnrichedPrompt, (str(self), self.enrichment))
 
 
+class EnrichedMessages(List[BaseMessage]):
+    """The enriched messages (a ``list``) that also carry their :class:`EnrichmentResult`.
+
+    Returned for a message list or a single message input (``output="prompt"``), and as
+    ``state["messages"]`` for a ``{"messages": [...]}`` input: any chat model accepts it,
+    and the monitor handler reads ``.enrichment`` from the step's output.
+    """
+
+    enrichment: EnrichmentResult
+
+    def __init__(self, messages: Iterable[BaseMessage], enrichment: EnrichmentResult) -> None:
+        super().__init__(messages)
+        self.enrichment = enrichment
+
+    def __reduce__(self) -> Any:
+        return (EnrichedMessages, (list(self), self.enrichment))
+
+
+class EnrichedChatPromptValue(ChatPromptValue):
+    """A ``ChatPromptValue`` with the block added, carrying its :class:`EnrichmentResult`
+    (``.enrichment``); returned for a ``ChatPromptValue`` input."""
+
+    _enrichment: Optional[EnrichmentResult] = PrivateAttr(default=None)
+
+    @property
+    def enrichment(self) -> Optional[EnrichmentResult]:
+        """The result of the enrichment that produced this value."""
+        return self._enrichment
+
+
+class EnrichedStringPromptValue(StringPromptValue):
+    """A ``StringPromptValue`` holding the enriched prompt, carrying its
+    :class:`EnrichmentResult` (``.enrichment``); returned for a ``StringPromptValue``."""
+
+    _enrichment: Optional[EnrichmentResult] = PrivateAttr(default=None)
+
+    @property
+    def enrichment(self) -> Optional[EnrichmentResult]:
+        """The result of the enrichment that produced this value."""
+        return self._enrichment
+
+
+def _messages_of(input: Any, prompt_key: str) -> Optional[Sequence[Any]]:
+    """The messages of a message-shaped input (chat prompt value, message list, single
+    message, ``{"messages": [...]}`` state without ``prompt_key``), else ``None``."""
+    if isinstance(input, ChatPromptValue):
+        return input.messages
+    if isinstance(input, BaseMessage):
+        return [input]
+    if isinstance(input, (list, tuple)) and all(isinstance(m, BaseMessage) for m in input):
+        return input
+    if isinstance(input, Mapping) and prompt_key not in input:
+        messages = input.get("messages")
+        if isinstance(messages, (list, tuple)) and all(
+            isinstance(m, BaseMessage) for m in messages
+        ):
+            return messages
+    return None
+
+
+def _last_human_text(messages: Sequence[BaseMessage]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return message.text
+    return ""
+
+
+def _with_block(content: Any, block: str, before: bool) -> Any:
+    """``content`` (a str or a list of content blocks) with ``block`` added before or
+    after it; a new object, the original is not touched."""
+    if isinstance(content, str):
+        if not content:
+            return block
+        return f"{block}\n\n{content}" if before else f"{content}\n\n{block}"
+    part = {"type": "text", "text": block}
+    items = list(content or [])
+    return [part, *items] if before else [*items, part]
+
+
+def _place(messages: Sequence[BaseMessage], block: str, placement: str) -> List[BaseMessage]:
+    """A new message list with ``block`` in the leading system message (merged into an
+    existing one, else a new one) or, with ``placement="human"``, in front of the last
+    human message's text. The caller's messages are copied, never changed."""
+    out = list(messages)
+    if not block:
+        return out
+    if placement == "human":
+        for i in range(len(out) - 1, -1, -1):
+            message = out[i]
+            if isinstance(message, HumanMessage):
+                out[i] = message.model_copy(
+                    update={"content": _with_block(message.content, block, before=True)}
+                )
+                return out
+        # no human message: fall back to the system message
+    if out and isinstance(out[0], SystemMessage):
+        first = out[0]
+        out[0] = first.model_copy(
+            update={"content": _with_block(first.content, block, before=False)}
+        )
+    else:
+        out.insert(0, SystemMessage(content=block))
+    return out
+
+
 _IDENTITY_SPECS = (
     (
         "user_id",
         "User ID",
         "Identity for user features. When present it is final (None: no user), the "
-        "input's user_id is not read.",
+        "input's user_id is not read. The plain key user_id is read too (this one wins).",
     ),
     (
         "organization_id",
         "Organization ID",
         "Identity for organization features. When present it is final (None: no "
-        "organization), the input's organization_id is not read.",
+        "organization), the input's organization_id is not read. The plain key "
+        "organization_id is read too (this one wins).",
     ),
-    ("task_type", "Task type", "Task type that selects the features (wins over the input)."),
+    (
+        "task_type",
+        "Task type",
+        "Task type that selects the features (wins over the input; the plain key "
+        "task_type is read too).",
+    ),
 )
 
 
 def _spec(key: str, name: str, description: str) -> ConfigurableFieldSpec:
     return ConfigurableFieldSpec(
-        id=key,
+        id=IDENTITY_PREFIX + key,
         annotation=Optional[str],
         name=name,
         description=description,
@@ -227,13 +372,64 @@ def _config_specs(entity_keys: Sequence[str] = ()) -> List[ConfigurableFieldSpec
                 key,
                 f"{entity_type.replace('_', ' ').capitalize()} ID",
                 f"Identity for {entity_type} features. When present it is final (None: "
-                f"no {entity_type}), the input's context['{key}'] is not read.",
+                f"no {entity_type}), the input's context['{key}'] is not read. The plain "
+                f"key {key} is read too (this one wins).",
             )
         )
     return specs
 
 
 _CONFIG_SPECS = _config_specs()
+
+_WARN_REASONS: Dict[Any, str] = {
+    EnrichmentReason.NO_IDENTITY: (
+        "FeatureEnrichmentRunnable %r: no identity for task type %r, the prompt goes out "
+        "without features. Pass one in config['configurable'] (asahi_user_id, "
+        "asahi_organization_id, asahi_<entity_type>_id, or the plain keys) or in the input "
+        "(later occurrences are logged at DEBUG)"
+    ),
+    EnrichmentReason.TASK_NOT_ENABLED: (
+        "FeatureEnrichmentRunnable %r: task type %r is not in the enricher's "
+        "enabled_task_types, the prompt goes out without features (later occurrences are "
+        "logged at DEBUG)"
+    ),
+    EnrichmentReason.NO_FEATURES_MAPPED: (
+        "FeatureEnrichmentRunnable %r: task type %r maps no features in the enricher's "
+        "task_features, the prompt goes out without features (later occurrences are "
+        "logged at DEBUG)"
+    ),
+}
+"""Outcomes that usually mean a wiring mistake: WARNING once per (outcome, task type) and
+runnable, DEBUG after that."""
+_NO_IDENTITY = EnrichmentReason.NO_IDENTITY
+_NOT_ENABLED = EnrichmentReason.TASK_NOT_ENABLED
+_NOT_MAPPED = EnrichmentReason.NO_FEATURES_MAPPED
+_MAX_WARNED = 64
+"""Distinct causes a runnable warns about (task types can come from clients: bounded)."""
+
+
+class _WarnOnce:
+    """The causes a runnable already warned about (bounded by ``_MAX_WARNED``)."""
+
+    __slots__ = ("lock", "warned")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.warned: set[Tuple[Any, str]] = set()
+
+    def claim(self, cause: Tuple[Any, str]) -> bool:
+        """True for the first caller with a new cause (while fewer than the bound)."""
+        with self.lock:
+            if cause in self.warned or len(self.warned) >= _MAX_WARNED:
+                return False
+            self.warned.add(cause)
+            return True
+
+
+class MessagesInput(BaseModel):
+    """A ``{"messages": [...]}`` state (e.g. LangGraph's ``MessagesState``)."""
+
+    messages: List[AnyMessage]
 
 
 class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
@@ -247,16 +443,38 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     identity key present in ``configurable`` is final, whatever the input says;
     ``None`` there means "no identity", never "take the input's". The keys are
     ``user_id``, ``organization_id`` and ``<entity_type>_id`` for every other entity type
-    of the enricher's task map (e.g. ``merchant_id``), all advertised through
-    :attr:`config_specs`. ``task_type`` in ``configurable`` wins unless it is ``None``.
+    of the enricher's task map (e.g. ``merchant_id``); they are advertised through
+    :attr:`config_specs` with the prefix ``asahi_`` (``asahi_user_id``, ...) so that they
+    never collide with other steps' specs (``RunnableWithMessageHistory``'s
+    ``user_id``). Both spellings are read; when both are present the ``asahi_`` one wins.
+    ``task_type`` (or ``asahi_task_type``) in ``configurable`` wins unless it is ``None``.
+    A request that ends without features because no identity was given, or because its
+    task type is not enabled or maps no features, logs one WARNING per cause (outcome and
+    task type) per runnable, DEBUG after that.
     With ``identity_from_input=False`` the input's identities (``user_id``,
     ``organization_id``, the task's ``context["<entity_type>_id"]``) are ignored
     altogether: only ``configurable`` counts.
 
-    Output: with ``output="prompt"`` (default) the enriched prompt as an
-    :class:`EnrichedPrompt` string, so ``runnable | llm`` works. With ``output="dict"``
-    the input dict plus ``enriched_prompt``, ``feature_context`` (the added block alone,
-    for a ``{feature_context}`` template slot) and ``enrichment`` (the result).
+    Messages: the input may also be a ``PromptValue`` (``ChatPromptTemplate`` or
+    ``PromptTemplate`` output), a list of messages, a single message or a
+    ``{"messages": [...]}`` state (a dict without ``prompt_key``). The enricher is asked
+    with the text of the last human message; only the block is used: it goes into the
+    leading system message (appended to an existing one, else a new one first) or, with
+    ``placement="human"``, in front of the last human message's text. The caller's
+    messages are never changed (copies).
+
+    Output: with ``output="prompt"`` (default) the input's shape, enriched: a ``str`` or
+    a prompt dict gives an :class:`EnrichedPrompt` string (so ``runnable | llm`` works),
+    a ``StringPromptValue`` an :class:`EnrichedStringPromptValue`, a ``ChatPromptValue``
+    an :class:`EnrichedChatPromptValue`, a message list or a single message an
+    :class:`EnrichedMessages` list, a ``{"messages": [...]}`` state a copy of the dict
+    with ``messages`` replaced by an :class:`EnrichedMessages` list. With
+    ``output="dict"`` the input dict (``{}`` for a non-dict message input) plus
+    ``enriched_prompt``, ``feature_context`` (the added block alone, for a
+    ``{feature_context}`` template slot), ``enrichment`` (the result) and, for message
+    inputs, ``messages`` (enriched). With ``output="context"`` the block alone (a
+    ``str``, empty when nothing was added), whatever the input shape: for
+    ``RunnablePassthrough.assign(feature_context=runnable)``.
 
     ``invoke`` / ``ainvoke`` / ``batch`` / ``abatch`` each give every input its own
     callback run; a batch of N inputs is one ``enrich_batch`` call, i.e. one backend
@@ -269,14 +487,16 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         monitor: optional :class:`~asahi_features.monitor.FeatureMonitor` to record every
             result in (skipped when it is the enricher's own monitor, which records).
         prompt_key: the dict key of the prompt (default ``"prompt"``).
-        output: ``"prompt"`` or ``"dict"``.
+        output: ``"prompt"``, ``"dict"`` or ``"context"``.
+        placement: where the block goes for message inputs: ``"system"`` (default) or
+            ``"human"`` (in front of the last human message's text).
         task_type: the task type when neither the config nor the input gives one.
         identity_from_input: read identities from the input when ``configurable`` does
             not have them (default). ``False`` for servers whose input comes from
             clients: identities then come from ``configurable`` only.
 
     Raises:
-        TypeError: (per input) the input is not a str or a dict with a str prompt.
+        TypeError: (per input) the input is none of the shapes above.
 
     Example:
         >>> from langchain_core.language_models import FakeListChatModel
@@ -289,7 +509,8 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     enricher: Any
     monitor: Any = None
     prompt_key: str = "prompt"
-    output: Literal["prompt", "dict"] = "prompt"
+    output: Literal["prompt", "dict", "context"] = "prompt"
+    placement: Literal["system", "human"] = "system"
     task_type: str = "general"
     identity_from_input: bool = True
     name: Optional[str] = "FeatureEnrichment"
@@ -298,6 +519,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     _context_keys: Optional[Dict[str, Tuple[str, ...]]] = PrivateAttr(default=None)
     _specs: List[ConfigurableFieldSpec] = PrivateAttr(default_factory=list)
+    _warn_once: ClassVar[_WarnOnce]  # per instance, in __dict__ (see __init__)
 
     def __init__(self, enricher: Any = None, **kwargs: Any) -> None:
         if enricher is None:
@@ -306,6 +528,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         self._context_keys = _context_id_keys(enricher)
         every = sorted({key for keys in (self._context_keys or {}).values() for key in keys})
         self._specs = _config_specs(every) if every else _CONFIG_SPECS
+        # A plain instance attribute, not a pydantic private one (those cost microseconds
+        # per read, and _note runs on every request that ends without features).
+        object.__setattr__(self, "_warn_once", _WarnOnce())
 
     @classmethod
     def is_lc_serializable(cls) -> bool:
@@ -314,14 +539,50 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     @property
     def config_specs(self) -> List[ConfigurableFieldSpec]:
-        """``user_id``, ``organization_id``, ``task_type`` and ``<entity_type>_id`` for
-        every other entity type of the enricher's task map, in ``configurable``."""
+        """``asahi_user_id``, ``asahi_organization_id``, ``asahi_task_type`` and
+        ``asahi_<entity_type>_id`` for every other entity type of the enricher's task
+        map, in ``configurable`` (the plain keys are read too, not advertised)."""
         return list(self._specs)
 
     @property
+    def InputType(self) -> Any:
+        """Every accepted input shape (so that a playground can render a form)."""
+        optional: Any = (Optional[str], None)
+        fields: Dict[str, Any] = {
+            self.prompt_key: (str, ...),
+            "user_id": optional,
+            "organization_id": optional,
+            "task_type": optional,
+            "context": (Optional[Dict[str, Any]], None),
+        }
+        prompt_dict = create_model("FeatureEnrichmentInput", **fields)
+        return Union[
+            str,
+            prompt_dict,
+            StringPromptValue,
+            ChatPromptValueConcrete,
+            List[AnyMessage],
+            AnyMessage,
+            MessagesInput,
+        ]
+
+    @property
     def OutputType(self) -> Any:
-        """``str`` for ``output="prompt"``, ``dict`` for ``output="dict"``."""
-        return str if self.output == "prompt" else dict
+        """``dict`` for ``output="dict"``, else ``str`` (the output of ``output="context"``,
+        and of ``output="prompt"`` for str and dict inputs; message inputs keep their
+        shape, see the class docs)."""
+        return dict if self.output == "dict" else str
+
+    def _note(self, result: EnrichmentResult) -> None:
+        """WARNING once per (outcome, task type), DEBUG after that (see the class docs)."""
+        reason = result.reason
+        task = str(result.task_type)[:80]
+        cause = (reason, task)
+        state = self._warn_once
+        if cause in state.warned or not state.claim(cause):
+            logger.debug(_WARN_REASONS[reason], self.name, task)
+            return
+        logger.warning(_WARN_REASONS[reason], self.name, task)
 
     # -- input and output -------------------------------------------------------------
 
@@ -342,20 +603,33 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         if type(input) is dict or (not isinstance(input, str) and isinstance(input, Mapping)):
             prompt: Any = input.get(self.prompt_key)
             if not isinstance(prompt, str):
-                what = "missing" if prompt is None else f"a {type(prompt).__name__}"
-                raise TypeError(
-                    f"FeatureEnrichmentRunnable: the prompt under key {self.prompt_key!r} is "
-                    f"{what}; expected a str (input keys: {sorted(map(str, input))})"
-                )
+                messages = _messages_of(input, self.prompt_key) if prompt is None else None
+                if messages is None:
+                    what = "missing" if prompt is None else f"a {type(prompt).__name__}"
+                    raise TypeError(
+                        f"FeatureEnrichmentRunnable: the prompt under key {self.prompt_key!r} "
+                        f"is {what}; expected a str, or a 'messages' list of messages "
+                        f"(input keys: {sorted(map(str, input))})"
+                    )
+                prompt = _last_human_text(messages)
             given: Mapping[str, Any] = input
         elif isinstance(input, str):
             prompt = input
             given = _NOTHING
         else:
-            raise TypeError(
-                "FeatureEnrichmentRunnable expects a str prompt or a dict with the prompt "
-                f"under {self.prompt_key!r}, got {type(input).__name__}"
-            )
+            if isinstance(input, StringPromptValue):
+                prompt = input.text
+            else:
+                messages = _messages_of(input, self.prompt_key)
+                if messages is None:
+                    raise TypeError(
+                        "FeatureEnrichmentRunnable expects a str prompt or a dict with the "
+                        f"prompt under {self.prompt_key!r}, a PromptValue, a list of messages, "
+                        "a message or a {'messages': [...]} dict, got "
+                        f"{type(input).__name__}"
+                    )
+                prompt = _last_human_text(messages)
+            given = _NOTHING
         ids = given if self.identity_from_input else _NOTHING
         user_id = _pick(configurable, ids, "user_id")
         organization_id = _pick(configurable, ids, "organization_id")
@@ -389,7 +663,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         (unless ``identity_from_input`` is off)."""
         from_input = self.identity_from_input
         for key in keys:
-            value = configurable.get(key, _ABSENT)
+            value = _configured(configurable, key)
             if value is _ABSENT:
                 if from_input:
                     continue
@@ -409,11 +683,41 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
                 self.monitor.record_enrichment(result)
             except Exception:  # a monitor bug must never fail the chain
                 logger.exception("monitor.record_enrichment failed")
-        if self.output == "prompt":
+        output = self.output
+        if output == "context":
+            return result.feature_context
+        if isinstance(input, StringPromptValue):
+            if output == "prompt":
+                value = EnrichedStringPromptValue(text=result.enriched_prompt)
+                value._enrichment = result
+                return value
+            input = input.text
+        messages = None if isinstance(input, str) else _messages_of(input, self.prompt_key)
+        if messages is not None:
+            placed = EnrichedMessages(
+                _place(messages, result.feature_context.strip(), self.placement), result
+            )
+            if output == "prompt":
+                if isinstance(input, ChatPromptValue):
+                    chat = EnrichedChatPromptValue(messages=list(placed))
+                    chat._enrichment = result
+                    return chat
+                if isinstance(input, Mapping):
+                    state = dict(input)
+                    state["messages"] = placed
+                    return state
+                return placed
+        elif output == "prompt":
             return EnrichedPrompt(result.enriched_prompt, result)
-        out: Dict[str, Any] = (
-            dict(input) if isinstance(input, Mapping) else {self.prompt_key: input}
-        )
+        out: Dict[str, Any]
+        if isinstance(input, Mapping):
+            out = dict(input)
+        elif messages is not None:
+            out = {}
+        else:
+            out = {self.prompt_key: input}
+        if messages is not None:
+            out["messages"] = placed
         out["enriched_prompt"] = result.enriched_prompt
         out["feature_context"] = result.feature_context
         out[ENRICHMENT_KEY] = result
@@ -432,6 +736,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
+        reason = result.reason
+        if reason is _NO_IDENTITY or reason is _NOT_ENABLED or reason is _NOT_MAPPED:
+            self._note(result)
         if run_manager.handlers:
             _mark_produced(result)
         return self._output(input, result)
@@ -447,6 +754,9 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
+        reason = result.reason
+        if reason is _NO_IDENTITY or reason is _NOT_ENABLED or reason is _NOT_MAPPED:
+            self._note(result)
         if run_manager.handlers:
             _mark_produced(result)
         return self._output(input, result)
@@ -498,10 +808,20 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             for result in results:
                 _mark_produced(result)
         if self.output == "prompt" and not self._records_itself():
+            key = self.prompt_key
             for i, result in zip(positions, results, strict=True):
-                outputs[i] = EnrichedPrompt(result.enriched_prompt, result)
+                reason = result.reason
+                if reason is _NO_IDENTITY or reason is _NOT_ENABLED or reason is _NOT_MAPPED:
+                    self._note(result)
+                input = inputs[i]
+                if type(input) is str or (type(input) is dict and key in input):
+                    outputs[i] = EnrichedPrompt(result.enriched_prompt, result)
+                else:
+                    outputs[i] = self._output(input, result)
             return outputs
         for i, result in zip(positions, results, strict=True):
+            if result.reason in _WARN_REASONS:
+                self._note(result)
             outputs[i] = self._output(inputs[i], result)
         return outputs
 
@@ -640,7 +960,10 @@ def _unobserved(outputs: List[Any], return_exceptions: bool) -> List[Any]:
 
 
 def _enrichment_in(value: Any) -> Optional[EnrichmentResult]:
-    if isinstance(value, EnrichedPrompt):
+    if isinstance(
+        value,
+        (EnrichedPrompt, EnrichedMessages, EnrichedChatPromptValue, EnrichedStringPromptValue),
+    ):
         return value.enrichment
     if isinstance(value, EnrichmentResult):
         return value
@@ -658,6 +981,8 @@ def _enrichment_of_outputs(outputs: Any) -> Optional[EnrichmentResult]:
     found = _enrichment_in(outputs.get(ENRICHMENT_KEY))
     if found is None:
         found = _enrichment_in(outputs.get("output"))
+    if found is None:  # a {"messages": [...]} state
+        found = _enrichment_in(outputs.get("messages"))
     return found
 
 

@@ -188,12 +188,18 @@ def test_none_in_configurable_does_not_fall_back_to_the_body() -> None:
 def test_every_entity_type_is_advertised_and_pinnable() -> None:
     runnable = FeatureEnrichmentRunnable(FeatureEnricher(EchoStore(), CONFIG))
     ids = [spec.id for spec in runnable.config_specs]
-    assert ids == ["user_id", "organization_id", "task_type", "merchant_id"]
-    merchant = next(s for s in runnable.config_specs if s.id == "merchant_id")
+    # namespaced (no clash with RunnableWithMessageHistory's user_id); plain keys still read
+    assert ids == [
+        "asahi_user_id",
+        "asahi_organization_id",
+        "asahi_task_type",
+        "asahi_merchant_id",
+    ]
+    merchant = next(s for s in runnable.config_specs if s.id == "asahi_merchant_id")
     assert merchant.default is None and merchant.is_shared
     # the specs reach a chain that contains the runnable
     chain = runnable | (lambda p: p)
-    assert "merchant_id" in {spec.id for spec in chain.config_specs}
+    assert "asahi_merchant_id" in {spec.id for spec in chain.config_specs}
 
 
 def test_pinned_id_of_an_entity_type_the_task_does_not_use_is_not_rendered() -> None:
@@ -251,4 +257,8 @@ def test_without_a_task_map_identity_from_input_false_drops_every_id_in_the_cont
     for request in alike.seen:
         assert request.user_id is None and request.organization_id in ("o_conf", None)
         assert request.context == {"page": "p"}
-    assert [s.id for s in runnable.config_specs] == ["user_id", "organization_id", "task_type"]
+    assert [s.id for s in runnable.config_specs] == [
+        "asahi_user_id",
+        "asahi_organization_id",
+        "asahi_task_type",
+    ]

@@ -158,7 +158,7 @@ def test_no_identity_leaves_prompt_unchanged(enricher: FeatureEnricher) -> None:
 def test_config_specs_are_advertised_through_the_chain(enricher: FeatureEnricher) -> None:
     chain = FeatureEnrichmentRunnable(enricher) | fake_llm()
     ids = {spec.id for spec in chain.config_specs}
-    assert {"user_id", "organization_id", "task_type"} <= ids
+    assert {"asahi_user_id", "asahi_organization_id", "asahi_task_type"} <= ids
 
 
 def test_context_is_passed_to_the_enricher(enricher: FeatureEnricher) -> None:
