@@ -4,7 +4,7 @@ in-memory client, and the sample repository's feature lists and references."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 from asahi_features.models import FeatureVector
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES, SAMPLE_VIEWS
@@ -64,18 +64,29 @@ PRODUCT_REFS = sample_refs(PRODUCT_FEATURES)
 
 
 class MemoryClient:
-    """Returns one prepared vector: the backend costs (almost) nothing."""
+    """Returns one prepared vector, as the answer for whichever entity was asked: the
+    backend costs (almost) nothing. (Answers are matched by entity id, so each id gets its
+    own copy, made once.)"""
 
     def __init__(self, vector: FeatureVector) -> None:
         self.vector = vector
+        self._by_id: Dict[Tuple[str, str], FeatureVector] = {}
+
+    def _for(self, entity_id: str, entity_type: str) -> FeatureVector:
+        vector = self._by_id.get((entity_id, entity_type))
+        if vector is None:
+            vector = self._by_id[(entity_id, entity_type)] = self.vector.model_copy(
+                update={"entity_id": entity_id, "entity_type": entity_type}
+            )
+        return vector
 
     def get_features(self, entity_id: str, entity_type: str, names: List[str]) -> FeatureVector:
-        return self.vector
+        return self._for(entity_id, entity_type)
 
     def get_batch_features(
         self, entity_ids: List[str], entity_type: str, names: List[str]
     ) -> List[FeatureVector]:
-        return [self.vector for _ in entity_ids]
+        return [self._for(eid, entity_type) for eid in entity_ids]
 
     def health_check(self) -> bool:
         return True
