@@ -77,6 +77,7 @@ _IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _OVERLOADED = FeatureStatus.OVERLOADED
+_INVALID_ID = FeatureStatus.INVALID_ID
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
 
@@ -437,9 +438,7 @@ class FeatureEnricher:
         Raises:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
-        plan = self._plan_one(
-            EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        )
+        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
         if plan.done is None:
             one = self._lone_read(plan)
             if one is None:
@@ -466,9 +465,7 @@ class FeatureEnricher:
     ) -> EnrichmentResult:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
-        plan = self._plan_one(
-            EnrichmentTuple(prompt, user_id, organization_id, task_type, context)
-        )
+        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
         if plan.done is None:
             one = self._lone_read(plan)
             if one is None:
@@ -1136,7 +1133,11 @@ class FeatureEnricher:
         else:
             text = ""  # context lines alone never make an enrichment
             reason = self._reason_not_enriched(
-                counts, failed, bool(dropped_budget), plan.overloaded
+                counts,
+                failed,
+                bool(dropped_budget),
+                plan.overloaded,
+                bool(status) and all(s is _INVALID_ID for s in status.values()),
             )
         # A read that never left this process tells nothing about the store: a request
         # whose every read was refused that way did not attempt the store at all.
@@ -1170,12 +1171,15 @@ class FeatureEnricher:
         failed: bool,
         budget_dropped: bool,
         overloaded: bool = False,
+        invalid_ids: bool = False,
     ) -> EnrichmentReason:
         found, with_values, fresh, allowed, invalid = counts
         if failed and found == 0:
             return EnrichmentReason.STORE_UNAVAILABLE
         if overloaded and found == 0:
             return EnrichmentReason.OVERLOADED
+        if invalid_ids and found == 0:  # every entity's id was invalid: nothing else failed
+            return EnrichmentReason.INVALID_ENTITY_ID
         if found == 0:
             return EnrichmentReason.ENTITY_MISSING
         if with_values == 0:

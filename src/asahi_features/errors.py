@@ -14,7 +14,7 @@ Two families matter to callers:
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -121,6 +121,10 @@ class FeatureConfigError(AsahiFeaturesError, ValueError):
         message: what was wrong.
         available_features: the names that would have been accepted.
         kind: what the list contains (``"features"``, ``"entity types"``...), for the message.
+        suggestions: close matches of the unknown name(s), best first: the message asks
+            "did you mean ...?" before listing the rest.
+        groups: the available names grouped for the message (e.g. feature view ->
+            features); ``available_features`` stays the flat list.
     """
 
     def __init__(
@@ -129,23 +133,50 @@ class FeatureConfigError(AsahiFeaturesError, ValueError):
         available_features: Iterable[str] = (),
         *,
         kind: str = "features",
+        suggestions: Iterable[str] = (),
+        groups: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.available_features: list[str] = sorted(set(available_features))
         self.kind = kind
-        shown: list[str] = []
-        used = 0
-        for name in self.available_features[:_MAX_LISTED]:
-            text = name if len(name) <= MAX_EXCERPT_CHARS else excerpt(name)
-            if used + len(text) > _LISTING_CHARS:
-                break
-            shown.append(text)
-            used += len(text) + 2
-        more = len(self.available_features) - len(shown)
-        listing = ", ".join(shown) if shown else "(none)"
-        if more > 0:
-            listing += f", ... ({more} more)"
-        reason = cap_message(message, MAX_MESSAGE_CHARS - len(listing) - len(kind) - 20)
-        super().__init__(f"{reason}. Available {kind}: {listing}")
+        self.suggestions: list[str] = list(dict.fromkeys(suggestions))
+        """Close matches of the unknown name(s), best first ("did you mean")."""
+        # the listing: close matches first (in the hint), then the rest, grouped when
+        # ``groups`` is given (e.g. view -> features), each name capped in length
+        if groups:
+            grouped = [
+                (group, [n for n in names if n not in self.suggestions])
+                for group, names in groups.items()
+            ]
+        else:
+            rest = [n for n in self.available_features if n not in self.suggestions]
+            grouped = [("", rest)]
+        parts: list[str] = []
+        used = listed = total = 0
+        for group, members in grouped:
+            shown: list[str] = []
+            for name in members:
+                total += 1
+                text = name if len(name) <= MAX_EXCERPT_CHARS else excerpt(name)
+                if listed >= _MAX_LISTED or used + len(text) > _LISTING_CHARS:
+                    continue
+                shown.append(text)
+                listed += 1
+                used += len(text) + 2
+            if shown:
+                parts.append(f"{group}: {', '.join(shown)}" if group else ", ".join(shown))
+        separator = "; " if groups else ", "
+        listing = separator.join(parts) if parts else "(none)"
+        if total > listed:
+            listing += f"{separator}... ({total - listed} more)"
+        hint = ""
+        if self.suggestions:
+            close = [n if len(n) <= MAX_EXCERPT_CHARS else excerpt(n) for n in self.suggestions]
+            hint = " (did you mean " + " or ".join(map(repr, close[:5])) + "?)"
+        label = f"{'other ' if self.suggestions else ''}{kind}{' by view' if groups else ''}"
+        reason = cap_message(
+            message, MAX_MESSAGE_CHARS - len(listing) - len(label) - len(hint) - 20
+        )
+        super().__init__(f"{reason}{hint}. Available {label}: {listing}")
         self.reason = reason
 
 

@@ -68,6 +68,10 @@ class FeatureStatus(str, Enum):
     OVERLOADED = "overloaded"
     """This process was too busy to read the store in time and the guard fell back
     (``features`` is empty). Says nothing about the store's health."""
+    INVALID_ID = "invalid_id"
+    """The entity id is no value of the store's join key type (``"abc"`` for an integer
+    key): nothing was read for it (``features`` is empty, ``error`` says why). A normal
+    answer about this request, not a store failure; never cached."""
 
 
 class FeatureVector(BaseModel):
@@ -182,6 +186,10 @@ class EnrichmentReason(str, Enum):
     values none of which can be rendered (``Decimal('sNaN')`` aside, which is NaN: an int
     too long to print, an object whose ``str()`` fails). Only this request is affected;
     a value that cannot be rendered next to others only loses its own line."""
+    INVALID_ENTITY_ID = "invalid_entity_id"
+    """Every entity id of the request is invalid for the store's join key type (an
+    ``INVALID_ID`` vector each, e.g. ``"abc"`` for an integer key): only this request
+    is affected."""
 
 
 class EnrichmentResult(BaseModel):

@@ -44,12 +44,18 @@ def _aged_copy(vector: FeatureVector, elapsed: float) -> FeatureVector:
     )
 
 
+_CACHED = frozenset({FeatureStatus.FOUND, FeatureStatus.MISSING})
+"""The statuses the cache keeps: answers the store gave."""
+
+
 class FeatureCache:
     """Recent vectors per (entity type, entity id, feature set), bounded in size and age.
 
     Only answers from the store are cached (``FOUND`` and ``MISSING``); fallback vectors
-    (``UNAVAILABLE``) never are. Feature dicts are copied on the way in and out; the
-    values themselves (lists, nested dicts) are shared, so treat them as read-only.
+    (``UNAVAILABLE``, ``OVERLOADED``) and ``INVALID_ID`` answers (nothing was read, and a
+    stream of bad ids must not fill the cache) never are. Feature dicts are copied on the
+    way in and out; the values themselves (lists, nested dicts) are shared, so treat them
+    as read-only.
 
     Args:
         ttl_seconds: how long an entry is served (> 0).
@@ -123,8 +129,8 @@ class FeatureCache:
         feature_names: Sequence[str],
         vector: FeatureVector,
     ) -> None:
-        """Keep a copy of ``vector`` under the requested key (``UNAVAILABLE`` ones never)."""
-        if vector.status is FeatureStatus.UNAVAILABLE:
+        """Keep a copy of ``vector`` under the requested key (only FOUND and MISSING)."""
+        if vector.status not in _CACHED:
             return
         stored = _aged_copy(vector, 0.0)
         with self._lock:
@@ -142,7 +148,7 @@ class FeatureCache:
         now = self._clock()
         items: Dict[Hashable, Tuple[FeatureVector, float]] = {}
         for entity_id, vector in zip(entity_ids, vectors, strict=True):
-            if vector.status is not FeatureStatus.UNAVAILABLE:
+            if vector.status in _CACHED:
                 items[(entity_type, entity_id, names)] = (_aged_copy(vector, 0.0), now)
         with self._lock:
             self._data.update(items)

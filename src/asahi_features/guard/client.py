@@ -156,7 +156,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
         >>> from asahi_features.stores.local import LocalFeatureStore
         >>> guarded = GuardedClient(LocalFeatureStore("features.json"), timeout_ms=200)
         >>> vector = guarded.get_features("u_1001", "user", ["tier"])  # doctest: +SKIP
-        >>> vector.status  # FOUND, MISSING, UNAVAILABLE or OVERLOADED  # doctest: +SKIP
+        >>> vector.status  # FOUND, MISSING, INVALID_ID, UNAVAILABLE or OVERLOADED  # doctest: +SKIP
     """
 
     def __init__(

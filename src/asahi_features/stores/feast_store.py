@@ -11,16 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from ..models import FeatureStatus, FeatureVector, trusted_constructor
 from .base import UNKNOWN_AGE, BaseFeatureStore
-from .naming import FeatureNameResolver
+from .naming import FeatureNameResolver, close_matches
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -32,7 +33,11 @@ __all__ = ["FeastClient"]
 logger = logging.getLogger(__name__)
 
 _HEALTH_ENTITY_ID = "__asahi_health_check__"
-_INT_TYPES = frozenset({"INT32", "INT64"})
+DEFAULT_REFRESH_INTERVAL_SECONDS = 10.0
+"""The least time between two registry re-reads the client makes on its own (an unknown
+name or entity type, or Feast rejecting a cached plan); :meth:`FeastClient.refresh`
+always re-reads."""
+_BAD_ID_ERRORS = (ValueError, TypeError, OverflowError)
 _SCALAR_KINDS = frozenset(
     {"string_val", "int32_val", "int64_val", "double_val", "float_val", "bool_val", "bytes_val"}
 )
@@ -68,11 +73,74 @@ def _convert(value: Any, kind: str) -> Any:
     return _slow_convert(value)
 
 
+def _int_converter(bits: int) -> Callable[[Any], int]:
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def to_int(value: Any) -> int:
+        # a str is parsed; anything else must be an integer already (int, numpy int):
+        # 2.5 or "2.5" is not an id of an integer key
+        number = int(value) if type(value) is str else operator.index(value)
+        if low <= number <= high:
+            return number
+        raise OverflowError(f"out of the INT{bits} range")
+
+    return to_int
+
+
+def _to_str(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        raise TypeError("bytes for a STRING join key")
+    return str(value)
+
+
+def _to_bytes(value: Any) -> bytes:
+    return value.encode("utf-8") if type(value) is str else bytes(value)
+
+
+def _to_float(value: Any) -> float:
+    number = float(value)
+    if math.isnan(number):
+        raise ValueError("NaN is no entity id")
+    return number
+
+
+_CONVERTERS: Dict[str, Callable[[Any], Any]] = {
+    "INT64": _int_converter(64),
+    "INT32": _int_converter(32),
+    "STRING": _to_str,
+    "BYTES": _to_bytes,
+    "DOUBLE": _to_float,
+    "FLOAT": _to_float,
+}
+"""Join key value type -> how an entity id becomes a value of that type (an exception
+in ``_BAD_ID_ERRORS``: the id is invalid). Other types pass the id through unchanged."""
+
+_PROBES: Dict[str, Any] = {
+    "INT64": 0,
+    "INT32": 0,
+    "DOUBLE": 0.0,
+    "FLOAT": 0.0,
+    "BYTES": _HEALTH_ENTITY_ID.encode(),
+}
+"""Join key value type -> the id health_check reads (a string for the rest)."""
+
+
+def _pass(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True)
 class _EntityInfo:
     join_key: str
-    int_key: bool
+    key_type: str
+    """The join key's Feast value type name (``INT64``, ``STRING``, ``UNKNOWN``...)."""
     resolver: FeatureNameResolver
+
+    @property
+    def convert(self) -> Callable[[Any], Any]:
+        return _CONVERTERS.get(self.key_type, _pass)
 
 
 @dataclass(frozen=True)
@@ -87,7 +155,9 @@ class _Plan:
     """A resolved request: refs to ask Feast for and how to read the answer."""
 
     join_key: str
-    int_key: bool
+    key_type: str
+    convert: Callable[[Any], Any]
+    """An entity id as a value of the join key's type (raises for an invalid id)."""
     refs: List[str]
     columns: Dict[str, Tuple[str, str]]
     """Response column (``view__feature``) -> (the name the caller asked for, view)."""
@@ -146,6 +216,17 @@ class FeastClient(BaseFeatureStore):
         registry_ttl_seconds: how often Feast re-reads the registry (when the client
             builds the FeatureStore itself; rounded up to whole seconds, 0 = only when a
             requested name is unknown); ``None`` keeps ``feature_store.yaml``'s value.
+        refresh_interval_seconds: the least time between two registry re-reads the
+            client makes on its own, when a requested feature or entity type is unknown
+            (a view applied since?) or Feast rejects a cached plan: at most one per
+            interval, however many bad requests arrive (default 10 s).
+            :meth:`refresh` always re-reads.
+
+    Entity ids are converted to the join key's value type (from the entity, else from
+    the views' entity columns: ``feast init``'s ``driver_id`` is INT64). An id that does
+    not convert (``"abc"`` for an INT64 key) gets an empty vector with status
+    ``INVALID_ID`` and an ``error`` saying why; the other ids of a batch are read
+    normally, and nothing is re-read.
 
     Raises:
         ConfigError: feast is not installed, or ``project`` is not the repository's.
@@ -169,7 +250,12 @@ class FeastClient(BaseFeatureStore):
         feature_store: Optional[FeatureStore] = None,
         entity_join_keys: Optional[Mapping[str, str]] = None,
         registry_ttl_seconds: Optional[float] = None,
+        refresh_interval_seconds: float = DEFAULT_REFRESH_INTERVAL_SECONDS,
     ) -> None:
+        if not refresh_interval_seconds >= 0:
+            raise ConfigError(
+                f"refresh_interval_seconds must be >= 0, got {refresh_interval_seconds!r}"
+            )
         try:
             import feast  # noqa: F401
         except ImportError:
@@ -186,6 +272,9 @@ class FeastClient(BaseFeatureStore):
         self._view: Optional[_RegistryView] = None
         self._plans: Dict[Tuple[str, Tuple[str, ...]], _Plan] = {}
         self._native_async: Optional[bool] = None
+        self._refresh_interval = float(refresh_interval_seconds)
+        self._last_auto_refresh = -math.inf
+        self._clock: Callable[[], float] = time.monotonic
         if feature_store is not None:
             self._check_project(feature_store)
             self._store = feature_store
@@ -266,17 +355,28 @@ class FeastClient(BaseFeatureStore):
                 f"cannot read the Feast registry of {self.repo_path}: {type(exc).__name__}: {exc}"
             ) from None
         per_entity: Dict[str, Dict[str, List[str]]] = {e.name: {} for e in entities}
+        # (entity, column) -> value type of the views' entity columns: an entity declared
+        # without a value_type (``feast init``'s driver) is typed by its views
+        column_types: Dict[Tuple[str, str], str] = {}
         for fv in views:
             if len(fv.entities) != 1 or fv.entities[0] not in per_entity:
                 continue  # views keyed by several entities need compound keys: not served
             per_entity[fv.entities[0]][fv.name] = [f.name for f in fv.features]
+            for column in getattr(fv, "entity_columns", None) or ():
+                try:
+                    type_name = column.dtype.to_value_type().name
+                except Exception:  # a type Feast cannot map: leave the id as it is
+                    continue
+                column_types.setdefault((fv.entities[0], column.name), type_name)
         infos: Dict[str, _EntityInfo] = {}
         for entity in entities:
             join_key = self._join_key_overrides.get(entity.name, entity.join_key)
-            value_type = getattr(getattr(entity, "value_type", None), "name", "")
+            key_type = getattr(getattr(entity, "value_type", None), "name", None) or "UNKNOWN"
+            if key_type == "UNKNOWN":
+                key_type = column_types.get((entity.name, join_key), "UNKNOWN")
             infos[entity.name] = _EntityInfo(
                 join_key=join_key,
-                int_key=value_type in _INT_TYPES,
+                key_type=key_type,
                 resolver=FeatureNameResolver(entity.name, per_entity[entity.name], ":"),
             )
         return _RegistryView(infos)
@@ -306,16 +406,39 @@ class FeastClient(BaseFeatureStore):
             self._view = self._build_view(store)
             self._plans = {}
 
+    def _auto_refresh(self) -> bool:
+        """Re-read the registry unless the client did so on its own within the last
+        ``refresh_interval_seconds``; True when it re-read. No stream of bad requests
+        re-reads more than once per interval."""
+        now = self._clock()
+        with self._lock:
+            if now - self._last_auto_refresh < self._refresh_interval:
+                return False
+            self._last_auto_refresh = now
+        self.refresh()
+        return True
+
+    def _refresh_note(self, refreshed: bool) -> str:
+        if refreshed:
+            return ""
+        return (
+            f" (the registry was re-read less than {self._refresh_interval:g} s ago; "
+            "FeastClient.refresh() re-reads it now)"
+        )
+
     # -- resolution --------------------------------------------------------------------
 
     def _entity(self, view: _RegistryView, entity_type: str) -> Optional[_EntityInfo]:
         return view.entities.get(entity_type)
 
-    def _unknown_entity(self, view: _RegistryView, entity_type: str) -> FeatureConfigError:
+    def _unknown_entity(
+        self, view: _RegistryView, entity_type: str, note: str = ""
+    ) -> FeatureConfigError:
         return FeatureConfigError(
-            f"unknown entity type {entity_type!r} in Feast project {self.project!r}",
+            f"unknown entity type {entity_type!r} in Feast project {self.project!r}{note}",
             view.entities,
             kind="entity types",
+            suggestions=close_matches([entity_type], view.entities),
         )
 
     def _plan(self, entity_type: str, feature_names: Sequence[str]) -> _Plan:
@@ -335,12 +458,16 @@ class FeastClient(BaseFeatureStore):
         if info is not None:
             resolved, unknown = info.resolver.try_resolve(feature_names)
         if info is None or unknown:
-            self.refresh()  # a view applied since we last looked?
-            view = self._registry_view()
-            info = self._entity(view, entity_type)
+            refreshed = self._auto_refresh()  # a view applied since we last looked?
+            note = self._refresh_note(refreshed)
+            if refreshed:
+                view = self._registry_view()
+                info = self._entity(view, entity_type)
             if info is None:
-                raise self._unknown_entity(view, entity_type)
-            resolved = info.resolver.resolve(feature_names)
+                raise self._unknown_entity(view, entity_type, note)
+            resolved, unknown = info.resolver.try_resolve(feature_names)
+            if unknown:
+                raise info.resolver.unknown_error(unknown, note)
         refs: List[str] = []
         columns: Dict[str, Tuple[str, str]] = {}
         for requested, ref in resolved:
@@ -350,7 +477,7 @@ class FeastClient(BaseFeatureStore):
                 continue  # the same feature asked twice (e.g. plain and full name)
             refs.append(ref)
             columns[column] = (requested, view_name)
-        plan = _Plan(info.join_key, info.int_key, refs, columns)
+        plan = _Plan(info.join_key, info.key_type, info.convert, refs, columns)
         with self._lock:
             if len(self._plans) > 4096:
                 self._plans.clear()
@@ -363,16 +490,55 @@ class FeastClient(BaseFeatureStore):
 
     # -- reading -----------------------------------------------------------------------
 
-    def _rows(self, plan: _Plan, entity_ids: Sequence[str]) -> Dict[str, List[Any]]:
-        if plan.int_key:
+    def _invalid(
+        self, plan: _Plan, entity_id: Any, entity_type: str, exc: Exception
+    ) -> FeatureVector:
+        """The answer for an id that is no value of the join key's type."""
+        logger.debug(
+            "invalid %s id %r for join key %s: %s", entity_type, entity_id, plan.join_key, exc
+        )
+        shown = repr(entity_id)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        return FeatureVector.empty(
+            entity_id,
+            entity_type,
+            self.source,
+            FeatureStatus.INVALID_ID,
+            error=(
+                f"entity id {shown} is not a valid {plan.key_type} value of join key "
+                f"{plan.join_key!r} ({type(exc).__name__})"
+            ),
+        )
+
+    def _split(
+        self, plan: _Plan, entity_ids: Sequence[Any], entity_type: str
+    ) -> Tuple[List[Any], Optional[Dict[int, FeatureVector]]]:
+        """The join key values of the ids, and None, when every id converts; otherwise
+        the values of the valid ids and position -> INVALID_ID vector of the others."""
+        convert = plan.convert
+        try:
+            return [convert(eid) for eid in entity_ids], None
+        except _BAD_ID_ERRORS:
+            pass
+        keys: List[Any] = []
+        invalid: Dict[int, FeatureVector] = {}
+        for i, eid in enumerate(entity_ids):
             try:
-                return {plan.join_key: [int(eid) for eid in entity_ids]}
-            except ValueError:
-                raise FeatureConfigError(
-                    f"entity ids of join key {plan.join_key!r} must be integers, "
-                    f"got {list(entity_ids)[:5]!r}",
-                ) from None
-        return {plan.join_key: list(entity_ids)}
+                keys.append(convert(eid))
+            except _BAD_ID_ERRORS as exc:
+                invalid[i] = self._invalid(plan, eid, entity_type, exc)
+        return keys, invalid
+
+    @staticmethod
+    def _merge(
+        entity_ids: Sequence[Any],
+        read: List[FeatureVector],
+        invalid: Dict[int, FeatureVector],
+    ) -> List[FeatureVector]:
+        """The vectors of the valid ids (in order) with the invalid ones at their places."""
+        valid = iter(read)
+        return [invalid[i] if i in invalid else next(valid) for i in range(len(entity_ids))]
 
     def _feast_error(
         self, exc: Exception, plan: _Plan, entity_type: str, feature_names: Sequence[str]
@@ -384,12 +550,13 @@ class FeastClient(BaseFeatureStore):
             # The registry changed under a cached plan (a view or feature was removed).
             self._plans = {}
             try:
-                self.refresh()
+                refreshed = self._auto_refresh()
             except FeatureStoreUnavailableError as unavailable:
                 return unavailable
             return FeatureConfigError(
                 f"Feast rejected features {list(feature_names)!r} of entity type "
-                f"{entity_type!r} (join key {plan.join_key!r}): {type(exc).__name__}: {exc}",
+                f"{entity_type!r} (join key {plan.join_key!r}): {type(exc).__name__}: {exc}"
+                f"{self._refresh_note(refreshed)}",
                 self._available(entity_type),
             )
         return FeatureStoreUnavailableError(
@@ -397,20 +564,20 @@ class FeastClient(BaseFeatureStore):
         )
 
     def _read(
-        self, entity_ids: Sequence[str], entity_type: str, feature_names: Sequence[str]
-    ) -> Tuple[_Plan, Any]:
-        plan = self._plan(entity_type, feature_names)
+        self, plan: _Plan, keys: List[Any], entity_type: str, feature_names: Sequence[str]
+    ) -> Any:
+        """One ``get_online_features`` call for join key values ``keys``: the proto."""
         try:
             response = self.feature_store.get_online_features(
                 features=plan.refs,
-                entity_rows=self._rows(plan, entity_ids),
+                entity_rows={plan.join_key: keys},
                 full_feature_names=True,
             )
         except (FeatureConfigError, FeatureStoreUnavailableError):
             raise
         except Exception as exc:
             raise self._feast_error(exc, plan, entity_type, feature_names) from exc
-        return plan, response.proto
+        return response.proto
 
     def _vector(self, plan: _Plan, proto: Any, entity_id: str, entity_type: str) -> FeatureVector:
         """The single-entity case of :meth:`_vectors`, without per-entity lists.
@@ -556,13 +723,19 @@ class FeastClient(BaseFeatureStore):
             feature_names: plain names or ``view:feature`` references.
 
         Returns:
-            The vector; empty (status MISSING) when the entity has no row.
+            The vector; empty (status MISSING) when the entity has no row, empty with
+            status INVALID_ID when ``entity_id`` is no value of the join key's type.
 
         Raises:
             FeatureConfigError: unknown entity type or feature (the message lists what exists).
             FeatureStoreUnavailableError: the repository or online store cannot be read.
         """
-        plan, proto = self._read((entity_id,), entity_type, feature_names)
+        plan = self._plan(entity_type, feature_names)
+        try:
+            key = plan.convert(entity_id)
+        except _BAD_ID_ERRORS as exc:
+            return self._invalid(plan, entity_id, entity_type, exc)
+        proto = self._read(plan, [key], entity_type, feature_names)
         return self._vector(plan, proto, entity_id, entity_type)
 
     def get_batch_features(
@@ -570,17 +743,26 @@ class FeastClient(BaseFeatureStore):
     ) -> List[FeatureVector]:
         """Fetch features of many entities in ONE ``get_online_features`` call.
 
-        Returns one vector per id, in input order (duplicates included).
+        Returns one vector per id, in input order (duplicates included); an id that is
+        no value of the join key's type gets an INVALID_ID vector, the others are read.
 
         Raises:
             FeatureConfigError: unknown entity type or feature.
             FeatureStoreUnavailableError: the repository or online store cannot be read.
         """
+        plan = self._plan(entity_type, feature_names)  # validates an empty batch too
         if not entity_ids:
-            self._plan(entity_type, feature_names)  # still validate the request
             return []
-        plan, proto = self._read(entity_ids, entity_type, feature_names)
-        return self._vectors(plan, proto, entity_ids, entity_type)
+        keys, invalid = self._split(plan, entity_ids, entity_type)
+        if invalid is None:
+            proto = self._read(plan, keys, entity_type, feature_names)
+            return self._vectors(plan, proto, entity_ids, entity_type)
+        valid_ids = [eid for i, eid in enumerate(entity_ids) if i not in invalid]
+        read: List[FeatureVector] = []
+        if valid_ids:
+            proto = self._read(plan, keys, entity_type, feature_names)
+            read = self._vectors(plan, proto, valid_ids, entity_type)
+        return self._merge(entity_ids, read, invalid)
 
     # -- async -------------------------------------------------------------------------
 
@@ -600,17 +782,26 @@ class FeastClient(BaseFeatureStore):
         self, entity_ids: Sequence[str], entity_type: str, feature_names: Sequence[str]
     ) -> List[FeatureVector]:
         plan = self._plan(entity_type, feature_names)
-        try:
-            response = await self.feature_store.get_online_features_async(
-                features=plan.refs,
-                entity_rows=self._rows(plan, entity_ids),
-                full_feature_names=True,
-            )
-        except (FeatureConfigError, FeatureStoreUnavailableError):
-            raise
-        except Exception as exc:
-            raise self._feast_error(exc, plan, entity_type, feature_names) from exc
-        return self._vectors(plan, response.proto, entity_ids, entity_type)
+        keys, invalid = self._split(plan, entity_ids, entity_type)
+        valid_ids = (
+            entity_ids
+            if invalid is None
+            else [e for i, e in enumerate(entity_ids) if i not in invalid]
+        )
+        read: List[FeatureVector] = []
+        if valid_ids:
+            try:
+                response = await self.feature_store.get_online_features_async(
+                    features=plan.refs,
+                    entity_rows={plan.join_key: keys},
+                    full_feature_names=True,
+                )
+            except (FeatureConfigError, FeatureStoreUnavailableError):
+                raise
+            except Exception as exc:
+                raise self._feast_error(exc, plan, entity_type, feature_names) from exc
+            read = self._vectors(plan, response.proto, valid_ids, entity_type)
+        return read if invalid is None else self._merge(entity_ids, read, invalid)
 
     async def aget_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]
@@ -646,15 +837,19 @@ class FeastClient(BaseFeatureStore):
             return {name: info.resolver.plain_names for name, info in sorted(view.entities.items())}
         info = view.entities.get(entity_type)
         if info is None:
-            self.refresh()
-            view = self._registry_view()
-            info = view.entities.get(entity_type)
+            refreshed = self._auto_refresh()
+            if refreshed:
+                view = self._registry_view()
+                info = view.entities.get(entity_type)
             if info is None:
-                raise self._unknown_entity(view, entity_type)
+                raise self._unknown_entity(view, entity_type, self._refresh_note(refreshed))
         return {entity_type: info.resolver.plain_names}
 
     def health_check(self) -> bool:
-        """True when the registry loads and an online read succeeds; never raises."""
+        """True when the registry loads and an online read succeeds; never raises.
+
+        The read asks for one feature of one entity type with an id of the join key's
+        type (``0`` for an integer key, a string otherwise)."""
         try:
             view = self._registry_view()
             for entity_type, info in view.entities.items():
@@ -663,10 +858,9 @@ class FeastClient(BaseFeatureStore):
                 if names and refs:
                     self.feature_store.get_online_features(
                         features=refs[:1],
-                        entity_rows=self._rows(
-                            _Plan(info.join_key, info.int_key, [], {}),
-                            ["0" if info.int_key else _HEALTH_ENTITY_ID],
-                        ),
+                        entity_rows={
+                            info.join_key: [_PROBES.get(info.key_type, _HEALTH_ENTITY_ID)]
+                        },
                     )
                     logger.debug("Feast health check read %s of %s", refs[0], entity_type)
                     return True

@@ -7,12 +7,44 @@ one view of the entity type.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Dict, List, Tuple
 
 from ..errors import FeatureConfigError
 
-__all__ = ["FeatureNameResolver"]
+__all__ = ["FeatureNameResolver", "close_matches"]
+
+
+def close_matches(unknown: Iterable[str], candidates: Iterable[str], limit: int = 3) -> List[str]:
+    """The candidates closest to each unknown name, best first ("did you mean").
+
+    A case-insensitive equal name is the match; otherwise ``difflib``'s close matches
+    (ratio >= 0.75, and within 0.1 of the best one); at most ``limit`` per unknown name,
+    without duplicates.
+    """
+    pool = list(dict.fromkeys(candidates))
+    lowered: Dict[str, List[str]] = {}
+    for name in pool:
+        lowered.setdefault(name.lower(), []).append(name)
+    out: List[str] = []
+    for name in unknown:
+        found = lowered.get(name.lower(), [])
+        if not found:
+            matcher = difflib.SequenceMatcher(b=name)
+            scored: List[Tuple[float, str]] = []
+            for candidate in pool:
+                matcher.set_seq1(candidate)
+                if matcher.real_quick_ratio() >= 0.75 and matcher.quick_ratio() >= 0.75:
+                    ratio = matcher.ratio()
+                    if ratio >= 0.75:
+                        scored.append((ratio, candidate))
+            scored.sort(key=lambda item: -item[0])
+            found = [c for r, c in scored if r >= scored[0][0] - 0.1] if scored else []
+        for match in found[:limit]:
+            if match not in out and match != name:
+                out.append(match)
+    return out
 
 
 class FeatureNameResolver:
@@ -31,6 +63,7 @@ class FeatureNameResolver:
         self.separator = separator
         self._full: Dict[str, str] = {}
         self._by_plain: Dict[str, List[str]] = {}
+        self._views: Dict[str, List[str]] = {v: list(n) for v, n in sorted(views.items())}
         for view, names in views.items():
             for name in names:
                 ref = f"{view}{separator}{name}"
@@ -80,10 +113,17 @@ class FeatureNameResolver:
             raise self.unknown_error(unknown)
         return resolved
 
-    def unknown_error(self, unknown: Sequence[str]) -> FeatureConfigError:
-        """The error for names that no view of the entity type serves."""
+    def unknown_error(self, unknown: Sequence[str], note: str = "") -> FeatureConfigError:
+        """The error for names that no view of the entity type serves: close matches
+        first ("did you mean"), then every feature by view."""
+        suggestions: List[str] = []
+        for name in unknown:  # a full reference is compared with full references
+            pool = self._full if self.separator in name else self._by_plain
+            suggestions += [m for m in close_matches([name], pool) if m not in suggestions]
         return FeatureConfigError(
             f"unknown feature(s) {', '.join(map(repr, unknown))} for entity type "
-            f"{self.entity_type!r}",
+            f"{self.entity_type!r}{note}",
             self.available,
+            suggestions=suggestions,
+            groups=self._views,
         )
