@@ -1,7 +1,10 @@
-"""Writes the notebooks from the cell sources below (run: python notebooks/build_notebooks.py).
+"""Writes the notebooks from the cell sources below, executed, with their outputs.
 
-Keeping the cells here makes the notebooks reviewable as code; the .ipynb files are saved
-without outputs and executed by `make test` (nbmake), so they never rot.
+Run: ``python notebooks/build_notebooks.py`` (all three, executed in this directory like
+nbmake does) or ``--check`` (exit 1 when a stored notebook's cells differ from these
+sources: a test runs it). Keeping the cells here makes the notebooks reviewable as code;
+the .ipynb files are stored executed, so GitHub shows their results and plots, and
+``make test`` re-executes them (nbmake), so they never rot.
 """
 
 from __future__ import annotations
@@ -517,12 +520,34 @@ client.close()""",
 ]
 
 
-def build(name: str, cells: list[tuple[str, str]]) -> None:
+def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    """The notebook of ``cells`` (not executed)."""
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
+    return nb
+
+
+def build(name: str, cells: list[tuple[str, str]]) -> None:
+    """Execute the notebook (in this directory, a 10-minute budget) and store it with outputs."""
+    from nbclient import NotebookClient
+
+    nb = notebook(cells)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     nbformat.write(nb, HERE / name)
+
+
+def stale() -> list[str]:
+    """The stored notebooks whose cells (kind and source) differ from the sources here."""
+    out = []
+    for name, cells in NOTEBOOKS.items():
+        path = HERE / name
+        stored = nbformat.read(path, as_version=4) if path.exists() else None
+        wanted = [(c.cell_type, c.source) for c in notebook(cells).cells]
+        if stored is None or [(c.cell_type, c.source) for c in stored.cells] != wanted:
+            out.append(name)
+    return out
 
 
 NOTEBOOKS = {
@@ -532,6 +557,15 @@ NOTEBOOKS = {
 }
 
 if __name__ == "__main__":
+    import sys
+
+    if "--check" in sys.argv:
+        names = stale()
+        for name in names:
+            print(f"{name} is stale: run python notebooks/build_notebooks.py")
+        raise SystemExit(1 if names else 0)
+    only = [a for a in sys.argv[1:] if a.endswith(".ipynb")]
     for filename, cells in NOTEBOOKS.items():
-        build(filename, cells)
-        print("wrote", filename)
+        if not only or filename in only:
+            build(filename, cells)
+            print("wrote", filename, "(executed)")

@@ -1,0 +1,31 @@
+"""The stored notebooks are what their generator writes, with their outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def test_stored_notebooks_match_their_generator() -> None:
+    run = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / "build_notebooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_stored_notebooks_carry_their_outputs() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert code, path.name
+        unexecuted = [i for i, c in enumerate(code) if c.get("execution_count") is None]
+        assert not unexecuted, f"{path.name}: code cells {unexecuted} were stored unexecuted"
+        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{path.name} was stored with an error output"
