@@ -70,6 +70,8 @@ API_PAGES: Dict[str, Tuple[str, Sequence[str]]] = {
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ANCHOR_LINK = re.compile(r"\]\(#([^)\s]+)\)")
+# a README link to a source file of the site, e.g. ](docs/sections/guard.md#the-cache)
+_SOURCE_LINK = re.compile(r"\]\(docs/((?:readme|sections)/[^)#\s]+\.md)(?:#([^)\s]+))?\)")
 
 
 def _lines_outside_fences(text: str) -> List[Tuple[str, bool]]:
@@ -181,7 +183,18 @@ def rewrite_anchor_links(page: str, text: str, index: Dict[str, Tuple[str, str]]
         relative = posixpath.relpath(where, posixpath.dirname(page) or ".")
         return f"]({relative}#{slug})"
 
-    return _ANCHOR_LINK.sub(target, text)
+    def source_target(match: re.Match[str]) -> str:
+        name, anchor = match.group(1), match.group(2)
+        where = next((p for p, parts in PAGES.items() if name in parts), None)
+        if where is None:
+            return match.group(0)  # left as is: the strict build reports it
+        relative = posixpath.relpath(where, posixpath.dirname(page) or ".")
+        if anchor is None:
+            return f"]({relative})"
+        found = index.get(anchor)
+        return f"]({relative}#{found[1] if found else anchor})"
+
+    return _SOURCE_LINK.sub(source_target, _ANCHOR_LINK.sub(target, text))
 
 
 def api_page(title: str, modules: Sequence[str]) -> str:
