@@ -1,5 +1,6 @@
-"""Assemble README.md from docs/readme/*.md, docs/sections/*.md and the generated
-configuration reference (run: python docs/build_readme.py; --check exits 1 if stale)."""
+"""Assemble README.md, the front door, from its parts in docs/readme/ (run:
+python docs/build_readme.py; --check exits 1 if stale). Everything else is on the docs
+site (docs/site_pages.py builds its pages from docs/readme and docs/sections)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,7 @@ DOCS = ROOT / "docs"
 ORDER = [
     "readme/00-intro.md",
     "readme/01-quickstart.md",
-    "sections/guard.md",
-    "sections/enricher.md",
-    "sections/feast.md",
-    "sections/backends-remote.md",
-    "readme/10-local.md",
-    "sections/monitor.md",
-    "sections/langchain.md",
-    "sections/llama_index.md",
-    "readme/20-cli.md",
-    "readme/30-security.md",
-    "readme/40-performance.md",
-    "sections/benchmarks.md",
-    "sections/reliability.md",
-    "readme/50-scaling.md",
-    "CONFIG_REFERENCE",
-    "readme/90-development.md",
+    "readme/99-documentation.md",
 ]
 
 HEADER = (
@@ -35,24 +21,10 @@ HEADER = (
 )
 
 
-def config_reference() -> str:
-    sys.path.insert(0, str(ROOT / "src"))
-    from asahi_features.config_reference import config_reference_markdown
-
-    return (
-        "## Configuration reference\n\n"
-        "Every key of the YAML file, its default and its meaning (generated from the\n"
-        "settings models, so it is always what the code accepts). Unknown keys are errors\n"
-        "that name the key path and list the allowed keys. Relative paths resolve against\n"
-        "the configuration file's directory; secrets are never in the file, only the names\n"
-        "of environment variables.\n\n" + config_reference_markdown()
-    )
-
-
 def build() -> str:
     parts = [HEADER]
     for name in ORDER:
-        text = config_reference() if name == "CONFIG_REFERENCE" else (DOCS / name).read_text()
+        text = (DOCS / name).read_text()
         parts.append(text.strip() + "\n")
     return "\n".join(parts)
 

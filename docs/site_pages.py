@@ -22,7 +22,7 @@ CONFIG_REFERENCE = "CONFIG_REFERENCE"
 
 # site page -> the source files it is made of (the first gives the page title)
 PAGES: Dict[str, Sequence[str]] = {
-    "index.md": ("readme/00-intro.md", "readme/01-quickstart.md"),
+    "index.md": ("readme/00-intro.md", "readme/01-quickstart.md", "readme/99-documentation.md"),
     "guides/guard.md": ("sections/guard.md",),
     "guides/enricher.md": ("sections/enricher.md",),
     "guides/monitor.md": ("sections/monitor.md",),
