@@ -71,7 +71,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _ANCHOR_LINK = re.compile(r"\]\(#([^)\s]+)\)")
 # a README link to a source file of the site, e.g. ](docs/sections/guard.md#the-cache)
-_SOURCE_LINK = re.compile(r"\]\(docs/((?:readme|sections)/[^)#\s]+\.md)(?:#([^)\s]+))?\)")
+_SOURCE_LINK = re.compile(r"\]\(docs/([^)#\s]+\.md)(?:#([^)\s]+))?\)")
 
 
 def _lines_outside_fences(text: str) -> List[Tuple[str, bool]]:
@@ -186,6 +186,8 @@ def rewrite_anchor_links(page: str, text: str, index: Dict[str, Tuple[str, str]]
     def source_target(match: re.Match[str]) -> str:
         name, anchor = match.group(1), match.group(2)
         where = next((p for p, parts in PAGES.items() if name in parts), None)
+        if where is None and "/" not in name and (DOCS / name).exists():
+            where = name  # a page of its own (the specification)
         if where is None:
             return match.group(0)  # left as is: the strict build reports it
         relative = posixpath.relpath(where, posixpath.dirname(page) or ".")
