@@ -29,7 +29,8 @@ from typing import Any, Callable, Dict
 from common import PRODUCT_FEATURES as NAMES
 from common import interleave, percentile
 
-from asahi_features import FeastClient, GuardedClient, build_sample_repo
+from asahi_features import FeastClient, GuardedClient
+from asahi_features.sample_repo import build_sample_repo
 
 
 def handoff(fn: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -282,7 +282,8 @@ the model shows where a real one plugs in.""",
         """import tempfile
 from pathlib import Path
 
-from asahi_features import build_enricher, build_sample_repo
+from asahi_features import build_enricher
+from asahi_features.sample_repo import build_sample_repo
 
 workdir = Path(tempfile.mkdtemp(prefix="asahi_nb_"))
 repo = build_sample_repo(workdir / "feast_repo", users=200, organizations=10)

@@ -1,8 +1,17 @@
 """asahi-features: enrich LLM prompts with real-time context from feature stores.
 
-Everything public is importable from here. Names are resolved lazily so that
-``import asahi_features`` stays fast: feast, tecton_client, langchain_core, llama_index,
-tiktoken and httpx are imported only when the part that needs them is used.
+The core API is importable from here: the enricher, the backends, the guard, the
+monitor, configuration, models and errors. The framework adapters live in their own
+subpackages, imported on use (``asahi_features.langchain``, ``asahi_features.llama_index``,
+``asahi_features.telemetry``), as do the test helpers (``asahi_features.testing``) and the
+sample repository (``asahi_features.sample_repo``).
+
+Names are resolved on first use (PEP 562) rather than imported here: importing every core
+module eagerly takes about 250 ms (pydantic models, asyncio), lazily ``import asahi_features``
+takes about 10 ms, and feast, tecton_client, langchain_core, llama_index, tiktoken and httpx
+are loaded only by the part that needs them. The ``TYPE_CHECKING`` imports below are what
+type checkers and readers see; ``_EXPORTS`` is the same list for the runtime, and a test
+keeps the two equal.
 """
 
 from __future__ import annotations
@@ -12,158 +21,115 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from .config import client_from_config as client_from_config
+    from .config import load_config as load_config
+    from .enricher import EnrichmentGate as EnrichmentGate
+    from .enricher import FeatureEnricher as FeatureEnricher
+    from .enricher import build_enricher as build_enricher
+    from .errors import AsahiFeaturesError as AsahiFeaturesError
+    from .errors import ConfigError as ConfigError
+    from .errors import FeatureConfigError as FeatureConfigError
+    from .errors import FeatureStoreDataError as FeatureStoreDataError
+    from .errors import FeatureStoreError as FeatureStoreError
+    from .errors import FeatureStoreTimeoutError as FeatureStoreTimeoutError
+    from .errors import FeatureStoreUnavailableError as FeatureStoreUnavailableError
+    from .errors import GuardOverloadedError as GuardOverloadedError
+    from .errors import TokenizerUnavailableError as TokenizerUnavailableError
+    from .guard import BreakerState as BreakerState
+    from .guard import CircuitBreaker as CircuitBreaker
+    from .guard import GuardedClient as GuardedClient
+    from .models import EnrichmentReason as EnrichmentReason
+    from .models import EnrichmentRequest as EnrichmentRequest
+    from .models import EnrichmentResult as EnrichmentResult
+    from .models import FeatureStatus as FeatureStatus
+    from .models import FeatureVector as FeatureVector
+    from .monitor import Decision as Decision
+    from .monitor import DecisionReason as DecisionReason
+    from .monitor import FeatureMonitor as FeatureMonitor
+    from .settings import AsahiConfig as AsahiConfig
+    from .settings import EnricherConfig as EnricherConfig
+    from .settings import FeaturePolicy as FeaturePolicy
+    from .settings import FeatureStoreSettings as FeatureStoreSettings
+    from .settings import MonitorConfig as MonitorConfig
+    from .stores.base import AsyncFeatureStoreClient as AsyncFeatureStoreClient
+    from .stores.base import BaseFeatureStore as BaseFeatureStore
+    from .stores.base import FeatureStoreClient as FeatureStoreClient
+    from .stores.custom import CustomBackend as CustomBackend
+    from .stores.feast_store import FeastClient as FeastClient
+    from .stores.http import HttpFeatureStore as HttpFeatureStore
+    from .stores.local import LocalFeatureStore as LocalFeatureStore
+    from .stores.tecton import TectonClient as TectonClient
+    from .tokens import TokenCounter as TokenCounter
+
+# module -> the names it exports here (the runtime twin of the imports above)
+_EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "asahi_features.config": ("client_from_config", "load_config"),
+    "asahi_features.enricher": ("EnrichmentGate", "FeatureEnricher", "build_enricher"),
+    "asahi_features.errors": (
+        "AsahiFeaturesError",
+        "ConfigError",
+        "FeatureConfigError",
+        "FeatureStoreDataError",
+        "FeatureStoreError",
+        "FeatureStoreTimeoutError",
+        "FeatureStoreUnavailableError",
+        "GuardOverloadedError",
+        "TokenizerUnavailableError",
+    ),
+    "asahi_features.guard": ("BreakerState", "CircuitBreaker", "GuardedClient"),
+    "asahi_features.models": (
+        "EnrichmentReason",
+        "EnrichmentRequest",
+        "EnrichmentResult",
+        "FeatureStatus",
+        "FeatureVector",
+    ),
+    "asahi_features.monitor": ("Decision", "DecisionReason", "FeatureMonitor"),
+    "asahi_features.settings": (
+        "AsahiConfig",
+        "EnricherConfig",
+        "FeaturePolicy",
+        "FeatureStoreSettings",
+        "MonitorConfig",
+    ),
+    "asahi_features.stores.base": (
+        "AsyncFeatureStoreClient",
+        "BaseFeatureStore",
+        "FeatureStoreClient",
+    ),
+    "asahi_features.stores.custom": ("CustomBackend",),
+    "asahi_features.stores.feast_store": ("FeastClient",),
+    "asahi_features.stores.http": ("HttpFeatureStore",),
+    "asahi_features.stores.local": ("LocalFeatureStore",),
+    "asahi_features.stores.tecton": ("TectonClient",),
+    "asahi_features.tokens": ("TokenCounter",),
+}
 _EXPORTS: dict[str, str] = {
-    # models and errors
-    "FeatureVector": "asahi_features.models",
-    "FeatureStatus": "asahi_features.models",
-    "EnrichmentResult": "asahi_features.models",
-    "EnrichmentReason": "asahi_features.models",
-    "EnrichmentRequest": "asahi_features.models",
-    "AsahiFeaturesError": "asahi_features.errors",
-    "ConfigError": "asahi_features.errors",
-    "FeatureConfigError": "asahi_features.errors",
-    "FeatureStoreError": "asahi_features.errors",
-    "FeatureStoreUnavailableError": "asahi_features.errors",
-    "FeatureStoreTimeoutError": "asahi_features.errors",
-    "GuardOverloadedError": "asahi_features.errors",
-    "FeatureStoreDataError": "asahi_features.errors",
-    "TokenizerUnavailableError": "asahi_features.errors",
-    # configuration
-    "AsahiConfig": "asahi_features.settings",
-    "FeatureStoreSettings": "asahi_features.settings",
-    "EnricherConfig": "asahi_features.settings",
-    "MonitorConfig": "asahi_features.settings",
-    "FeaturePolicy": "asahi_features.settings",
-    "load_config": "asahi_features.config",
-    "client_from_config": "asahi_features.config",
-    # backends
-    "FeatureStoreClient": "asahi_features.stores.base",
-    "AsyncFeatureStoreClient": "asahi_features.stores.base",
-    "BaseFeatureStore": "asahi_features.stores.base",
-    "LocalFeatureStore": "asahi_features.stores.local",
-    "FeastClient": "asahi_features.stores.feast_store",
-    "TectonClient": "asahi_features.stores.tecton",
-    "HttpFeatureStore": "asahi_features.stores.http",
-    "GuardedClient": "asahi_features.guard",
-    "CircuitBreaker": "asahi_features.guard",
-    "BreakerState": "asahi_features.guard",
-    "CustomBackend": "asahi_features.stores.custom",
-    "build_sample_repo": "asahi_features.sample_repo",
-    # enrichment and monitoring
-    "FeatureEnricher": "asahi_features.enricher",
-    "build_enricher": "asahi_features.enricher",
-    "EnrichmentGate": "asahi_features.enricher",
-    "FeatureMonitor": "asahi_features.monitor",
-    "Decision": "asahi_features.monitor",
-    "DecisionReason": "asahi_features.monitor",
-    # framework adapters (need the langchain / llama-index extras)
+    name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names
+}
+
+# names that moved to the subpackage that owns them: a helpful error, not a bare one
+_MOVED: dict[str, str] = {
     "FeatureEnrichmentRunnable": "asahi_features.langchain",
     "FeatureMonitorCallbackHandler": "asahi_features.langchain",
     "FeatureContextPostprocessor": "asahi_features.llama_index",
     "FeatureMonitorEventHandler": "asahi_features.llama_index",
     "FeatureEnrichmentEvent": "asahi_features.llama_index",
-    "TokenCounter": "asahi_features.tokens",
+    "build_sample_repo": "asahi_features.sample_repo",
 }
 
-# A literal list, so that type checkers see the re-exports (tests check it matches).
-__all__ = [
-    "AsahiConfig",
-    "AsahiFeaturesError",
-    "AsyncFeatureStoreClient",
-    "BaseFeatureStore",
-    "BreakerState",
-    "CircuitBreaker",
-    "ConfigError",
-    "CustomBackend",
-    "Decision",
-    "DecisionReason",
-    "EnricherConfig",
-    "EnrichmentGate",
-    "EnrichmentReason",
-    "EnrichmentRequest",
-    "EnrichmentResult",
-    "FeastClient",
-    "FeatureConfigError",
-    "FeatureContextPostprocessor",
-    "FeatureEnricher",
-    "FeatureEnrichmentEvent",
-    "FeatureEnrichmentRunnable",
-    "FeatureMonitor",
-    "FeatureMonitorCallbackHandler",
-    "FeatureMonitorEventHandler",
-    "FeaturePolicy",
-    "FeatureStatus",
-    "FeatureStoreClient",
-    "FeatureStoreDataError",
-    "FeatureStoreError",
-    "FeatureStoreSettings",
-    "FeatureStoreTimeoutError",
-    "FeatureStoreUnavailableError",
-    "FeatureVector",
-    "GuardOverloadedError",
-    "GuardedClient",
-    "HttpFeatureStore",
-    "LocalFeatureStore",
-    "MonitorConfig",
-    "TectonClient",
-    "TokenCounter",
-    "TokenizerUnavailableError",
-    "__version__",
-    "build_enricher",
-    "build_sample_repo",
-    "client_from_config",
-    "load_config",
-]
-
-if TYPE_CHECKING:
-    from .config import client_from_config, load_config
-    from .enricher import EnrichmentGate, FeatureEnricher, build_enricher
-    from .errors import (
-        AsahiFeaturesError,
-        ConfigError,
-        FeatureConfigError,
-        FeatureStoreDataError,
-        FeatureStoreError,
-        FeatureStoreTimeoutError,
-        FeatureStoreUnavailableError,
-        GuardOverloadedError,
-        TokenizerUnavailableError,
-    )
-    from .guard import BreakerState, CircuitBreaker, GuardedClient
-    from .langchain import FeatureEnrichmentRunnable, FeatureMonitorCallbackHandler
-    from .llama_index import (
-        FeatureContextPostprocessor,
-        FeatureEnrichmentEvent,
-        FeatureMonitorEventHandler,
-    )
-    from .models import (
-        EnrichmentReason,
-        EnrichmentRequest,
-        EnrichmentResult,
-        FeatureStatus,
-        FeatureVector,
-    )
-    from .monitor import Decision, DecisionReason, FeatureMonitor
-    from .sample_repo import build_sample_repo
-    from .settings import (
-        AsahiConfig,
-        EnricherConfig,
-        FeaturePolicy,
-        FeatureStoreSettings,
-        MonitorConfig,
-    )
-    from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
-    from .stores.custom import CustomBackend
-    from .stores.feast_store import FeastClient
-    from .stores.http import HttpFeatureStore
-    from .stores.local import LocalFeatureStore
-    from .stores.tecton import TectonClient
-    from .tokens import TokenCounter
+__all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
+        if name in _MOVED:
+            raise AttributeError(
+                f"{name} is not exported from the package root: "
+                f"from {_MOVED[name]} import {name}"
+            )
         raise AttributeError(f"module 'asahi_features' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)
     globals()[name] = value

@@ -44,7 +44,7 @@ def test_all_is_every_lazy_export_and_type_checkers_see_them(tmp_path: Path) -> 
     assert set(asahi_features.__all__) == {*asahi_features._EXPORTS, "__version__"}
     user_code = tmp_path / "user_code.py"
     user_code.write_text(
-        "from asahi_features import FeastClient, GuardedClient, build_sample_repo\n"
+        "from asahi_features import FeastClient, GuardedClient\n"
         "def guard(client: FeastClient) -> GuardedClient:\n"
         "    return GuardedClient(client)\n"
     )
@@ -60,6 +60,31 @@ def test_all_is_every_lazy_export_and_type_checkers_see_them(tmp_path: Path) -> 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         asahi_features.nope  # noqa: B018
+
+
+def test_adapters_live_in_their_subpackages_and_the_root_says_where() -> None:
+    with pytest.raises(AttributeError, match=r"from asahi_features\.langchain import"):
+        asahi_features.FeatureEnrichmentRunnable  # noqa: B018
+    with pytest.raises(AttributeError, match=r"from asahi_features\.sample_repo import"):
+        asahi_features.build_sample_repo  # noqa: B018
+    assert not {"FeatureEnrichmentRunnable", "FeatureContextPostprocessor"} & set(
+        asahi_features.__all__
+    )
+
+
+def test_type_checking_imports_and_runtime_exports_are_the_same_list() -> None:
+    import ast
+
+    tree = ast.parse((ROOT / "src" / "asahi_features" / "__init__.py").read_text())
+    seen = {
+        (f"asahi_features.{node.module}", alias.asname or alias.name)
+        for block in tree.body
+        if isinstance(block, ast.If)
+        for node in block.body
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+    assert seen == {(module, name) for name, module in asahi_features._EXPORTS.items()}
 
 
 def test_readme_is_built_from_its_sources() -> None:
