@@ -218,8 +218,8 @@ class FeatureMonitor:
             output_tokens: its completion tokens.
 
         Raises:
-            TypeError, ValueError: ``model`` is not a non-blank string, a token count is
-                not an integer >= 0, or token counts come without ``model``.
+            TypeError, ValueError: ``model`` is not a non-blank string or a token count
+                is not an integer >= 0.
         """
         call = (
             None
@@ -329,8 +329,8 @@ class FeatureMonitor:
             or the score is unusable (``invalid_quality_scores``).
 
         Raises:
-            TypeError, ValueError: ``model`` is not a non-blank string, a token count is
-                not an integer >= 0, or token counts come without ``model``.
+            TypeError, ValueError: ``model`` is not a non-blank string or a token count
+                is not an integer >= 0.
         """
         call = (
             None

@@ -47,7 +47,8 @@ OTHER_MODEL = "__other__"
 class LLMCall(NamedTuple):
     """The model that answered a request and the call's token usage (when known)."""
 
-    model: str
+    model: Optional[str]
+    """``None``: the usage of a call whose model was given earlier (to record_enrichment)."""
     input_tokens: Optional[int]
     output_tokens: Optional[int]
 
@@ -64,20 +65,19 @@ def check_call(model: Any, input_tokens: Any, output_tokens: Any) -> Optional[LL
     """The checked ``model=`` / ``input_tokens=`` / ``output_tokens=`` arguments.
 
     Returns:
-        ``None`` when all three are ``None``.
+        ``None`` when all three are ``None``. Usage without a model is kept for the model
+        given to the same enrichment's other call (ignored when there is none).
 
     Raises:
         TypeError: ``model`` is not a string.
-        ValueError: ``model`` is blank, a token count is not an integer >= 0, or token
-            counts are given without a model.
+        ValueError: ``model`` is blank or a token count is not an integer >= 0.
     """
     if model is None:
         if input_tokens is None and output_tokens is None:
             return None
-        raise ValueError("input_tokens/output_tokens need model=: the usage is counted per model")
-    if not isinstance(model, str):
+    elif not isinstance(model, str):
         raise TypeError(f"model must be the model's name (a str), got {type(model).__name__}")
-    if not model.strip():
+    elif not model.strip():
         raise ValueError("model must be a non-empty name, got a blank string")
     return LLMCall(
         model,
@@ -87,13 +87,14 @@ def check_call(model: Any, input_tokens: Any, output_tokens: Any) -> Optional[LL
 
 
 def merge_calls(new: Optional[LLMCall], old: Optional[LLMCall]) -> Optional[LLMCall]:
-    """``new``, with the usage ``old`` knew where ``new`` has none (same model only)."""
+    """``new``, with the model and usage ``old`` knew where ``new`` has none (a different
+    model replaces ``old`` whole)."""
     if new is None or old is None:
         return old if new is None else new
-    if new.model != old.model:
+    if new.model is not None and new.model != old.model:
         return new
     return LLMCall(
-        new.model,
+        old.model,
         old.input_tokens if new.input_tokens is None else new.input_tokens,
         old.output_tokens if new.output_tokens is None else new.output_tokens,
     )
@@ -217,10 +218,13 @@ class ModelStats:
 def add_score(
     models: Dict[str, ModelStats], call: LLMCall, group: int, score: float, max_models: int
 ) -> None:
-    """Count one score (and its call's usage) for ``call.model``."""
-    stats = models.get(call.model)
+    """Count one score (and its call's usage) for ``call.model`` (nothing without one)."""
+    model = call.model
+    if model is None:
+        return
+    stats = models.get(model)
     if stats is None:
-        name = call.model if len(models) < max_models else OTHER_MODEL
+        name = model if len(models) < max_models else OTHER_MODEL
         stats = models.get(name)
         if stats is None:
             stats = models[name] = ModelStats()
