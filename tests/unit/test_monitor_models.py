@@ -516,6 +516,12 @@ def test_cli_stats_compare_prints_the_report(tmp_path: Path) -> None:
     assert "small with features is NOT worse than big without" in margin.stdout
     as_json = runner.invoke(app, [*args, "--expensive", "big", "--json"])
     assert json.loads(as_json.stdout)["saving_per_1000_requests"] == pytest.approx(4200.0)
+    # an explicit --snapshot with --config: the snapshot, priced by the config
+    snap = tmp_path / "elsewhere.json"
+    (tmp_path / "monitor.json").rename(snap)
+    both = runner.invoke(app, [*args, "--expensive", "big", "--snapshot", str(snap)])
+    assert both.exit_code == 0, both.output
+    assert "saving per 1,000 requests: 4200.0000" in both.stdout
 
 
 def test_cli_stats_compare_without_prices_and_from_a_snapshot(tmp_path: Path) -> None:
