@@ -174,6 +174,31 @@ def test_a_model_with_both_groups_gets_its_delta_and_bounds() -> None:
     assert small["cost_per_request"] == {"with_features": None, "without_features": None}
 
 
+def test_the_expensive_side_uses_its_control_group_once_it_has_min_samples() -> None:
+    monitor = FeatureMonitor(_config(min_samples=30))
+    for i in range(40):
+        noise = 0.1 if i % 2 else -0.1
+        monitor.record_enrichment(make_result(), 0.85 + noise, model="small")
+        # fell back (store down): lower scores, shorter prompts; not the fair comparison
+        fallback = make_result(enriched=False, failed=True)
+        monitor.record_enrichment(
+            fallback, 0.5 + noise, model="big", input_tokens=10, output_tokens=10
+        )
+    for _ in range(29):
+        held = make_result(enriched=False, held_out=True)
+        monitor.record_enrichment(held, 0.9, model="big", input_tokens=1000, output_tokens=200)
+    report = monitor.compare("faq", cheap="small", expensive="big")
+    assert report.expensive_basis == "unenriched"  # 29 held-out scores: not yet
+    assert report.expensive_samples == 69
+    held = make_result(enriched=False, held_out=True)
+    monitor.record_enrichment(held, 0.9, model="big", input_tokens=1000, output_tokens=200)
+    report = monitor.compare("faq", cheap="small", expensive="big")
+    assert report.expensive_basis == "held_out"
+    assert (report.expensive_quality, report.expensive_samples) == (pytest.approx(0.9), 30)
+    assert report.expensive_cost_per_request == pytest.approx(1.0 * 2.5 + 0.2 * 10.0)
+    assert "(n=30, basis held_out)" in str(report)
+
+
 def test_bounds_wait_for_min_samples() -> None:
     monitor = FeatureMonitor(_config(min_samples=30))
     constructed(monitor, n=20)
@@ -507,7 +532,7 @@ def test_cli_stats_compare_prints_the_report(tmp_path: Path) -> None:
     out = result.stdout
     assert "task 'faq': small with features vs big without" in out
     assert "quality small with features:    0.8500 (n=100)" in out
-    assert "quality big without features: 0.8600 (n=100)" in out
+    assert "quality big without features: 0.8600 (n=100, basis unenriched)" in out
     assert "difference: -0.0100, always-valid bounds at confidence 0.95: [-0.0514, 0.0314]" in out
     assert "verdict (margin 0): undecided (the bounds include the margin)" in out
     assert "cost per request: small with features 0.300000, big without 4.500000" in out

@@ -5,7 +5,10 @@
 and ``asahi-features stats --compare`` prints.
 
 * **Quality.** ``difference = mean(cheap, with features) - mean(expensive, without
-  features)`` (every scored request of the task that got no features). Its bounds are
+  features)``. "Without features" is the expensive model's *basis*, chosen as for the
+  task's decision: its held-out scores once they number ``min_samples`` (the fair,
+  randomised control group), else every scored request of it that got no features
+  (``expensive_basis`` says which; its cost uses the same requests). Its bounds are
   the always-valid bounds of :mod:`asahi_features.monitor.sequential` at
   ``monitor.confidence`` (each one-sided), so the report may be read as often as one
   likes. The cheap model *is not worse* (``cheap_not_worse``) when the lower bound is at
@@ -29,9 +32,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..settings import MonitorConfig
-from .counters import WITH
+from .counters import BASIS_HELD_OUT, HELD_OUT, WITH
 from .per_model import ModelStats, cost_per_request
-from .quality import TUNING_FACTOR
+from .quality import TUNING_FACTOR, basis_of
 from .sequential import compare_gain
 
 __all__ = ["ModelComparison", "compare_models", "format_comparison"]
@@ -59,6 +62,9 @@ class ModelComparison:
     """Mean score of the expensive model without features."""
     expensive_samples: int
     """How many scores that mean is over."""
+    expensive_basis: str
+    """``"held_out"`` (the control group, once it has ``min_samples`` scores) or
+    ``"unenriched"`` (every scored request without features)."""
     difference: Optional[float]
     """``cheap_quality - expensive_quality``."""
     lower_bound: Optional[float]
@@ -131,7 +137,12 @@ def compare_models(
     notes: List[str] = []
     cheap_q = models[cheap].quality[WITH]
     cheap_usage = models[cheap].usage[WITH]
-    expensive_q, expensive_usage = models[expensive].without_features()
+    expensive_stats = models[expensive]
+    basis, expensive_q = basis_of(expensive_stats.quality, cfg.min_samples)
+    if basis == BASIS_HELD_OUT:
+        expensive_usage = expensive_stats.usage[HELD_OUT]
+    else:
+        expensive_usage = expensive_stats.without_features()[1]
     difference = cheap_q.mean - expensive_q.mean if cheap_q.n and expensive_q.n else None
     lower = upper = None
     if cheap_q.n < cfg.min_samples or expensive_q.n < cfg.min_samples:
@@ -184,6 +195,7 @@ def compare_models(
         cheap_samples=cheap_q.n,
         expensive_quality=expensive_q.mean if expensive_q.n else None,
         expensive_samples=expensive_q.n,
+        expensive_basis=basis,
         difference=difference,
         lower_bound=lower,
         upper_bound=upper,
@@ -216,7 +228,7 @@ def format_comparison(c: ModelComparison) -> str:
         f"task {c.task!r}: {c.cheap} with features vs {c.expensive} without",
         f"  quality {c.cheap} with features:    {_num(c.cheap_quality)} (n={c.cheap_samples})",
         f"  quality {c.expensive} without features: "
-        f"{_num(c.expensive_quality)} (n={c.expensive_samples})",
+        f"{_num(c.expensive_quality)} (n={c.expensive_samples}, basis {c.expensive_basis})",
         f"  difference: {_num(c.difference)}, always-valid bounds at confidence "
         f"{c.confidence:g}: [{_num(c.lower_bound)}, {_num(c.upper_bound)}]",
         f"  verdict (margin {c.margin:g}): {verdict}",
