@@ -354,6 +354,17 @@ def test_compare_names_what_is_wrong() -> None:
             monitor.compare("faq", cheap="small", expensive="big", margin=margin)
 
 
+def test_long_name_lists_in_errors_are_cut() -> None:
+    monitor = FeatureMonitor(_config(max_task_types=50))
+    for i in range(30):
+        monitor.record_enrichment(make_result(task=f"t{i:02d}"), 0.5, model=f"m{i:02d}")
+        monitor.record_enrichment(make_result(task="t00"), 0.5, model=f"m{i:02d}")
+    with pytest.raises(ValueError, match=r"'t19' and 10 more\)$"):
+        monitor.compare("nope", cheap="a", expensive="b")
+    with pytest.raises(ValueError, match="'m19' and 10 more;"):
+        monitor.compare("t00", cheap="a", expensive="m00")
+
+
 def test_missing_prices_and_usage_are_explained_not_guessed() -> None:
     monitor = FeatureMonitor(MonitorConfig(model_prices={"small": PRICES["small"]}))
     for i in range(4):

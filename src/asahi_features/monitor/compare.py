@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..settings import MonitorConfig
 from .counters import BASIS_HELD_OUT, HELD_OUT, WITH
-from .per_model import ModelStats, cost_per_request
+from .per_model import ModelStats, cost_per_request, name_list
 from .quality import TUNING_FACTOR, basis_of
 from .sequential import compare_gain
 
@@ -128,7 +128,7 @@ def compare_models(
         raise ValueError(f"cheap and expensive must be two different models, got {cheap!r} twice")
     for role, name in (("cheap", cheap), ("expensive", expensive)):
         if name not in models:
-            known = ", ".join(repr(m) for m in sorted(models)) or "none"
+            known = name_list(models)
             raise ValueError(
                 f"{role} model {name!r} has no scores recorded for task {task!r} "
                 f"(models with scores: {known}; scores count for a model when recorded "

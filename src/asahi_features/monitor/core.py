@@ -601,7 +601,7 @@ class FeatureMonitor:
         with self._lock:
             ts = self._tasks.get(task_type)
             if ts is None:
-                known = ", ".join(repr(t) for t in sorted(self._tasks)) or "none"
+                known = per_model.name_list(self._tasks)
                 raise ValueError(
                     f"no enrichments recorded for task {task_type!r} (task types: {known})"
                 )

@@ -215,6 +215,14 @@ class ModelStats:
         return stats
 
 
+def name_list(names: Any, limit: int = 20) -> str:
+    """``'a', 'b', ...`` sorted, at most ``limit`` names (then how many more); ``none``."""
+    ordered = sorted(names)
+    shown = ", ".join(repr(n) for n in ordered[:limit]) or "none"
+    more = len(ordered) - limit
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
 def add_score(
     models: Dict[str, ModelStats], call: LLMCall, group: int, score: float, max_models: int
 ) -> None:
