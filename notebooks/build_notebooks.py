@@ -244,7 +244,7 @@ ab_enricher = FeatureEnricher(client, EnricherConfig(enabled_task_types=tasks), 
 answers = random.Random(5)
 PROMPT_TOKENS = 350  # the question and instructions, before any features
 
-for i in range(600):
+for _ in range(600):
     uid = f"u_{answers.randint(1, 300):04d}"
     res = ab_enricher.enrich("Recommend a product for this customer.", user_id=uid,
                              task_type="product_recommendation")
@@ -283,7 +283,8 @@ axes[1].set_xlabel("model and prompt")
 verdict = f"is within {report.margin} of" if report.cheap_not_worse else "is not shown to match"
 fig.suptitle(
     f"{CHEAP} with features {verdict} {EXPENSIVE} without "
-    f"(difference {report.difference:+.3f}, bounds [{report.lower_bound:+.3f}, {report.upper_bound:+.3f}]) "
+    f"(difference {report.difference:+.3f}, "
+    f"bounds [{report.lower_bound:+.3f}, {report.upper_bound:+.3f}]) "
     f"and saves {report.saving_per_1000_requests:.2f} per 1,000 requests"
 )
 fig.tight_layout()
