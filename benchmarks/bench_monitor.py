@@ -84,6 +84,16 @@ def bench_latency(calls: int) -> None:
 
     dup_p50, _ = _p50_ns(lambda i: record(first[i], 0.7), calls)  # late quality via record
 
+    # per model (issue 20 item 3): a new id recorded with its score, model and usage
+    per_model = FeatureMonitor()
+    record_pm = per_model.record_enrichment
+    model_results = _results(calls)
+
+    def record_with_model(i: int) -> None:
+        record_pm(model_results[i], 0.7, model="small", input_tokens=1200, output_tokens=200)
+
+    model_p50, _ = _p50_ns(record_with_model, calls)  # p50 of the first pass: new ids
+
     lock = threading.Lock()
     box = [0]
 
@@ -139,6 +149,7 @@ def bench_latency(calls: int) -> None:
     for name, p50, bulk in (
         ("record_enrichment (new id)", rec_p50, rec_bulk),
         ("record_enrichment (same id + quality)", dup_p50, float("nan")),
+        ("record_enrichment (new id + score + model=)", model_p50, float("nan")),
         ("floor: lock + int add", floor_p50, floor_bulk),
         ("prometheus_client Counter.labels().inc()", prom_p50, prom_bulk),
         ("should_enrich", should_p50, should_bulk),

@@ -221,6 +221,81 @@ assert monitor.decision("faq").reason in ("quality_no_gain", "exploration")""",
     ),
     (
         "md",
+        """## Can the cheaper model with context replace the expensive one?
+
+The product question: does a cheap model **with** the customer's features answer as
+well as an expensive model **without** them, and what does switching save? Here, half of
+the users (a 50% holdout, a fair random split) are answered by the expensive model
+without features and the other half by the cheap model with features. Each score is
+recorded with `model=` and the call's token usage, and `monitor.model_prices` (example
+prices per 1,000 tokens) turns usage into cost. `monitor.compare()` gives the quality
+difference with always-valid bounds and the saving per 1,000 requests; the CLI prints
+the same report with `asahi-features stats --compare TASK --cheap M1 --expensive M2`.""",
+    ),
+    (
+        "code",
+        """CHEAP, EXPENSIVE = "gpt-4o-mini", "gpt-4o"
+ab_monitor = FeatureMonitor(MonitorConfig(
+    holdout_fraction={"product_recommendation": 0.5},
+    min_samples=30,
+    model_prices={  # example prices per 1,000 tokens
+        CHEAP: {"input_per_1k_tokens": 0.00015, "output_per_1k_tokens": 0.0006},
+        EXPENSIVE: {"input_per_1k_tokens": 0.0025, "output_per_1k_tokens": 0.01},
+    },
+))
+ab_enricher = FeatureEnricher(client, EnricherConfig(enabled_task_types=tasks), monitor=ab_monitor)
+answers = random.Random(5)
+PROMPT_TOKENS = 350  # the question and instructions, before any features
+
+for _ in range(600):
+    uid = f"u_{answers.randint(1, 300):04d}"
+    res = ab_enricher.enrich("Recommend a product for this customer.", user_id=uid,
+                             task_type="product_recommendation")
+    if res.features_available:  # cheap model, with the customer's context
+        model, mean = CHEAP, 0.84
+    else:                       # expensive model, without
+        model, mean = EXPENSIVE, 0.85
+    score = max(0.0, min(1.0, answers.gauss(mean, 0.06)))
+    ab_monitor.record_quality(res.enrichment_id, score, model=model,
+                              input_tokens=PROMPT_TOKENS + res.feature_tokens_added,
+                              output_tokens=answers.randint(150, 250))
+
+report = ab_monitor.compare("product_recommendation", cheap=CHEAP, expensive=EXPENSIVE, margin=0.03)
+print(report)""",
+    ),
+    (
+        "code",
+        """fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+names = [f"{CHEAP}\\nwith features", f"{EXPENSIVE}\\nwithout features"]
+quality = [report.cheap_quality, report.expensive_quality]
+# the always-valid bounds of the difference, drawn on the cheap model's bar
+err = [[report.difference - report.lower_bound], [report.upper_bound - report.difference]]
+axes[0].bar(names, quality, color=["tab:green", "tab:blue"])
+axes[0].errorbar([0], [report.cheap_quality], yerr=err, color="black", capsize=8,
+                 label="bounds of the difference vs the expensive model")
+axes[0].axhline(report.expensive_quality - report.margin, color="gray", linestyle="--",
+                label=f"expensive model - margin ({report.margin})")
+axes[0].set_ylim(0.6, 1.0)
+axes[0].set_ylabel("mean quality score (0-1)")
+axes[0].set_xlabel("model and prompt")
+axes[0].legend(loc="lower right", fontsize=8)
+costs = [1000 * report.cheap_cost_per_request, 1000 * report.expensive_cost_per_request]
+axes[1].bar(names, costs, color=["tab:green", "tab:blue"])
+axes[1].set_ylabel("cost per 1,000 requests (price units)")
+axes[1].set_xlabel("model and prompt")
+verdict = f"is within {report.margin} of" if report.cheap_not_worse else "is not shown to match"
+fig.suptitle(
+    f"{CHEAP} with features {verdict} {EXPENSIVE} without "
+    f"(difference {report.difference:+.3f}, "
+    f"bounds [{report.lower_bound:+.3f}, {report.upper_bound:+.3f}]) "
+    f"and saves {report.saving_per_1000_requests:.2f} per 1,000 requests"
+)
+fig.tight_layout()
+fig.savefig(Path(tempfile.gettempdir()) / "asahi_model_comparison.png")
+assert report.cheap_not_worse and report.saving_per_1000_requests > 0""",
+    ),
+    (
+        "md",
         """## An outage, and the recovery
 
 When the store goes down, the guard falls back (every request is still answered, just

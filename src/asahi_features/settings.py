@@ -33,6 +33,7 @@ __all__ = [
     "FeatureStoreSettings",
     "HttpSettings",
     "LocalSettings",
+    "ModelPrice",
     "MonitorConfig",
     "TectonSettings",
     "env_name_problem",
@@ -327,6 +328,22 @@ class EnricherConfig(_Strict):
     """At most this many (most recent) list items are rendered."""
 
 
+class ModelPrice(_Strict):
+    """The price of one model's tokens (in any one currency, used for every model)."""
+
+    input_per_1k_tokens: float = Field(ge=0, allow_inf_nan=False)
+    """Price of 1,000 prompt (input) tokens."""
+    output_per_1k_tokens: float = Field(ge=0, allow_inf_nan=False)
+    """Price of 1,000 completion (output) tokens."""
+
+
+def _model_names(prices: Dict[str, ModelPrice]) -> Dict[str, ModelPrice]:
+    for name in prices:
+        if not name.strip():
+            raise ValueError("a model name in model_prices must not be empty or blank")
+    return prices
+
+
 class MonitorConfig(_Strict):
     """``monitor``: holdout, the should-enrich decision, memory bounds, export."""
 
@@ -365,6 +382,16 @@ class MonitorConfig(_Strict):
     """Where ``save()`` / ``load()`` keep the counters across restarts."""
     seed: int = 0
     """Salt of the hash that assigns users to the holdout (reproducible)."""
+    # Annotated: the reference documents this as one key (its rows are per model name)
+    model_prices: Annotated[
+        Dict[str, Annotated[ModelPrice, Field()]], AfterValidator(_model_names)
+    ] = Field(default_factory=dict)
+    """Model name -> ``{input_per_1k_tokens, output_per_1k_tokens}`` (numbers >= 0, one
+    currency for all): the price of 1,000 prompt and 1,000 completion tokens. With the
+    token usage recorded with the scores, the per-model report gives the cost per request
+    and ``compare()`` the saving per 1,000 requests."""
+    max_models: int = Field(default=100, ge=1)
+    """Distinct models tracked per task type (more are pooled under ``"__other__"``)."""
 
 
 class AsahiConfig(_Strict):

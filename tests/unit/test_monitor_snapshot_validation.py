@@ -222,7 +222,7 @@ def test_a_snapshot_loads_to_a_working_monitor_or_fails_at_load(
         monitor = FeatureMonitor.load(path, MonitorConfig(min_samples=3))
     except ConfigError as exc:
         message = str(exc)
-        assert message.startswith(f"{path} {PREFIX} (schema 1): ")
+        assert message.startswith(f"{path} {PREFIX} (schema 1 or 2): ")
         assert len(message) <= len(str(path)) + 300  # never echoes a huge value
         assert exc.key_path == "monitor.persist_path"
         return
@@ -303,7 +303,7 @@ def _state_with(tmp_path: Path, change: Any) -> Path:
             "state.counters.failures",
             "at most counters.attempts",
         ),
-        (lambda d: d.update(schema=True), "schema", "1 (the only version"),
+        (lambda d: d.update(schema=True), "schema", "1 or 2 (the versions"),
         (lambda d: d.pop("state"), "state", "the field is missing"),
         (
             lambda d: d["state"]["tasks"].update({"y" * 5000: 1}),
@@ -319,7 +319,7 @@ def test_each_bad_field_is_named_with_what_is_allowed(
     with pytest.raises(ConfigError) as info:
         FeatureMonitor.load(path)
     message = str(info.value)
-    assert f"{PREFIX} (schema 1): {field}" in message
+    assert f"{PREFIX} (schema 1 or 2): {field}" in message
     assert allowed in message
     assert len(message) < len(str(path)) + 300
 
@@ -341,7 +341,7 @@ def test_huge_values_are_described_not_echoed(tmp_path: Path) -> None:
         (b"\xff\xfe\x00garbage", "not UTF-8 text"),
         (b"[" * 100_000, "nested too deeply"),
         (b"[1, 2, 3]", "(top level): expected an object"),
-        (b'{"schema": 2, "state": {}}', "schema: expected 1"),
+        (b'{"schema": 3, "state": {}}', "schema: expected 1 or 2"),
         (b'{"schema": 1, "state": []}', "state: expected an object, got a list of 0 items"),
     ],
 )

@@ -25,14 +25,19 @@ persisted), :mod:`~asahi_features.monitor.quality` (the per-task quality decisio
 :mod:`~asahi_features.monitor.report` (``get_stats``),
 :mod:`~asahi_features.monitor.persistence` (save, load and their checks),
 :mod:`~asahi_features.monitor.export` (Prometheus), :mod:`~asahi_features.monitor.stats`
-(bounded accumulators) and :mod:`~asahi_features.monitor.sequential` (the always-valid
-test).
+(bounded accumulators), :mod:`~asahi_features.monitor.sequential` (the always-valid
+test), :mod:`~asahi_features.monitor.per_model` (quality, usage and cost per task and
+model), :mod:`~asahi_features.monitor.compare` (cheap model with features against
+expensive model without) and :mod:`~asahi_features.monitor.model_names` (the model's
+name from LangChain / LlamaIndex callbacks).
 """
 
 from __future__ import annotations
 
+from .compare import ModelComparison
 from .core import Decision, DecisionReason, FeatureMonitor
 from .counters import GROUPS, QUALITY_BASES
+from .model_names import model_name_of
 
 __all__ = [
     "GROUPS",
@@ -40,4 +45,6 @@ __all__ = [
     "Decision",
     "DecisionReason",
     "FeatureMonitor",
+    "ModelComparison",
+    "model_name_of",
 ]

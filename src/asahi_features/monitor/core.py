@@ -17,12 +17,12 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, NamedTuple, Optional, Union
 
 from ..errors import ConfigError
 from ..models import EnrichmentResult
 from ..settings import MonitorConfig
-from . import persistence, report
+from . import per_model, persistence, report
 from .counters import (
     FALLBACK,
     HELD_OUT,
@@ -33,8 +33,12 @@ from .counters import (
     TaskStats,
     new_quality,
 )
+from .per_model import LLMCall, check_call, merge_calls
 from .quality import coerce_score, quality_disabled
 from .stats import AvailabilityWindow, LatencyReservoir
+
+if TYPE_CHECKING:
+    from .compare import ModelComparison
 
 logger = logging.getLogger("asahi_features.monitor")
 
@@ -160,6 +164,7 @@ class FeatureMonitor:
         self._last_breaker_state: Optional[str] = None
         self._max_pending = cfg.max_pending_quality
         self._max_tasks = cfg.max_task_types
+        self._max_models = cfg.max_models
         self._init_state()
         if breaker is not None:
             self.watch(breaker)
@@ -168,6 +173,8 @@ class FeatureMonitor:
         cfg = self.config
         self._tasks: Dict[str, TaskStats] = {}
         self._pending: Dict[str, Entry] = {}
+        # the model (and usage) given for a pending id before its score arrives
+        self._pending_calls: Dict[str, LLMCall] = {}
         self._order: Deque[str] = deque()
         self._latency = LatencyReservoir(cfg.latency_reservoir_size, seed=cfg.seed)
         self._window = AvailabilityWindow(cfg.availability_window)
@@ -185,7 +192,13 @@ class FeatureMonitor:
     # ------------------------------------------------------------------ recording
 
     def record_enrichment(
-        self, result: EnrichmentResult, inference_quality: Optional[float] = None
+        self,
+        result: EnrichmentResult,
+        inference_quality: Optional[float] = None,
+        *,
+        model: Optional[str] = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
     ) -> None:
         """Record one enrichment outcome, optionally with its quality score.
 
@@ -198,7 +211,21 @@ class FeatureMonitor:
             inference_quality: a quality score of the answer (higher is better), or an
                 object with a ``.score`` (e.g. a LlamaIndex ``EvaluationResult``).
                 ``None``/NaN scores are counted as ``invalid_quality_scores``.
+            model: the model that answered the request. With a score, the score also
+                counts for this model (see :meth:`compare`); without one, the model is
+                remembered for the score :meth:`record_quality` brings later.
+            input_tokens: the answering call's prompt tokens (for the cost per request).
+            output_tokens: its completion tokens.
+
+        Raises:
+            TypeError, ValueError: ``model`` is not a non-blank string or a token count
+                is not an integer >= 0.
         """
+        call = (
+            None
+            if model is None and input_tokens is None and output_tokens is None
+            else check_call(model, input_tokens, output_tokens)
+        )
         score = None if inference_quality is None else coerce_score(inference_quality)
         # Read everything first: a malformed result fails here, before any counter moves.
         eid = result.enrichment_id
@@ -221,7 +248,9 @@ class FeatureMonitor:
             if entry is not None:
                 c.duplicate_records += 1
                 if inference_quality is not None:
-                    self._apply_score(eid, entry, score)
+                    self._apply_score(eid, entry, score, call)
+                elif call is not None and not entry[2]:
+                    self._remember_call(eid, call)
                 return
             ts = self._tasks.get(task)
             if ts is None:
@@ -258,40 +287,72 @@ class FeatureMonitor:
                 elif self._paused:
                     self._resume("a fetch attempt succeeded")
             if len(pending) >= self._max_pending:
-                old = pending.pop(self._order.popleft())
+                old_id = self._order.popleft()
+                old = pending.pop(old_id)
                 if not old[2]:
                     c.evicted += 1
+                if self._pending_calls:
+                    self._pending_calls.pop(old_id, None)
             self._order.append(eid)
             entry = ts.entries[group]
             pending[eid] = entry
             if inference_quality is not None:
-                self._apply_score(eid, entry, score)
+                self._apply_score(eid, entry, score, call)
+            elif call is not None:
+                self._pending_calls[eid] = call
 
-    def record_quality(self, enrichment_id: str, score: Any) -> bool:
+    def record_quality(
+        self,
+        enrichment_id: str,
+        score: Any,
+        *,
+        model: Optional[str] = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+    ) -> bool:
         """Attach a (late) quality score to a recorded enrichment.
 
         Args:
             enrichment_id: ``EnrichmentResult.enrichment_id`` of the scored request.
             score: a number (higher is better), a bool, or an object with ``.score``.
+            model: the model that answered: the score also counts for it, per task, in
+                ``get_stats()["task_types"][task]["models"]`` and :meth:`compare`.
+                Defaults to the model given to :meth:`record_enrichment`, if any.
+            input_tokens: the answering call's prompt tokens (feature block included),
+                for the cost per request with ``monitor.model_prices``.
+            output_tokens: its completion tokens.
 
         Returns:
             True when the score was attached. False when the id is unknown (never
             recorded, or evicted from the pending table: counted as
             ``unmatched_quality_scores``), already scored (``duplicate_quality_scores``)
             or the score is unusable (``invalid_quality_scores``).
+
+        Raises:
+            TypeError, ValueError: ``model`` is not a non-blank string or a token count
+                is not an integer >= 0.
         """
+        call = (
+            None
+            if model is None and input_tokens is None and output_tokens is None
+            else check_call(model, input_tokens, output_tokens)
+        )
         value = coerce_score(score)
         with self._lock:
             entry = self._pending.get(enrichment_id)
             if entry is None:
                 self._counters.unmatched += 1
                 return False
-            return self._apply_score(enrichment_id, entry, value)
+            return self._apply_score(enrichment_id, entry, value, call)
 
-    def _apply_score(self, eid: str, entry: Entry, score: Optional[float]) -> bool:
+    def _apply_score(
+        self, eid: str, entry: Entry, score: Optional[float], call: Optional[LLMCall] = None
+    ) -> bool:
         ts, group, scored = entry
         if score is None:
             self._counters.invalid_scores += 1
+            if call is not None and not scored:  # a valid score may follow
+                self._remember_call(eid, call)
             return False
         if scored:
             self._counters.duplicate_scores += 1
@@ -300,7 +361,14 @@ class FeatureMonitor:
         self._quality[group].add(score)
         ts.version += 1
         self._pending[eid] = ts.entries[group + 3]
+        if self._pending_calls:
+            call = merge_calls(call, self._pending_calls.pop(eid, None))
+        if call is not None:
+            per_model.add_score(ts.models, call, group, score, self._max_models)
         return True
+
+    def _remember_call(self, eid: str, call: LLMCall) -> None:
+        self._pending_calls[eid] = merge_calls(call, self._pending_calls.get(eid)) or call
 
     def _task_for(self, task: str) -> TaskStats:
         if len(self._tasks) >= self._max_tasks:
@@ -485,7 +553,61 @@ class FeatureMonitor:
         """
         with self._lock:
             stats = report.stats_locked(self)
-        return report.finish_stats(stats)
+        return report.finish_stats(stats, self.config)
+
+    def compare(
+        self, task_type: str, *, cheap: str, expensive: str, margin: float = 0.0
+    ) -> ModelComparison:
+        """Can ``cheap`` with features replace ``expensive`` without them, for this task?
+
+        Compares the scores recorded with ``model=cheap`` on enriched requests with those
+        recorded with ``model=expensive`` on requests without features: the difference
+        of the means with its always-valid bounds at ``monitor.confidence``, a verdict
+        against ``margin``, and, with ``monitor.model_prices`` and token usage recorded
+        with the scores, the cost per request of each and the saving per 1,000 requests,
+        ``1000 * (cost(expensive without) - cost(cheap with))``. See
+        :mod:`asahi_features.monitor.compare`.
+
+        Args:
+            task_type: the task type (as recorded).
+            cheap: the cheaper model's name.
+            expensive: the expensive model's name.
+            margin: how much lower (in score units, >= 0) the cheap model's mean may be
+                and still count as not worse.
+
+        Returns:
+            A :class:`~asahi_features.monitor.compare.ModelComparison` (``str()`` of it is
+            the text the CLI prints).
+
+        Raises:
+            ValueError: the task has no recorded enrichments, a model has no scores in
+                it (the message lists the models that do), both names are the same, or
+                the margin is not a finite number >= 0.
+
+        Example:
+            >>> from asahi_features.models import EnrichmentResult
+            >>> monitor = FeatureMonitor()
+            >>> for i in range(4):
+            ...     r = EnrichmentResult(original_prompt="Hi", enriched_prompt="Hi",
+            ...         features_used=[], feature_tokens_added=0, enrichment_latency_ms=1.0,
+            ...         features_available=i % 2 == 0, task_type="faq")
+            ...     monitor.record_enrichment(r, 0.8, model="small" if i % 2 == 0 else "big")
+            >>> report = monitor.compare("faq", cheap="small", expensive="big")
+            >>> report.cheap_quality, report.expensive_quality, report.difference
+            (0.8, 0.8, 0.0)
+        """
+        from .compare import compare_models
+
+        with self._lock:
+            ts = self._tasks.get(task_type)
+            if ts is None:
+                known = per_model.name_list(self._tasks)
+                raise ValueError(
+                    f"no enrichments recorded for task {task_type!r} (task types: {known})"
+                )
+            models = {name: stats.copy() for name, stats in ts.models.items()}
+            tokens = report.tokens_per_enriched(ts)
+        return compare_models(task_type, models, tokens, cheap, expensive, self.config, margin)
 
     # ------------------------------------------------------------------ persistence
 
@@ -494,14 +616,16 @@ class FeatureMonitor:
 
         ``stats`` is :meth:`get_stats`; ``state`` holds the raw accumulators that
         :meth:`save` writes and :meth:`load` restores (counters, quality means and
-        variances, the latency sample). The pending table and the recent-availability
-        window are not persisted: they describe the running process.
+        variances, the latency sample, per-model data). ``schema`` is 1, or 2 when some
+        task holds per-model data (scores recorded with ``model=``). The pending table
+        and the recent-availability window are not persisted: they describe the running
+        process.
         """
         with self._lock:
             stats = report.stats_locked(self)
             state = persistence.state_of(self._counters, self._quality, self._latency, self._tasks)
-        stats = report.finish_stats(stats)
-        return {"schema": persistence.SCHEMA, "stats": stats, "state": state}
+        stats = report.finish_stats(stats, self.config)
+        return {"schema": persistence.schema_of(state), "stats": stats, "state": state}
 
     def _restore(self, restored: persistence.Restored) -> None:
         with self._lock:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from .sequential import GainEvidence
 from .stats import Welford
+
+if TYPE_CHECKING:
+    from .per_model import ModelStats
 
 GROUPS: Tuple[str, str, str] = ("with_features", "held_out", "fallback")
 """Names of the quality groups, in the order of the internal group index."""
@@ -84,6 +87,7 @@ class TaskStats:
         "entries",
         "evidence",
         "groups",
+        "models",
         "name",
         "quality",
         "reasons",
@@ -100,6 +104,7 @@ class TaskStats:
         self.groups = [0, 0, 0]
         self.reasons: Dict[Any, int] = {}
         self.quality = new_quality()
+        self.models: Dict[str, ModelStats] = {}  # per model (scores recorded with model=)
         # Shared pending-table values: (task, group, scored). No allocation per record.
         self.entries = tuple((self, g, scored) for scored in (False, True) for g in range(3))
         self.version = 0  # moves with every quality score of this task

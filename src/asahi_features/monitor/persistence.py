@@ -26,6 +26,7 @@ from .counters import (
     TaskStats,
     reason_name,
 )
+from .per_model import read_models
 from .stats import (
     LatencyReservoir,
     StateFieldError,
@@ -40,7 +41,13 @@ from .stats import (
 logger = logging.getLogger("asahi_features.monitor")
 
 SCHEMA = 1
-"""The version of the saved format, the only one this library reads."""
+"""The version of the saved format without per-model data (unchanged since version 1)."""
+SCHEMA_MODELS = 2
+"""Version 1 plus a ``models`` object in the tasks that hold per-model data. Written only
+then, so that a library that reads only version 1 refuses such a file rather than
+dropping its per-model data silently."""
+SCHEMAS = (SCHEMA, SCHEMA_MODELS)
+"""The versions this library reads."""
 
 
 class Restored(NamedTuple):
@@ -60,18 +67,28 @@ def state_of(
         "counters": counters.to_dict(),
         "quality": [acc.to_dict() for acc in quality],
         "latency": latency.to_dict(),
-        "tasks": {
-            name: {
-                "total": ts.total,
-                "tokens": ts.tokens,
-                "groups": list(ts.groups),
-                "reasons": {reason_name(k): v for k, v in ts.reasons.items()},
-                "quality": [acc.to_dict() for acc in ts.quality],
-                "quality_disabled": ts.disabled,
-            }
-            for name, ts in tasks.items()
-        },
+        "tasks": {name: _task_state(ts) for name, ts in tasks.items()},
     }
+
+
+def _task_state(ts: TaskStats) -> Dict[str, Any]:
+    state: Dict[str, Any] = {
+        "total": ts.total,
+        "tokens": ts.tokens,
+        "groups": list(ts.groups),
+        "reasons": {reason_name(k): v for k, v in ts.reasons.items()},
+        "quality": [acc.to_dict() for acc in ts.quality],
+        "quality_disabled": ts.disabled,
+    }
+    if ts.models:  # absent otherwise: such a file stays byte-identical to version 1
+        state["models"] = {name: ms.to_dict() for name, ms in ts.models.items()}
+    return state
+
+
+def schema_of(state: Dict[str, Any]) -> int:
+    """The version a ``state`` object is saved under (2 only with per-model data)."""
+    has_models = any("models" in task for task in state["tasks"].values())
+    return SCHEMA_MODELS if has_models else SCHEMA
 
 
 def _read_quality(value: Any, path: str) -> Quality:
@@ -86,7 +103,9 @@ def _read_quality(value: Any, path: str) -> Quality:
     )
 
 
-def _read_task(name: str, value: Any, path: str, known: Dict[str, Any]) -> TaskStats:
+def _read_task(
+    name: str, value: Any, path: str, known: Dict[str, Any], schema: int = SCHEMA_MODELS
+) -> TaskStats:
     data = check_object(value, path)
     ts = TaskStats(name)
     ts.total = read_count(data, "total", path)
@@ -123,6 +142,12 @@ def _read_task(name: str, value: Any, path: str, known: Dict[str, Any]) -> TaskS
     if type(disabled) is not bool:
         raise StateFieldError(f"{path}.quality_disabled", "true or false", disabled)
     ts.disabled = disabled
+    if "models" in data:
+        if schema < SCHEMA_MODELS:
+            raise StateFieldError(
+                f"{path}.models", f"absent in schema {schema} (per-model data is schema 2)"
+            )
+        ts.models = read_models(data["models"], f"{path}.models", ts.quality)
     return ts
 
 
@@ -152,7 +177,7 @@ def _read_counters(state: Dict[str, Any]) -> Counters:
     return counters
 
 
-def _read_state(state: Dict[str, Any], config: MonitorConfig) -> Restored:
+def _read_state(state: Dict[str, Any], config: MonitorConfig, schema: int = SCHEMA) -> Restored:
     """Check a saved ``state`` object whole and build what it describes.
 
     Raises:
@@ -170,7 +195,7 @@ def _read_state(state: Dict[str, Any], config: MonitorConfig) -> Restored:
     tasks: Dict[str, TaskStats] = {}
     raw_tasks = check_object(state.get("tasks", {}), "state.tasks")
     for name, data in raw_tasks.items():
-        tasks[name] = _read_task(name, data, field_path("state.tasks", name), known)
+        tasks[name] = _read_task(name, data, field_path("state.tasks", name), known, schema)
     if tasks and sum(ts.total for ts in tasks.values()) != counters.total:
         raise StateFieldError(
             "state.tasks",
@@ -193,13 +218,15 @@ def _read_snapshot(raw: bytes, config: MonitorConfig) -> Restored:
     if "schema" not in data:
         raise StateFieldError("schema", f"{SCHEMA}", missing=True)
     schema = data["schema"]
-    if type(schema) is not int or schema != SCHEMA:
-        raise StateFieldError("schema", f"{SCHEMA} (the only version this library reads)", schema)
+    if type(schema) is not int or schema not in SCHEMAS:
+        raise StateFieldError(
+            "schema", f"{SCHEMA} or {SCHEMA_MODELS} (the versions this library reads)", schema
+        )
     if "stats" in data:  # informational: recomputed from the state
         check_object(data["stats"], "stats")
     if "state" not in data:
         raise StateFieldError("state", "an object", missing=True)
-    return _read_state(check_object(data["state"], "state"), config)
+    return _read_state(check_object(data["state"], "state"), config, schema)
 
 
 def parse_snapshot(raw: bytes, config: MonitorConfig) -> Union[Restored, str]:
@@ -257,6 +284,7 @@ def write_snapshot(target: Path, snapshot: Dict[str, Any]) -> Path:
 def not_a_snapshot(target: Path, problem: str) -> ConfigError:
     """The error :meth:`FeatureMonitor.restore` raises for a refused file."""
     return ConfigError(
-        f"{target} is not a saved FeatureMonitor state (schema {SCHEMA}): {problem}",
+        f"{target} is not a saved FeatureMonitor state (schema {SCHEMA} or {SCHEMA_MODELS}): "
+        f"{problem}",
         key_path="monitor.persist_path",
     )

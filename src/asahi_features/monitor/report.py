@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
+from ..settings import MonitorConfig
 from .counters import (
     BASIS_HELD_OUT,
     FALLBACK,
@@ -17,6 +18,7 @@ from .counters import (
     TaskStats,
     reason_name,
 )
+from .per_model import model_entry
 from .quality import basis_of, delta, gain_bounds, quality_disabled
 from .stats import LatencyReservoir, Welford
 
@@ -92,12 +94,26 @@ def stats_locked(monitor: FeatureMonitor) -> Dict[str, Any]:
     return stats
 
 
-def finish_stats(stats: Dict[str, Any]) -> Dict[str, Any]:
-    """Add the latency percentiles to :func:`stats_locked`'s dict (outside the lock)."""
+def finish_stats(stats: Dict[str, Any], config: MonitorConfig) -> Dict[str, Any]:
+    """Add the latency percentiles and the per-model entries to :func:`stats_locked`'s
+    dict (outside the lock)."""
     latencies = stats.pop("_latencies")
     p50, p95, p99 = LatencyReservoir.percentiles_of(latencies, (50, 95, 99))
     stats["latency_ms"] = {"p50": p50, "p95": p95, "p99": p99, "sample_size": len(latencies)}
+    for entry in stats["task_types"].values():
+        copied = entry.pop("_models", None)
+        if copied is not None:  # only tasks with scores recorded with model=
+            tokens, copied = copied
+            entry["models"] = {
+                name: model_entry(name, ms, tokens, config) for name, ms in sorted(copied.items())
+            }
     return stats
+
+
+def tokens_per_enriched(ts: TaskStats) -> Optional[float]:
+    """Feature tokens per enriched request of a task (``None`` before the first)."""
+    enriched = ts.groups[WITH]
+    return ts.tokens / enriched if enriched else None
 
 
 def task_stats(monitor: FeatureMonitor, ts: TaskStats) -> Dict[str, Any]:
@@ -107,7 +123,7 @@ def task_stats(monitor: FeatureMonitor, ts: TaskStats) -> Dict[str, Any]:
     q = [acc.summary() for acc in ts.quality]
     without = Welford.merged(ts.quality[HELD_OUT], ts.quality[FALLBACK])
     basis_acc = ts.quality[HELD_OUT] if ts.basis == BASIS_HELD_OUT else without
-    return {
+    entry = {
         "total": ts.total,
         "enriched": ts.groups[WITH],
         "held_out": ts.groups[HELD_OUT],
@@ -129,3 +145,7 @@ def task_stats(monitor: FeatureMonitor, ts: TaskStats) -> Dict[str, Any]:
         "disabled_for_quality": disabled,
         "holdout_fraction": monitor.holdout_fraction(ts.name),
     }
+    if ts.models:  # copied now, reported by finish_stats outside the lock
+        copies = {name: ms.copy() for name, ms in ts.models.items()}
+        entry["_models"] = (tokens_per_enriched(ts), copies)
+    return entry
