@@ -28,3 +28,15 @@ def test_stored_notebooks_carry_their_outputs() -> None:
         assert not unexecuted, f"{path.name}: code cells {unexecuted} were stored unexecuted"
         errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{path.name} was stored with an error output"
+
+
+def test_the_monitoring_notebook_shows_its_plots() -> None:
+    nb = json.loads((NOTEBOOKS / "03_monitoring.ipynb").read_text())
+    images = [
+        o
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= 2, "the plots are not stored in the notebook"
