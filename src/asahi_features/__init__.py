@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureStoreSettings": "asahi_features.settings",
     "EnricherConfig": "asahi_features.settings",
     "MonitorConfig": "asahi_features.settings",
+    "TelemetryConfig": "asahi_features.settings",
     "FeaturePolicy": "asahi_features.settings",
     "load_config": "asahi_features.config",
     "client_from_config": "asahi_features.config",
@@ -56,6 +57,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureMonitor": "asahi_features.monitor",
     "Decision": "asahi_features.monitor",
     "DecisionReason": "asahi_features.monitor",
+    "enable_opentelemetry": "asahi_features.telemetry",
     # framework adapters (need the langchain / llama-index extras)
     "FeatureEnrichmentRunnable": "asahi_features.langchain",
     "FeatureMonitorCallbackHandler": "asahi_features.langchain",
@@ -106,12 +108,14 @@ __all__ = [
     "LocalFeatureStore",
     "MonitorConfig",
     "TectonClient",
+    "TelemetryConfig",
     "TokenCounter",
     "TokenizerUnavailableError",
     "__version__",
     "build_enricher",
     "build_sample_repo",
     "client_from_config",
+    "enable_opentelemetry",
     "load_config",
 ]
 
@@ -151,6 +155,7 @@ if TYPE_CHECKING:
         FeaturePolicy,
         FeatureStoreSettings,
         MonitorConfig,
+        TelemetryConfig,
     )
     from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
     from .stores.custom import CustomBackend
@@ -158,6 +163,7 @@ if TYPE_CHECKING:
     from .stores.http import HttpFeatureStore
     from .stores.local import LocalFeatureStore
     from .stores.tecton import TectonClient
+    from .telemetry import enable_opentelemetry
     from .tokens import TokenCounter
 
 

@@ -31,7 +31,7 @@ test).
 
 from __future__ import annotations
 
-from .core import Decision, DecisionReason, FeatureMonitor
+from .core import Decision, DecisionReason, FeatureMonitor, ScoreEvent
 from .counters import GROUPS, QUALITY_BASES
 
 __all__ = [
@@ -40,4 +40,5 @@ __all__ = [
     "Decision",
     "DecisionReason",
     "FeatureMonitor",
+    "ScoreEvent",
 ]

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Tuple, Union
 
 from ..errors import ConfigError
 from ..models import EnrichmentResult
@@ -25,6 +25,7 @@ from ..settings import MonitorConfig
 from . import persistence, report
 from .counters import (
     FALLBACK,
+    GROUPS,
     HELD_OUT,
     OTHER_TASK,
     WITH,
@@ -57,6 +58,19 @@ class DecisionReason:
     that enrichment does not improve quality by the margin."""
     EXPLORATION = "exploration"
     """Quality says no, but this request is in the exploration share."""
+
+
+class ScoreEvent(NamedTuple):
+    """One quality score the monitor accepted, as its ``score_observers`` see it."""
+
+    enrichment_id: str
+    task_type: str
+    """The task it was counted under (``"__other__"`` past ``max_task_types``)."""
+    group: str
+    """``with_features``, ``held_out`` or ``fallback``."""
+    score: float
+    raw: Any
+    """The score as given (a number, a bool or an object with ``.score``)."""
 
 
 class Decision(NamedTuple):
@@ -160,6 +174,9 @@ class FeatureMonitor:
         self._last_breaker_state: Optional[str] = None
         self._max_pending = cfg.max_pending_quality
         self._max_tasks = cfg.max_task_types
+        self.score_observers: List[Callable[[ScoreEvent], None]] = []
+        """Called with every quality score the monitor accepts (see :class:`ScoreEvent`;
+        the OpenTelemetry integration, :mod:`asahi_features.telemetry`, is one)."""
         self._init_state()
         if breaker is not None:
             self.watch(breaker)
@@ -199,6 +216,14 @@ class FeatureMonitor:
                 object with a ``.score`` (e.g. a LlamaIndex ``EvaluationResult``).
                 ``None``/NaN scores are counted as ``invalid_quality_scores``.
         """
+        scored = self._record(result, inference_quality)
+        if scored is not None and self.score_observers:
+            self._notify_score(result.enrichment_id, scored, inference_quality)
+
+    def _record(
+        self, result: EnrichmentResult, inference_quality: Optional[float]
+    ) -> Optional[Tuple[Entry, float]]:
+        """:meth:`record_enrichment`; the scored entry and score when a score was taken."""
         score = None if inference_quality is None else coerce_score(inference_quality)
         # Read everything first: a malformed result fails here, before any counter moves.
         eid = result.enrichment_id
@@ -220,9 +245,8 @@ class FeatureMonitor:
             entry = pending.get(eid)
             if entry is not None:
                 c.duplicate_records += 1
-                if inference_quality is not None:
-                    self._apply_score(eid, entry, score)
-                return
+                applied = inference_quality is not None and self._apply_score(eid, entry, score)
+                return (entry, score) if applied and score is not None else None
             ts = self._tasks.get(task)
             if ts is None:
                 ts = self._task_for(task)
@@ -264,8 +288,8 @@ class FeatureMonitor:
             self._order.append(eid)
             entry = ts.entries[group]
             pending[eid] = entry
-            if inference_quality is not None:
-                self._apply_score(eid, entry, score)
+            applied = inference_quality is not None and self._apply_score(eid, entry, score)
+        return (entry, score) if applied and score is not None else None
 
     def record_quality(self, enrichment_id: str, score: Any) -> bool:
         """Attach a (late) quality score to a recorded enrichment.
@@ -286,7 +310,21 @@ class FeatureMonitor:
             if entry is None:
                 self._counters.unmatched += 1
                 return False
-            return self._apply_score(enrichment_id, entry, value)
+            applied = self._apply_score(enrichment_id, entry, value)
+        if applied and value is not None and self.score_observers:
+            self._notify_score(enrichment_id, (entry, value), score)
+        return applied
+
+    def _notify_score(self, enrichment_id: str, scored: Tuple[Entry, float], raw: Any) -> None:
+        """Tell the score observers (outside the lock, on the caller's thread) about an
+        accepted score; an observer that raises is logged, never the caller's problem."""
+        (ts, group, _), value = scored
+        event = ScoreEvent(enrichment_id, ts.name, GROUPS[group], value, raw)
+        for observer in self.score_observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.warning("a quality score observer failed; ignored", exc_info=True)
 
     def _apply_score(self, eid: str, entry: Entry, score: Optional[float]) -> bool:
         ts, group, scored = entry

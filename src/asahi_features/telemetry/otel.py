@@ -1,0 +1,153 @@
+"""The OpenTelemetry observers (imported only when the integration is enabled).
+
+:class:`EnrichmentSpans` observes a :class:`~asahi_features.enricher.FeatureEnricher`:
+one span per finished request, started at the request's start and ended at its end,
+as a child of the span current on the caller's thread or task (a LangChain or
+LlamaIndex LLM span, a web request span...). :class:`EvaluationEvents` observes a
+:class:`~asahi_features.monitor.FeatureMonitor`: one ``gen_ai.evaluation.result``
+event per accepted quality score.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Optional
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+
+from .. import __version__
+from . import attributes as attrs
+
+if TYPE_CHECKING:
+    from ..enricher import EnrichmentTrace
+    from ..models import EnrichmentResult
+    from ..monitor import ScoreEvent
+
+__all__ = ["EnrichmentSpans", "EvaluationEvents", "SpanIndex"]
+
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
+_NS_PER_MS = 1_000_000
+
+
+def get_tracer(tracer_provider: Any = None) -> trace.Tracer:
+    """The library's tracer from ``tracer_provider`` (default: the global provider)."""
+    return trace.get_tracer(
+        "asahi_features", __version__, tracer_provider=tracer_provider, schema_url=SCHEMA_URL
+    )
+
+
+class SpanIndex:
+    """The span context of the most recent enrichments, by enrichment id, so that a late
+    quality score can point at the enrichment it scores. Bounded: the oldest go first."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._spans: OrderedDict[str, SpanContext] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, enrichment_id: str, context: SpanContext) -> None:
+        with self._lock:
+            spans = self._spans
+            spans[enrichment_id] = context
+            if len(spans) > self._max:
+                spans.popitem(last=False)
+
+    def get(self, enrichment_id: str) -> Optional[SpanContext]:
+        with self._lock:
+            return self._spans.get(enrichment_id)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+
+class EnrichmentSpans:
+    """An :class:`~asahi_features.enricher.EnrichmentObserver` making one span per request.
+
+    The span is named ``retrieval asahi_features`` (kind ``INTERNAL``,
+    ``gen_ai.operation.name = retrieval``) and covers the request from its start to its
+    result; its attributes are :func:`~asahi_features.telemetry.attributes.enrichment_attributes`.
+    A request degraded by a failure (``store_unavailable``, ``overloaded``,
+    ``invalid_input``) gets status ERROR with the reason as its description and
+    ``error.type``.
+    """
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        record_ids: bool = False,
+        index: Optional[SpanIndex] = None,
+    ) -> None:
+        self.tracer = tracer
+        self.record_ids = record_ids
+        self.index = index
+
+    def _emit(
+        self, attributes: attrs.Attributes, elapsed_ms: float, error: Optional[str]
+    ) -> trace.Span:
+        """A span that began ``elapsed_ms`` ago and ends now (status ERROR if ``error``)."""
+        end = time.time_ns()
+        span = self.tracer.start_span(
+            attrs.ENRICHMENT_SPAN_NAME,
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            start_time=end - int(max(elapsed_ms, 0.0) * _NS_PER_MS),
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end(end_time=end)
+        return span
+
+    def enrichment_finished(self, result: EnrichmentResult, trace_: EnrichmentTrace) -> None:
+        """One request finished: its span, ended now."""
+        attributes = attrs.enrichment_attributes(result, trace_, record_ids=self.record_ids)
+        error = attributes.get(attrs.ERROR_TYPE)
+        span = self._emit(
+            attributes, result.enrichment_latency_ms, None if error is None else str(error)
+        )
+        if self.index is not None:
+            self.index.add(result.enrichment_id, span.get_span_context())
+
+
+class EvaluationEvents:
+    """A :attr:`FeatureMonitor.score_observers <asahi_features.monitor.FeatureMonitor>`
+    entry emitting each accepted quality score as a ``gen_ai.evaluation.result`` event.
+
+    The event goes on the span current on the caller's thread when one is recording
+    (the caller scores inside its own evaluation or LLM span); otherwise on a short
+    ``evaluation asahi_features`` span, child of the scored enrichment's span when that
+    is still known (:class:`SpanIndex`), so the score shows in the request's trace.
+    """
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        evaluation_name: str = attrs.DEFAULT_EVALUATION_NAME,
+        index: Optional[SpanIndex] = None,
+    ) -> None:
+        self.tracer = tracer
+        self.evaluation_name = evaluation_name
+        self.index = index
+
+    def __call__(self, event: ScoreEvent) -> None:
+        attributes = attrs.evaluation_attributes(event, self.evaluation_name)
+        current = trace.get_current_span()
+        if current.is_recording():
+            current.add_event(attrs.EVALUATION_EVENT_NAME, attributes)
+            return
+        parent = None if self.index is None else self.index.get(event.enrichment_id)
+        context = (
+            None if parent is None else trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        )
+        span = self.tracer.start_span(
+            attrs.EVALUATION_SPAN_NAME,
+            context=context,
+            kind=SpanKind.INTERNAL,
+            attributes={attrs.ENRICHMENT_ID: event.enrichment_id},
+        )
+        span.add_event(attrs.EVALUATION_EVENT_NAME, attributes)
+        span.end()
