@@ -595,3 +595,18 @@ def test_telemetry_settings_are_validated(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=key):
             load_config(_config_file(tmp_path, bad))
+
+
+def test_sampled_out_requests_export_nothing_and_still_work(
+    enricher: FeatureEnricher, exporter: InMemorySpanExporter
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    enable_opentelemetry(enricher, tracer_provider=provider)
+    result = enricher.enrich("hi", user_id=USERS[0], task_type="faq")
+    assert result.features_available
+    assert enricher.monitor is not None
+    assert enricher.monitor.record_quality(result.enrichment_id, 0.5)  # type: ignore[attr-defined]
+    assert exporter.get_finished_spans() == ()

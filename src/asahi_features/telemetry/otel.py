@@ -85,29 +85,26 @@ class EnrichmentSpans:
         self.record_ids = record_ids
         self.index = index
 
-    def _emit(
-        self, attributes: attrs.Attributes, elapsed_ms: float, error: Optional[str]
-    ) -> trace.Span:
-        """A span that began ``elapsed_ms`` ago and ends now (status ERROR if ``error``)."""
+    def enrichment_finished(self, result: EnrichmentResult, trace_: EnrichmentTrace) -> None:
+        """One request finished: its span, from the request's start to now."""
         end = time.time_ns()
         span = self.tracer.start_span(
             attrs.ENRICHMENT_SPAN_NAME,
             kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            start_time=end - int(max(elapsed_ms, 0.0) * _NS_PER_MS),
+            # what a sampler may decide on; the rest only for spans that are recorded
+            attributes={
+                attrs.GEN_AI_OPERATION_NAME: attrs.RETRIEVAL,
+                attrs.TASK_TYPE: result.task_type,
+            },
+            start_time=end - int(max(result.enrichment_latency_ms, 0.0) * _NS_PER_MS),
         )
-        if error is not None:
-            span.set_status(Status(StatusCode.ERROR, error))
+        if span.is_recording():
+            attributes = attrs.enrichment_attributes(result, trace_, record_ids=self.record_ids)
+            span.set_attributes(attributes)
+            error = attributes.get(attrs.ERROR_TYPE)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, str(error)))
         span.end(end_time=end)
-        return span
-
-    def enrichment_finished(self, result: EnrichmentResult, trace_: EnrichmentTrace) -> None:
-        """One request finished: its span, ended now."""
-        attributes = attrs.enrichment_attributes(result, trace_, record_ids=self.record_ids)
-        error = attributes.get(attrs.ERROR_TYPE)
-        span = self._emit(
-            attributes, result.enrichment_latency_ms, None if error is None else str(error)
-        )
         if self.index is not None:
             self.index.add(result.enrichment_id, span.get_span_context())
 
