@@ -18,6 +18,7 @@ ORDER = [
     "sections/backends-remote.md",
     "readme/10-local.md",
     "sections/monitor.md",
+    "sections/observability.md",
     "sections/langchain.md",
     "sections/llama_index.md",
     "readme/20-cli.md",
