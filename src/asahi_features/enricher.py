@@ -19,6 +19,8 @@ nothing is added they are equal and :attr:`EnrichmentResult.reason` says why.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import math
 import os
@@ -36,6 +38,7 @@ from typing import (
     Protocol,
     Sequence,
     Tuple,
+    TypeVar,
     Union,
     runtime_checkable,
 )
@@ -61,6 +64,7 @@ __all__ = [
     "EnrichmentGate",
     "EnrichmentObserver",
     "EnrichmentTrace",
+    "FailedCall",
     "FeatureEnricher",
     "build_enricher",
 ]
@@ -135,11 +139,75 @@ class EnrichmentObserver(Protocol):
     thread (or task) right after the monitor, so the caller's current context is the
     request's. An observer that raises is logged and ignored: it never fails a request.
     A call that raises to its caller (a configuration error, or a store failure with
-    ``fallback_on_timeout: false``) finishes no request: observers are not called."""
+    ``fallback_on_timeout: false``) finishes no request: an observer with an
+    ``enrichment_failed(error, call)`` method is told with a :class:`FailedCall`."""
 
     def enrichment_finished(self, result: EnrichmentResult, trace: EnrichmentTrace) -> None:
         """One request finished."""
         ...
+
+
+class FailedCall(NamedTuple):
+    """An enrich call that raised to its caller, as an observer's optional
+    ``enrichment_failed(error, call)`` method sees it."""
+
+    task_type: Optional[str]
+    """The request's task type (``None`` for a batch call)."""
+    batch_size: int
+    elapsed_ms: float
+    """From the start of the call to the error."""
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _observed(method: _Method) -> _Method:
+    """Tell the enricher's observers about a call of ``method`` that raises to its caller
+    (a configuration error, or a store failure with ``fallback_on_timeout: false``:
+    these finish no request). Without observers, only a list check is added."""
+    signature = inspect.signature(method)
+
+    def failed(self: FeatureEnricher, exc: Exception, args: Any, kwargs: Any, t0: float) -> None:
+        elapsed = (self._clock() - t0) * 1000.0
+        bound = signature.bind_partial(self, *args, **kwargs).arguments
+        requests = bound.get("requests")
+        task = None if requests is not None else str(bound.get("task_type", "general"))
+        call = FailedCall(task, 1 if requests is None else len(requests), elapsed)
+        for observer in self.observers:
+            try:
+                notify = getattr(observer, "enrichment_failed", None)
+                if notify is not None:
+                    notify(exc, call)
+            except Exception:  # the caller gets its own error, not the observer's
+                self._monitor_failed("enrichment_failed", "observer")
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def awrapper(self: FeatureEnricher, *args: Any, **kwargs: Any) -> Any:
+            if not self.observers:
+                return await method(self, *args, **kwargs)
+            t0 = self._clock()
+            try:
+                return await method(self, *args, **kwargs)
+            except Exception as exc:
+                failed(self, exc, args, kwargs, t0)
+                raise
+
+        return awrapper  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def wrapper(self: FeatureEnricher, *args: Any, **kwargs: Any) -> Any:
+        if not self.observers:
+            return method(self, *args, **kwargs)
+        t0 = self._clock()
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            failed(self, exc, args, kwargs, t0)
+            raise
+
+    return wrapper  # type: ignore[return-value]
 
 
 _value_key = value_key
@@ -455,6 +523,7 @@ class FeatureEnricher:
         """
         return list(self.config.task_features.get(task_type, {}).get(entity_type, []))
 
+    @_observed
     def enrich(
         self,
         prompt: str,
@@ -498,6 +567,7 @@ class FeatureEnricher:
                 store_ms = (self._clock() - fetch_started) * 1000.0
         return self._finish(plan, store_ms=store_ms)
 
+    @_observed
     async def aenrich(
         self,
         prompt: str,
@@ -542,6 +612,7 @@ class FeatureEnricher:
         """
         return self.enrich_requests([EnrichmentTuple.of(r) for r in requests])
 
+    @_observed
     def enrich_requests(self, requests: Sequence[EnrichmentTuple]) -> List[EnrichmentResult]:
         """:meth:`enrich_batch` for already-checked ``(prompt, user_id, organization_id,
         task_type, context)`` tuples (the framework adapters' fast path)."""
@@ -574,6 +645,7 @@ class FeatureEnricher:
         """Async :meth:`enrich_batch` (the groups are fetched concurrently)."""
         return await self.aenrich_requests([EnrichmentTuple.of(r) for r in requests])
 
+    @_observed
     async def aenrich_requests(self, requests: Sequence[EnrichmentTuple]) -> List[EnrichmentResult]:
         """Async :meth:`enrich_requests`."""
         started = self._clock()

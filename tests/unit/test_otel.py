@@ -610,3 +610,121 @@ def test_sampled_out_requests_export_nothing_and_still_work(
     assert enricher.monitor is not None
     assert enricher.monitor.record_quality(result.enrichment_id, 0.5)  # type: ignore[attr-defined]
     assert exporter.get_finished_spans() == ()
+
+
+def _raising_enricher(backends: List[FaultyBackend]) -> Tuple[FeatureEnricher, GuardedClient]:
+    backend = FaultyBackend("raise")
+    backends.append(backend)
+    guarded = GuardedClient(
+        backend,
+        timeout_ms=2000,
+        fallback_on_timeout=False,
+        breaker_window=1000,
+        breaker_minimum_calls=1000,
+    )
+    return FeatureEnricher(guarded, CONFIG), guarded
+
+
+async def test_a_call_that_raises_to_its_caller_gets_an_error_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter, backends: List[FaultyBackend]
+) -> None:
+    from asahi_features.errors import FeatureStoreUnavailableError
+
+    enricher, guarded = _raising_enricher(backends)
+    enable_opentelemetry(enricher, tracer_provider=provider)
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("chat") as llm:
+        with pytest.raises(FeatureStoreUnavailableError):
+            enricher.enrich("hi", user_id="u1", task_type="faq")
+        with pytest.raises(FeatureStoreUnavailableError):
+            await enricher.aenrich("hi", None, "acme", "content_generation")
+        with pytest.raises(FeatureStoreUnavailableError):
+            enricher.enrich_batch(
+                [{"prompt": "hi", "user_id": f"u{i}", "task_type": "faq"} for i in range(3)]
+            )
+        with pytest.raises(FeatureStoreUnavailableError):
+            await enricher.aenrich_batch([{"prompt": "hi", "user_id": "u1", "task_type": "faq"}])
+    spans = _ours(exporter)
+    assert len(spans) == 4
+    assert {s.parent.span_id for s in spans} == {llm.get_span_context().span_id}
+    assert all(s.status.status_code is StatusCode.ERROR for s in spans)
+    assert {s.status.description for s in spans} == {"FeatureStoreUnavailableError"}
+    error_type = "asahi_features.errors.FeatureStoreUnavailableError"
+    assert [s.attributes.get("asahi.task_type") for s in spans] == [
+        "faq",
+        "content_generation",
+        None,
+        None,
+    ]
+    assert [s.attributes["asahi.batch.size"] for s in spans] == [1, 1, 3, 1]
+    first = dict(spans[0].attributes or {})
+    assert first.pop("asahi.enrichment.latency_ms") >= 0.0
+    assert first == {
+        "gen_ai.operation.name": "retrieval",
+        "error.type": error_type,
+        "asahi.batch.size": 1,
+        "asahi.task_type": "faq",
+    }
+    guarded.close()
+
+
+def test_without_observers_a_raising_call_is_untouched(backends: List[FaultyBackend]) -> None:
+    from asahi_features.errors import FeatureStoreUnavailableError
+
+    enricher, guarded = _raising_enricher(backends)
+
+    class FinishedOnly:  # enrichment_failed is optional
+        calls = 0
+
+        def enrichment_finished(self, result: EnrichmentResult, trace: EnrichmentTrace) -> None:
+            FinishedOnly.calls += 1
+
+    with pytest.raises(FeatureStoreUnavailableError):
+        enricher.enrich("hi", user_id="u1", task_type="faq")
+    enricher.observers.append(FinishedOnly())
+    with pytest.raises(FeatureStoreUnavailableError):
+        enricher.enrich("hi", user_id="u1", task_type="faq")
+    assert FinishedOnly.calls == 0
+    guarded.close()
+
+
+def test_a_failure_observer_that_raises_leaves_the_callers_error(
+    backends: List[FaultyBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    from asahi_features.errors import FeatureStoreUnavailableError
+
+    enricher, guarded = _raising_enricher(backends)
+
+    class Broken:
+        def enrichment_finished(self, result: EnrichmentResult, trace: EnrichmentTrace) -> None:
+            pass
+
+        def enrichment_failed(self, error: BaseException, call: Any) -> None:
+            raise RuntimeError("observer bug")
+
+    enricher.observers.append(Broken())
+    with pytest.raises(FeatureStoreUnavailableError):
+        enricher.enrich("hi", user_id="u1", task_type="faq")
+    assert "observer.enrichment_failed failed;" in caplog.text
+    guarded.close()
+
+
+def test_scores_of_enrichments_no_longer_tracked_are_root_spans(
+    enricher: FeatureEnricher, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    enable_opentelemetry(enricher, tracer_provider=provider, max_tracked=2)
+    results = [enricher.enrich("hi", user_id=u, task_type="faq") for u in USERS[:3]]
+    monitor = enricher.monitor
+    assert isinstance(monitor, FeatureMonitor)
+    for result in results:
+        assert monitor.record_quality(result.enrichment_id, 0.5)
+    enrichment_spans = {s.attributes["asahi.enrichment.id"]: s for s in _ours(exporter)}
+    parents = [
+        None if s.parent is None else s.parent.span_id
+        for s in _ours(exporter, "evaluation asahi_features")
+    ]
+    assert parents == [
+        None,  # the first enrichment's span was forgotten (only 2 are kept)
+        enrichment_spans[results[1].enrichment_id].context.span_id,
+        enrichment_spans[results[2].enrichment_id].context.span_id,
+    ]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 from ..models import EnrichmentReason
 
 if TYPE_CHECKING:
-    from ..enricher import EnrichmentTrace
+    from ..enricher import EnrichmentTrace, FailedCall
     from ..models import EnrichmentResult
     from ..monitor import ScoreEvent
 
@@ -26,6 +26,7 @@ __all__ = [
     "FAILURE_REASONS",
     "enrichment_attributes",
     "evaluation_attributes",
+    "failure_attributes",
     "score_label",
 ]
 
@@ -127,6 +128,20 @@ def enrichment_attributes(
         out[ERROR_TYPE] = _value(result.reason)
     if record_ids:
         _ids(trace, out)
+    return out
+
+
+def failure_attributes(error: BaseException, call: FailedCall) -> Attributes:
+    """The attributes of the span of a call that raised to its caller: the error's
+    type, never its message (a message may quote what the caller sent)."""
+    out: Attributes = {
+        GEN_AI_OPERATION_NAME: RETRIEVAL,
+        ERROR_TYPE: f"{type(error).__module__}.{type(error).__qualname__}",
+        LATENCY_MS: float(call.elapsed_ms),
+        BATCH_SIZE: call.batch_size,
+    }
+    if call.task_type is not None:
+        out[TASK_TYPE] = call.task_type
     return out
 
 

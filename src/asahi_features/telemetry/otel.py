@@ -22,7 +22,7 @@ from .. import __version__
 from . import attributes as attrs
 
 if TYPE_CHECKING:
-    from ..enricher import EnrichmentTrace
+    from ..enricher import EnrichmentTrace, FailedCall
     from ..models import EnrichmentResult
     from ..monitor import ScoreEvent
 
@@ -71,7 +71,8 @@ class EnrichmentSpans:
     result; its attributes are :func:`~asahi_features.telemetry.attributes.enrichment_attributes`.
     A request degraded by a failure (``store_unavailable``, ``overloaded``,
     ``invalid_input``) gets status ERROR with the reason as its description and
-    ``error.type``.
+    ``error.type``; a call that raised to its caller gets one span, status ERROR, with
+    the error's type.
     """
 
     def __init__(
@@ -107,6 +108,19 @@ class EnrichmentSpans:
         span.end(end_time=end)
         if self.index is not None:
             self.index.add(result.enrichment_id, span.get_span_context())
+
+    def enrichment_failed(self, error: BaseException, call: FailedCall) -> None:
+        """A call raised to its caller: one span for the call, status ERROR, named by
+        the error's type."""
+        end = time.time_ns()
+        span = self.tracer.start_span(
+            attrs.ENRICHMENT_SPAN_NAME,
+            kind=SpanKind.INTERNAL,
+            attributes=attrs.failure_attributes(error, call),
+            start_time=end - int(max(call.elapsed_ms, 0.0) * _NS_PER_MS),
+        )
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end(end_time=end)
 
 
 class EvaluationEvents:
