@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import time
+import types
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -161,10 +162,16 @@ class FailedCall(NamedTuple):
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
+_OBSERVED_METHODS = ("enrich", "aenrich", "enrich_requests", "aenrich_requests")
+"""The calls whose errors :meth:`FeatureEnricher.add_observer` reports."""
+
+
 def _observed(method: _Method) -> _Method:
-    """Tell the enricher's observers about a call of ``method`` that raises to its caller
+    """``method`` telling the enricher's observers about a call that raises to its caller
     (a configuration error, or a store failure with ``fallback_on_timeout: false``:
-    these finish no request). Without observers, only a list check is added."""
+    these finish no request). Installed per instance by
+    :meth:`FeatureEnricher.add_observer`, so an enricher without such an observer pays
+    nothing."""
     signature = inspect.signature(method)
 
     def failed(self: FeatureEnricher, exc: Exception, args: Any, kwargs: Any, t0: float) -> None:
@@ -479,7 +486,8 @@ class FeatureEnricher:
         self.config = config if config is not None else EnricherConfig()
         self.monitor = monitor
         self.observers: List[EnrichmentObserver] = []
-        """Told about every finished request (see :class:`EnrichmentObserver`)."""
+        """Told about every finished request (see :class:`EnrichmentObserver`); use
+        :meth:`add_observer` to be told about calls that raise as well."""
         self._clock = clock
         self._tokens = TokenCounter(self.config.encoding)
         self._tokens.encoding  # noqa: B018 - load the encoding now: fail early
@@ -516,6 +524,24 @@ class FeatureEnricher:
 
     # -- public API ------------------------------------------------------------------
 
+    def add_observer(self, observer: EnrichmentObserver) -> None:
+        """Tell ``observer`` about every finished request and, when it has an
+        ``enrichment_failed(error, call)`` method, about every enrich call that raises
+        to its caller (see :class:`FailedCall`)."""
+        self.observers.append(observer)
+        if callable(getattr(observer, "enrichment_failed", None)):
+            for name in _OBSERVED_METHODS:
+                if name not in self.__dict__:
+                    wrapped = _observed(getattr(type(self), name))
+                    setattr(self, name, types.MethodType(wrapped, self))
+
+    def remove_observer(self, observer: EnrichmentObserver) -> None:
+        """Stop telling ``observer`` (an observer not added is ignored)."""
+        self.observers[:] = [o for o in self.observers if o is not observer]
+        if not any(callable(getattr(o, "enrichment_failed", None)) for o in self.observers):
+            for name in _OBSERVED_METHODS:
+                self.__dict__.pop(name, None)
+
     def get_relevant_features(self, task_type: str, entity_type: str) -> List[str]:
         """Feature names the task uses for the entity type, in priority order.
 
@@ -523,7 +549,6 @@ class FeatureEnricher:
         """
         return list(self.config.task_features.get(task_type, {}).get(entity_type, []))
 
-    @_observed
     def enrich(
         self,
         prompt: str,
@@ -567,7 +592,6 @@ class FeatureEnricher:
                 store_ms = (self._clock() - fetch_started) * 1000.0
         return self._finish(plan, store_ms=store_ms)
 
-    @_observed
     async def aenrich(
         self,
         prompt: str,
@@ -612,7 +636,6 @@ class FeatureEnricher:
         """
         return self.enrich_requests([EnrichmentTuple.of(r) for r in requests])
 
-    @_observed
     def enrich_requests(self, requests: Sequence[EnrichmentTuple]) -> List[EnrichmentResult]:
         """:meth:`enrich_batch` for already-checked ``(prompt, user_id, organization_id,
         task_type, context)`` tuples (the framework adapters' fast path)."""
@@ -645,7 +668,6 @@ class FeatureEnricher:
         """Async :meth:`enrich_batch` (the groups are fetched concurrently)."""
         return await self.aenrich_requests([EnrichmentTuple.of(r) for r in requests])
 
-    @_observed
     async def aenrich_requests(self, requests: Sequence[EnrichmentTuple]) -> List[EnrichmentResult]:
         """Async :meth:`enrich_requests`."""
         started = self._clock()

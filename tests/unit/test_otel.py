@@ -702,10 +702,15 @@ def test_a_failure_observer_that_raises_leaves_the_callers_error(
         def enrichment_failed(self, error: BaseException, call: Any) -> None:
             raise RuntimeError("observer bug")
 
-    enricher.observers.append(Broken())
+    broken = Broken()
+    enricher.add_observer(broken)
+    assert "enrich" in vars(enricher)  # the failure hook is installed on this instance only
     with pytest.raises(FeatureStoreUnavailableError):
         enricher.enrich("hi", user_id="u1", task_type="faq")
     assert "observer.enrichment_failed failed;" in caplog.text
+    enricher.remove_observer(broken)
+    assert enricher.observers == [] and "enrich" not in vars(enricher)
+    enricher.remove_observer(broken)  # not there: ignored
     guarded.close()
 
 
@@ -728,3 +733,36 @@ def test_scores_of_enrichments_no_longer_tracked_are_root_spans(
         enrichment_spans[results[1].enrichment_id].context.span_id,
         enrichment_spans[results[2].enrichment_id].context.span_id,
     ]
+
+
+@pytest.mark.usefixtures("no_openai_defaults")
+def test_the_llama_index_postprocessor_is_traced_under_the_query_span(
+    tmp_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    from llama_index.core import Document, VectorStoreIndex
+    from llama_index.core.embeddings import MockEmbedding
+
+    from asahi_features.llama_index import FeatureContextPostprocessor, feature_context
+
+    from .llama_index_helpers import RecordingLLM, user_id, write_features
+
+    enricher = FeatureEnricher(
+        LocalFeatureStore(write_features(tmp_path / "li.json")),
+        EnricherConfig(enabled_task_types=["general"]),
+    )
+    post = FeatureContextPostprocessor(enricher)
+    handle = enable_opentelemetry(post, tracer_provider=provider)
+    assert handle.enrichers == [enricher]
+    index = VectorStoreIndex.from_documents(
+        [Document(text="Jackets and shoes.")], embed_model=MockEmbedding(embed_dim=8)
+    )
+    llm = RecordingLLM()
+    engine = index.as_query_engine(llm=llm, node_postprocessors=[post])
+    with provider.get_tracer("app").start_as_current_span("query") as query:
+        with feature_context(user_id=user_id(3)) as request:
+            engine.query("What jacket?")
+    (result,) = request.results
+    assert result.features_available and "[Context from user profile]" in llm.prompts[0]
+    (span,) = _ours(exporter)
+    assert span.parent.span_id == query.get_span_context().span_id
+    assert span.attributes["asahi.enrichment.id"] == result.enrichment_id

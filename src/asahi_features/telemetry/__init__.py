@@ -58,20 +58,16 @@ class OpenTelemetryHandle:
             _remove_ours(holder)
 
 
-def _observer_list(holder: Any) -> Optional[List[Any]]:
-    observers = getattr(holder, "observers", None)
-    if observers is None:
-        observers = getattr(holder, "score_observers", None)
-    return observers if isinstance(observers, list) else None
-
-
 def _remove_ours(holder: Any) -> None:
+    from ..enricher import FeatureEnricher
     from .otel import EnrichmentSpans, EvaluationEvents
 
-    observers = _observer_list(holder)
-    if observers is not None:
-        ours = (EnrichmentSpans, EvaluationEvents)
-        observers[:] = [o for o in observers if not isinstance(o, ours)]
+    if isinstance(holder, FeatureEnricher):
+        for observer in [o for o in holder.observers if isinstance(o, EnrichmentSpans)]:
+            holder.remove_observer(observer)
+    else:
+        observers = holder.score_observers
+        observers[:] = [o for o in observers if not isinstance(o, EvaluationEvents)]
 
 
 def _targets(target: Any) -> tuple[List[FeatureEnricher], List[FeatureMonitor]]:
@@ -151,7 +147,7 @@ def enable_opentelemetry(
     for enricher in enrichers:
         _remove_ours(enricher)
         spans = EnrichmentSpans(tracer, record_ids=bool(record_ids), index=index)
-        enricher.observers.append(spans)
+        enricher.add_observer(spans)
         observers.append(spans)
     for monitor in monitors:
         _remove_ours(monitor)
