@@ -537,7 +537,8 @@ class FeatureEnricher:
 
     def remove_observer(self, observer: EnrichmentObserver) -> None:
         """Stop telling ``observer`` (an observer not added is ignored)."""
-        self.observers[:] = [o for o in self.observers if o is not observer]
+        # a new list: a request iterating the old one on another thread is undisturbed
+        self.observers = [o for o in self.observers if o is not observer]
         if not any(callable(getattr(o, "enrichment_failed", None)) for o in self.observers):
             for name in _OBSERVED_METHODS:
                 self.__dict__.pop(name, None)

@@ -514,7 +514,8 @@ def test_disabled_never_imports_opentelemetry(tmp_path: Path) -> None:
     config = _config_file(tmp_path, "telemetry: {opentelemetry: false}\n")
     code = (
         "import sys\n"
-        "from asahi_features import build_enricher\n"
+        "from asahi_features import build_enricher, enable_opentelemetry, TelemetryConfig\n"
+        "import asahi_features.telemetry.attributes\n"
         f"e = build_enricher({str(config)!r}, monitor=True)\n"
         f"r = e.enrich('hi', user_id={USERS[0]!r}, task_type='faq')\n"
         "e.monitor.record_quality(r.enrichment_id, 0.9)\n"

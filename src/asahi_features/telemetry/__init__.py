@@ -66,8 +66,8 @@ def _remove_ours(holder: Any) -> None:
         for observer in [o for o in holder.observers if isinstance(o, EnrichmentSpans)]:
             holder.remove_observer(observer)
     else:
-        observers = holder.score_observers
-        observers[:] = [o for o in observers if not isinstance(o, EvaluationEvents)]
+        kept = [o for o in holder.score_observers if not isinstance(o, EvaluationEvents)]
+        holder.score_observers = kept  # a new list: a score being notified is undisturbed
 
 
 def _targets(target: Any) -> tuple[List[FeatureEnricher], List[FeatureMonitor]]:
