@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple, Union
 from ..models import EnrichmentReason
 
 if TYPE_CHECKING:
-    from ..enricher import EnrichmentTrace, FailedCall
     from ..models import EnrichmentResult
     from ..monitor import ScoreEvent
+    from ..observers import EnrichmentTrace, FailedCall
 
 __all__ = [
     "ENRICHMENT_SPAN_NAME",

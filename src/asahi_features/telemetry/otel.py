@@ -22,9 +22,9 @@ from .. import __version__
 from . import attributes as attrs
 
 if TYPE_CHECKING:
-    from ..enricher import EnrichmentTrace, FailedCall
     from ..models import EnrichmentResult
     from ..monitor import ScoreEvent
+    from ..observers import EnrichmentTrace, FailedCall
 
 __all__ = ["EnrichmentSpans", "EvaluationEvents", "SpanIndex"]
 
