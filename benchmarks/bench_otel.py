@@ -14,7 +14,10 @@ call by call and interleaved in blocks (see ``common.interleave``):
 Each also records a quality score for every enrichment in a second table
 (``record_quality`` with and without the evaluation event).
 
-Printed: p50 / p90 per call in microseconds and the ratio of each p50 to ``disabled``.
+Printed: p50 / p90 per call in microseconds and the ratio of each p50 to ``disabled``;
+then, as the raw dependency measured in the same run, the p50 of one bare SDK span
+carrying the same attributes (``start_span`` + ``end`` with the batch processor), next
+to what the integration adds to an enrichment (``sdk batch`` minus ``disabled``).
 
 Usage: PYTHONPATH=src .venv/bin/python benchmarks/bench_otel.py [--rounds 30] [--block 200]
 """
@@ -123,7 +126,19 @@ def main() -> int:
 
         return call
 
-    times = interleave({n: enrich(n) for n in enrichers}, args.rounds, args.block)
+    # the raw dependency: one SDK span with the same attributes, nothing else
+    raw_tracer = sdk_batch.get_tracer("raw")
+    enrichers["sdk memory"].enrich(PROMPT, user_id="u_1", task_type=TASK)
+    (done,) = memory.get_finished_spans()
+    same = dict(done.attributes or {})
+
+    def raw_span(i: int) -> Any:
+        raw_tracer.start_span("retrieval asahi_features", attributes=same).end()
+
+    variants: Dict[str, Callable[[int], Any]] = {n: enrich(n) for n in enrichers}
+    variants["raw span"] = raw_span
+    times = interleave(variants, args.rounds, args.block)
+    raw = times.pop("raw span")
 
     def score(name: str) -> Callable[[int], Any]:
         monitor = enrichers[name].monitor
@@ -148,6 +163,13 @@ def main() -> int:
             p50 = percentile(samples, 0.5)
             p90 = percentile(samples, 0.9)
             print(f"{name:<12} {p50 * 1e6:8.2f} {p90 * 1e6:8.2f} {p50 / base:10.2f}")
+    added = percentile(times["sdk batch"], 0.5) - percentile(times["disabled"], 0.5)
+    raw_p50 = percentile(raw, 0.5)
+    print(
+        f"\nraw SDK span with the same {len(same)} attributes: p50 {raw_p50 * 1e6:.2f} us; "
+        f"the integration adds {added * 1e6:.2f} us per enrichment "
+        f"({added / raw_p50:.2f}x the raw span)"
+    )
     return 0
 
 

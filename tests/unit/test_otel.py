@@ -598,19 +598,49 @@ def test_telemetry_settings_are_validated(tmp_path: Path) -> None:
             load_config(_config_file(tmp_path, bad))
 
 
-def test_sampled_out_requests_export_nothing_and_still_work(
+def test_sampled_out_requests_export_nothing_and_their_scores_follow(
     enricher: FeatureEnricher, exporter: InMemorySpanExporter
 ) -> None:
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    from opentelemetry.sdk.trace.sampling import (
+        Decision,
+        ParentBased,
+        Sampler,
+        SamplingResult,
+    )
 
-    provider = TracerProvider(sampler=ALWAYS_OFF)
+    class EvaluationsOnly(Sampler):  # as root: keeps only evaluation spans
+        def should_sample(
+            self, parent_context: Any, trace_id: int, name: str, *a: Any, **k: Any
+        ) -> SamplingResult:
+            keep = name == "evaluation asahi_features"
+            return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP)
+
+        def get_description(self) -> str:
+            return "EvaluationsOnly"
+
+    provider = TracerProvider(sampler=ParentBased(EvaluationsOnly()))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     enable_opentelemetry(enricher, tracer_provider=provider)
     result = enricher.enrich("hi", user_id=USERS[0], task_type="faq")
     assert result.features_available
-    assert enricher.monitor is not None
-    assert enricher.monitor.record_quality(result.enrichment_id, 0.5)  # type: ignore[attr-defined]
+    monitor = enricher.monitor
+    assert isinstance(monitor, FeatureMonitor)
+    assert monitor.record_quality(result.enrichment_id, 0.5)
+    # the enrichment was sampled out: its score's span, its child, is dropped with it
     assert exporter.get_finished_spans() == ()
+    # a score for an enrichment never traced is a root span, sampled on its own
+    other = FeatureMonitor()
+    enable_opentelemetry(other, tracer_provider=provider)
+    plain = EnrichmentResult(
+        original_prompt="p",
+        enriched_prompt="p",
+        features_used=[],
+        feature_tokens_added=0,
+        enrichment_latency_ms=1.0,
+        features_available=False,
+    )
+    other.record_enrichment(plain, inference_quality=0.5)
+    assert [s.name for s in exporter.get_finished_spans()] == ["evaluation asahi_features"]
 
 
 def _raising_enricher(backends: List[FaultyBackend]) -> Tuple[FeatureEnricher, GuardedClient]:

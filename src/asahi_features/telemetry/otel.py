@@ -99,7 +99,7 @@ class EnrichmentSpans:
             },
             start_time=end - int(max(result.enrichment_latency_ms, 0.0) * _NS_PER_MS),
         )
-        if span.is_recording():
+        if span.is_recording():  # sampled out, or no SDK: no attribute is built
             attributes = attrs.enrichment_attributes(result, trace_, record_ids=self.record_ids)
             span.set_attributes(attributes)
             error = attributes.get(attrs.ERROR_TYPE)
@@ -107,7 +107,11 @@ class EnrichmentSpans:
                 span.set_status(Status(StatusCode.ERROR, str(error)))
         span.end(end_time=end)
         if self.index is not None:
-            self.index.add(result.enrichment_id, span.get_span_context())
+            context = span.get_span_context()
+            # a sampled-out span is remembered too: its score then follows the same
+            # sampling decision (parent-based samplers drop it with its enrichment)
+            if context.is_valid:
+                self.index.add(result.enrichment_id, context)
 
     def enrichment_failed(self, error: BaseException, call: FailedCall) -> None:
         """A call raised to its caller: one span for the call, status ERROR, named by
