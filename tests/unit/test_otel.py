@@ -797,3 +797,18 @@ def test_the_llama_index_postprocessor_is_traced_under_the_query_span(
     (span,) = _ours(exporter)
     assert span.parent.span_id == query.get_span_context().span_id
     assert span.attributes["asahi.enrichment.id"] == result.enrichment_id
+
+
+def test_require_opentelemetry_names_the_extra_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch, enricher: FeatureEnricher
+) -> None:
+    from asahi_features.telemetry import require_opentelemetry
+
+    monkeypatch.setitem(sys.modules, "opentelemetry.trace", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"asahi-features\[otel\]") as info:
+        require_opentelemetry("telemetry.opentelemetry")
+    assert info.value.key_path == "telemetry.opentelemetry"
+    assert str(info.value).startswith("telemetry.opentelemetry is true, but OpenTelemetry")
+    with pytest.raises(ConfigError, match="opentelemetry-api"):
+        enable_opentelemetry(enricher)
+    assert enricher.observers == []

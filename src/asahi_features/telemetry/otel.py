@@ -59,9 +59,6 @@ class SpanIndex:
         with self._lock:
             return self._spans.get(enrichment_id)
 
-    def __len__(self) -> int:
-        return len(self._spans)
-
 
 class EnrichmentSpans:
     """An :class:`~asahi_features.enricher.EnrichmentObserver` making one span per request.
