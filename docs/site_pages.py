@@ -26,6 +26,7 @@ PAGES: Dict[str, Sequence[str]] = {
     "guides/guard.md": ("sections/guard.md",),
     "guides/enricher.md": ("sections/enricher.md",),
     "guides/monitor.md": ("sections/monitor.md",),
+    "guides/observability.md": ("sections/observability.md",),
     "backends/feast.md": ("sections/feast.md",),
     "backends/remote.md": ("sections/backends-remote.md",),
     "backends/local.md": ("readme/10-local.md",),
@@ -64,6 +65,7 @@ API_PAGES: Dict[str, Tuple[str, Sequence[str]]] = {
     "reference/api/monitor.md": ("The monitor", ("asahi_features.monitor",)),
     "reference/api/langchain.md": ("LangChain", ("asahi_features.langchain",)),
     "reference/api/llama_index.md": ("LlamaIndex", ("asahi_features.llama_index",)),
+    "reference/api/telemetry.md": ("OpenTelemetry", ("asahi_features.telemetry",)),
     "reference/api/testing.md": ("Testing helpers", ("asahi_features.testing",)),
 }
 

@@ -1,17 +1,17 @@
 """asahi-features: enrich LLM prompts with real-time context from feature stores.
 
 The core API is importable from here: the enricher, the backends, the guard, the
-monitor, configuration, models and errors. The framework adapters live in their own
-subpackages, imported on use (``asahi_features.langchain``, ``asahi_features.llama_index``,
-``asahi_features.telemetry``), as do the test helpers (``asahi_features.testing``) and the
-sample repository (``asahi_features.sample_repo``).
+monitor, OpenTelemetry (``enable_opentelemetry``), configuration, models and errors.
+The framework adapters live in their own subpackages, imported on use
+(``asahi_features.langchain``, ``asahi_features.llama_index``), as do the test helpers
+(``asahi_features.testing``) and the sample repository (``asahi_features.sample_repo``).
 
 Names are resolved on first use (PEP 562) rather than imported here: importing every core
 module eagerly takes about 250 ms (pydantic models, asyncio), lazily ``import asahi_features``
-takes about 10 ms, and feast, tecton_client, langchain_core, llama_index, tiktoken and httpx
-are loaded only by the part that needs them. The ``TYPE_CHECKING`` imports below are what
-type checkers and readers see; ``_EXPORTS`` is the same list for the runtime, and a test
-keeps the two equal.
+takes about 10 ms, and feast, tecton_client, langchain_core, llama_index, tiktoken, httpx
+and opentelemetry are loaded only by the part that needs them. The ``TYPE_CHECKING``
+imports below are what type checkers and readers see; ``_EXPORTS`` is the same list for
+the runtime, and a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .settings import FeaturePolicy as FeaturePolicy
     from .settings import FeatureStoreSettings as FeatureStoreSettings
     from .settings import MonitorConfig as MonitorConfig
+    from .settings import TelemetryConfig as TelemetryConfig
     from .stores.base import AsyncFeatureStoreClient as AsyncFeatureStoreClient
     from .stores.base import BaseFeatureStore as BaseFeatureStore
     from .stores.base import FeatureStoreClient as FeatureStoreClient
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from .stores.http import HttpFeatureStore as HttpFeatureStore
     from .stores.local import LocalFeatureStore as LocalFeatureStore
     from .stores.tecton import TectonClient as TectonClient
+    from .telemetry import enable_opentelemetry as enable_opentelemetry
     from .tokens import TokenCounter as TokenCounter
 
 # module -> the names it exports here (the runtime twin of the imports above)
@@ -92,6 +94,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "FeaturePolicy",
         "FeatureStoreSettings",
         "MonitorConfig",
+        "TelemetryConfig",
     ),
     "asahi_features.stores.base": (
         "AsyncFeatureStoreClient",
@@ -103,6 +106,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "asahi_features.stores.http": ("HttpFeatureStore",),
     "asahi_features.stores.local": ("LocalFeatureStore",),
     "asahi_features.stores.tecton": ("TectonClient",),
+    "asahi_features.telemetry": ("enable_opentelemetry",),
     "asahi_features.tokens": ("TokenCounter",),
 }
 _EXPORTS: dict[str, str] = {

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import time
+import types
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,12 +52,27 @@ from .models import (
     trusted_constructor,
     utc_now,
 )
+from .observers import (
+    OBSERVED_METHODS,
+    EnrichmentObserver,
+    EnrichmentTrace,
+    FailedCall,
+    observed,
+)
 from .rendering import RenderedValue, humanize, prepare, render_value, sanitize, value_key
 from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
 from .stores.base import UNKNOWN_AGE, FeatureStoreClient, aget_batch_features, aget_features
 from .tokens import TokenCounter
 
-__all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enricher"]
+__all__ = [
+    "EnricherConfig",
+    "EnrichmentGate",
+    "EnrichmentObserver",
+    "EnrichmentTrace",
+    "FailedCall",
+    "FeatureEnricher",
+    "build_enricher",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -374,6 +390,9 @@ class FeatureEnricher:
         self.client = client
         self.config = config if config is not None else EnricherConfig()
         self.monitor = monitor
+        self.observers: List[EnrichmentObserver] = []
+        """Told about every finished request (see :class:`EnrichmentObserver`); use
+        :meth:`add_observer` to be told about calls that raise as well."""
         self._clock = clock
         self._tokens = TokenCounter(self.config.encoding)
         self._tokens.encoding  # noqa: B018 - load the encoding now: fail early
@@ -410,6 +429,25 @@ class FeatureEnricher:
 
     # -- public API ------------------------------------------------------------------
 
+    def add_observer(self, observer: EnrichmentObserver) -> None:
+        """Tell ``observer`` about every finished request and, when it has an
+        ``enrichment_failed(error, call)`` method, about every enrich call that raises
+        to its caller (see :class:`FailedCall`)."""
+        self.observers.append(observer)
+        if callable(getattr(observer, "enrichment_failed", None)):
+            for name in OBSERVED_METHODS:
+                if name not in self.__dict__:
+                    wrapped = observed(getattr(type(self), name))
+                    setattr(self, name, types.MethodType(wrapped, self))
+
+    def remove_observer(self, observer: EnrichmentObserver) -> None:
+        """Stop telling ``observer`` (an observer not added is ignored)."""
+        # a new list: a request iterating the old one on another thread is undisturbed
+        self.observers = [o for o in self.observers if o is not observer]
+        if not any(callable(getattr(o, "enrichment_failed", None)) for o in self.observers):
+            for name in OBSERVED_METHODS:
+                self.__dict__.pop(name, None)
+
     def get_relevant_features(self, task_type: str, entity_type: str) -> List[str]:
         """Feature names the task uses for the entity type, in priority order.
 
@@ -439,7 +477,10 @@ class FeatureEnricher:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
         plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        store_ms: Optional[float] = None
         if plan.done is None:
+            # the store's share is timed only for observers (no clock read otherwise)
+            fetch_started = self._clock() if self.observers else None
             one = self._lone_read(plan)
             if one is None:
                 self._fetch([plan], single=True)
@@ -453,7 +494,9 @@ class FeatureEnricher:
                     self._on_fetch_error(exc, entity_type)
                     vector = None
                 self._take(plan, entity_type, entity_id, vector)
-        return self._finish(plan)
+            if fetch_started is not None:
+                store_ms = (self._clock() - fetch_started) * 1000.0
+        return self._finish(plan, store_ms=store_ms)
 
     async def aenrich(
         self,
@@ -466,7 +509,10 @@ class FeatureEnricher:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
         plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        store_ms: Optional[float] = None
         if plan.done is None:
+            # the store's share is timed only for observers (no clock read otherwise)
+            fetch_started = self._clock() if self.observers else None
             one = self._lone_read(plan)
             if one is None:
                 await self._afetch([plan], single=True)
@@ -480,7 +526,9 @@ class FeatureEnricher:
                     self._on_fetch_error(exc, entity_type)
                     vector = None
                 self._take(plan, entity_type, entity_id, vector)
-        return self._finish(plan)
+            if fetch_started is not None:
+                store_ms = (self._clock() - fetch_started) * 1000.0
+        return self._finish(plan, store_ms=store_ms)
 
     def enrich_batch(
         self, requests: Sequence[Union[EnrichmentRequest, Mapping[str, Any]]]
@@ -499,17 +547,23 @@ class FeatureEnricher:
         task_type, context)`` tuples (the framework adapters' fast path)."""
         started = self._clock()
         plans = self._plans(requests, started)
+        fetch_started = self._clock() if self.observers else None
         self._fetch(plans)
-        return self._finish_all(plans)
+        store_ms = None if fetch_started is None else (self._clock() - fetch_started) * 1e3
+        return self._finish_all(plans, store_ms)
 
-    def _finish_all(self, plans: List[_Plan]) -> List[EnrichmentResult]:
+    def _finish_all(
+        self, plans: List[_Plan], store_ms: Optional[float] = None
+    ) -> List[EnrichmentResult]:
         """Finish the plans in order, releasing each plan's vectors once it is rendered
-        (fewer live objects for the garbage collector to promote and scan)."""
+        (fewer live objects for the garbage collector to promote and scan). ``store_ms``:
+        how long the batch's store read took (timed only when there are observers)."""
         results: List[EnrichmentResult] = []
         append = results.append
         ids = os.urandom(16 * len(plans)).hex()  # one system call for the batch's ids
+        size = len(plans)
         for k, plan in enumerate(plans):
-            append(self._finish(plan, ids[32 * k : 32 * k + 32]))
+            append(self._finish(plan, ids[32 * k : 32 * k + 32], store_ms, size))
             plan.vectors = _NO_VECTORS
         plans.clear()
         return results
@@ -524,8 +578,10 @@ class FeatureEnricher:
         """Async :meth:`enrich_requests`."""
         started = self._clock()
         plans = self._plans(requests, started)
+        fetch_started = self._clock() if self.observers else None
         await self._afetch(plans)
-        return self._finish_all(plans)
+        store_ms = None if fetch_started is None else (self._clock() - fetch_started) * 1e3
+        return self._finish_all(plans, store_ms)
 
     # -- planning --------------------------------------------------------------------
 
@@ -607,18 +663,21 @@ class FeatureEnricher:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
 
-    def _monitor_failed(self, call: str) -> None:
-        """Log a failed monitor call: the first of each call at WARNING, later ones at
-        DEBUG (a broken monitor must not flood the log either). Call inside ``except``."""
+    def _monitor_failed(self, call: str, what: str = "monitor") -> None:
+        """Log a failed monitor (or observer) call: the first of each call at WARNING,
+        later ones at DEBUG (a broken monitor must not flood the log either). Call
+        inside ``except``."""
         warned: set[str] = self.__dict__.setdefault("_monitor_warned", set())
         if call in warned:
-            logger.debug("monitor.%s failed again", call, exc_info=True)
+            logger.debug("%s.%s failed again", what, call, exc_info=True)
             return
         warned.add(call)
         logger.warning(
-            "monitor.%s failed; the request goes on as if the monitor had no say "
+            "%s.%s failed; the request goes on as if the %s had no say "
             "(later failures of this call are logged at DEBUG)",
+            what,
             call,
+            what,
             exc_info=True,
         )
 
@@ -887,9 +946,17 @@ class FeatureEnricher:
             type(exc).__name__,
         )
 
-    def _finish(self, plan: _Plan, enrichment_id: Optional[str] = None) -> EnrichmentResult:
+    def _finish(
+        self,
+        plan: _Plan,
+        enrichment_id: Optional[str] = None,
+        store_ms: Optional[float] = None,
+        batch_size: int = 1,
+    ) -> EnrichmentResult:
         values = plan.done
-        if values is None:
+        if values is not None:
+            store_ms = None  # decided before any read: the store was not asked
+        else:
             try:
                 values = self._build(plan)
             except (FeatureConfigError, ConfigError):
@@ -907,6 +974,14 @@ class FeatureEnricher:
                 self.monitor.record_enrichment(result)
             except Exception:  # a monitor bug must never fail the request
                 self._monitor_failed("record_enrichment")
+        if self.observers:
+            latency = values["enrichment_latency_ms"]
+            trace = EnrichmentTrace(plan.request, latency, store_ms, batch_size)
+            for observer in self.observers:
+                try:
+                    observer.enrichment_finished(result, trace)
+                except Exception:  # an observer bug must never fail the request
+                    self._monitor_failed("enrichment_finished", "observer")
         return result
 
     def _build(self, plan: _Plan) -> Dict[str, Any]:
@@ -1244,8 +1319,12 @@ def build_enricher(
             implementing :class:`EnrichmentGate` is used as is; ``None`` / ``False``: none.
         check_features: check the task map against the store (default ``True``).
 
+    With ``telemetry.opentelemetry: true`` the enricher (and its monitor) is traced with
+    OpenTelemetry (see :func:`~asahi_features.telemetry.enable_opentelemetry`).
+
     Raises:
-        ConfigError: the file or a key is invalid, or the backend is not available.
+        ConfigError: the file or a key is invalid, the backend is not available, or
+            ``telemetry.opentelemetry`` is true without the ``otel`` extra.
         FeatureConfigError: an enabled task maps a feature or entity type the store does
             not have; the message names the task and suggests close matches.
         TokenizerUnavailableError: the configured encoding cannot be loaded offline.
@@ -1260,6 +1339,11 @@ def build_enricher(
 
     if not isinstance(config, AsahiConfig):
         config = load_config(config)
+    telemetry = config.telemetry
+    if telemetry.opentelemetry:  # before anything is opened: a missing extra fails first
+        from .telemetry import require_opentelemetry
+
+        require_opentelemetry("telemetry.opentelemetry")
     client = client_from_config(config)
     if check_features:
         seconds = max(config.feature_store.timeout_ms / 1000.0, 1.0)
@@ -1281,4 +1365,11 @@ def build_enricher(
         gate = None
     else:
         gate = monitor
-    return FeatureEnricher(client, config.enricher, monitor=gate)
+    enricher = FeatureEnricher(client, config.enricher, monitor=gate)
+    if telemetry.opentelemetry:
+        from .telemetry import enable_opentelemetry
+
+        enable_opentelemetry(
+            enricher, record_ids=telemetry.record_ids, evaluation_name=telemetry.evaluation_name
+        )
+    return enricher

@@ -36,6 +36,7 @@ __all__ = [
     "ModelPrice",
     "MonitorConfig",
     "TectonSettings",
+    "TelemetryConfig",
     "env_name_problem",
     "nested_model",
 ]
@@ -394,11 +395,25 @@ class MonitorConfig(_Strict):
     """Distinct models tracked per task type (more are pooled under ``"__other__"``)."""
 
 
+class TelemetryConfig(_Strict):
+    """``telemetry``: OpenTelemetry tracing of enrichments and quality scores."""
+
+    opentelemetry: bool = False
+    """A span per enrichment and a `gen_ai.evaluation.result` event per quality score,
+    through the global tracer provider (needs the `otel` extra)."""
+    record_ids: bool = False
+    """Also put the user id (`user.id`) and organisation id (`asahi.organization.id`) on
+    spans; off, no id is exported."""
+    evaluation_name: str = Field(default="asahi.inference_quality", min_length=1, max_length=200)
+    """`gen_ai.evaluation.name` of the quality score events."""
+
+
 class AsahiConfig(_Strict):
     """The whole configuration file."""
 
     feature_store: FeatureStoreSettings
     enricher: EnricherConfig = Field(default_factory=EnricherConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     source_path: Optional[Path] = Field(default=None, exclude=True)
     """The file this configuration was read from (not a configuration key)."""

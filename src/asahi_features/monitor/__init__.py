@@ -35,7 +35,7 @@ name from LangChain / LlamaIndex callbacks).
 from __future__ import annotations
 
 from .compare import ModelComparison
-from .core import Decision, DecisionReason, FeatureMonitor
+from .core import Decision, DecisionReason, FeatureMonitor, ScoreEvent
 from .counters import GROUPS, QUALITY_BASES
 from .model_names import model_name_of
 
@@ -46,5 +46,6 @@ __all__ = [
     "DecisionReason",
     "FeatureMonitor",
     "ModelComparison",
+    "ScoreEvent",
     "model_name_of",
 ]

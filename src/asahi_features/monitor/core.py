@@ -17,7 +17,18 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, NamedTuple, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from ..errors import ConfigError
 from ..models import EnrichmentResult
@@ -25,6 +36,7 @@ from ..settings import MonitorConfig
 from . import per_model, persistence, report
 from .counters import (
     FALLBACK,
+    GROUPS,
     HELD_OUT,
     OTHER_TASK,
     WITH,
@@ -61,6 +73,19 @@ class DecisionReason:
     that enrichment does not improve quality by the margin."""
     EXPLORATION = "exploration"
     """Quality says no, but this request is in the exploration share."""
+
+
+class ScoreEvent(NamedTuple):
+    """One quality score the monitor accepted, as its ``score_observers`` see it."""
+
+    enrichment_id: str
+    task_type: str
+    """The task it was counted under (``"__other__"`` past ``max_task_types``)."""
+    group: str
+    """``with_features``, ``held_out`` or ``fallback``."""
+    score: float
+    raw: Any
+    """The score as given (a number, a bool or an object with ``.score``)."""
 
 
 class Decision(NamedTuple):
@@ -165,6 +190,9 @@ class FeatureMonitor:
         self._max_pending = cfg.max_pending_quality
         self._max_tasks = cfg.max_task_types
         self._max_models = cfg.max_models
+        self.score_observers: List[Callable[[ScoreEvent], None]] = []
+        """Called with every quality score the monitor accepts (see :class:`ScoreEvent`;
+        the OpenTelemetry integration, :mod:`asahi_features.telemetry`, is one)."""
         self._init_state()
         if breaker is not None:
             self.watch(breaker)
@@ -226,6 +254,17 @@ class FeatureMonitor:
             if model is None and input_tokens is None and output_tokens is None
             else check_call(model, input_tokens, output_tokens)
         )
+        scored = self._record(result, inference_quality, call)
+        if scored is not None and self.score_observers:
+            self._notify_score(result.enrichment_id, scored, inference_quality)
+
+    def _record(
+        self,
+        result: EnrichmentResult,
+        inference_quality: Optional[float],
+        call: Optional[LLMCall],
+    ) -> Optional[Tuple[Entry, float]]:
+        """:meth:`record_enrichment`; the scored entry and score when a score was taken."""
         score = None if inference_quality is None else coerce_score(inference_quality)
         # Read everything first: a malformed result fails here, before any counter moves.
         eid = result.enrichment_id
@@ -248,10 +287,11 @@ class FeatureMonitor:
             if entry is not None:
                 c.duplicate_records += 1
                 if inference_quality is not None:
-                    self._apply_score(eid, entry, score, call)
-                elif call is not None and not entry[2]:
+                    applied = self._apply_score(eid, entry, score, call)
+                    return (entry, score) if applied and score is not None else None
+                if call is not None and not entry[2]:
                     self._remember_call(eid, call)
-                return
+                return None
             ts = self._tasks.get(task)
             if ts is None:
                 ts = self._task_for(task)
@@ -297,9 +337,11 @@ class FeatureMonitor:
             entry = ts.entries[group]
             pending[eid] = entry
             if inference_quality is not None:
-                self._apply_score(eid, entry, score, call)
-            elif call is not None:
+                applied = self._apply_score(eid, entry, score, call)
+                return (entry, score) if applied and score is not None else None
+            if call is not None:
                 self._pending_calls[eid] = call
+            return None
 
     def record_quality(
         self,
@@ -343,7 +385,21 @@ class FeatureMonitor:
             if entry is None:
                 self._counters.unmatched += 1
                 return False
-            return self._apply_score(enrichment_id, entry, value, call)
+            applied = self._apply_score(enrichment_id, entry, value, call)
+        if applied and value is not None and self.score_observers:
+            self._notify_score(enrichment_id, (entry, value), score)
+        return applied
+
+    def _notify_score(self, enrichment_id: str, scored: Tuple[Entry, float], raw: Any) -> None:
+        """Tell the score observers (outside the lock, on the caller's thread) about an
+        accepted score; an observer that raises is logged, never the caller's problem."""
+        (ts, group, _), value = scored
+        event = ScoreEvent(enrichment_id, ts.name, GROUPS[group], value, raw)
+        for observer in self.score_observers:
+            try:
+                observer(event)
+            except Exception:
+                logger.warning("a quality score observer failed; ignored", exc_info=True)
 
     def _apply_score(
         self, eid: str, entry: Entry, score: Optional[float], call: Optional[LLMCall] = None
