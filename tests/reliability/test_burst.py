@@ -36,10 +36,10 @@ from asahi_features import (
     EnrichmentResult,
     FeastClient,
     FeatureEnricher,
-    FeatureEnrichmentRunnable,
     GuardedClient,
     LocalFeatureStore,
 )
+from asahi_features.langchain import FeatureEnrichmentRunnable
 from tests.burst_helpers import (
     HEALTHY_TIMEOUT_MS,
     USERS,
