@@ -1,0 +1,61 @@
+"""LangChain integration: an enrichment ``Runnable`` and a monitor callback handler.
+
+Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langsmith``).
+
+* :class:`FeatureEnrichmentRunnable` puts a :class:`~asahi_features.enricher.FeatureEnricher`
+  into any chain: ``runnable | llm`` or ``runnable | ChatPromptTemplate | llm``.
+  ``batch`` / ``abatch`` of N inputs cost one backend batch fetch per entity type while
+  every input keeps its own callback run.
+* :class:`FeatureMonitorCallbackHandler` (a ``BaseTracer``) records every enrichment of a
+  chain in a :class:`~asahi_features.monitor.FeatureMonitor` and ties it to the chain's
+  root run, so that a quality score for that run lands on the enrichment. It can run
+  evaluators on every finished root run.
+* :func:`evaluate_runs`, :func:`record_langsmith_results` and :func:`evaluate_offline`
+  score finished runs with LangSmith ``RunEvaluator`` objects or plain functions and
+  record the scores, without any network access or LangSmith account.
+
+One module per job: ``identity`` (who a request is for), ``messages`` (input shapes and
+block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``,
+``runs`` (results in run trees), ``handler`` and ``evaluation``. Every module logs to
+the ``asahi_features.langchain`` logger.
+"""
+
+from __future__ import annotations
+
+from .evaluation import (
+    Evaluator,
+    RunQuality,
+    evaluate_offline,
+    evaluate_runs,
+    offline_langsmith_client,
+    record_langsmith_results,
+)
+from .handler import FeatureMonitorCallbackHandler
+from .identity import IDENTITY_PREFIX
+from .messages import (
+    ENRICHMENT_KEY,
+    EnrichedChatPromptValue,
+    EnrichedMessages,
+    EnrichedPrompt,
+    EnrichedStringPromptValue,
+)
+from .runnable import FeatureEnrichmentRunnable
+from .runs import find_enrichments
+
+__all__ = [
+    "ENRICHMENT_KEY",
+    "IDENTITY_PREFIX",
+    "EnrichedChatPromptValue",
+    "EnrichedMessages",
+    "EnrichedPrompt",
+    "EnrichedStringPromptValue",
+    "Evaluator",
+    "FeatureEnrichmentRunnable",
+    "FeatureMonitorCallbackHandler",
+    "RunQuality",
+    "evaluate_offline",
+    "evaluate_runs",
+    "find_enrichments",
+    "offline_langsmith_client",
+    "record_langsmith_results",
+]
