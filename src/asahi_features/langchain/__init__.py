@@ -16,11 +16,14 @@ Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langs
 
 One module per job: ``identity`` (who a request is for), ``messages`` (input shapes and
 block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``,
-``runs`` (results in run trees), ``handler`` and ``evaluation``. Every module logs to
+``runs`` (results in run trees), ``handler``, ``evaluation``, ``middleware`` (agents) and
+``tool`` (a features tool). Every module logs to
 the ``asahi_features.langchain`` logger.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .evaluation import (
     Evaluator,
@@ -42,6 +45,29 @@ from .messages import (
 from .runnable import FeatureEnrichmentRunnable
 from .runs import find_enrichments
 
+if TYPE_CHECKING:
+    from .middleware import FeatureContextMiddleware, MissingIdentityError
+    from .tool import create_feature_tool
+
+_LAZY = {
+    # these import langchain.agents (and so langgraph): loaded on first use only
+    "FeatureContextMiddleware": ".middleware",
+    "MissingIdentityError": ".middleware",
+    "create_feature_tool": ".tool",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "ENRICHMENT_KEY",
     "IDENTITY_PREFIX",
@@ -50,9 +76,12 @@ __all__ = [
     "EnrichedPrompt",
     "EnrichedStringPromptValue",
     "Evaluator",
+    "FeatureContextMiddleware",
     "FeatureEnrichmentRunnable",
     "FeatureMonitorCallbackHandler",
+    "MissingIdentityError",
     "RunQuality",
+    "create_feature_tool",
     "evaluate_offline",
     "evaluate_runs",
     "find_enrichments",

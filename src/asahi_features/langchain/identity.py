@@ -7,19 +7,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import (
-    TYPE_CHECKING,
     Any,
     Dict,
     List,
+    NamedTuple,
     Optional,
     Tuple,
 )
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.utils import ConfigurableFieldSpec
-
-if TYPE_CHECKING:
-    pass
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _ABSENT: Any = object()
@@ -147,3 +144,70 @@ def _config_specs(entity_keys: Sequence[str] = ()) -> List[ConfigurableFieldSpec
 
 
 _CONFIG_SPECS = _config_specs()
+
+
+class AgentIdentity(NamedTuple):
+    """Who an agent request is for (see :func:`agent_identity`)."""
+
+    user_id: Optional[str]
+    organization_id: Optional[str]
+    task_type: str
+    context: Optional[Dict[str, Any]]
+    """``{"<entity_type>_id": id}`` for the task's other entity types (the enricher reads
+    them from its ``context``), ``None`` when there are none."""
+
+    @property
+    def missing(self) -> bool:
+        """No identity at all: nothing to fetch features for."""
+        return self.user_id is None and self.organization_id is None and not self.context
+
+
+def _from_runtime(runtime_context: Any, key: str) -> Any:
+    """``runtime_context``'s ``asahi_<key>`` or ``key`` (an attribute, or a key of a
+    mapping); ``_ABSENT`` when neither is there or the value is ``None`` (dataclass
+    contexts carry every field, ``None`` meaning "not given")."""
+    if runtime_context is None:
+        return _ABSENT
+    for name in (IDENTITY_PREFIX + key, key):
+        if isinstance(runtime_context, Mapping):
+            value = runtime_context.get(name)
+        else:
+            value = getattr(runtime_context, name, None)
+        if value is not None:
+            return value
+    return _ABSENT
+
+
+def agent_identity(
+    runtime_context: Any,
+    configurable: Mapping[str, Any],
+    default_task: str,
+    by_task: Optional[Dict[str, Tuple[str, ...]]],
+) -> AgentIdentity:
+    """The identity of an agent request: ``runtime.context`` first (attribute or key
+    ``user_id``, ``organization_id``, ``<entity_type>_id``, each also as ``asahi_<key>``),
+    then ``config["configurable"]`` (``asahi_<key>``, then ``<key>``).
+
+    Nothing a model produces is read: this is the only place an agent's identity comes
+    from. ``by_task`` is :func:`_context_id_keys` of the enricher (the other entity types
+    of each task).
+    """
+    task = _from_runtime(runtime_context, "task_type")
+    if task is _ABSENT:
+        task = _pick_task(configurable, _NOTHING)
+    task_type = _as_id(task) or default_task
+
+    def pick(key: str) -> Optional[str]:
+        value = _from_runtime(runtime_context, key)
+        if value is _ABSENT:
+            value = _configured(configurable, key)
+        return None if value is _ABSENT else _as_id(value)
+
+    context: Optional[Dict[str, Any]] = None
+    for key in (by_task or {}).get(task_type, ()):
+        value = pick(key)
+        if value is not None:
+            if context is None:
+                context = {}
+            context[key] = value
+    return AgentIdentity(pick("user_id"), pick("organization_id"), task_type, context)

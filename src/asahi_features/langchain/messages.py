@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import (
-    TYPE_CHECKING,
     Any,
     List,
     Optional,
@@ -20,9 +19,6 @@ from langchain_core.prompt_values import (
 from pydantic import BaseModel, PrivateAttr
 
 from ..models import EnrichmentResult
-
-if TYPE_CHECKING:
-    pass
 
 ENRICHMENT_KEY = "enrichment"
 """Reserved output key (``output="dict"``) holding the :class:`EnrichmentResult`."""

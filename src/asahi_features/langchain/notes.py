@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import (
-    TYPE_CHECKING,
     Any,
     Dict,
     Tuple,
 )
 
-from ..models import EnrichmentReason
+from ..models import EnrichmentReason, EnrichmentResult
 
-if TYPE_CHECKING:
-    pass
 logger = logging.getLogger("asahi_features.langchain")
 
 _WARN_REASONS: Dict[Any, str] = {
@@ -62,3 +60,19 @@ class _WarnOnce:
                 return False
             self.warned.add(cause)
             return True
+
+
+def note(
+    state: _WarnOnce, messages: Mapping[Any, str], name: Any, result: EnrichmentResult
+) -> None:
+    """Log ``messages[result.reason]`` (with ``name`` and the task type): WARNING the
+    first time a cause (outcome, task type) is seen by ``state``, DEBUG after that.
+    Outcomes without a message are not logged."""
+    template = messages.get(result.reason)
+    if template is None:
+        return
+    task = str(result.task_type)[:80]
+    if state.claim((result.reason, task)):
+        logger.warning(template, name, task)
+    else:
+        logger.debug(template, name, task)

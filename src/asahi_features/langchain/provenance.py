@@ -6,16 +6,11 @@ from __future__ import annotations
 
 import weakref
 from typing import (
-    TYPE_CHECKING,
     Any,
     Optional,
 )
 
 from ..models import EnrichmentResult
-
-if TYPE_CHECKING:
-    pass
-
 
 _PRODUCED: weakref.WeakValueDictionary[str, EnrichmentResult] = weakref.WeakValueDictionary()
 """Every result a :class:`FeatureEnrichmentRunnable` returned in an observed run, by

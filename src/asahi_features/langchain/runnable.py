@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import (
-    TYPE_CHECKING,
     Any,
     ClassVar,
     Dict,
@@ -60,8 +59,6 @@ from .messages import (
 from .notes import _NO_IDENTITY, _NOT_ENABLED, _NOT_MAPPED, _WARN_REASONS, _WarnOnce
 from .provenance import _mark_produced
 
-if TYPE_CHECKING:
-    pass
 logger = logging.getLogger("asahi_features.langchain")
 
 _make_request = EnrichmentTuple._make

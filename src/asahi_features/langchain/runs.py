@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import (
-    TYPE_CHECKING,
     Any,
     Dict,
     List,
@@ -19,9 +18,6 @@ from .messages import (
     EnrichedPrompt,
     EnrichedStringPromptValue,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # -- finding enrichments in runs --------------------------------------------------------
 
