@@ -165,6 +165,8 @@ class ScriptedToolChat(BaseChatModel):
     """
 
     tool: Optional[str] = None
+    echo: bool = True
+    """Answer with the markers themselves (else only with how many it saw)."""
     tool_args: Dict[str, Any] = Field(default_factory=dict)
     received: List[List[BaseMessage]] = Field(default_factory=list)
     bound_tools: List[str] = Field(default_factory=list)
@@ -196,7 +198,9 @@ class ScriptedToolChat(BaseChatModel):
             )
         else:
             text = "\n".join(m.text for m in messages)
-            reply = AIMessage(content="markers: " + ",".join(MARKER_PATTERN.findall(text)))
+            found = MARKER_PATTERN.findall(text)
+            content = "markers: " + ",".join(found) if self.echo else f"saw {len(found)}"
+            reply = AIMessage(content=content)
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 

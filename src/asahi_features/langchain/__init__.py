@@ -17,7 +17,8 @@ Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langs
 One module per job: ``identity`` (who a request is for), ``messages`` (input shapes and
 block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``,
 ``runs`` (results in run trees), ``handler``, ``evaluation``, ``middleware`` (agents) and
-``tool`` (a features tool). Every module logs to
+``tool`` (a features tool), ``tracing`` (trace hygiene, anonymizer) and ``serde``
+(LangChain and LangGraph serialisation). Every module logs to
 the ``asahi_features.langchain`` logger.
 """
 
@@ -44,9 +45,16 @@ from .messages import (
 )
 from .runnable import FeatureEnrichmentRunnable
 from .runs import find_enrichments
+from .tracing import MASK, TracedEnrichment, feature_anonymizer
 
 if TYPE_CHECKING:
     from .middleware import FeatureContextMiddleware, MissingIdentityError
+    from .serde import (
+        SERDE_ALLOWLIST,
+        SerializableEnrichmentResult,
+        feature_serializer,
+        serializable,
+    )
     from .tool import create_feature_tool
 
 _LAZY = {
@@ -54,6 +62,11 @@ _LAZY = {
     "FeatureContextMiddleware": ".middleware",
     "MissingIdentityError": ".middleware",
     "create_feature_tool": ".tool",
+    # serde imports langgraph's serializer lazily; tracing needs only pydantic
+    "SERDE_ALLOWLIST": ".serde",
+    "SerializableEnrichmentResult": ".serde",
+    "feature_serializer": ".serde",
+    "serializable": ".serde",
 }
 
 
@@ -71,6 +84,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ENRICHMENT_KEY",
     "IDENTITY_PREFIX",
+    "MASK",
+    "SERDE_ALLOWLIST",
     "EnrichedChatPromptValue",
     "EnrichedMessages",
     "EnrichedPrompt",
@@ -81,10 +96,15 @@ __all__ = [
     "FeatureMonitorCallbackHandler",
     "MissingIdentityError",
     "RunQuality",
+    "SerializableEnrichmentResult",
+    "TracedEnrichment",
     "create_feature_tool",
     "evaluate_offline",
     "evaluate_runs",
+    "feature_anonymizer",
+    "feature_serializer",
     "find_enrichments",
     "offline_langsmith_client",
     "record_langsmith_results",
+    "serializable",
 ]

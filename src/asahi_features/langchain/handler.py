@@ -58,7 +58,9 @@ class FeatureMonitorCallbackHandler(BaseTracer):
         key: which evaluator score is the quality (default: the mean of all).
         max_tracked_runs: how many run ids are remembered for late scores (oldest first
             out).
-        keep_finished_runs: how many finished root runs :attr:`finished_runs` keeps.
+        keep_finished_runs: how many finished root runs :attr:`finished_runs` keeps
+            (whole run trees: the model runs' inputs hold the prompts, so keep few, or
+            ``0`` when no evaluator needs them later).
 
     Example:
         >>> handler = FeatureMonitorCallbackHandler(monitor)  # doctest: +SKIP
@@ -76,8 +78,8 @@ class FeatureMonitorCallbackHandler(BaseTracer):
         *,
         evaluators: Sequence[Evaluator] = (),
         key: Optional[str] = None,
-        max_tracked_runs: int = 100_000,
-        keep_finished_runs: int = 1_000,
+        max_tracked_runs: int = 10_000,
+        keep_finished_runs: int = 100,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

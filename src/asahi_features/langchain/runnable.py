@@ -58,6 +58,7 @@ from .messages import (
 )
 from .notes import _NO_IDENTITY, _NOT_ENABLED, _NOT_MAPPED, _WARN_REASONS, _WarnOnce
 from .provenance import _mark_produced
+from .tracing import traced_outputs
 
 logger = logging.getLogger("asahi_features.langchain")
 
@@ -126,6 +127,12 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         identity_from_input: read identities from the input when ``configurable`` does
             not have them (default). ``False`` for servers whose input comes from
             clients: identities then come from ``configurable`` only.
+        trace_values: ``False`` (default): callback handlers and tracers see this step's
+            output as a :class:`~asahi_features.langchain.tracing.TracedEnrichment`
+            (feature names, outcome, counts; no value, no prompt) while the chain gets
+            the real output. ``True``: they see the real output. (Later steps' inputs
+            carry the block: mask it with
+            :func:`~asahi_features.langchain.tracing.feature_anonymizer`.)
 
     Raises:
         TypeError: (per input) the input is none of the shapes above.
@@ -145,6 +152,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
     placement: Literal["system", "human"] = "system"
     task_type: str = "general"
     identity_from_input: bool = True
+    trace_values: bool = False
     name: Optional[str] = "FeatureEnrichment"
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -373,6 +381,8 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             self._note(result)
         if run_manager.handlers:
             _mark_produced(result)
+            if not self.trace_values:
+                _report_without_values(run_manager, result)
         return self._output(input, result)
 
     async def _ainvoke(
@@ -391,6 +401,8 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             self._note(result)
         if run_manager.handlers:
             _mark_produced(result)
+            if not self.trace_values:
+                _report_without_values(run_manager, result)
         return self._output(input, result)
 
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
@@ -434,11 +446,14 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         outputs: List[Any],
         positions: List[int],
         results: Sequence[EnrichmentResult],
-        observed: bool,
+        run_managers: Sequence[Any],
     ) -> List[Any]:
-        if observed:  # runs that callback handlers see: vouch for these results
-            for result in results:
+        if run_managers:  # runs that callback handlers see: vouch for these results
+            hide = not self.trace_values
+            for i, result in zip(positions, results, strict=True):
                 _mark_produced(result)
+                if hide:
+                    _report_without_values(run_managers[i], result)
         if self.output == "prompt" and not self._records_itself():
             key = self.prompt_key
             for i, result in zip(positions, results, strict=True):
@@ -478,7 +493,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             results = enricher.enrich_requests(requests)
         else:  # any object with the enricher's batch method
             results = enricher.enrich_batch([_as_request(r) for r in requests])
-        return self._assemble(inputs, outputs, positions, results, bool(run_manager))
+        return self._assemble(inputs, outputs, positions, results, run_manager)
 
     async def _abatch(
         self,
@@ -495,7 +510,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             results = await enricher.aenrich_requests(requests)
         else:
             results = await enricher.aenrich_batch([_as_request(r) for r in requests])
-        return self._assemble(inputs, outputs, positions, results, bool(run_manager))
+        return self._assemble(inputs, outputs, positions, results, run_manager)
 
     def batch(
         self,
@@ -554,6 +569,26 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             return self._batch(inputs, [], configs)
         except Exception as exc:
             return [exc] * len(inputs)
+
+
+def _report_without_values(run_manager: Any, result: EnrichmentResult) -> None:
+    """Make this run report :func:`traced_outputs` (names, outcome, counts) as its
+    output to callback handlers and tracers; the chain still gets the real output.
+    A run manager belongs to one run, so the override touches nothing else."""
+    end = run_manager.on_chain_end
+    summary = traced_outputs(result)
+    if isinstance(run_manager, AsyncCallbackManagerForChainRun):
+
+        async def aon_chain_end(outputs: Any, **kwargs: Any) -> Any:
+            return await end(summary, **kwargs)
+
+        run_manager.on_chain_end = aon_chain_end  # type: ignore[method-assign]
+        return
+
+    def on_chain_end(outputs: Any, **kwargs: Any) -> Any:
+        return end(summary, **kwargs)
+
+    run_manager.on_chain_end = on_chain_end
 
 
 def _as_request(request: EnrichmentTuple) -> EnrichmentRequest:

@@ -18,6 +18,7 @@ from .messages import (
     EnrichedPrompt,
     EnrichedStringPromptValue,
 )
+from .tracing import TracedEnrichment
 
 # -- finding enrichments in runs --------------------------------------------------------
 
@@ -30,6 +31,8 @@ def _enrichment_in(value: Any) -> Optional[EnrichmentResult]:
         return value.enrichment
     if isinstance(value, EnrichmentResult):
         return value
+    if isinstance(value, TracedEnrichment):  # a hygienic run's output: its own result
+        return value.result
     if isinstance(value, Mapping) and "enrichment_id" in value and "enriched_prompt" in value:
         try:  # a tracer that serialised the output
             return EnrichmentResult.model_validate(value)

@@ -11,6 +11,7 @@ from langchain_core.tools import BaseTool, InjectedToolArg, StructuredTool
 from ..models import EnrichmentResult
 from .identity import _NOTHING, AgentIdentity, _context_id_keys, agent_identity
 from .middleware import MissingIdentityError
+from .serde import serializable
 
 DEFAULT_TOOL_NAME = "get_user_context"
 DEFAULT_TOOL_DESCRIPTION = (
@@ -31,7 +32,9 @@ def create_feature_tool(
     require_identity: bool = False,
 ) -> BaseTool:
     """A tool returning the current user's feature context (content) and the
-    :class:`~asahi_features.models.EnrichmentResult` (artifact).
+    :class:`~asahi_features.models.EnrichmentResult` (artifact, as a
+    :class:`~asahi_features.langchain.serde.SerializableEnrichmentResult`: the tool
+    message checkpoints without warnings and round-trips through ``dumpd`` / ``load``).
 
     The model calls the tool without arguments; anything it passes (a ``user_id`` included) is
     dropped. Identity comes only from the injected ``ToolRuntime`` (``runtime.context``,
@@ -83,7 +86,7 @@ def create_feature_tool(
         return identity
 
     def answer(result: EnrichmentResult) -> Tuple[str, EnrichmentResult]:
-        return result.feature_context.strip() or NO_CONTEXT, result
+        return result.feature_context.strip() or NO_CONTEXT, serializable(result)
 
     def get_context(
         config: RunnableConfig, runtime: Annotated[Any, InjectedToolArg] = None
