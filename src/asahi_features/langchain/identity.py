@@ -162,20 +162,31 @@ class AgentIdentity(NamedTuple):
         return self.user_id is None and self.organization_id is None and not self.context
 
 
-def _from_runtime(runtime_context: Any, key: str) -> Any:
-    """``runtime_context``'s ``asahi_<key>`` or ``key`` (an attribute, or a key of a
-    mapping); ``_ABSENT`` when neither is there or the value is ``None`` (dataclass
-    contexts carry every field, ``None`` meaning "not given")."""
-    if runtime_context is None:
+def _fields_of(runtime_context: Any) -> Any:
+    """What identities are read from: the context itself when it is a mapping, else its
+    instance fields (``__dict__``: dataclasses, pydantic models, plain objects), else
+    the object (read by ``getattr``: slotted classes)."""
+    if runtime_context is None or isinstance(runtime_context, Mapping):
+        return runtime_context
+    fields = getattr(runtime_context, "__dict__", None)
+    return fields if type(fields) is dict else runtime_context
+
+
+def _from_runtime(fields: Any, key: str) -> Any:
+    """``asahi_<key>`` or ``key`` of :func:`_fields_of`'s answer; ``_ABSENT`` when
+    neither is there or the value is ``None`` (dataclass contexts carry every field,
+    ``None`` meaning "not given")."""
+    if fields is None:
         return _ABSENT
-    for name in (IDENTITY_PREFIX + key, key):
-        if isinstance(runtime_context, Mapping):
-            value = runtime_context.get(name)
-        else:
-            value = getattr(runtime_context, name, None)
-        if value is not None:
-            return value
-    return _ABSENT
+    if isinstance(fields, Mapping):
+        value = fields.get(IDENTITY_PREFIX + key)
+        if value is None:
+            value = fields.get(key)
+    else:
+        value = getattr(fields, IDENTITY_PREFIX + key, None)
+        if value is None:
+            value = getattr(fields, key, None)
+    return _ABSENT if value is None else value
 
 
 def agent_identity(
@@ -184,7 +195,7 @@ def agent_identity(
     default_task: str,
     by_task: Optional[Dict[str, Tuple[str, ...]]],
 ) -> AgentIdentity:
-    """The identity of an agent request: ``runtime.context`` first (attribute or key
+    """The identity of an agent request: ``runtime.context`` first (field or key
     ``user_id``, ``organization_id``, ``<entity_type>_id``, each also as ``asahi_<key>``),
     then ``config["configurable"]`` (``asahi_<key>``, then ``<key>``).
 
@@ -192,13 +203,14 @@ def agent_identity(
     from. ``by_task`` is :func:`_context_id_keys` of the enricher (the other entity types
     of each task).
     """
-    task = _from_runtime(runtime_context, "task_type")
+    fields = _fields_of(runtime_context)
+    task = _from_runtime(fields, "task_type")
     if task is _ABSENT:
         task = _pick_task(configurable, _NOTHING)
     task_type = _as_id(task) or default_task
 
     def pick(key: str) -> Optional[str]:
-        value = _from_runtime(runtime_context, key)
+        value = _from_runtime(fields, key)
         if value is _ABSENT:
             value = _configured(configurable, key)
         return None if value is _ABSENT else _as_id(value)

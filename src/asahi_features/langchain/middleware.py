@@ -18,6 +18,7 @@ from typing import Annotated, Any, Dict, Literal, Optional, Tuple
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
 from langchain.agents.middleware.types import ModelCallResult, PrivateStateAttr
 from langchain_core.messages import SystemMessage
+from langchain_core.runnables.config import var_child_runnable_config
 from typing_extensions import NotRequired
 
 from ..errors import AsahiFeaturesError
@@ -76,13 +77,10 @@ def model_name_of(model: Any) -> Optional[str]:
 
 
 def _configurable_now() -> Mapping[str, Any]:
-    """``configurable`` of the running graph node (empty outside one)."""
-    from langgraph.config import get_config
-
-    try:
-        return get_config().get("configurable") or _NOTHING
-    except RuntimeError:
-        return _NOTHING
+    """``configurable`` of the running graph node (empty outside one): what
+    ``langgraph.config.get_config()`` reads, without its exception outside a run."""
+    config = var_child_runnable_config.get()
+    return (config.get("configurable") if config else None) or _NOTHING
 
 
 class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
