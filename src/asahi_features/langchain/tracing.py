@@ -56,7 +56,7 @@ class TracedEnrichment(BaseModel):
     @classmethod
     def of(cls, result: EnrichmentResult) -> TracedEnrichment:
         """The summary of ``result`` (which it keeps a private reference to)."""
-        traced = cls(
+        traced = cls.model_construct(  # the fields are typed already: no validation cost
             enrichment_id=result.enrichment_id,
             task_type=str(result.task_type),
             reason=_text(result.reason),
