@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from types import SimpleNamespace
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
 from langchain.agents import create_agent as _create_agent
@@ -27,10 +30,12 @@ from asahi_features.langchain import (
     MissingIdentityError,
     create_feature_tool,
 )
-from asahi_features.models import EnrichmentReason
+from asahi_features.langchain.middleware import model_name_of
+from asahi_features.models import EnrichmentReason, FeatureVector, utc_now
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import EnricherConfig
+from asahi_features.stores.base import BaseFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
 
 from .langchain_helpers import (
@@ -364,3 +369,114 @@ async def test_state_graph_on_messages_state_with_the_runnable(
     assert out["messages"][-1].text == f"markers: {marker(41)}"
     state = app.get_state(config)
     assert all(PROFILE_HEADER not in m.text for m in state.values["messages"])
+
+
+# -- other entity types, context shapes ---------------------------------------------------
+
+SHOP_TASKS = {"shop": {"user": ["user_tag"], "merchant": ["merchant_tag"]}}
+
+
+class EchoStore(BaseFeatureStore):
+    """Every entity exists; its one feature names the entity. Records every id asked."""
+
+    source = "echo"
+
+    def __init__(self) -> None:
+        self.asked: Set[Tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        with self._lock:
+            self.asked.add((entity_type, entity_id))
+        features = {name: f"{entity_type}={entity_id}" for name in feature_names}
+        return FeatureVector.from_ages(
+            entity_id, entity_type, "echo", features, dict.fromkeys(features, 1.0), utc_now()
+        )
+
+    def health_check(self) -> bool:
+        return True
+
+
+class SlottedCtx:
+    """A context class without ``__dict__`` (read attribute by attribute)."""
+
+    __slots__ = ("asahi_user_id", "merchant_id")
+
+    def __init__(self, user: str, merchant: str) -> None:
+        self.asahi_user_id = user
+        self.merchant_id = merchant
+
+
+@pytest.mark.parametrize(
+    "context, configurable, expected",
+    [
+        ({"user_id": "u1", "merchant_id": "m1"}, {}, {("user", "u1"), ("merchant", "m1")}),
+        (SlottedCtx("u2", "m2"), {}, {("user", "u2"), ("merchant", "m2")}),
+        ({"asahi_user_id": "u3"}, {"merchant_id": "m3"}, {("user", "u3"), ("merchant", "m3")}),
+        (None, {"asahi_merchant_id": "m4"}, {("merchant", "m4")}),
+    ],
+)
+def test_other_entity_types_from_context_then_configurable(
+    context: Any, configurable: Dict[str, Any], expected: Set[Tuple[str, str]]
+) -> None:
+    store = EchoStore()
+    enricher = FeatureEnricher(
+        store,
+        EnricherConfig(
+            enabled_task_types=["shop"], task_features=SHOP_TASKS, freshness_threshold_seconds=10**8
+        ),
+    )
+    model = ScriptedToolChat()
+    agent = create_agent(
+        model, [], middleware=[FeatureContextMiddleware(enricher, task_type="shop")]
+    )
+    agent.invoke(ask(), {"configurable": configurable}, context=context)
+    assert store.asked == expected
+    for entity_type, entity_id in expected:
+        assert f"{entity_type}={entity_id}" in system_text(model.received[0])
+
+
+def test_model_name_of() -> None:
+    assert model_name_of(SimpleNamespace(model_name="gpt-x")) == "gpt-x"
+    assert model_name_of(SimpleNamespace(model="claude-y")) == "claude-y"
+    assert model_name_of(ScriptedToolChat()) == "scripted-tool-chat"
+    assert model_name_of(object()) is None
+
+
+def test_a_failing_extra_monitor_never_fails_the_agent(
+    enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def record_enrichment(self, result: Any) -> None:
+            raise RuntimeError("monitor bug")
+
+    model = ScriptedToolChat()
+    out = agent_for(enricher, model, monitor=Broken()).invoke(ask(), context=Ctx(user_id="u_001"))
+    assert out["messages"][-1].text == f"markers: {marker(1)}"
+    assert "monitor.record_enrichment failed" in caplog.text
+
+
+def test_sync_agents_from_many_threads_never_cross(enricher: FeatureEnricher) -> None:
+    model = ScriptedToolChat()
+    agent = agent_for(enricher, model)
+
+    def run(n: int) -> str:
+        out = agent.invoke(ask(f"question of {n:03d}"), context=Ctx(user_id=f"u_{n:03d}"))
+        return str(out["messages"][-1].text)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(run, range(64)))
+    assert answers == [f"markers: {marker(n)}" for n in range(64)]
+    assert all(
+        system_text(r) == f"{SYSTEM}\n\n{block(int(r[-1].text.rsplit(' ', 1)[1]))}"
+        for r in model.received
+    )
+
+
+def test_unknown_package_attribute_is_named() -> None:
+    import asahi_features.langchain as package
+
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        package.Nope  # noqa: B018
