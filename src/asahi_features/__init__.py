@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     # framework adapters (need the langchain / llama-index extras)
     "FeatureEnrichmentRunnable": "asahi_features.langchain",
     "FeatureMonitorCallbackHandler": "asahi_features.langchain",
+    "FeatureContextMiddleware": "asahi_features.langchain",
+    "create_feature_tool": "asahi_features.langchain",
     "FeatureContextPostprocessor": "asahi_features.llama_index",
     "FeatureMonitorEventHandler": "asahi_features.llama_index",
     "FeatureEnrichmentEvent": "asahi_features.llama_index",
@@ -84,6 +86,7 @@ __all__ = [
     "EnrichmentResult",
     "FeastClient",
     "FeatureConfigError",
+    "FeatureContextMiddleware",
     "FeatureContextPostprocessor",
     "FeatureEnricher",
     "FeatureEnrichmentEvent",
@@ -112,6 +115,7 @@ __all__ = [
     "build_enricher",
     "build_sample_repo",
     "client_from_config",
+    "create_feature_tool",
     "load_config",
 ]
 
@@ -130,7 +134,12 @@ if TYPE_CHECKING:
         TokenizerUnavailableError,
     )
     from .guard import BreakerState, CircuitBreaker, GuardedClient
-    from .langchain import FeatureEnrichmentRunnable, FeatureMonitorCallbackHandler
+    from .langchain import (
+        FeatureContextMiddleware,
+        FeatureEnrichmentRunnable,
+        FeatureMonitorCallbackHandler,
+        create_feature_tool,
+    )
     from .llama_index import (
         FeatureContextPostprocessor,
         FeatureEnrichmentEvent,
