@@ -15,10 +15,10 @@ Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langs
   record the scores, without any network access or LangSmith account.
 
 One module per job: ``identity`` (who a request is for), ``messages`` (input shapes and
-block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``,
-``runs`` (results in run trees), ``handler``, ``evaluation``, ``middleware`` (agents) and
-``tool`` (a features tool), ``tracing`` (trace hygiene, anonymizer) and ``serde``
-(LangChain and LangGraph serialisation). Every module logs to
+block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``
+(with ``batching``), ``runs`` (results in run trees), ``handler``, ``evaluation``,
+``middleware`` (agents), ``tool`` (a features tool), ``tracing`` (trace hygiene, the
+anonymizer) and ``serde`` (LangChain and LangGraph serialisation). Every module logs to
 the ``asahi_features.langchain`` logger.
 """
 
@@ -62,7 +62,6 @@ _LAZY = {
     "FeatureContextMiddleware": ".middleware",
     "MissingIdentityError": ".middleware",
     "create_feature_tool": ".tool",
-    # serde imports langgraph's serializer lazily; tracing needs only pydantic
     "SERDE_ALLOWLIST": ".serde",
     "SerializableEnrichmentResult": ".serde",
     "feature_serializer": ".serde",

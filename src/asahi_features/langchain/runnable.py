@@ -25,14 +25,14 @@ from langchain_core.prompt_values import (
 from langchain_core.runnables import RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import (
     ensure_config,
-    get_callback_manager_for_config,
     get_config_list,
 )
 from langchain_core.runnables.utils import ConfigurableFieldSpec
 from pydantic import ConfigDict, PrivateAttr, create_model
 
 from ..enricher import EnrichmentTuple, FeatureEnricher
-from ..models import EnrichmentRequest, EnrichmentResult
+from ..models import EnrichmentResult
+from .batching import _as_request, _observed, _unobserved
 from .identity import (
     _ABSENT,
     _CONFIG_SPECS,
@@ -58,7 +58,7 @@ from .messages import (
 )
 from .notes import _NO_IDENTITY, _NOT_ENABLED, _NOT_MAPPED, _WARN_REASONS, _WarnOnce
 from .provenance import _mark_produced
-from .tracing import traced_outputs
+from .tracing import report_without_values
 
 logger = logging.getLogger("asahi_features.langchain")
 
@@ -382,7 +382,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         if run_manager.handlers:
             _mark_produced(result)
             if not self.trace_values:
-                _report_without_values(run_manager, result)
+                report_without_values(run_manager, result)
         return self._output(input, result)
 
     async def _ainvoke(
@@ -402,7 +402,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         if run_manager.handlers:
             _mark_produced(result)
             if not self.trace_values:
-                _report_without_values(run_manager, result)
+                report_without_values(run_manager, result)
         return self._output(input, result)
 
     def invoke(self, input: Any, config: Optional[RunnableConfig] = None, **kwargs: Any) -> Any:
@@ -453,7 +453,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             for i, result in zip(positions, results, strict=True):
                 _mark_produced(result)
                 if hide:
-                    _report_without_values(run_managers[i], result)
+                    report_without_values(run_managers[i], result)
         if self.output == "prompt" and not self._records_itself():
             key = self.prompt_key
             for i, result in zip(positions, results, strict=True):
@@ -569,55 +569,3 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             return self._batch(inputs, [], configs)
         except Exception as exc:
             return [exc] * len(inputs)
-
-
-def _report_without_values(run_manager: Any, result: EnrichmentResult) -> None:
-    """Make this run report :func:`traced_outputs` (names, outcome, counts) as its
-    output to callback handlers and tracers; the chain still gets the real output.
-    A run manager belongs to one run, so the override touches nothing else."""
-    end = run_manager.on_chain_end
-    summary = traced_outputs(result)
-    if isinstance(run_manager, AsyncCallbackManagerForChainRun):
-
-        async def aon_chain_end(outputs: Any, **kwargs: Any) -> Any:
-            return await end(summary, **kwargs)
-
-        run_manager.on_chain_end = aon_chain_end  # type: ignore[method-assign]
-        return
-
-    def on_chain_end(outputs: Any, **kwargs: Any) -> Any:
-        return end(summary, **kwargs)
-
-    run_manager.on_chain_end = on_chain_end
-
-
-def _as_request(request: EnrichmentTuple) -> EnrichmentRequest:
-    return EnrichmentRequest.model_construct(**request._asdict())
-
-
-def _no_handlers(callbacks: Any) -> bool:
-    if callbacks is None:
-        return True
-    if isinstance(callbacks, list):
-        return not callbacks
-    return not getattr(callbacks, "handlers", True)
-
-
-def _observed(config: Optional[Union[RunnableConfig, List[RunnableConfig]]], n: int) -> bool:
-    """Would any callback handler see the per-input runs of a batch?
-
-    No handler in any config and none added globally (tracing, debug, context hooks):
-    the runs would be invisible, so the batch skips creating them.
-    """
-    configs = config if isinstance(config, list) else [config or {}]
-    if not all(_no_handlers(c.get("callbacks")) for c in configs):
-        return True
-    return bool(get_callback_manager_for_config(ensure_config(configs[0])).handlers)
-
-
-def _unobserved(outputs: List[Any], return_exceptions: bool) -> List[Any]:
-    if not return_exceptions:
-        for out in outputs:
-            if isinstance(out, Exception):
-                raise out
-    return outputs

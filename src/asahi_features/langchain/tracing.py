@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Dict, List, Optional
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun
 from pydantic import BaseModel, PrivateAttr
 
 from ..models import EnrichmentResult
@@ -113,3 +114,23 @@ def feature_anonymizer(*, max_depth: int = 64) -> Callable[[Any], Any]:
     if not isinstance(max_depth, int) or max_depth < 1:
         raise ValueError(f"max_depth must be an int >= 1, got {max_depth!r}")
     return create_anonymizer(lambda text, path: mask_blocks(text), max_depth=max_depth)
+
+
+def report_without_values(run_manager: Any, result: EnrichmentResult) -> None:
+    """Make this run report :func:`traced_outputs` (names, outcome, counts) as its
+    output to callback handlers and tracers; the chain still gets the real output.
+    A run manager belongs to one run, so the override touches nothing else."""
+    end = run_manager.on_chain_end
+    summary = traced_outputs(result)
+    if isinstance(run_manager, AsyncCallbackManagerForChainRun):
+
+        async def aon_chain_end(outputs: Any, **kwargs: Any) -> Any:
+            return await end(summary, **kwargs)
+
+        run_manager.on_chain_end = aon_chain_end  # type: ignore[method-assign]
+        return
+
+    def on_chain_end(outputs: Any, **kwargs: Any) -> Any:
+        return end(summary, **kwargs)
+
+    run_manager.on_chain_end = on_chain_end
