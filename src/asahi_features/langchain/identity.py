@@ -163,10 +163,14 @@ class AgentIdentity(NamedTuple):
 
 
 def _fields_of(runtime_context: Any) -> Any:
-    """What identities are read from: the context itself when it is a mapping, else its
-    instance fields (``__dict__``: dataclasses, pydantic models, plain objects), else
-    the object (read by ``getattr``: slotted classes)."""
-    if runtime_context is None or isinstance(runtime_context, Mapping):
+    """What identities are read from: a mapping (the context itself when it is one, else
+    its instance fields, ``__dict__``: dataclasses, pydantic models, plain objects),
+    or the object (read by ``getattr``: slotted classes), or ``None``."""
+    if (
+        runtime_context is None
+        or type(runtime_context) is dict
+        or isinstance(runtime_context, Mapping)
+    ):
         return runtime_context
     fields = getattr(runtime_context, "__dict__", None)
     return fields if type(fields) is dict else runtime_context
@@ -178,7 +182,7 @@ def _from_runtime(fields: Any, key: str) -> Any:
     ``None`` meaning "not given")."""
     if fields is None:
         return _ABSENT
-    if isinstance(fields, Mapping):
+    if type(fields) is dict or isinstance(fields, Mapping):
         value = fields.get(IDENTITY_PREFIX + key)
         if value is None:
             value = fields.get(key)
@@ -209,17 +213,17 @@ def agent_identity(
         task = _pick_task(configurable, _NOTHING)
     task_type = _as_id(task) or default_task
 
-    def pick(key: str) -> Optional[str]:
+    context: Optional[Dict[str, Any]] = None
+    extra = by_task.get(task_type, ()) if by_task else ()
+    ids: List[Optional[str]] = []
+    for key in ("user_id", "organization_id", *extra):
         value = _from_runtime(fields, key)
         if value is _ABSENT:
-            value = _configured(configurable, key)
-        return None if value is _ABSENT else _as_id(value)
-
-    context: Optional[Dict[str, Any]] = None
-    for key in (by_task or {}).get(task_type, ()):
-        value = pick(key)
+            value = _configured(configurable, key) if configurable else _ABSENT
+        ids.append(None if value is _ABSENT else _as_id(value))
+    for key, value in zip(extra, ids[2:], strict=True):
         if value is not None:
             if context is None:
                 context = {}
             context[key] = value
-    return AgentIdentity(pick("user_id"), pick("organization_id"), task_type, context)
+    return AgentIdentity(ids[0], ids[1], task_type, context)
