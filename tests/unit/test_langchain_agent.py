@@ -480,3 +480,23 @@ def test_unknown_package_attribute_is_named() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         package.Nope  # noqa: B018
+
+
+def test_agent_identity_gives_entity_ids_and_enrich_kwargs() -> None:
+    from asahi_features.langchain.identity import agent_identity
+
+    who = agent_identity(
+        {"user_id": "u1", "task_type": "shop"},
+        {"asahi_merchant_id": "m1", "organization_id": 7},
+        "general",
+        {"shop": ("merchant_id",)},
+    )
+    assert who.entity_ids == {"merchant": "m1"}
+    assert who.enrich_kwargs("q") == {
+        "prompt": "q",
+        "user_id": "u1",
+        "organization_id": "7",
+        "task_type": "shop",
+        "context": {"merchant_id": "m1"},
+    }
+    assert not who.missing and agent_identity(None, {}, "general", None).missing

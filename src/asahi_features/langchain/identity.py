@@ -161,6 +161,22 @@ class AgentIdentity(NamedTuple):
         """No identity at all: nothing to fetch features for."""
         return self.user_id is None and self.organization_id is None and not self.context
 
+    @property
+    def entity_ids(self) -> Dict[str, str]:
+        """The other entity types' ids by entity type (``{"merchant": "m-1"}``)."""
+        return {key[: -len("_id")]: value for key, value in (self.context or {}).items()}
+
+    def enrich_kwargs(self, prompt: str) -> Dict[str, Any]:
+        """The arguments of ``enricher.enrich`` / ``aenrich`` for this identity: the one
+        place the agent adapters (middleware, tool) turn an identity into a request."""
+        return {
+            "prompt": prompt,
+            "user_id": self.user_id,
+            "organization_id": self.organization_id,
+            "task_type": self.task_type,
+            "context": self.context,
+        }
+
 
 def _fields_of(runtime_context: Any) -> Any:
     """What identities are read from: a mapping (the context itself when it is one, else

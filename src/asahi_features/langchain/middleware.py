@@ -197,13 +197,7 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
         key, result = self._known(request)
         if result is None:
             who = self._who(request)
-            result = self.enricher.enrich(
-                _last_human_text(request.messages),
-                user_id=who.user_id,
-                organization_id=who.organization_id,
-                task_type=who.task_type,
-                context=who.context,
-            )
+            result = self.enricher.enrich(**who.enrich_kwargs(_last_human_text(request.messages)))
             self._keep(key, result)
         return handler(_with_context(request, result))
 
@@ -216,13 +210,8 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
         key, result = self._known(request)
         if result is None:
             who = self._who(request)
-            result = await self.enricher.aenrich(
-                _last_human_text(request.messages),
-                user_id=who.user_id,
-                organization_id=who.organization_id,
-                task_type=who.task_type,
-                context=who.context,
-            )
+            kwargs = who.enrich_kwargs(_last_human_text(request.messages))
+            result = await self.enricher.aenrich(**kwargs)
             self._keep(key, result)
         return await handler(_with_context(request, result))
 

@@ -91,30 +91,12 @@ def create_feature_tool(
     def get_context(
         config: RunnableConfig, runtime: Annotated[Any, InjectedToolArg] = None
     ) -> Tuple[str, EnrichmentResult]:
-        i = who(runtime, config)
-        return answer(
-            enricher.enrich(
-                "",
-                user_id=i.user_id,
-                organization_id=i.organization_id,
-                task_type=i.task_type,
-                context=i.context,
-            )
-        )
+        return answer(enricher.enrich(**who(runtime, config).enrich_kwargs("")))
 
     async def aget_context(
         config: RunnableConfig, runtime: Annotated[Any, InjectedToolArg] = None
     ) -> Tuple[str, EnrichmentResult]:
-        i = who(runtime, config)
-        return answer(
-            await enricher.aenrich(
-                "",
-                user_id=i.user_id,
-                organization_id=i.organization_id,
-                task_type=i.task_type,
-                context=i.context,
-            )
-        )
+        return answer(await enricher.aenrich(**who(runtime, config).enrich_kwargs("")))
 
     return StructuredTool.from_function(
         func=get_context,
