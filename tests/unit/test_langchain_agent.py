@@ -7,8 +7,10 @@ concurrent runs, require_identity and warn-once, and a LangGraph ``StateGraph`` 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,10 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
 from langchain.agents import create_agent as _create_agent
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import START, MessagesState, StateGraph
 from typing_extensions import TypedDict
@@ -27,6 +31,7 @@ from asahi_features.enricher import FeatureEnricher
 from asahi_features.langchain import (
     FeatureContextMiddleware,
     FeatureEnrichmentRunnable,
+    FeatureMonitorCallbackHandler,
     MissingIdentityError,
     create_feature_tool,
 )
@@ -168,7 +173,6 @@ async def test_features_fetched_once_per_run_unless_refresh_per_call(
     enricher: FeatureEnricher, client: CountingClient, refresh: str, fetches: int
 ) -> None:
     model = ScriptedToolChat(tool="noop")
-    from langchain_core.tools import tool
 
     @tool
     def noop() -> str:
@@ -500,3 +504,37 @@ def test_agent_identity_gives_entity_ids_and_enrich_kwargs() -> None:
         "context": {"merchant_id": "m1"},
     }
     assert not who.missing and agent_identity(None, {}, "general", None).missing
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_handler_ties_agent_enrichments_to_the_root_run_for_quality(
+    enricher: FeatureEnricher, mode: str
+) -> None:
+    monitor = FeatureMonitor()
+    handler = FeatureMonitorCallbackHandler(monitor)
+    seen: List[Any] = []
+
+    class Events(BaseCallbackHandler):
+        def on_custom_event(self, name: str, data: Any, **kwargs: Any) -> None:
+            seen.append((name, data))
+
+    model = ScriptedToolChat(tool="noop")
+
+    @tool
+    def noop() -> str:
+        """Does nothing."""
+        return "done"
+
+    agent = agent_for(enricher, model, tools=[noop])
+    run_id = uuid.uuid4()
+    config: RunnableConfig = {"callbacks": [handler, Events()], "run_id": run_id}
+    if mode == "sync":
+        agent.invoke(ask(), config, context=Ctx(user_id="u_051"))
+    else:
+        await agent.ainvoke(ask(), config, context=Ctx(user_id="u_051"))
+    found = handler.enrichments_for_run(run_id)
+    assert len(found) == 1 and marker(51) in found[0].feature_context  # one fetch per run
+    assert [name for name, _ in seen] == ["asahi_features.enrichment"]
+    assert marker(51) not in json.dumps(seen[0][1].model_dump())  # the event has no values
+    assert handler.record_run_quality(run_id, 0.9) == 1
+    assert monitor.get_stats()["total_enrichments"] == 1

@@ -16,6 +16,7 @@ from typing import (
     List,
     Optional,
 )
+from uuid import UUID
 
 from langchain_core.tracers.base import BaseTracer
 
@@ -23,6 +24,7 @@ from ..models import EnrichmentResult
 from .evaluation import Evaluator, RunQuality, _evaluate_one, _Scorer
 from .provenance import _produced
 from .runs import _enrichment_of_outputs
+from .tracing import ENRICHMENT_EVENT, TracedEnrichment
 
 if TYPE_CHECKING:
     from langchain_core.tracers.schemas import Run
@@ -113,11 +115,14 @@ class FeatureMonitorCallbackHandler(BaseTracer):
                 run.name,
             )
             return
-        root = str(run.trace_id or run.id)
+        self._remember(str(run.trace_id or run.id), str(run.id), result)
+
+    def _remember(self, root: str, own: str, result: EnrichmentResult) -> None:
+        """Tie ``result`` to its root run and its own run; record it once."""
         eid = result.enrichment_id
         with self._lock:
             new = False
-            for run_id in (root, str(run.id)):
+            for run_id in (root, own):
                 known = self._by_run.get(run_id)
                 if known is None:
                     known = self._by_run[run_id] = {}
@@ -134,6 +139,20 @@ class FeatureMonitorCallbackHandler(BaseTracer):
 
     def _on_chain_end(self, run: Run) -> None:
         self._collect(run)
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """An agent's enrichment (:class:`FeatureContextMiddleware` announces each one
+        as the ``asahi_features.enrichment`` event of its model node's run): tied to the
+        agent's root run like a runnable's output."""
+        if name != ENRICHMENT_EVENT:
+            return
+        result = _produced(data.result if isinstance(data, TracedEnrichment) else None)
+        if result is None:
+            logger.debug("run %s: an enrichment event nobody vouches for; not recorded", run_id)
+            return
+        run = self.run_map.get(str(run_id))
+        root = str(run.trace_id or run.id) if run is not None else str(run_id)
+        self._remember(root, str(run_id), result)
 
     def _persist_run(self, run: Run) -> None:
         # Called when a root run ends, before _on_chain_end of that same run.

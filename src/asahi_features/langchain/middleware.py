@@ -17,7 +17,9 @@ from typing import Annotated, Any, Dict, Literal, Optional, Tuple
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
 from langchain.agents.middleware.types import ModelCallResult, PrivateStateAttr
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
 from langchain_core.messages import SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
 from typing_extensions import NotRequired
 
@@ -26,6 +28,8 @@ from ..models import EnrichmentReason, EnrichmentResult
 from .identity import _NOTHING, AgentIdentity, _context_id_keys, agent_identity
 from .messages import _last_human_text, _with_block
 from .notes import _WarnOnce, note
+from .provenance import _mark_produced
+from .tracing import ENRICHMENT_EVENT, TracedEnrichment
 
 logger = logging.getLogger("asahi_features.langchain")
 
@@ -76,6 +80,20 @@ def model_name_of(model: Any) -> Optional[str]:
     return kind if isinstance(kind, str) and kind else None
 
 
+def _observed_config() -> Optional[RunnableConfig]:
+    """The running node's config when callback handlers listen (they get the result as
+    an ``asahi_features.enrichment`` event), else ``None`` (nothing to announce)."""
+    config = var_child_runnable_config.get()
+    if not config:
+        return None
+    callbacks = config.get("callbacks")
+    if callbacks is None or (isinstance(callbacks, list) and not callbacks):
+        return None
+    if not isinstance(callbacks, list) and not getattr(callbacks, "handlers", None):
+        return None
+    return config
+
+
 def _configurable_now() -> Mapping[str, Any]:
     """``configurable`` of the running graph node (empty outside one): what
     ``langgraph.config.get_config()`` reads, without its exception outside a run."""
@@ -105,7 +123,11 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
     ``require_identity=True``; otherwise it runs without features and logs a WARNING once
     per cause (as do unknown or unmapped task types), DEBUG after that. Every result is
     recorded in the enricher's monitor (by the enricher) and in ``monitor`` when that is
-    another one.
+    another one. When callback handlers listen, each fetch is announced as the custom
+    event ``asahi_features.enrichment`` (a :class:`~.tracing.TracedEnrichment`: names,
+    outcome, counts, no values), so that a
+    :class:`~asahi_features.langchain.FeatureMonitorCallbackHandler` ties it to the
+    agent's root run and ``record_run_quality(run_id, score)`` scores it.
 
     Args:
         enricher: the :class:`~asahi_features.enricher.FeatureEnricher`.
@@ -199,6 +221,10 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
             who = self._who(request)
             result = self.enricher.enrich(**who.enrich_kwargs(_last_human_text(request.messages)))
             self._keep(key, result)
+            config = _observed_config()
+            if config is not None:
+                _mark_produced(result)
+                dispatch_custom_event(ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config)
         return handler(_with_context(request, result))
 
     async def awrap_model_call(
@@ -213,6 +239,12 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
             kwargs = who.enrich_kwargs(_last_human_text(request.messages))
             result = await self.enricher.aenrich(**kwargs)
             self._keep(key, result)
+            config = _observed_config()
+            if config is not None:
+                _mark_produced(result)
+                await adispatch_custom_event(
+                    ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config
+                )
         return await handler(_with_context(request, result))
 
     # -- shared steps -----------------------------------------------------------------

@@ -18,6 +18,10 @@ from pydantic import BaseModel, PrivateAttr
 
 from ..models import EnrichmentResult
 
+ENRICHMENT_EVENT = "asahi_features.enrichment"
+"""Name of the custom callback event an agent's enrichment is announced with (its data:
+a :class:`TracedEnrichment`, no values)."""
+
 MASK = "[feature context removed]"
 """What :func:`feature_anonymizer` writes in place of a context block."""
 
