@@ -538,3 +538,31 @@ async def test_handler_ties_agent_enrichments_to_the_root_run_for_quality(
     assert marker(51) not in json.dumps(seen[0][1].model_dump())  # the event has no values
     assert handler.record_run_quality(run_id, 0.9) == 1
     assert monitor.get_stats()["total_enrichments"] == 1
+
+
+async def test_async_agent_and_tool_never_call_the_blocking_enrich(
+    enricher: FeatureEnricher,
+) -> None:
+    class AsyncOnly:
+        """The real enricher, with the blocking enrich forbidden."""
+
+        monitor = None
+        config = enricher.config
+
+        def enrich(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the blocking enrich was called under ainvoke")
+
+        async def aenrich(self, *args: Any, **kwargs: Any) -> Any:
+            return await enricher.aenrich(*args, **kwargs)
+
+    model = ScriptedToolChat(tool=TOOL)
+    only = AsyncOnly()
+    agent = create_agent(
+        model,
+        [create_feature_tool(only)],
+        middleware=[FeatureContextMiddleware(only)],
+        context_schema=Ctx,
+    )
+    out = await agent.ainvoke(ask(), context=Ctx(user_id="u_061"))
+    assert out["messages"][2].text == block(61)
+    assert all(system_text(r) == block(61) for r in model.received)
