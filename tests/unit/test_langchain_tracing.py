@@ -7,6 +7,9 @@ results serialise through LangChain (dumpd / load) and LangGraph checkpoints wit
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -298,3 +301,62 @@ async def test_result_in_graph_state_with_feature_serializer(
     assert saved.reason is EnrichmentReason.ENRICHED and marker(15) in saved.feature_context
     assert first["enrichment"].enrichment_id != saved.enrichment_id  # the second turn's
     assert [e for e in serde_events if "unregistered" in e["kind"] or "blocked" in e["kind"]] == []
+
+
+STRICT_PROBE = """
+import tempfile, pathlib
+from typing import Optional
+from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import START, MessagesState, StateGraph
+from langchain_core.messages import HumanMessage
+from asahi_features.enricher import FeatureEnricher
+from asahi_features.models import EnrichmentResult
+from asahi_features.settings import EnricherConfig
+from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
+from asahi_features.stores.local import LocalFeatureStore
+from asahi_features.langchain import FeatureEnrichmentRunnable
+from tests.unit.langchain_helpers import write_features
+
+events = []
+register_serde_event_listener(events.append)
+path = write_features(pathlib.Path(tempfile.mkdtemp()) / "f.json")
+config = EnricherConfig(enabled_task_types=["general"], task_features=SAMPLE_TASK_FEATURES,
+                        freshness_threshold_seconds=10**8)
+runnable = FeatureEnrichmentRunnable(FeatureEnricher(LocalFeatureStore(path), config),
+                                     output="dict")
+
+class State(MessagesState):
+    enrichment: Optional[EnrichmentResult]
+
+def node(state, config):
+    return {"enrichment": runnable.invoke({"messages": state["messages"]}, config)["enrichment"]}
+
+graph = StateGraph(State)
+graph.add_node("n", node)
+graph.add_edge(START, "n")
+app = graph.compile(checkpointer=InMemorySaver())
+cfg = {"configurable": {"thread_id": "x", "user_id": "u_001"}}
+app.invoke({"messages": [HumanMessage("hi")]}, cfg)
+app.invoke({"messages": [HumanMessage("again")]}, cfg)
+loaded = app.get_state(cfg).values["enrichment"]
+print(type(loaded).__name__, loaded.reason.value, len(events))
+"""
+
+
+def test_strict_langgraph_registers_a_state_field_typed_enrichment_result() -> None:
+    """Under LANGGRAPH_STRICT_MSGPACK a field typed EnrichmentResult is registered by the
+    graph itself (its enums included): it loads whole, with no serde event at all."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "LANGGRAPH_STRICT_MSGPACK": "true", "PYTHONPATH": f"{root / 'src'}:{root}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", STRICT_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=root,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["EnrichmentResult", "enriched", "0"]
