@@ -566,3 +566,43 @@ async def test_async_agent_and_tool_never_call_the_blocking_enrich(
     out = await agent.ainvoke(ask(), context=Ctx(user_id="u_061"))
     assert out["messages"][2].text == block(61)
     assert all(system_text(r) == block(61) for r in model.received)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_direct_model_call_with_handlers_but_no_run_still_answers(
+    enricher: FeatureEnricher, mode: str
+) -> None:
+    """Called outside a graph run (no parent run to announce to): the call goes on."""
+    from langchain.agents.middleware import ModelRequest, ModelResponse
+    from langchain_core.messages import AIMessage
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langgraph.runtime import Runtime
+
+    middleware = FeatureContextMiddleware(enricher, refresh="model_call")
+    request: ModelRequest[Any] = ModelRequest(
+        model=ScriptedToolChat(),
+        messages=[HumanMessage("hi")],
+        system_message=SystemMessage(SYSTEM),
+        runtime=Runtime(context=Ctx(user_id="u_071")),
+    )
+    seen: List[Any] = []
+    response = ModelResponse(result=[AIMessage("ok")])
+
+    def handler(req: Any) -> Any:
+        seen.append(req.system_message.text)
+        return response
+
+    async def ahandler(req: Any) -> Any:
+        return handler(req)
+
+    token = var_child_runnable_config.set({"callbacks": [BaseCallbackHandler()]})
+    try:
+        if mode == "sync":
+            out = middleware.wrap_model_call(request, handler)
+        else:
+            out = await middleware.awrap_model_call(request, ahandler)
+    finally:
+        var_child_runnable_config.reset(token)
+    assert out is response
+    assert seen == [f"{SYSTEM}\n\n{block(71)}"]
+    assert request.system_message is not None and request.system_message.text == SYSTEM

@@ -220,11 +220,14 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
         if result is None:
             who = self._who(request)
             result = self.enricher.enrich(**who.enrich_kwargs(_last_human_text(request.messages)))
-            self._keep(key, result)
-            config = _observed_config()
+            config = self._keep(key, result)
             if config is not None:
-                _mark_produced(result)
-                dispatch_custom_event(ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config)
+                try:
+                    dispatch_custom_event(
+                        ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config
+                    )
+                except RuntimeError:  # no parent run to tie it to: nothing to announce
+                    logger.debug("enrichment %s not announced (no run)", result.enrichment_id)
         return handler(_with_context(request, result))
 
     async def awrap_model_call(
@@ -238,13 +241,14 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
             who = self._who(request)
             kwargs = who.enrich_kwargs(_last_human_text(request.messages))
             result = await self.enricher.aenrich(**kwargs)
-            self._keep(key, result)
-            config = _observed_config()
+            config = self._keep(key, result)
             if config is not None:
-                _mark_produced(result)
-                await adispatch_custom_event(
-                    ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config
-                )
+                try:
+                    await adispatch_custom_event(
+                        ENRICHMENT_EVENT, TracedEnrichment.of(result), config=config
+                    )
+                except RuntimeError:  # no parent run to tie it to: nothing to announce
+                    logger.debug("enrichment %s not announced (no run)", result.enrichment_id)
         return await handler(_with_context(request, result))
 
     # -- shared steps -----------------------------------------------------------------
@@ -279,7 +283,9 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
             )
         return who
 
-    def _keep(self, key: Optional[str], result: EnrichmentResult) -> None:
+    def _keep(self, key: Optional[str], result: EnrichmentResult) -> Optional[RunnableConfig]:
+        """Log, record and cache a fresh result; the config to announce it with when
+        callback handlers listen (the result is then vouched for), else ``None``."""
         note(self._warned, _MESSAGES, self.name, result)
         monitor = self.monitor
         if monitor is not None and monitor is not getattr(self.enricher, "monitor", None):
@@ -287,12 +293,15 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
                 monitor.record_enrichment(result)
             except Exception:  # a monitor bug must never fail the agent
                 logger.exception("monitor.record_enrichment failed")
-        if key is None:
-            return
-        with self._lock:
-            self._results[key] = result
-            while len(self._results) > self.max_cached_runs:
-                self._results.popitem(last=False)
+        if key is not None:
+            with self._lock:
+                self._results[key] = result
+                while len(self._results) > self.max_cached_runs:
+                    self._results.popitem(last=False)
+        config = _observed_config()
+        if config is not None:
+            _mark_produced(result)
+        return config
 
 
 def _with_context(request: ModelRequest[Any], result: EnrichmentResult) -> ModelRequest[Any]:
