@@ -36,12 +36,12 @@ def create_feature_tool(
     :class:`~asahi_features.langchain.serde.SerializableEnrichmentResult`: the tool
     message checkpoints without warnings and round-trips through ``dumpd`` / ``load``).
 
-    The model calls the tool without arguments; anything it passes (a ``user_id`` included) is
-    dropped. Identity comes only from the injected ``ToolRuntime`` (``runtime.context``,
-    as for :class:`FeatureContextMiddleware`), then from ``config["configurable"]``
-    (``asahi_user_id`` / ``user_id``, ...). ``invoke`` calls ``enricher.enrich``,
-    ``ainvoke`` awaits ``enricher.aenrich``. A store that fails gives
-    :data:`NO_CONTEXT`, never an error. (The tool function's ``runtime`` parameter is
+    The model calls the tool without arguments; anything it passes (a ``user_id``
+    included) is dropped. Identity comes only from the injected ``ToolRuntime``
+    (``runtime.context``, as for :class:`FeatureContextMiddleware`), then from
+    ``config["configurable"]`` (``asahi_user_id`` / ``user_id``, ...). ``invoke`` calls
+    ``enricher.enrich``, ``ainvoke`` awaits ``enricher.aenrich``. A store that fails
+    gives :data:`NO_CONTEXT`, never an error. (The tool function's ``runtime`` parameter is
     what LangGraph's tool node fills with the ``ToolRuntime``; the model never sees it.)
 
     Args:
