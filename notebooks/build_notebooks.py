@@ -485,6 +485,100 @@ for key in ["total_enrichments", "successful_enrichments", "held_out_enrichments
     print(f"{key:32s} {stats[key]}")
 print("general:", {k: stats["task_types"]["general"][k] for k in ["quality_delta", "quality_delta_samples"]})""",
     ),
+    (
+        "md",
+        """## Agents: `create_agent` with the middleware and the features tool
+
+`FeatureContextMiddleware` puts the user's block into the system prompt of each model
+call of a `langchain.agents.create_agent` agent (fetched once per run), never into the
+agent's messages: the checkpointer below holds no copy of the profile.
+`create_feature_tool` lets the model ask for the context itself; the identity is
+injected from the run's `context`, never taken from the model. `ToolCallingEcho` stands
+in for a tool-calling chat model.""",
+    ),
+    (
+        "code",
+        """import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+
+from asahi_features.langchain import FeatureContextMiddleware, create_feature_tool
+
+
+@dataclass
+class UserContext:
+    user_id: Optional[str] = None
+
+
+class ToolCallingEcho(BaseChatModel):
+    \"\"\"A fake tool-calling chat model: optionally asks the features tool first, then
+    replies with the context lines it was given.\"\"\"
+
+    ask_tool: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-calling-echo"
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        if self.ask_tool and not isinstance(messages[-1], ToolMessage):
+            call = {"name": "get_user_context", "args": {}, "id": uuid.uuid4().hex}
+            return ChatResult(generations=[ChatGeneration(message=AIMessage("", tool_calls=[call]))])
+        lines = [l for m in messages for l in m.text.splitlines() if l.startswith("- ")]
+        reply = "I know: " + "; ".join(lines) if lines else "I know nothing about you."
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(reply))])
+
+
+saver = InMemorySaver()
+agent = create_agent(
+    ToolCallingEcho(),
+    [],
+    system_prompt="You are a helpful sales assistant.",
+    middleware=[FeatureContextMiddleware(enricher, task_type="product_recommendation")],
+    context_schema=UserContext,
+    checkpointer=saver,
+)
+thread = {"configurable": {"thread_id": "notebook"}}
+for question in ["Recommend a product for me.", "Anything else?"]:
+    out = agent.invoke({"messages": [{"role": "user", "content": question}]}, thread,
+                       context=UserContext(user_id="u_0004"))
+    print(question, "->", out["messages"][-1].text[:100])
+saved = agent.get_state(thread).values["messages"]
+print("saved messages:", len(saved), "| copies of the context:",
+      sum("[Context from" in m.text for m in saved))
+
+tool_agent = create_agent(ToolCallingEcho(ask_tool=True), [create_feature_tool(enricher)],
+                          context_schema=UserContext)
+out = tool_agent.invoke({"messages": [{"role": "user", "content": "What do you know about me?"}]},
+                        context=UserContext(user_id="u_0005"))
+print("tool ->", out["messages"][2].text.splitlines()[0], "...", out["messages"][2].artifact.reason.value)""",
+    ),
+    (
+        "md",
+        """## Traces without the profile
+
+The runnable's own run reports feature names, outcome and counts, never values
+(`trace_values=False`, the default). The prompts the model receives do carry the
+block: `feature_anonymizer()` masks it in whatever LangSmith would receive
+(`langsmith.Client(anonymizer=feature_anonymizer())`).""",
+    ),
+    (
+        "code",
+        """from asahi_features.langchain import feature_anonymizer
+
+prompt = enricher.enrich("Recommend a product.", user_id="u_0004",
+                         task_type="product_recommendation").enriched_prompt
+print(feature_anonymizer()({"inputs": {"prompt": prompt}}))""",
+    ),
 ]
 
 LLAMA_INDEX = [

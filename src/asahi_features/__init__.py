@@ -117,6 +117,7 @@ _EXPORTS: dict[str, str] = {
 _MOVED: dict[str, str] = {
     "FeatureEnrichmentRunnable": "asahi_features.langchain",
     "FeatureMonitorCallbackHandler": "asahi_features.langchain",
+    "FeatureContextMiddleware": "asahi_features.langchain",
     "FeatureContextPostprocessor": "asahi_features.llama_index",
     "FeatureMonitorEventHandler": "asahi_features.llama_index",
     "FeatureEnrichmentEvent": "asahi_features.llama_index",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -11,8 +13,10 @@ from uuid import UUID
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.language_models import SimpleChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import BaseChatModel, SimpleChatModel
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
 
 from asahi_features.models import FeatureVector
 from asahi_features.stores.base import BaseFeatureStore
@@ -145,3 +149,63 @@ class ContextAwareChat(SimpleChatModel):
                 if f"Customer tier: {tier}" in text:
                     return f"As a {tier} customer you get the {tier} plan."
         return "Here is a generic plan."
+
+
+MARKER_PATTERN = re.compile(r"pref-\d{3}-zz")
+
+
+class ScriptedToolChat(BaseChatModel):
+    """A deterministic tool-calling fake chat model that records every request.
+
+    With ``tool`` set, its first answer to a question is a call of that tool (with
+    ``tool_args``, e.g. a forged ``user_id``); once a tool answered, or without ``tool``,
+    it answers ``"markers: <the pref-NNN-zz markers it saw in its input>"``. Every list of
+    messages it received is kept in ``received`` (shared by copies made by
+    ``bind_tools``), so tests assert on exactly what the model got.
+    """
+
+    tool: Optional[str] = None
+    echo: bool = True
+    """Answer with the markers themselves (else only with how many it saw)."""
+    tool_args: Dict[str, Any] = Field(default_factory=dict)
+    received: List[List[BaseMessage]] = Field(default_factory=list)
+    bound_tools: List[str] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-tool-chat"
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        names = [getattr(t, "name", None) or t.get("name") for t in tools]
+        self.bound_tools[:] = [str(n) for n in names]
+        return self
+
+    def _generate(
+        self,
+        messages: List[BaseMessage],
+        stop: Optional[List[str]] = None,
+        run_manager: Any = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.received.append(list(messages))  # list.append is atomic
+        last = messages[-1]
+        if self.tool and not isinstance(last, ToolMessage):
+            reply = AIMessage(
+                content="",
+                tool_calls=[
+                    {"name": self.tool, "args": dict(self.tool_args), "id": uuid.uuid4().hex}
+                ],
+            )
+        else:
+            text = "\n".join(m.text for m in messages)
+            found = MARKER_PATTERN.findall(text)
+            content = "markers: " + ",".join(found) if self.echo else f"saw {len(found)}"
+            reply = AIMessage(content=content)
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def system_text(messages: List[BaseMessage]) -> str:
+    """The text of the leading system message ('' when there is none)."""
+    if messages and isinstance(messages[0], SystemMessage):
+        return messages[0].text
+    return ""

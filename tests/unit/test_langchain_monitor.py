@@ -248,7 +248,10 @@ def test_evaluate_runs_with_langsmith_run_evaluator(
 def test_evaluator_calling_conventions_and_score_shapes(
     client: CountingClient, monitor: FeatureMonitor
 ) -> None:
-    runnable = FeatureEnrichmentRunnable(FeatureEnricher(client, CONFIG), output="dict")
+    # trace_values=True: the evaluator reads the step's real output (enriched_prompt)
+    runnable = FeatureEnrichmentRunnable(
+        FeatureEnricher(client, CONFIG), output="dict", trace_values=True
+    )
     handler = FeatureMonitorCallbackHandler(monitor)
     runnable.invoke({"prompt": "q", "user_id": "u_001"}, {"callbacks": [handler]})
     run = handler.finished_runs[0]
