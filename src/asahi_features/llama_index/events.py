@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional, Tuple
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.instrumentation import get_dispatcher  # type: ignore[attr-defined]
@@ -35,13 +35,44 @@ dispatcher = get_dispatcher("asahi_features.llama_index")
 class FeatureEnrichmentEvent(BaseEvent):
     """Dispatched through LlamaIndex instrumentation after every enrichment.
 
+    By default the event carries no raw text: ids, the task, the outcome, the feature
+    names, counts and timings, so that any generic trace exporter (which serialises
+    events with ``model_dump``) never writes a user's profile or prompt. The texts
+    (``query_str``, ``feature_context``) are filled only when the component that
+    enriched was built with ``event_texts=True``. The full :class:`EnrichmentResult`
+    stays in memory for in-process handlers (``event.result``) and is excluded from
+    ``model_dump`` / ``repr``.
+
     Attributes:
-        result: the :class:`EnrichmentResult` (also when nothing was added).
-        query_str: the query that was enriched.
+        result: the :class:`EnrichmentResult` (excluded from serialisation).
+        enrichment_id: the enrichment's id.
+        task_type: the task type asked for.
+        reason: the outcome (``"enriched"``, ``"no_identity"``, ``"held_out"``, ...).
+        features_used: names of the features that reached the prompt.
+        feature_tokens_added: tokens the block added.
+        enrichment_latency_ms: time the enrichment took.
+        held_out: the request is in the monitor's control group.
+        missing_entities: entity types the task uses for which no identity was given.
+        identity_source: where the identity came from (``"workflow"``, ``"request"``,
+            ``"fixed"``, ``"component"`` or ``"none"``).
+        component: the class name of the component that enriched.
+        query_str: the query (only with ``event_texts=True``).
+        feature_context: the block (only with ``event_texts=True``).
     """
 
-    result: EnrichmentResult
+    result: EnrichmentResult = Field(exclude=True, repr=False)
+    enrichment_id: str = ""
+    task_type: str = ""
+    reason: str = ""
+    features_used: List[str] = Field(default_factory=list)
+    feature_tokens_added: int = 0
+    enrichment_latency_ms: float = 0.0
+    held_out: bool = False
+    missing_entities: List[str] = Field(default_factory=list)
+    identity_source: str = ""
+    component: str = ""
     query_str: Optional[str] = None
+    feature_context: Optional[str] = None
 
     @classmethod
     def class_name(cls) -> str:
@@ -49,27 +80,56 @@ class FeatureEnrichmentEvent(BaseEvent):
         return "FeatureEnrichmentEvent"
 
 
-def _has_listeners() -> bool:
-    """True when an event handler other than LlamaIndex's NullEventHandler would receive
-    an event from this module's dispatcher (events are not even built otherwise)."""
+def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
+    """Whether an event handler other than LlamaIndex's NullEventHandler would receive an
+    event from this module's dispatcher (events are not even built otherwise), and the
+    monitors of the :class:`FeatureMonitorEventHandler` among them."""
+    any_handler = False
+    monitors: List[FeatureMonitor] = []
     current: Optional[Dispatcher] = dispatcher
     while current is not None:
         for handler in current.event_handlers:
             if type(handler) is not NullEventHandler:
-                return True
+                any_handler = True
+                if isinstance(handler, FeatureMonitorEventHandler):
+                    monitors.append(handler.monitor)
         if not current.propagate:
-            return False
+            break
         current = current.parent
-    return False  # pragma: no cover - the root dispatcher never propagates
+    return any_handler, monitors
 
 
-def _dispatch(result: EnrichmentResult, query: Optional[str]) -> None:
-    if not _has_listeners():
+def handler_monitors() -> List[FeatureMonitor]:
+    """The monitors attached through :class:`FeatureMonitorEventHandler` (in order)."""
+    return _listeners()[1]
+
+
+def _dispatch(
+    result: EnrichmentResult,
+    query: Optional[str],
+    *,
+    texts: bool = False,
+    identity_source: str = "",
+    component: str = "",
+) -> None:
+    if not _listeners()[0]:
         return
+    reason = result.reason
     # model_construct: the fields are already typed, validation would only cost time
     event = FeatureEnrichmentEvent.model_construct(
         result=result,
-        query_str=query,
+        enrichment_id=result.enrichment_id,
+        task_type=result.task_type,
+        reason=getattr(reason, "value", str(reason)),
+        features_used=list(result.features_used),
+        feature_tokens_added=result.feature_tokens_added,
+        enrichment_latency_ms=result.enrichment_latency_ms,
+        held_out=result.held_out,
+        missing_entities=list(result.missing_entities),
+        identity_source=identity_source,
+        component=component,
+        query_str=query if texts else None,
+        feature_context=result.feature_context.strip() if texts else None,
         timestamp=datetime.now(),
         id_=str(uuid.uuid4()),
         span_id=active_span_id.get(),
@@ -133,7 +193,8 @@ class FeatureMonitorEventHandler(BaseEventHandler):
             logger.warning(
                 "recording enrichment %s failed", event.result.enrichment_id, exc_info=True
             )
-        self._log.add(event.query_str, event.result)
+        # the query text is the result's own prompt: events carry no text by default
+        self._log.add(event.result.original_prompt, event.result)
 
     def attach(self, target: Optional[Dispatcher] = None) -> FeatureMonitorEventHandler:
         """Add this handler to ``target`` (default: the root dispatcher); returns self."""

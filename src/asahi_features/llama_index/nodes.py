@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle, TextNode
 
 from ..models import EnrichmentResult, trusted_constructor
-
-if TYPE_CHECKING:
-    pass
-
 from .identity import _CURRENT_REQUEST
 
 logger = logging.getLogger(__name__)
@@ -36,6 +32,11 @@ def feature_context_text(**_: Any) -> str:
 
     Returns ``""`` outside :func:`feature_context` or when nothing was enriched.
     """
+    from .run import current_block
+
+    block = current_block()
+    if block:
+        return block
     request = _CURRENT_REQUEST.get()
     result = request.last_result if request is not None else None
     if result is None or not result.features_available:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, cast
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from ..enricher import FeatureEnricher
     from ..monitor import FeatureMonitor
 
-from .events import _dispatch
 from .identity import _CURRENT_REQUEST, FeatureRequest
 from .log import EnrichmentLog
 from .nodes import (
@@ -23,11 +22,12 @@ from .nodes import (
     ENRICHMENT_ID_METADATA_KEY,
     FEATURE_CONTEXT_METADATA_KEY,
     TASK_TYPE_METADATA_KEY,
-    _block_text,
     _bundle,
     _new_scored_node,
     _new_text_node,
 )
+from .run import Enrichment, Identity, resolve_identity, warn_unknown_task
+from .workflow import current_step_context, workflow_identity
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,22 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
     cut-offs placed after it judge the block by a score it does not really have, and
     re-orderers such as ``LongContextReorder`` move it away from the top of the context.
 
-    Without an identity (no :func:`feature_context`, no fixed values) the nodes pass
-    through unchanged and the reason is logged at DEBUG. Every enrichment, enriched or
-    not, is dispatched as a :class:`FeatureEnrichmentEvent`, recorded in ``monitor``
-    (when given) and remembered in :attr:`enrichment_log`.
+    Identity, first found wins and sources are never mixed: the workflow ``Context``
+    store (:func:`set_workflow_identity`, async path inside a workflow step), the
+    :func:`feature_context` block, then the fixed ``user_id`` / ``organization_id``
+    (only when the request brings no identity at all). A request without any identity
+    still reaches the enricher (a ``no_identity`` result: events and the monitor see it)
+    and ``on_missing_identity`` decides the rest: ``"warn"`` (default, one WARNING per
+    cause, DEBUG after), ``"ignore"`` (DEBUG) or ``"raise"``
+    (:class:`MissingIdentityError`). Every enrichment is dispatched as a
+    :class:`FeatureEnrichmentEvent` (no raw text unless ``event_texts``), recorded in
+    ``monitor`` (when given) and remembered in :attr:`enrichment_log`. When the enricher
+    has no monitor of its own, the holdout of ``monitor`` (or of a monitor attached only
+    through :class:`FeatureMonitorEventHandler`) is applied here.
+
+    ``mode="prompt"`` adds no node at all: the block is then a source of no citation and
+    never among a response's ``source_nodes``; :func:`apply_feature_prompts` on the engine
+    puts it in every LLM call of every response mode.
 
     Args:
         enricher: the :class:`~asahi_features.enricher.FeatureEnricher` to call.
@@ -60,12 +72,16 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
             enricher's own monitor is safe).
         **fields: any of the settings below.
 
-    Settings:
-        task_type: task type used when the request does not set one (``"general"``).
-        user_id / organization_id: fixed identity used when the request sets none.
-        node_score: score of the injected node (default 1.0, the top cosine similarity).
+    Settings (validated, also on assignment):
+        task_type: task type used when the request does not set one (``"general"``);
+            one the enricher cannot enrich is warned about at construction.
+        user_id / organization_id: fixed identity used when the request brings none.
+        node_score: score of the injected node: finite and >= 0 (default 1.0).
         position: ``"first"`` (default: the block heads the context) or ``"last"``.
-        inject_node: ``False`` to only enrich (for :func:`feature_context_text` templates).
+        mode: ``"node"`` (default: the block is one node) or ``"prompt"`` (no node).
+        inject_node: ``False`` to only enrich (same as ``mode="prompt"``).
+        on_missing_identity: ``"warn"`` (default), ``"ignore"`` or ``"raise"``.
+        event_texts: ``True`` to put the query and the block in the events.
         max_tracked: enrichment ids remembered in :attr:`enrichment_log`.
         emit_span: ``True`` to open LlamaIndex's instrumentation span around each call
             (off by default: the span costs more than the rest of the postprocessor).
@@ -85,11 +101,22 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
     organization_id: Optional[str] = Field(
         default=None, description="Fixed organization id (fallback)."
     )
-    node_score: float = Field(default=1.0, description="Score of the injected node.")
+    node_score: float = Field(
+        default=1.0, ge=0.0, allow_inf_nan=False, description="Score of the injected node."
+    )
     position: Literal["first", "last"] = Field(
         default="first", description="Where the feature node goes in the node list."
     )
+    mode: Literal["node", "prompt"] = Field(
+        default="node", description="'node': the block is one node; 'prompt': no node."
+    )
     inject_node: bool = Field(default=True, description="Add the block as a node.")
+    on_missing_identity: Literal["ignore", "warn", "raise"] = Field(
+        default="warn", description="What a request without any identity does."
+    )
+    event_texts: bool = Field(
+        default=False, description="Put the query and the block in the events."
+    )
     max_tracked: int = Field(
         default=10_000, ge=1, description="Enrichments remembered for evaluation mapping."
     )
@@ -98,9 +125,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         description="Open LlamaIndex's own instrumentation span around each call.",
     )
 
+    model_config = ConfigDict(validate_assignment=True)
+
     _enricher: FeatureEnricher = PrivateAttr()
     _monitor: Optional[FeatureMonitor] = PrivateAttr(default=None)
     _log: EnrichmentLog = PrivateAttr()
+    _run: Enrichment = PrivateAttr()
 
     def __init__(
         self,
@@ -109,14 +139,24 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         **fields: Any,
     ) -> None:
         super().__init__(**fields)
-        if not (hasattr(enricher, "enrich") and hasattr(enricher, "aenrich")):
-            raise TypeError(
-                "enricher must be a FeatureEnricher (an object with enrich() and aenrich()), "
-                f"got {type(enricher).__name__}"
-            )
+        self._log = EnrichmentLog(self.max_tracked, keep_results=False)
+        self._run = Enrichment(
+            enricher,
+            self.class_name(),
+            monitor=monitor,
+            on_missing_identity=self.on_missing_identity,
+            event_texts=self.event_texts,
+            log=self._log,
+        )
         self._enricher = enricher
         self._monitor = monitor
-        self._log = EnrichmentLog(self.max_tracked, keep_results=False)
+        warn_unknown_task(enricher, self.task_type, self.class_name())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in ("on_missing_identity", "event_texts") and hasattr(self, "_run"):
+            self._run.on_missing = self.on_missing_identity
+            self._run.event_texts = self.event_texts
 
     @classmethod
     def class_name(cls) -> str:
@@ -190,82 +230,44 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
     ) -> List[NodeWithScore]:
         request = _CURRENT_REQUEST.get()
-        identity = self._identity(request)
-        if identity is None:
-            return nodes
+        identity = self._identity(None, request)
         query = query_bundle.query_str if query_bundle is not None else ""
         # pydantic serves private attributes through a slow __getattr__ (~1.8 us each)
         private = cast(Dict[str, Any], self.__pydantic_private__)
-        result = private["_enricher"].enrich(query, *identity)
-        return self._apply(nodes, query, result, request, private)
+        result, block = private["_run"].run(query, identity, request)
+        return self._apply(nodes, result, block)
 
     async def _aenrich_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
     ) -> List[NodeWithScore]:
         request = _CURRENT_REQUEST.get()
-        identity = self._identity(request)
-        if identity is None:
-            return nodes
+        workflow = await workflow_identity() if current_step_context() is not None else None
+        identity = self._identity(workflow, request)
         query = query_bundle.query_str if query_bundle is not None else ""
-        # pydantic serves private attributes through a slow __getattr__ (~1.8 us each)
         private = cast(Dict[str, Any], self.__pydantic_private__)
-        result = await private["_enricher"].aenrich(query, *identity)
-        return self._apply(nodes, query, result, request, private)
+        result, block = await private["_run"].arun(query, identity, request)
+        return self._apply(nodes, result, block)
 
     # -- helpers ------------------------------------------------------------------
 
     def _identity(
-        self, request: Optional[FeatureRequest]
-    ) -> Optional[Tuple[Optional[str], Optional[str], str, Optional[Dict[str, Any]]]]:
-        """(user_id, organization_id, task_type, context), or None without identity."""
-        if request is None:
-            user_id, org_id, task_type, context = (
-                self.user_id,
-                self.organization_id,
-                self.task_type,
-                None,
-            )
-        else:
-            user_id = request.user_id or self.user_id
-            org_id = request.organization_id or self.organization_id
-            task_type = request.task_type or self.task_type
-            context = request.context
-        if not (user_id or org_id or context):
-            logger.debug(
-                "no feature node added: no user_id, organization_id or context for this "
-                "request (wrap the call in feature_context(...) or set fixed ids on %s)",
-                self.class_name(),
-            )
-            return None
-        return user_id, org_id, task_type, context
+        self, workflow: Optional[FeatureRequest], request: Optional[FeatureRequest]
+    ) -> Identity:
+        return resolve_identity(
+            workflow,
+            request,
+            task_type=self.task_type,
+            user_id=self.user_id,
+            organization_id=self.organization_id,
+        )
 
     def _apply(
-        self,
-        nodes: List[NodeWithScore],
-        query: str,
-        result: EnrichmentResult,
-        request: Optional[FeatureRequest],
-        private: Dict[str, Any],
+        self, nodes: List[NodeWithScore], result: EnrichmentResult, block: str
     ) -> List[NodeWithScore]:
-        if request is not None:
-            request.results.append(result)
-        private["_log"].add(query, result)
-        monitor = private["_monitor"]
-        if monitor is not None and monitor is not getattr(private["_enricher"], "monitor", None):
-            monitor.record_enrichment(result)
-        _dispatch(result, query)
-
         kept = [n for n in nodes if not n.node.metadata.get(FEATURE_CONTEXT_METADATA_KEY)]
-        text = _block_text(result) if result.features_available else ""
-        if not text or not self.inject_node:
-            if not text:
-                logger.debug(
-                    "no feature node added for task %r: %s",
-                    result.task_type,
-                    getattr(result.reason, "value", result.reason),
-                )
+        if not block or not self.inject_node or self.mode == "prompt":
             return kept
-        node = _new_scored_node({"node": self._make_node(text, result), "score": self.node_score})
+        node = _new_scored_node({"node": self._make_node(block, result), "score": self.node_score})
         if self.position == "first":
             kept.insert(0, node)
         else:
