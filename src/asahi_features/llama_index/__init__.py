@@ -12,13 +12,20 @@ Needs the ``[llama-index]`` extra (``llama-index-core`` 0.14). The pieces:
 * :class:`FeatureEnrichmentEvent` is dispatched through LlamaIndex instrumentation on
   every enrichment; :class:`FeatureMonitorEventHandler` records those events in a
   :class:`~asahi_features.monitor.FeatureMonitor`.
+* :class:`FeatureMemoryBlock` (agents' ``Memory``), :func:`create_feature_tool` (a tool
+  whose identity never comes from the model) and :class:`FeatureChatEnricher` (plain
+  chat calls) cover agents and chat without a retriever; :func:`apply_feature_prompts`
+  puts the block in every LLM call of every response mode of a query engine.
+* :func:`set_workflow_identity` keeps the identity in a workflow ``Context`` so that it
+  survives every step, tool and handler of the run.
 * :func:`record_evaluation` maps LlamaIndex ``EvaluationResult`` objects (one, a list,
   or the dict ``BatchEvalRunner`` returns) back to the enrichments of the queries they
   evaluated and records their scores as quality in the monitor.
 
-One module per job: ``identity`` (who the request is for), ``nodes`` (the feature node),
-``log`` (recent enrichments), ``events`` (instrumentation), ``postprocessor`` and
-``evaluation``.
+One module per job: ``identity`` (feature_context), ``workflow`` (the Context store),
+``run`` (the steps every component shares), ``nodes`` (the feature node), ``log`` (recent
+enrichments), ``events`` (instrumentation), ``postprocessor``, ``prompts``, ``memory``,
+``tools``, ``chat`` and ``evaluation``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "`pip install 'asahi-features[llama-index]'`"
     ) from exc
 
+from .chat import FeatureChatEnricher
 from .evaluation import (
     EvaluationInput,
     EvaluationRecord,
@@ -40,6 +48,7 @@ from .evaluation import (
 from .events import FeatureEnrichmentEvent, FeatureMonitorEventHandler
 from .identity import FeatureRequest, current_feature_request, feature_context
 from .log import EnrichmentLog
+from .memory import FeatureMemoryBlock
 from .nodes import (
     ENRICHMENT_ID_METADATA_KEY,
     FEATURE_CONTEXT_METADATA_KEY,
@@ -48,22 +57,36 @@ from .nodes import (
     is_feature_context_node,
 )
 from .postprocessor import FeatureContextPostprocessor
+from .prompts import FeaturePromptTemplate, apply_feature_prompts, messages_with_block
+from .run import MissingIdentityError
+from .tools import create_feature_tool
+from .workflow import WORKFLOW_IDENTITY_KEY, set_workflow_identity, workflow_identity
 
 __all__ = [
     "ENRICHMENT_ID_METADATA_KEY",
     "FEATURE_CONTEXT_METADATA_KEY",
     "TASK_TYPE_METADATA_KEY",
+    "WORKFLOW_IDENTITY_KEY",
     "EnrichmentLog",
     "EvaluationInput",
     "EvaluationRecord",
+    "FeatureChatEnricher",
     "FeatureContextPostprocessor",
     "FeatureEnrichmentEvent",
+    "FeatureMemoryBlock",
     "FeatureMonitorEventHandler",
+    "FeaturePromptTemplate",
     "FeatureRequest",
+    "MissingIdentityError",
+    "apply_feature_prompts",
+    "create_feature_tool",
     "current_feature_request",
     "enrichment_id_from_response",
     "feature_context",
     "feature_context_text",
     "is_feature_context_node",
+    "messages_with_block",
     "record_evaluation",
+    "set_workflow_identity",
+    "workflow_identity",
 ]

@@ -21,7 +21,6 @@ WORKFLOW_IDENTITY_KEY = "asahi_identity"
 """The key of the identity in the workflow ``Context`` store (a plain dict)."""
 
 
-
 async def set_workflow_identity(
     ctx: Any,
     *,
