@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Tuple
 from ..errors import AsahiFeaturesError
 from ..models import EnrichmentReason, EnrichmentResult
 from .events import _dispatch, handler_monitors
-from .identity import FeatureRequest
+from .identity import _CURRENT_REQUEST, FeatureRequest
 
 if TYPE_CHECKING:
     from ..enricher import FeatureEnricher
@@ -127,13 +127,23 @@ class _WarnOnce:
             return True
 
 
-_CURRENT_BLOCK: ContextVar[str] = ContextVar("asahi_features_llama_index_block", default="")
-"""The block of the latest enrichment in this context, for prompt templates."""
+_CURRENT_BLOCK: ContextVar[Tuple[Optional[FeatureRequest], str]] = ContextVar(
+    "asahi_features_llama_index_block", default=(None, "")
+)
+"""The block of the latest enrichment in this context, for prompt templates, with the
+feature_context request it was made in."""
 
 
 def current_block() -> str:
-    """The feature block published by the latest enrichment in this context ("" if none)."""
-    return _CURRENT_BLOCK.get()
+    """The feature block published by the latest enrichment in this context ("" if none).
+
+    Only a block made inside the current :func:`feature_context` block counts (or, outside
+    any, one made outside any): a block never outlives the request it was made for.
+    """
+    request, block = _CURRENT_BLOCK.get()
+    if block and request is not _CURRENT_REQUEST.get():
+        return ""
+    return block
 
 
 def check_policy(value: str) -> str:
@@ -258,7 +268,7 @@ class Enrichment:
             component=self.owner,
         )
         block = result.feature_context.strip() if result.features_available else ""
-        _CURRENT_BLOCK.set(block)
+        _CURRENT_BLOCK.set((_CURRENT_REQUEST.get(), block))
         if not block:
             logger.debug(
                 "%s: no feature block for task %r: %s",
