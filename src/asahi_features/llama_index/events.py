@@ -111,8 +111,9 @@ def _dispatch(
     texts: bool = False,
     identity_source: str = "",
     component: str = "",
+    listening: Optional[bool] = None,
 ) -> None:
-    if not _listeners()[0]:
+    if not (_listeners()[0] if listening is None else listening):
         return
     reason = result.reason
     # model_construct: the fields are already typed, validation would only cost time

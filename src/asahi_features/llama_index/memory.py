@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, field_validator
 from llama_index.core.memory.memory import BaseMemoryBlock
 
-from .identity import _CURRENT_REQUEST, FeatureRequest
+from .identity import _CURRENT_REQUEST
 from .run import Enrichment, Identity, resolve_identity, warn_unknown_task
 from .workflow import current_step_context, workflow_identity
 
@@ -66,6 +65,7 @@ class FeatureMemoryBlock(BaseMemoryBlock[str]):
 
     _run: Enrichment = PrivateAttr()
     _last: Optional[EnrichmentResult] = PrivateAttr(default=None)
+    _own: Optional[Identity] = PrivateAttr(default=None)
 
     @field_validator("priority")
     @classmethod
@@ -91,25 +91,34 @@ class FeatureMemoryBlock(BaseMemoryBlock[str]):
             event_texts=self.event_texts,
         )
         warn_unknown_task(enricher, self.task_type, "FeatureMemoryBlock")
+        # computed once (and again on assignment): read on every LLM call
+        self._own = self._own_identity()
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name in ("on_missing_identity", "event_texts") and hasattr(self, "_run"):
             self._run.on_missing = self.on_missing_identity
             self._run.event_texts = self.event_texts
+        if name in ("user_id", "organization_id", "context", "task_type"):
+            self._own = self._own_identity()
 
     @property
     def last_result(self) -> Optional[EnrichmentResult]:
         """The latest enrichment made by this block (``None`` before the first read)."""
         return self._last
 
+    def _own_identity(self) -> Optional[Identity]:
+        if not (self.user_id or self.organization_id or self.context):
+            return None
+        return Identity(
+            self.user_id, self.organization_id, self.task_type, self.context, "component"
+        )
+
     async def identity(self) -> Identity:
         """The identity the next read uses (see the class docs)."""
-        own = FeatureRequest(self.user_id, self.organization_id, None, self.context)
-        if own.user_id or own.organization_id or own.context:
-            return replace(
-                resolve_identity(own, None, task_type=self.task_type), source="component"
-            )
+        own: Optional[Identity] = self.__pydantic_private__["_own"]  # type: ignore[index]
+        if own is not None:
+            return own
         workflow = await workflow_identity() if current_step_context() is not None else None
         return resolve_identity(workflow, _CURRENT_REQUEST.get(), task_type=self.task_type)
 

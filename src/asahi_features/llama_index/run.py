@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Literal, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Literal, NamedTuple, Optional, Tuple
 
 from ..errors import AsahiFeaturesError
 from ..models import EnrichmentReason, EnrichmentResult
-from .events import _dispatch, handler_monitors
+from .events import _dispatch, _listeners
 from .identity import _CURRENT_REQUEST, FeatureRequest
 
 if TYPE_CHECKING:
@@ -53,9 +52,9 @@ class MissingIdentityError(AsahiFeaturesError, LookupError):
     identity (no workflow Context identity, no :func:`feature_context`, no fixed ids)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """The identity one enrichment uses, and where it came from."""
+class Identity(NamedTuple):
+    """The identity one enrichment uses, and where it came from (a tuple: cheap to
+    build on the request path)."""
 
     user_id: Optional[str]
     organization_id: Optional[str]
@@ -71,7 +70,7 @@ class Identity:
 
     def args(self) -> Tuple[Optional[str], Optional[str], str, Optional[Dict[str, Any]]]:
         """The enricher's positional arguments after the prompt."""
-        return self.user_id, self.organization_id, self.task_type, self.context
+        return self[:4]  # type: ignore[return-value]
 
 
 def _has_identity(request: Optional[FeatureRequest]) -> bool:
@@ -219,16 +218,18 @@ class Enrichment:
 
     # -- steps without I/O, shared by both paths --------------------------------------
 
-    def before(self, query: str, identity: Identity) -> Optional[EnrichmentResult]:
+    def before(
+        self, query: str, identity: Identity, monitors: List[FeatureMonitor]
+    ) -> Optional[EnrichmentResult]:
         """The missing-identity policy and the holdout of a monitor the enricher does not
-        consult. Returns a finished result when the enricher must not be asked."""
+        consult (``monitors``: those attached through event handlers). Returns a finished
+        result when the enricher must not be asked."""
         if identity.missing:
             self._missing(identity)
         if getattr(self.enricher, "monitor", None) is not None:
             return None  # the enricher applies its own monitor's holdout
         gate = self.monitor
         if gate is None:
-            monitors = handler_monitors()
             gate = monitors[0] if monitors else None
         if gate is None:
             return None
@@ -248,6 +249,7 @@ class Enrichment:
         identity: Identity,
         result: EnrichmentResult,
         request: Optional[FeatureRequest],
+        listening: Optional[bool] = None,
     ) -> str:
         """Record, remember, dispatch and publish; returns the block ("" if none)."""
         if request is not None:
@@ -260,13 +262,15 @@ class Enrichment:
                 monitor.record_enrichment(result)
             except Exception:
                 logger.warning("%s: recording the enrichment failed", self.owner, exc_info=True)
-        _dispatch(
-            result,
-            query,
-            texts=self.event_texts,
-            identity_source=identity.source,
-            component=self.owner,
-        )
+        if listening is not False:
+            _dispatch(
+                result,
+                query,
+                texts=self.event_texts,
+                identity_source=identity.source,
+                component=self.owner,
+                listening=listening,
+            )
         block = result.feature_context.strip() if result.features_available else ""
         _CURRENT_BLOCK.set((_CURRENT_REQUEST.get(), block))
         if not block:
@@ -301,19 +305,21 @@ class Enrichment:
         self, query: str, identity: Identity, request: Optional[FeatureRequest]
     ) -> Tuple[EnrichmentResult, str]:
         """Enrich ``query`` (sync); returns the result and its block."""
-        result = self.before(query, identity)
+        listening, monitors = _listeners()
+        result = self.before(query, identity, monitors)
         if result is None:
             result = self.enricher.enrich(query, *identity.args())
-        return result, self.after(query, identity, result, request)
+        return result, self.after(query, identity, result, request, listening)
 
     async def arun(
         self, query: str, identity: Identity, request: Optional[FeatureRequest]
     ) -> Tuple[EnrichmentResult, str]:
         """Enrich ``query`` (async, awaiting :meth:`FeatureEnricher.aenrich`)."""
-        result = self.before(query, identity)
+        listening, monitors = _listeners()
+        result = self.before(query, identity, monitors)
         if result is None:
             result = await self.enricher.aenrich(query, *identity.args())
-        return result, self.after(query, identity, result, request)
+        return result, self.after(query, identity, result, request, listening)
 
 
 def _skipped(query: str, identity: Identity, reason: EnrichmentReason) -> EnrichmentResult:

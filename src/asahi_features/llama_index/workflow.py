@@ -72,16 +72,27 @@ async def set_workflow_identity(
     )
 
 
+def _step_context_var() -> Any:
+    try:  # the ContextVar behind Context.get_step_context(): a lookup, no exception
+        from workflows.runtime.types.results import InternalContextVar
+    except ImportError:  # pragma: no cover - another llama-index-workflows layout
+        return None
+    return InternalContextVar
+
+
+_STEP_CONTEXT = _step_context_var()
+
+
 def current_step_context() -> Any:
     """The workflow ``Context`` of the step running now, or ``None`` outside a step."""
-    try:
+    if _STEP_CONTEXT is not None:
+        ref = _STEP_CONTEXT.get(None)
+        return ref() if ref is not None else None
+    try:  # pragma: no cover - only without the ContextVar above
         from workflows import Context
-        from workflows.errors import WorkflowRuntimeError
-    except ImportError:  # pragma: no cover - llama-index-core always brings workflows
-        return None
-    try:
+
         return Context.get_step_context()
-    except (WorkflowRuntimeError, LookupError):
+    except Exception:  # pragma: no cover
         return None
 
 
