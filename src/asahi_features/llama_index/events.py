@@ -85,18 +85,23 @@ def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
     event from this module's dispatcher (events are not even built otherwise), and the
     monitors of the :class:`FeatureMonitorEventHandler` among them."""
     any_handler = False
-    monitors: List[FeatureMonitor] = []
+    monitors: Optional[List[FeatureMonitor]] = None
     current: Optional[Dispatcher] = dispatcher
     while current is not None:
         for handler in current.event_handlers:
             if type(handler) is not NullEventHandler:
                 any_handler = True
                 if isinstance(handler, FeatureMonitorEventHandler):
+                    if monitors is None:
+                        monitors = []
                     monitors.append(handler.monitor)
         if not current.propagate:
             break
         current = current.parent
-    return any_handler, monitors
+    return any_handler, monitors if monitors is not None else _NO_MONITORS
+
+
+_NO_MONITORS: List[FeatureMonitor] = []  # shared, never mutated
 
 
 def handler_monitors() -> List[FeatureMonitor]:

@@ -224,7 +224,7 @@ class Enrichment:
         """The missing-identity policy and the holdout of a monitor the enricher does not
         consult (``monitors``: those attached through event handlers). Returns a finished
         result when the enricher must not be asked."""
-        if identity.missing:
+        if identity[4] == "none":  # identity.missing, without the property call
             self._missing(identity)
         if getattr(self.enricher, "monitor", None) is not None:
             return None  # the enricher applies its own monitor's holdout
