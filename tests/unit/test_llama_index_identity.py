@@ -227,3 +227,31 @@ def test_holdout_holds_when_the_monitor_is_attached_only_as_an_event_handler(
     assert stats["total_enrichments"] == 50
     assert stats["quality"]["held_out"]["n"] == 0  # no scores yet, but split recorded
     assert stats["successful_enrichments"] == 50 - len(held)
+
+
+def test_a_component_monitor_gates_and_never_fails_the_request(
+    enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Paused(FeatureMonitor):
+        def should_enrich(self, task_type: str) -> bool:
+            return False
+
+    class Broken(FeatureMonitor):
+        def is_held_out(self, task_type: str, unit_id: Any) -> bool:
+            raise RuntimeError("boom")
+
+        def record_enrichment(self, result: Any, inference_quality: Any = None) -> Any:
+            raise RuntimeError("boom")
+
+    paused = FeatureContextPostprocessor(enricher, monitor=Paused())
+    with feature_context(user_id=user_id(1)) as request:
+        assert paused.postprocess_nodes([], query_str="q") == []
+    assert request.results[0].reason is EnrichmentReason.DISABLED_BY_MONITOR
+    broken = FeatureContextPostprocessor(enricher, monitor=Broken())
+    with caplog.at_level(logging.WARNING, logger="asahi_features"):
+        with feature_context(user_id=user_id(1)) as request:
+            nodes = broken.postprocess_nodes([], query_str="q")
+    assert user_marker(1) in nodes[0].node.get_content()  # enriched anyway
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("holdout check failed" in m for m in messages)
+    assert any("recording the enrichment failed" in m for m in messages)

@@ -104,11 +104,6 @@ def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
 _NO_MONITORS: List[FeatureMonitor] = []  # shared, never mutated
 
 
-def handler_monitors() -> List[FeatureMonitor]:
-    """The monitors attached through :class:`FeatureMonitorEventHandler` (in order)."""
-    return _listeners()[1]
-
-
 def _dispatch(
     result: EnrichmentResult,
     query: Optional[str],
