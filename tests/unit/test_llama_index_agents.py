@@ -137,7 +137,7 @@ async def test_fifty_concurrent_agent_runs_never_cross(enricher: FeatureEnricher
     assert all(_markers(a) == [i] for i, a in enumerate(answers))
 
 
-async def test_a_handler_created_before_feature_context_gets_a_clear_error(
+async def test_a_handler_created_before_feature_context_errors_clearly_or_is_bound(
     enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
 ) -> None:
     llm = recording_chat_llm()
@@ -155,7 +155,16 @@ async def test_a_handler_created_before_feature_context_gets_a_clear_error(
     assert "set_workflow_identity" in str(error)
     assert llm.calls == []  # nothing went out un-enriched
 
-    # the documented fix: the workflow Context store reaches it whenever it was created
+    # the fix: bind the block's identity to the run it did not reach
+    bound = FeatureMemoryBlock(enricher, on_missing_identity="raise")
+    handler = agent.run("hey", memory=_memory(bound, "s-late-bound"))  # created outside
+    with feature_context(user_id=user_id(7)) as request:
+        await request.bind(handler)
+        await handler
+    assert _markers(llm.calls[-1]) == [7]
+    assert bound.last_result is not None and bound.last_result.features_available
+
+    # or the workflow Context store directly, whenever the handler was created
     ok = FeatureMemoryBlock(enricher, on_missing_identity="raise")
     ctx = Context(agent)
     handler = agent.run("hey", ctx=ctx, memory=_memory(ok, "s-late-2"))

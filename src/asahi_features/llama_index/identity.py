@@ -43,6 +43,37 @@ class FeatureRequest:
         """The ids of every enrichment made for this request, oldest first."""
         return [r.enrichment_id for r in self.results]
 
+    async def bind(self, run: Any) -> None:
+        """Put this request's identity in a workflow run's ``Context`` store.
+
+        A handler created by ``agent.run(...)`` *before* the ``with feature_context(...)``
+        block keeps the context it was created in, so the block cannot reach its steps;
+        binding it writes the identity where every step, tool and memory read of the run
+        looks first (:func:`set_workflow_identity`)::
+
+            handler = agent.run("Hi", memory=memory)       # created outside the block
+            with feature_context(user_id="u_1001") as request:
+                await request.bind(handler)                # before awaiting it
+                response = await handler
+
+        Bind before anything awaited lets the run start reading. The enrichments made in
+        the run are then not listed in :attr:`results` (the steps run in the run's own
+        context); the events and the monitor see them.
+
+        Args:
+            run: a ``WorkflowHandler`` (its ``ctx`` is used) or a workflow ``Context``.
+        """
+        from .workflow import set_workflow_identity
+
+        ctx = getattr(run, "ctx", None) or run
+        await set_workflow_identity(
+            ctx,
+            user_id=self.user_id,
+            organization_id=self.organization_id,
+            task_type=self.task_type,
+            context=self.context,
+        )
+
     def __enter__(self) -> FeatureRequest:
         if self._token is not None:
             raise RuntimeError("this feature_context(...) block is already active")

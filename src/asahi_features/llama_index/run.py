@@ -37,8 +37,9 @@ _MAX_WARNED = 64
 _HINT_IN_WORKFLOW = (
     "inside a workflow step: a handler created by agent.run(...) before `with "
     "feature_context(...)` was entered keeps the context it was created in, so the block "
-    "cannot reach it. Enter feature_context(...) before calling run(), or put the "
-    "identity in the workflow Context with `await set_workflow_identity(ctx, user_id=...)`"
+    "cannot reach it. Enter feature_context(...) before calling run(), bind it to the run "
+    "with `await request.bind(handler)`, or put the identity in the workflow Context with "
+    "`await set_workflow_identity(ctx, user_id=...)`"
 )
 _HINT_OUTSIDE = (
     "wrap the call in `with feature_context(user_id=...)`, put the identity in the "
