@@ -38,6 +38,7 @@ from asahi_features.llama_index import (
 )
 from asahi_features.llama_index.tools import NO_PROFILE_TEXT
 from asahi_features.models import EnrichmentReason
+from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.local import LocalFeatureStore
 
@@ -63,7 +64,8 @@ def _markers(text: str) -> List[int]:
 async def test_function_agent_every_call_carries_the_block(enricher: FeatureEnricher) -> None:
     llm = recording_chat_llm()
     agent = FunctionAgent(llm=llm, tools=[], system_prompt="You are a shop assistant.")
-    block = FeatureMemoryBlock(enricher, user_id=user_id(3))
+    monitor = FeatureMonitor()
+    block = FeatureMemoryBlock(enricher, monitor=monitor, user_id=user_id(3))
     memory = _memory(block, "s-3")
     first = await agent.run("What should I buy?", memory=memory)
     await agent.run("And for my brother?", memory=memory)
@@ -74,6 +76,8 @@ async def test_function_agent_every_call_carries_the_block(enricher: FeatureEnri
     assert user_marker(3) in str(first)
     assert block.last_result is not None and block.last_result.features_available
     assert block.last_result.original_prompt == "And for my brother?"  # asked each turn
+    # one enrichment per turn: the agent's read after its answer reuses the turn's block
+    assert monitor.get_stats()["total_enrichments"] == 2
 
 
 async def test_the_token_limit_never_truncates_the_block(enricher: FeatureEnricher) -> None:

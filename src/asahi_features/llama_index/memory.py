@@ -66,6 +66,7 @@ class FeatureMemoryBlock(BaseMemoryBlock[str]):
     _run: Enrichment = PrivateAttr()
     _last: Optional[EnrichmentResult] = PrivateAttr(default=None)
     _own: Optional[Identity] = PrivateAttr(default=None)
+    _recent: Dict[Any, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("priority")
     @classmethod
@@ -124,14 +125,37 @@ class FeatureMemoryBlock(BaseMemoryBlock[str]):
 
     async def _aget(self, messages: Optional[List[ChatMessage]] = None, **_: Any) -> str:
         identity = await self.identity()
+        key = _cache_key(identity)
+        recent: Dict[Any, str] = self.__pydantic_private__["_recent"]  # type: ignore[index]
+        if key is not None and messages and messages[-1].role == MessageRole.ASSISTANT:
+            # The read after the answer (agents fetch the history once more after
+            # finalising a turn): no LLM call answers the user with it, so the turn's
+            # block is reused rather than enriched and counted a second time.
+            cached = recent.get(key)
+            if cached is not None:
+                return cached
         result, block = await self._run.arun(
             _last_user_text(messages), identity, _CURRENT_REQUEST.get()
         )
         self._last = result
+        if key is not None:
+            if len(recent) >= _RECENT_MAX and key not in recent:
+                recent.pop(next(iter(recent)), None)  # oldest first (insertion order)
+            recent[key] = block
         return block
 
     async def _aput(self, messages: List[ChatMessage]) -> None:
         """Nothing to store: the features come from the feature store."""
+
+
+_RECENT_MAX = 1024
+"""Identities whose latest block a shared block remembers (for the post-answer read)."""
+
+
+def _cache_key(identity: Identity) -> Any:
+    if identity.context is not None or identity.source == "none":
+        return None  # a dict is not hashable; no identity: nothing worth reusing
+    return identity[:3]
 
 
 def _last_user_text(messages: Optional[List[ChatMessage]]) -> str:
