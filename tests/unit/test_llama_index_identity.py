@@ -255,3 +255,35 @@ def test_a_component_monitor_gates_and_never_fails_the_request(
     messages = [r.getMessage() for r in caplog.records]
     assert any("holdout check failed" in m for m in messages)
     assert any("recording the enrichment failed" in m for m in messages)
+
+
+def test_a_request_task_type_typo_warns_once(
+    enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    post = FeatureContextPostprocessor(enricher)
+    with caplog.at_level(logging.DEBUG, logger="asahi_features"):
+        for _ in range(3):
+            with feature_context(user_id=user_id(1), task_type="genral"):
+                post.postprocess_nodes([], query_str="q")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "FeatureContextPostprocessor: task type 'genral' is not in the enricher's "
+        "enabled_task_types, the request goes out without features (later occurrences "
+        "are logged at DEBUG)"
+    ]
+
+
+async def test_plain_chat_events_name_the_call_as_the_identity_source(
+    enricher: FeatureEnricher, collector: _Collector
+) -> None:
+    from llama_index.core.base.llms.types import ChatMessage
+
+    from asahi_features.llama_index import FeatureChatEnricher
+
+    chat = FeatureChatEnricher(enricher)
+    await chat.amessages([ChatMessage(role="user", content="hi")], user_id=user_id(2))
+    with feature_context(user_id=user_id(3)):
+        chat.messages([ChatMessage(role="user", content="hi")])
+    assert [e.identity_source for e in collector.events] == ["call", "request"]
+    with pytest.raises(ValueError, match="task_type"):
+        FeatureChatEnricher(enricher, task_type="")

@@ -70,12 +70,10 @@ class FeatureChatEnricher:
         given: Tuple[Optional[str], Optional[str], Optional[str], Optional[Dict[str, Any]]],
     ) -> Identity:
         user_id, organization_id, task_type, context = given
-        explicit = FeatureRequest(user_id, organization_id, task_type, context)
-        return resolve_identity(
-            explicit if (user_id or organization_id or context) else workflow,
-            _CURRENT_REQUEST.get(),
-            task_type=task_type or self.task_type,
-        )
+        task = task_type or self.task_type
+        if user_id or organization_id or context:
+            return Identity(user_id, organization_id, task, context, "call")
+        return resolve_identity(workflow, _CURRENT_REQUEST.get(), task_type=task)
 
     def messages(
         self,

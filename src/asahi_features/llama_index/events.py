@@ -54,7 +54,7 @@ class FeatureEnrichmentEvent(BaseEvent):
         held_out: the request is in the monitor's control group.
         missing_entities: entity types the task uses for which no identity was given.
         identity_source: where the identity came from (``"workflow"``, ``"request"``,
-            ``"fixed"``, ``"component"`` or ``"none"``).
+            ``"fixed"``, ``"component"``, ``"call"`` or ``"none"``).
         component: the class name of the component that enriched.
         query_str: the query (only with ``event_texts=True``).
         feature_context: the block (only with ``event_texts=True``).

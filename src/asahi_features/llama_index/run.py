@@ -48,6 +48,12 @@ _HINT_OUTSIDE = (
 )
 
 
+_WIRING: Dict[Any, str] = {
+    EnrichmentReason.TASK_NOT_ENABLED: "is not in the enricher's enabled_task_types",
+    EnrichmentReason.NO_FEATURES_MAPPED: "maps no features in the enricher's task_features",
+}
+
+
 class MissingIdentityError(AsahiFeaturesError, LookupError):
     """A request reached a component with ``on_missing_identity="raise"`` without any
     identity (no workflow Context identity, no :func:`feature_context`, no fixed ids)."""
@@ -62,7 +68,7 @@ class Identity(NamedTuple):
     task_type: str
     context: Optional[Dict[str, Any]]
     source: str
-    """``"workflow"``, ``"request"``, ``"fixed"``, ``"component"`` or ``"none"``."""
+    """``"workflow"``, ``"request"``, ``"fixed"``, ``"component"``, ``"call"`` or ``"none"``."""
 
     @property
     def missing(self) -> bool:
@@ -275,13 +281,24 @@ class Enrichment:
         block = result.feature_context.strip() if result.features_available else ""
         _CURRENT_BLOCK.set((_CURRENT_REQUEST.get(), block))
         if not block:
-            logger.debug(
-                "%s: no feature block for task %r: %s",
-                self.owner,
-                result.task_type,
-                getattr(result.reason, "value", result.reason),
-            )
+            self._note(result)
         return block
+
+    def _note(self, result: EnrichmentResult) -> None:
+        """Why no block: a task type that cannot enrich (a wiring mistake, e.g. a typo in
+        a request's task type) is a WARNING once per (reason, task type), DEBUG after."""
+        reason = getattr(result.reason, "value", str(result.reason))
+        task = str(result.task_type)[:80]
+        if result.reason in _WIRING and self._warned.claim((reason, task)):
+            logger.warning(
+                "%s: task type %r %s, the request goes out without features (later "
+                "occurrences are logged at DEBUG)",
+                self.owner,
+                task,
+                _WIRING[result.reason],
+            )
+            return
+        logger.debug("%s: no feature block for task %r: %s", self.owner, task, reason)
 
     def _missing(self, identity: Identity) -> None:
         from .workflow import current_step_context
