@@ -192,3 +192,20 @@ def test_feature_prompt_template_wraps_any_template_and_validates() -> None:
         FeaturePromptTemplate("Q: {q}")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="PromptMixin"):
         apply_feature_prompts(object())
+
+
+def test_streaming_prompt_mode_carries_the_block(
+    index: VectorStoreIndex, enricher: FeatureEnricher
+) -> None:
+    llm = SmallWindowLLM()
+    post = FeatureContextPostprocessor(enricher, mode="prompt")
+    engine = apply_feature_prompts(
+        index.as_query_engine(
+            llm=llm, similarity_top_k=6, streaming=True, node_postprocessors=[post]
+        )
+    )
+    with feature_context(user_id=user_id(7)):
+        response = engine.query("Tell me everything")
+        text = "".join(response.response_gen)  # type: ignore[union-attr,arg-type]
+    assert text
+    assert llm.prompts and all(_count(p, 7) == 1 for p in llm.prompts)
