@@ -143,7 +143,8 @@ class FeatureMonitorEventHandler(BaseEventHandler):
     """Records every :class:`FeatureEnrichmentEvent` in a :class:`FeatureMonitor`.
 
     Attach it to the root dispatcher (or to ``asahi_features.llama_index``'s own) and
-    every enrichment made by any :class:`FeatureContextPostprocessor` is counted. It also
+    every enrichment made by any component of this package is counted (and, when the
+    enricher has no monitor of its own, this monitor's holdout is applied). It also
     remembers recent enrichments by query string, so :meth:`record_evaluation` can map
     evaluation results back to them. Other events are ignored.
 
