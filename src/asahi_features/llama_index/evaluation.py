@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
 from llama_index.core.evaluation import EvaluationResult
 
 from ..models import EnrichmentResult
+from .log import EnrichmentLog
+from .nodes import ENRICHMENT_ID_METADATA_KEY, is_feature_context_node
 
 if TYPE_CHECKING:
     from ..monitor import FeatureMonitor
-
-from .log import EnrichmentLog
-from .nodes import ENRICHMENT_ID_METADATA_KEY, is_feature_context_node
 
 logger = logging.getLogger(__name__)
 

@@ -14,18 +14,17 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
 
 from ..models import EnrichmentResult
-
-if TYPE_CHECKING:
-    from llama_index_instrumentation.dispatcher import Dispatcher
-
-    from ..monitor import FeatureMonitor
-
 from .evaluation import (
     EvaluationInput,
     EvaluationRecord,
     record_evaluation,
 )
 from .log import EnrichmentLog
+
+if TYPE_CHECKING:
+    from llama_index_instrumentation.dispatcher import Dispatcher
+
+    from ..monitor import FeatureMonitor
 
 logger = logging.getLogger(__name__)
 # The dispatcher keeps the name the single-module integration had.

@@ -10,11 +10,6 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from ..models import EnrichmentResult
-
-if TYPE_CHECKING:
-    from ..enricher import FeatureEnricher
-    from ..monitor import FeatureMonitor
-
 from .identity import _CURRENT_REQUEST, FeatureRequest
 from .log import EnrichmentLog
 from .nodes import (
@@ -28,6 +23,10 @@ from .nodes import (
 )
 from .run import Enrichment, Identity, resolve_identity, warn_unknown_task
 from .workflow import current_step_context, workflow_identity
+
+if TYPE_CHECKING:
+    from ..enricher import FeatureEnricher
+    from ..monitor import FeatureMonitor
 
 logger = logging.getLogger(__name__)
 
