@@ -305,3 +305,17 @@ async def test_missing_identity_warns_once_per_cause_and_is_visible(
     assert not caplog.records
     with pytest.raises(ValueError):
         block.on_missing_identity = "loud"  # type: ignore[assignment]
+
+
+async def test_a_sync_chat_inside_a_running_loop_keeps_the_identity(
+    enricher: FeatureEnricher,
+) -> None:
+    # SimpleChatEngine.chat reads the Memory through LlamaIndex's asyncio_run, which runs
+    # it in a worker thread when a loop is already running: the identity must follow.
+    llm = recording_chat_llm()
+    shared = FeatureMemoryBlock(enricher, on_missing_identity="raise")
+    engine = SimpleChatEngine.from_defaults(llm=llm, memory=_memory(shared, "in-loop"))
+    with feature_context(user_id=user_id(19)):
+        engine.chat("hello from a notebook")
+    (call,) = llm.calls
+    assert _markers(call) == [19]
