@@ -209,3 +209,17 @@ def test_streaming_prompt_mode_carries_the_block(
         text = "".join(response.response_gen)  # type: ignore[union-attr,arg-type]
     assert text
     assert llm.prompts and all(_count(p, 7) == 1 for p in llm.prompts)
+
+
+def test_model_name_of_llms_agents_and_engines(index: VectorStoreIndex) -> None:
+    from llama_index.core.agent.workflow import FunctionAgent
+
+    from asahi_features.llama_index import model_name
+
+    llm = SmallWindowLLM()
+    assert model_name(llm) == "small"
+    assert model_name(index.as_query_engine(llm=llm)) == "small"
+    assert model_name(get_response_synthesizer(llm=llm)) == "small"
+    assert model_name(FunctionAgent(llm=llm, tools=[])) == "small"
+    assert model_name(object()) is None
+    assert model_name(None) is None

@@ -49,6 +49,7 @@ from .events import FeatureEnrichmentEvent, FeatureMonitorEventHandler
 from .identity import FeatureRequest, current_feature_request, feature_context
 from .log import EnrichmentLog
 from .memory import FeatureMemoryBlock
+from .model_name import model_name
 from .nodes import (
     ENRICHMENT_ID_METADATA_KEY,
     FEATURE_CONTEXT_METADATA_KEY,
@@ -86,6 +87,7 @@ __all__ = [
     "feature_context_text",
     "is_feature_context_node",
     "messages_with_block",
+    "model_name",
     "record_evaluation",
     "set_workflow_identity",
     "workflow_identity",
