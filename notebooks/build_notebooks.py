@@ -680,6 +680,89 @@ with feature_context(user_id="u_0004", task_type="customer_support"):
     reply = chat.chat("My order is late. What can you do?")
 print([line for line in str(reply).splitlines() if line.startswith("- ")])""",
     ),
+    (
+        "md",
+        """## Agents: the block in every LLM call, through the agent's memory
+
+`FeatureMemoryBlock` is a LlamaIndex `Memory` block: every LLM call of every turn of a
+`FunctionAgent`, `ReActAgent` or `AgentWorkflow` carries the user's block (refreshed at
+each call, never truncated by the memory's token limit). The LLM below is LlamaIndex's
+`MockFunctionCallingLLM` with a generator that shows what it received.""",
+    ),
+    (
+        "code",
+        """import warnings
+
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.memory import Memory
+from llama_index.core.workflow import Context
+
+from asahi_features.llama_index import (FeatureMemoryBlock, create_feature_tool,
+                                        set_workflow_identity)
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic noise from workflows
+seen = []
+
+
+def answer(messages, **kwargs):
+    seen.append("\\n".join(f"{m.role.value}: {m.content}" for m in messages))
+    return ChatMessage(role="assistant", content="(answer)")
+
+
+agent_llm = MockFunctionCallingLLM(response_generator=answer, is_chat_model=True)
+agent = FunctionAgent(llm=agent_llm, tools=[], system_prompt="You are a shop assistant.")
+block = FeatureMemoryBlock(enricher, user_id="u_0005", task_type="product_recommendation")
+memory = Memory.from_defaults(session_id="u_0005-chat", memory_blocks=[block])
+await agent.run("What should I buy next?", memory=memory)
+print(seen[-1])""",
+    ),
+    (
+        "md",
+        """## Identity that survives a workflow
+
+A `feature_context(...)` block reaches a run only if it is entered *before*
+`agent.run(...)` creates the handler. The workflow `Context` store reaches every step and
+tool of the run whenever the handler was created; one shared block (no identity of its
+own) reads it. `create_feature_tool` reads it too: the model cannot pick the user.""",
+    ),
+    (
+        "code",
+        """shared = FeatureMemoryBlock(enricher, task_type="product_recommendation")
+shop = FunctionAgent(name="shop", description="Shop assistant", llm=agent_llm, tools=[])
+workflow = AgentWorkflow(agents=[shop], root_agent="shop")
+ctx = Context(workflow)
+await set_workflow_identity(ctx, user_id="u_0006")
+await workflow.run("Hello!", ctx=ctx, memory=Memory.from_defaults(session_id="wf",
+                                                                   memory_blocks=[shared]))
+print("enriched:", shared.last_result.features_available)
+
+tool = create_feature_tool(enricher, task_type="product_recommendation")
+print("tool arguments:", list(tool.metadata.get_parameters_dict()["properties"]))
+print((await tool.acall(ctx=ctx, question="what do I like?")).content)""",
+    ),
+    (
+        "md",
+        """## Every LLM call of every response mode
+
+As a node, the block reaches only the LLM call whose chunk holds it (one of N in
+`refine`, `tree_summarize`, ...). `mode="prompt"` plus `apply_feature_prompts(engine)`
+puts it in every call instead, and it is never a source node (never cited).""",
+    ),
+    (
+        "code",
+        """from asahi_features.llama_index import apply_feature_prompts
+
+prompt_post = FeatureContextPostprocessor(enricher, task_type="product_recommendation",
+                                          mode="prompt")
+refine = apply_feature_prompts(index.as_query_engine(
+    response_mode="refine", similarity_top_k=3, node_postprocessors=[prompt_post]))
+with feature_context(user_id="u_0001"):
+    response = refine.query("What should I buy next?")
+print("source nodes:", len(response.source_nodes), "- none of them is the block")
+print(str(response)[:400])""",
+    ),
     ("md", "## What the monitor saw"),
     (
         "code",

@@ -146,3 +146,31 @@ def write_features(path: Path, users: int = 50) -> Path:
     }
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def _recording_generator(calls: List[str], lock: Any) -> Any:
+    from llama_index.core.base.llms.types import ChatMessage
+
+    def generate(messages: Any, **kwargs: Any) -> Any:
+        text = "\n".join(f"{m.role.value}: {m.content or ''}" for m in messages)
+        with lock:
+            calls.append(text)
+        lines = FEATURE_LINE.findall(text)
+        return ChatMessage(role="assistant", content=" ".join(lines) if lines else "no context")
+
+    return generate
+
+
+def recording_chat_llm(**kwargs: Any) -> Any:
+    """A real ``MockFunctionCallingLLM`` (a FunctionCallingLLM agents accept) whose every
+    chat call is recorded as text (``llm.calls``, one ``role: content`` line per message).
+    It never calls a tool and answers with the feature lines it saw (or "no context")."""
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+
+    calls: List[str] = []
+    lock = threading.Lock()
+    llm = MockFunctionCallingLLM(
+        response_generator=_recording_generator(calls, lock), is_chat_model=True, **kwargs
+    )
+    object.__setattr__(llm, "calls", calls)
+    return llm

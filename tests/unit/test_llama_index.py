@@ -193,8 +193,14 @@ def test_no_identity_adds_no_node_and_logs_why(
     assert "[Context from" not in prompt
     assert "The store sells" in prompt
     assert enrichment_id_from_response(response) is None
-    assert any("no user_id, organization_id or context" in r.message for r in caplog.records)
-    assert len(post.enrichment_log) == 0  # the enricher was not even called
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "no identity for task type 'general'" in warnings[0].message
+    assert "feature_context(" in warnings[0].message  # says how to fix it
+    assert len(post.enrichment_log.ids_for_query("Who am I?")) == 1  # visible, not silent
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="asahi_features.llama_index"):
+        engine.query("Who am I, again?")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # once per cause
 
 
 def test_fixed_identity_fields_and_request_override(
@@ -418,8 +424,8 @@ async def test_async_without_identity_passes_nodes_through(
     post: FeatureContextPostprocessor,
 ) -> None:
     nodes = [NodeWithScore(node=TextNode(text="doc"), score=0.5)]
-    assert await post.apostprocess_nodes(nodes, query_str="q") is nodes
-    assert len(post.enrichment_log) == 0
+    assert await post.apostprocess_nodes(nodes, query_str="q") == nodes
+    assert len(post.enrichment_log) == 1  # a no_identity enrichment, visible
 
 
 def test_the_injected_node_is_a_well_formed_node(post: FeatureContextPostprocessor) -> None:

@@ -93,7 +93,7 @@ async def test_events_reach_handlers_sync_and_async(
     monitor = FeatureMonitor()
     handler = FeatureMonitorEventHandler(monitor).attach()
     handler.attach()  # attaching twice is harmless
-    post = FeatureContextPostprocessor(FeatureEnricher(store))
+    post = FeatureContextPostprocessor(FeatureEnricher(store), event_texts=True)
     engine = index.as_query_engine(llm=RecordingLLM(), node_postprocessors=[post])
     with feature_context(user_id=user_id(1)) as request:
         engine.query("sync question")
