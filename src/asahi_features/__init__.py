@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncFeatureStoreClient": "asahi_features.stores.base",
     "BaseFeatureStore": "asahi_features.stores.base",
     "LocalFeatureStore": "asahi_features.stores.local",
-    "FeastClient": "asahi_features.stores.feast_store",
+    "FeastClient": "asahi_features.stores.feast",
     "TectonClient": "asahi_features.stores.tecton",
     "HttpFeatureStore": "asahi_features.stores.http",
     "GuardedClient": "asahi_features.guard",
@@ -154,7 +154,7 @@ if TYPE_CHECKING:
     )
     from .stores.base import AsyncFeatureStoreClient, BaseFeatureStore, FeatureStoreClient
     from .stores.custom import CustomBackend
-    from .stores.feast_store import FeastClient
+    from .stores.feast import FeastClient
     from .stores.http import HttpFeatureStore
     from .stores.local import LocalFeatureStore
     from .stores.tecton import TectonClient

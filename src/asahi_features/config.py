@@ -410,7 +410,7 @@ def client_from_config(
 
 _BACKENDS = {
     "local": ("asahi_features.stores.local", "LocalFeatureStore"),
-    "feast": ("asahi_features.stores.feast_store", "FeastClient"),
+    "feast": ("asahi_features.stores.feast", "FeastClient"),
     "tecton": ("asahi_features.stores.tecton", "TectonClient"),
     "http": ("asahi_features.stores.http", "HttpFeatureStore"),
     "custom": ("asahi_features.stores.custom", "CustomBackend"),

@@ -147,7 +147,7 @@ def test_organization_features(client: FeastClient) -> None:
 def test_missing_entity_is_empty_and_logged(
     client: FeastClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast_store"):
+    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast"):
         vec = client.get_features(MISSING_USER, "user", PRODUCT)
     assert vec.status is FeatureStatus.MISSING
     assert vec.features == {} and vec.freshness_seconds == 0.0
