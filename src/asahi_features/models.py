@@ -97,6 +97,10 @@ class FeatureVector(BaseModel):
     feature_freshness: Dict[str, float] = Field(default_factory=dict)
     error: Optional[str] = None
     """For ``UNAVAILABLE`` vectors: a short, secret-free description of the failure."""
+    freshness_limits: Dict[str, float] = Field(default_factory=dict)
+    """Feature -> the store's own freshness limit in seconds (a Feast view's ``ttl``);
+    the enricher caps it by ``freshness_threshold_seconds``. Shared between vectors:
+    never modified."""
 
     @classmethod
     def empty(

@@ -17,6 +17,7 @@ from asahi_features.models import FeatureStatus, FeatureVector
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, FeatureStoreSettings
 from asahi_features.stores.base import AsyncFeatureStoreClient, FeatureStoreClient
+from asahi_features.stores.entity_keys import compose_key
 from asahi_features.stores.feast_store import FeastClient, _found_vector
 from tests.feast_helpers import (
     AMBIGUOUS_FEATURE,
@@ -257,13 +258,17 @@ def test_found_vector_equals_from_ages(client: FeastClient) -> None:
         dict(vec.feature_freshness),
         vec.retrieved_at,
     )
+    # the sample views' ttl (30 days) is each feature's store limit
+    assert vec.freshness_limits == {"tier": 30 * 86400.0, "preferences": 30 * 86400.0}
+    reference.freshness_limits = vec.freshness_limits
     assert vec == reference
     assert vec.model_dump() == reference.model_dump()
     fast = _found_vector("e", "user", "feast", {"a": 1}, {"a": 2.0}, vec.retrieved_at)
     assert fast.freshness_seconds == 2.0 and fast.model_copy().features == {"a": 1}
     batch = client.get_batch_features([FRESH_USER, PARTIAL_USER], "user", ["tier", "preferences"])
     for got in batch:
-        assert got == FeatureVector.from_ages(
+        assert got.freshness_limits == vec.freshness_limits
+        assert got.model_copy(update={"freshness_limits": {}}) == FeatureVector.from_ages(
             got.entity_id,
             got.entity_type,
             got.source,
@@ -476,7 +481,8 @@ async def test_native_async_batch_path(client: FeastClient) -> None:
 
 
 def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
-    """An INT64 entity gets integer ids; a view keyed by two entities is not served."""
+    """An INT64 entity gets integer ids; a view keyed by two entities is served under the
+    compound entity type ``account+shop`` (read with a composite key)."""
     from datetime import datetime, timedelta, timezone
 
     import pandas as pd
@@ -519,9 +525,24 @@ def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
     store = FeatureStore(repo_path=str(tmp_path))
     store.apply([account, shop, plans, pair])
     store.write_to_online_store("account_plan", frame[["account_id", "event_timestamp", "plan"]])
+    frame["visits"] = [3, 7]
+    store.write_to_online_store("account_shop", frame)
     client = FeastClient(str(tmp_path), "asahi")
     assert client.get_features("2", "account", ["plan"]).features == {"plan": "pro"}
-    assert client.list_features() == {"account": ["plan"], "shop": []}
+    assert client.list_features() == {
+        "account": ["plan"],
+        "account+shop": ["plan", "visits"],
+        "shop": [],
+    }
+    key = compose_key({"shop": "20", "account": "2"}, {})
+    pair_vector = client.get_features(key, "shop+account", ["visits"])
+    assert pair_vector.features == {"visits": 7} and pair_vector.entity_id == key
+    wrong_pair = client.get_batch_features(
+        [compose_key({"shop": "10", "account": "1"}, {}), "2"], "account+shop", ["visits"]
+    )
+    assert wrong_pair[0].features == {"visits": 3}
+    assert wrong_pair[1].status is FeatureStatus.INVALID_ID
+    assert "ids of account and shop" in (wrong_pair[1].error or "")
     invalid = client.get_features("abc", "account", ["plan"])
     assert invalid.status is FeatureStatus.INVALID_ID and not invalid.features
     assert "INT64" in (invalid.error or "") and "account_id" in (invalid.error or "")

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from ...errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from ...models import FeatureStatus, FeatureVector
 from ..base import BaseFeatureStore
+from ..entity_keys import COMPOUND_SEPARATOR, FEATURE_SERVICE_PREFIX, canonical_entity_type
 from ..naming import close_matches
-from .keys import BAD_ID_ERRORS, HEALTH_ENTITY_ID, PROBES
-from .registry import EntityInfo, Plan, RegistryView, build_view
-from .response import read_vector, read_vectors
+from .keys import BAD_ID_ERRORS, HEALTH_ENTITY_ID, PROBES, KeyProblem
+from .registry import EntityInfo, Plan, RegistryView, ServiceInfo, build_view, make_plan
+from .response import entity_rows, read_vector, read_vectors
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -263,6 +264,21 @@ class FeastClient(BaseFeatureStore):
                 f"no feature names requested for entity type {entity_type!r}",
                 self._available(entity_type),
             )
+        canonical = canonical_entity_type(entity_type)
+        if feature_names[0].startswith(FEATURE_SERVICE_PREFIX):
+            plan = self._service_plan(canonical, feature_names)
+        else:
+            info, resolved = self._resolve(canonical, feature_names)
+            plan = make_plan(info, resolved)
+        with self._lock:
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _resolve(
+        self, entity_type: str, feature_names: Sequence[str]
+    ) -> Tuple[EntityInfo, List[Tuple[str, str]]]:
         view = self._registry_view()
         info = self._entity(view, entity_type)
         resolved: List[Tuple[str, str]] = []
@@ -280,21 +296,72 @@ class FeastClient(BaseFeatureStore):
             resolved, unknown = info.resolver.try_resolve(feature_names)
             if unknown:
                 raise info.resolver.unknown_error(unknown, note)
-        refs: List[str] = []
-        columns: Dict[str, Tuple[str, str]] = {}
-        for requested, ref in resolved:
-            view_name, _, feature = ref.partition(":")
-            column = f"{view_name}__{feature}"
-            if column in columns:
-                continue  # the same feature asked twice (e.g. plain and full name)
-            refs.append(ref)
-            columns[column] = (requested, view_name)
-        plan = Plan(info.join_key, info.key_type, info.convert, refs, columns)
-        with self._lock:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
+        return info, resolved
+
+    def _service(self, name: str) -> ServiceInfo:
+        """The feature service ``name`` (re-reading the registry, rate-limited, when it is
+        unknown).
+
+        Raises:
+            FeatureConfigError: no such service (close matches first).
+        """
+        view = self._registry_view()
+        service = view.services.get(name)
+        if service is None:
+            refreshed = self._auto_refresh()
+            if refreshed:
+                view = self._registry_view()
+                service = view.services.get(name)
+            if service is None:
+                raise FeatureConfigError(
+                    f"unknown feature service {name!r} in Feast project {self.project!r} "
+                    f"(or its features are not all of one entity type)"
+                    f"{self._refresh_note(refreshed)}",
+                    sorted(view.services),
+                    kind="feature services",
+                    suggestions=close_matches([name], view.services),
+                )
+        return service
+
+    def _service_plan(self, entity_type: str, feature_names: Sequence[str]) -> Plan:
+        name = feature_names[0][len(FEATURE_SERVICE_PREFIX) :]
+        if len(feature_names) > 1:
+            raise FeatureConfigError(
+                f"a feature service ({feature_names[0]!r}) is asked for alone; "
+                f"got {list(feature_names)!r}",
+                [feature_names[0]],
+            )
+        service = self._service(name)
+        if service.entity_type != entity_type:
+            raise FeatureConfigError(
+                f"feature service {name!r} serves entity type {service.entity_type!r}, "
+                f"not {entity_type!r}",
+                [service.entity_type],
+                kind="entity types",
+            )
+        info = self._registry_view().entities[service.entity_type]
+        return make_plan(info, [(ref, ref) for ref in service.refs], service.service)
+
+    def feature_service_entity_type(self, name: str) -> str:
+        """The entity type whose ids feature service ``name`` reads (``driver``, or a
+        compound type such as ``merchant+user``).
+
+        Raises:
+            FeatureConfigError: no such service (the message suggests close matches).
+            FeatureStoreUnavailableError: the registry cannot be read.
+        """
+        return self._service(name).entity_type
+
+    def request_fields(self, entity_type: str, feature_names: Sequence[str]) -> Tuple[str, ...]:
+        """The request-data fields that reading ``feature_names`` needs (the inputs of
+        on-demand views with request sources), in order; empty for most reads.
+
+        Raises:
+            FeatureConfigError: unknown entity type or feature.
+        """
+        plan = self._plan(entity_type, feature_names)
+        parts = len(canonical_entity_type(entity_type).split(COMPOUND_SEPARATOR))
+        return plan.row_columns[parts:]
 
     def _available(self, entity_type: str) -> List[str]:
         info = self._registry_view().entities.get(entity_type)
@@ -312,15 +379,15 @@ class FeastClient(BaseFeatureStore):
         shown = repr(entity_id)
         if len(shown) > 60:
             shown = shown[:57] + "..."
-        return FeatureVector.empty(
-            entity_id,
-            entity_type,
-            self.source,
-            FeatureStatus.INVALID_ID,
-            error=(
+        if isinstance(exc, KeyProblem):
+            error = f"entity key {shown}: {exc}"
+        else:
+            error = (
                 f"entity id {shown} is not a valid {plan.key_type} value of join key "
                 f"{plan.join_key!r} ({type(exc).__name__})"
-            ),
+            )
+        return FeatureVector.empty(
+            entity_id, entity_type, self.source, FeatureStatus.INVALID_ID, error=error
         )
 
     def _split(
@@ -381,9 +448,7 @@ class FeastClient(BaseFeatureStore):
         """One ``get_online_features`` call for join key values ``keys``: the proto."""
         try:
             response = self.feature_store.get_online_features(
-                features=plan.refs,
-                entity_rows={plan.join_key: keys},
-                full_feature_names=True,
+                features=plan.refs, entity_rows=entity_rows(plan, keys), full_feature_names=True
             )
         except (FeatureConfigError, FeatureStoreUnavailableError):
             raise
@@ -472,7 +537,7 @@ class FeastClient(BaseFeatureStore):
             try:
                 response = await self.feature_store.get_online_features_async(
                     features=plan.refs,
-                    entity_rows={plan.join_key: keys},
+                    entity_rows=entity_rows(plan, keys),
                     full_feature_names=True,
                 )
             except (FeatureConfigError, FeatureStoreUnavailableError):
@@ -515,7 +580,8 @@ class FeastClient(BaseFeatureStore):
         """
         view = self._registry_view()
         if entity_type is None:
-            return {name: info.resolver.plain_names for name, info in sorted(view.entities.items())}
+            return {name: self._listed(view, name) for name in sorted(view.entities)}
+        entity_type = canonical_entity_type(entity_type)
         info = view.entities.get(entity_type)
         if info is None:
             refreshed = self._auto_refresh()
@@ -524,7 +590,17 @@ class FeastClient(BaseFeatureStore):
                 info = view.entities.get(entity_type)
             if info is None:
                 raise self._unknown_entity(view, entity_type, self._refresh_note(refreshed))
-        return {entity_type: info.resolver.plain_names}
+        return {entity_type: self._listed(view, entity_type)}
+
+    @staticmethod
+    def _listed(view: RegistryView, entity_type: str) -> List[str]:
+        """Plain feature names, then ``@service`` for each feature service of the type."""
+        services = sorted(
+            f"{FEATURE_SERVICE_PREFIX}{name}"
+            for name, service in view.services.items()
+            if service.entity_type == entity_type
+        )
+        return view.entities[entity_type].resolver.plain_names + services
 
     def health_check(self) -> bool:
         """True when the registry loads and an online read succeeds; never raises.
@@ -534,9 +610,8 @@ class FeastClient(BaseFeatureStore):
         try:
             view = self._registry_view()
             for entity_type, info in view.entities.items():
-                names = info.resolver.plain_names
-                refs = [r for r in info.resolver.available if ":" in r]
-                if names and refs:
+                refs = sorted(info.carriers.values())  # feature views only (no request data)
+                if len(info.parts) == 1 and refs:
                     self.feature_store.get_online_features(
                         features=refs[:1],
                         entity_rows={info.join_key: [PROBES.get(info.key_type, HEALTH_ENTITY_ID)]},

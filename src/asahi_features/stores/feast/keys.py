@@ -6,11 +6,22 @@ import math
 import operator
 from typing import Any, Callable, Dict
 
-__all__ = ["BAD_ID_ERRORS", "CONVERTERS", "HEALTH_ENTITY_ID", "PROBES", "converter"]
+__all__ = [
+    "BAD_ID_ERRORS",
+    "CONVERTERS",
+    "HEALTH_ENTITY_ID",
+    "PROBES",
+    "KeyProblem",
+    "converter",
+]
 
 HEALTH_ENTITY_ID = "__asahi_health_check__"
 BAD_ID_ERRORS = (ValueError, TypeError, OverflowError)
 """What a converter raises for an id that is no value of the key's type."""
+
+
+class KeyProblem(ValueError):
+    """A composite key that lacks something; its message is safe to show (no values)."""
 
 
 def _int_converter(bits: int) -> Callable[[Any], int]:

@@ -12,7 +12,13 @@ from ...models import FeatureStatus, FeatureVector, trusted_constructor
 from ..base import UNKNOWN_AGE
 from .registry import Plan
 
-__all__ = ["convert_value", "found_vector", "read_vector", "read_vectors"]
+__all__ = [
+    "convert_value",
+    "entity_rows",
+    "found_vector",
+    "read_vector",
+    "read_vectors",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +67,13 @@ def found_vector(
     features: Dict[str, Any],
     ages: Dict[str, float],
     retrieved_at: datetime,
+    limits: Optional[Dict[str, float]] = None,
 ) -> FeatureVector:
     """What ``FeatureVector.from_ages`` builds, for a non-empty ``features``, in a third
     of the time (the hot path of every read; pydantic's ``model_construct`` costs ~7 us).
 
-    ``ages`` holds an age for every feature in ``features``.
+    ``ages`` holds an age for every feature in ``features``; ``limits`` (shared, never
+    modified) the views' ttls.
     """
     return _new_vector(
         {
@@ -78,8 +86,19 @@ def found_vector(
             "status": _FOUND,
             "feature_freshness": ages,
             "error": None,
+            "freshness_limits": _NO_LIMITS if limits is None else limits,
         }
     )
+
+
+_NO_LIMITS: Dict[str, float] = {}
+
+
+def entity_rows(plan: Plan, keys: List[Any]) -> Dict[str, List[Any]]:
+    """Feast's ``entity_rows`` (column -> values) for the converted ids ``keys``."""
+    if not plan.row_columns:
+        return {plan.join_key: keys}
+    return {column: [row[i] for row in keys] for i, column in enumerate(plan.row_columns)}
 
 
 def read_vector(
@@ -87,7 +106,9 @@ def read_vector(
 ) -> FeatureVector:
     """The single-entity case of :func:`read_vectors`, without per-entity lists.
 
-    All features of one view share one event timestamp, read once per view.
+    All features of one view share one event timestamp, read once per view (an
+    on-demand view's age is its source view's). A response without timestamps (the
+    remote online store) gives unknown ages.
     """
     now = time.time()
     features: Dict[str, Any] = {}
@@ -105,14 +126,20 @@ def read_vector(
         if view in view_ages:
             age = view_ages[view]
         else:
-            ts = result.event_timestamps[0]
-            seconds = ts.seconds
-            age = now - (seconds + ts.nanos * 1e-9) if seconds else None
+            stamps = result.event_timestamps
+            if stamps:
+                ts = stamps[0]
+                seconds = ts.seconds
+                age = now - (seconds + ts.nanos * 1e-9) if seconds else None
+            else:
+                age = None
             view_ages[view] = age
-        value = result.values[0]
-        kind = value.WhichOneof("val")
         if age is not None:
             seen = True
+        if requested is None:
+            continue  # read for its timestamp only
+        value = result.values[0]
+        kind = value.WhichOneof("val")
         if kind is None or kind == "null_val":
             continue  # individually null (or no row in this view): left out
         features[requested] = convert_value(value, kind)
@@ -126,7 +153,7 @@ def read_vector(
         return FeatureVector.empty(
             entity_id, entity_type, source, FeatureStatus.FOUND, retrieved_at=retrieved_at
         )
-    return found_vector(entity_id, entity_type, source, features, ages, retrieved_at)
+    return found_vector(entity_id, entity_type, source, features, ages, retrieved_at, plan.limits)
 
 
 def read_vectors(
@@ -142,7 +169,8 @@ def read_vectors(
     A feature whose value is unset and whose event timestamp is zero has no row for
     that entity (SQLite says NOT_FOUND, Redis says PRESENT with timestamp 0); an
     entity none of whose features has a row is missing. Ages come from the exact
-    event timestamps.
+    event timestamps; a response without them (the remote online store) gives unknown
+    ages, and an entity is found when it has a value.
     """
     if len(entity_ids) == 1:
         return [read_vector(plan, proto, entity_ids[0], entity_type, source, project)]
@@ -164,15 +192,21 @@ def read_vectors(
         row_ages = view_ages.get(view)
         if row_ages is None:
             # one timestamp per (view, entity); no timestamp: an unknown age
-            row_ages = []
-            for i, ts in enumerate(result.event_timestamps):
-                seconds = ts.seconds
-                if seconds:
-                    seen[i] = True
-                    row_ages.append(now - (seconds + ts.nanos * 1e-9))
-                else:
-                    row_ages.append(UNKNOWN_AGE)
+            stamps = result.event_timestamps
+            if len(stamps) != count:
+                row_ages = [UNKNOWN_AGE] * count
+            else:
+                row_ages = []
+                for i, ts in enumerate(stamps):
+                    seconds = ts.seconds
+                    if seconds:
+                        seen[i] = True
+                        row_ages.append(now - (seconds + ts.nanos * 1e-9))
+                    else:
+                        row_ages.append(UNKNOWN_AGE)
             view_ages[view] = row_ages
+        if requested is None:
+            continue  # read for its timestamp only
         for value, row_features, feature_ages, age in zip(
             result.values, features, ages, row_ages, strict=True
         ):
@@ -188,28 +222,24 @@ def read_vectors(
                 row_features[requested] = convert_value(value, kind)
             feature_ages[requested] = age
     retrieved_at = datetime.fromtimestamp(now, timezone.utc)
+    limits = plan.limits
     out: List[FeatureVector] = []
     for i, entity_id in enumerate(entity_ids):
         if features[i]:
             out.append(
-                found_vector(entity_id, entity_type, source, features[i], ages[i], retrieved_at)
+                found_vector(
+                    entity_id, entity_type, source, features[i], ages[i], retrieved_at, limits
+                )
             )
         elif seen[i]:
             out.append(
                 FeatureVector.empty(
-                    entity_id,
-                    entity_type,
-                    source,
-                    FeatureStatus.FOUND,
-                    retrieved_at=retrieved_at,
+                    entity_id, entity_type, source, FeatureStatus.FOUND, retrieved_at=retrieved_at
                 )
             )
         else:
             logger.info(
-                "entity %s %r not found in Feast project %s",
-                entity_type,
-                entity_id,
-                project,
+                "entity %s %r not found in Feast project %s", entity_type, entity_id, project
             )
             out.append(
                 FeatureVector.empty(entity_id, entity_type, source, retrieved_at=retrieved_at)
