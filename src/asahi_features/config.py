@@ -518,6 +518,66 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
+def _check_services(client: Any, enricher: EnricherConfig, seconds: float) -> None:
+    """Every feature service an enabled task maps must exist (close matches otherwise).
+
+    Raises:
+        ConfigError: the backend cannot describe feature services.
+        FeatureConfigError: unknown services, each named with its task.
+    """
+    from .task_map import service_entity_type
+
+    tasks = [
+        (task, enricher.task_feature_services[task])
+        for task in dict.fromkeys(enricher.enabled_task_types)
+        if task in enricher.task_feature_services
+    ]
+    if not tasks:
+        return
+    box: Dict[str, List[Tuple[str, str, Optional[BaseException]]]] = {}
+
+    def run() -> None:
+        out: List[Tuple[str, str, Optional[BaseException]]] = []
+        for task, service in tasks:
+            try:
+                service_entity_type(client, task, service)
+                out.append((task, service, None))
+            except (FeatureConfigError, ConfigError) as exc:
+                out.append((task, service, exc))
+        box["out"] = out
+
+    thread = threading.Thread(target=run, name="asahi-features-check", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        logger.warning(
+            "could not check enricher.task_feature_services against the feature store: it "
+            "did not answer within %.1f s",
+            seconds,
+        )
+        return
+    problems: List[str] = []
+    known: List[str] = []
+    for task, service, exc in box.get("out", []):
+        if isinstance(exc, ConfigError):
+            raise exc
+        if isinstance(exc, FeatureConfigError):
+            close = exc.suggestions
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            problems.append(
+                f"enricher.task_feature_services.{_label(task)}: {excerpt(service)} is not a "
+                f"feature service of the store{hint}"
+            )
+            known = known or list(exc.available_features)
+    if problems:
+        raise FeatureConfigError(
+            f"{'; '.join(problems[:5])}. Fix enricher.task_feature_services, or remove the "
+            "task from enabled_task_types",
+            sorted(known),
+            kind="feature services",
+        )
+
+
 def check_task_features(
     client: Any, enricher: EnricherConfig, *, timeout_seconds: float = 1.0
 ) -> None:
@@ -537,6 +597,7 @@ def check_task_features(
             the message names the task, entity type and feature, with close matches.
         ConfigError: the store reports a configuration mistake while listing.
     """
+    _check_services(client, enricher, timeout_seconds)
     lister = getattr(client, "list_features", None)
     wanted = _wanted(enricher)
     if lister is None or not callable(lister) or not wanted:

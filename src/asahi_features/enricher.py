@@ -42,6 +42,7 @@ from typing import (
 
 from .budget import LAST_BLOCK_END, Block, Line, Seam, fit_blocks, segments
 from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from .identities import check_entity_ids, identity_of
 from .models import (
     EnrichmentReason,
     EnrichmentRequest,
@@ -54,6 +55,8 @@ from .models import (
 from .rendering import RenderedValue, humanize, prepare, render_value, sanitize, value_key
 from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
 from .stores.base import UNKNOWN_AGE, FeatureStoreClient, aget_batch_features, aget_features
+from .stores.entity_keys import FEATURE_SERVICE_PREFIX
+from .task_map import request_fields_of, service_entity_type
 from .tokens import TokenCounter
 
 __all__ = ["EnricherConfig", "EnrichmentGate", "FeatureEnricher", "build_enricher"]
@@ -73,13 +76,13 @@ _NO_LINE = Line("", "", RenderedValue((), "", ""))
 _BAD_LINE = Line("", "", RenderedValue((), "", ""))
 """Answer for a value that cannot be rendered (the line is left out; never cached)."""
 _INVALID = EnrichmentReason.INVALID_INPUT
-_IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _OVERLOADED = FeatureStatus.OVERLOADED
 _INVALID_ID = FeatureStatus.INVALID_ID
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
+_NO_LIMITS: Dict[str, float] = {}
 
 _Group = Tuple[str, Tuple[str, ...], List[str]]
 """(entity type, feature names, entity ids): one backend read of a request or batch."""
@@ -228,6 +231,7 @@ class EnrichmentTuple(NamedTuple):
     organization_id: Optional[str]
     task_type: str
     context: Optional[Dict[str, Any]]
+    entity_ids: Optional[Mapping[str, str]] = None
 
     @classmethod
     def of(cls, request: Union[EnrichmentRequest, Mapping[str, Any]]) -> EnrichmentTuple:
@@ -239,7 +243,24 @@ class EnrichmentTuple(NamedTuple):
             request.organization_id,
             request.task_type,
             request.context,
+            request.entity_ids,
         )
+
+
+_tuple_new = tuple.__new__
+
+
+def _make_tuple(cls: Any, iterable: Any) -> EnrichmentTuple:
+    """``EnrichmentTuple._make`` that also takes the five fields before ``entity_ids``."""
+    result: EnrichmentTuple = _tuple_new(cls, iterable)
+    if len(result) == 6:
+        return result
+    if len(result) == 5:
+        return _tuple_new(cls, (*result, None))  # type: ignore[no-any-return]
+    raise TypeError(f"Expected 5 or 6 arguments, got {len(result)}")
+
+
+EnrichmentTuple._make = classmethod(_make_tuple)  # type: ignore[assignment,method-assign]
 
 
 class _TaskFeatures:
@@ -249,10 +270,13 @@ class _TaskFeatures:
     thread sees all of it or nothing.
     """
 
-    __slots__ = ("keys", "mapping", "recipes")
+    __slots__ = ("fields", "keys", "mapping", "recipes")
 
     def __init__(
-        self, mapping: Dict[str, List[str]], decide: Callable[[str], Optional[str]]
+        self,
+        mapping: Dict[str, List[str]],
+        decide: Callable[[str], Optional[str]],
+        fields: Optional[Dict[str, Tuple[str, ...]]] = None,
     ) -> None:
         self.mapping = mapping
         """Entity type -> its feature names, in priority order."""
@@ -262,6 +286,8 @@ class _TaskFeatures:
             et: tuple((name, decide(name)) for name in names) for et, names in mapping.items()
         }
         """Entity type -> (feature name, policy decision) in priority order."""
+        self.fields = fields or {}
+        """Entity type -> the request-data fields its read needs (most need none)."""
 
 
 _NO_TASK = _TaskFeatures({}, lambda name: None)
@@ -279,6 +305,7 @@ class _Plan:
         "missing_entities",
         "overloaded",
         "request",
+        "stale_reasons",
         "started",
         "vectors",
     )
@@ -293,6 +320,7 @@ class _Plan:
         self.vectors: Dict[str, FeatureVector] = {}
         self.failed = False
         self.overloaded = False  # a read never left this process (not the store's fault)
+        self.stale_reasons: Optional[Dict[str, str]] = None
 
 
 def _by_entity_id(
@@ -424,6 +452,8 @@ class FeatureEnricher:
         organization_id: Optional[str] = None,
         task_type: str = "general",
         context: Optional[Dict[str, Any]] = None,
+        *,
+        entity_ids: Optional[Mapping[str, str]] = None,
     ) -> EnrichmentResult:
         """Prepend the task's features to ``prompt`` (spec 3.4 format).
 
@@ -433,12 +463,18 @@ class FeatureEnricher:
             organization_id: identity for ``organization`` features.
             task_type: selects the features (``task_features``); must be enabled.
             context: request-time values rendered in a ``[Context from request]`` block;
-                ``<entity_type>_id`` keys give identities for other entity types.
+                ``<entity_type>_id`` keys give identities for other entity types, and
+                the fields a Feast on-demand view declares are its request data.
+            entity_ids: ids of other entity types (``{"merchant": "m-1"}``), e.g. for a
+                view keyed on user and merchant; not ``user`` / ``organization`` (a
+                request naming them is not enriched, reason ``invalid_input``).
 
         Raises:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
-        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context, entity_ids)
+        )
         if plan.done is None:
             one = self._lone_read(plan)
             if one is None:
@@ -462,10 +498,14 @@ class FeatureEnricher:
         organization_id: Optional[str] = None,
         task_type: str = "general",
         context: Optional[Dict[str, Any]] = None,
+        *,
+        entity_ids: Optional[Mapping[str, str]] = None,
     ) -> EnrichmentResult:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
-        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context, entity_ids)
+        )
         if plan.done is None:
             one = self._lone_read(plan)
             if one is None:
@@ -559,15 +599,13 @@ class FeatureEnricher:
             return plan
         features = self._tasks.get(task)
         if features is None:
-            mapping = {
-                et: list(names)
-                for et, names in self.config.task_features.get(task, {}).items()
-                if names
-            }
-            features = self._tasks[task] = _TaskFeatures(mapping, self._policy.decide)
+            features = self._task_features(task)
         mapping = features.mapping
         if not mapping:
-            plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
+            reason = EnrichmentReason.NO_FEATURES_MAPPED
+            if task in self.config.task_feature_services:  # the store did not answer
+                reason = EnrichmentReason.STORE_UNAVAILABLE
+            plan.done = self._empty(plan, reason)
             return plan
         monitor = self.monitor
         if monitor is not None:
@@ -590,22 +628,42 @@ class FeatureEnricher:
                 plan.done = self._empty(plan, EnrichmentReason.DISABLED_BY_MONITOR)
                 return plan
         context = request.context or {}
+        if request.entity_ids is not None:
+            check_entity_ids(request.entity_ids)
+        fields = features.fields
         for entity_type in mapping:
-            param = _IDENTITY_PARAMS.get(entity_type)
-            raw = getattr(request, param) if param else context.get(f"{entity_type}_id")
-            if raw is None or raw == "":
+            identity = identity_of(entity_type, request, context, fields.get(entity_type, ()))
+            if identity is None:
                 plan.missing_entities.append(entity_type)
             else:
-                identity = raw if type(raw) is str else str(raw)
-                if not identity.isascii():
-                    # a lone surrogate (json.loads of a cut emoji) cannot reach a store:
-                    # UnicodeEncodeError, this request only
-                    identity.encode("utf-8")
                 plan.identities[entity_type] = identity
         plan.features = features
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
+
+    def _task_features(self, task: str) -> _TaskFeatures:
+        """The task's features: ``task_features``, its feature service (the backend says
+        which entity type it reads) and the request fields of on-demand views. Kept for
+        the next requests once the backend has answered everything."""
+        mapping = {
+            et: list(names)
+            for et, names in self.config.task_features.get(task, {}).items()
+            if names
+        }
+        complete = True
+        service = self.config.task_feature_services.get(task)
+        if service is not None:
+            entity_type = service_entity_type(self.client, task, service)
+            if entity_type is None:
+                complete = False
+            else:
+                mapping[entity_type] = [FEATURE_SERVICE_PREFIX + service]
+        fields, answered = request_fields_of(self.client, mapping)
+        features = _TaskFeatures(mapping, self._policy.decide, fields)
+        if complete and answered:
+            self._tasks[task] = features
+        return features
 
     def _monitor_failed(self, call: str) -> None:
         """Log a failed monitor call: the first of each call at WARNING, later ones at
@@ -912,6 +970,7 @@ class FeatureEnricher:
     def _build(self, plan: _Plan) -> Dict[str, Any]:
         # The hot path of every request: locals, constants and cached lines on purpose.
         threshold = self.config.freshness_threshold_seconds
+        overridden = bool(self.config.freshness_overrides)
         keep_unknown = self.config.unknown_age == "keep"
         line_cache = self._line_cache
         blocks: List[Block] = []
@@ -944,6 +1003,9 @@ class FeatureEnricher:
             features = vector.features
             freshness = vector.feature_freshness
             default_age = vector.freshness_seconds
+            # a Feast view's ttl, or a configured override, may tighten the threshold
+            limits = getattr(vector, "freshness_limits", None) or _NO_LIMITS
+            limited = bool(limits) or overridden
             for name, decision in plan.features.recipes[entity_type]:
                 value = features.get(name)
                 if value is None:
@@ -953,8 +1015,10 @@ class FeatureEnricher:
                     continue
                 with_values += 1
                 age = freshness.get(name, default_age)
-                if age > threshold and not (keep_unknown and age >= UNKNOWN_AGE):
+                limit = threshold if not limited else self._limit(name, limits, threshold)[0]
+                if age > limit and not (keep_unknown and age >= UNKNOWN_AGE):
                     dropped_stale.append(name)
+                    self._note_stale(plan, name, age, limits, threshold)
                     continue
                 fresh += 1
                 if decision == "drop":
@@ -1045,6 +1109,34 @@ class FeatureEnricher:
             counts,
             failed,
         )
+
+    def _limit(self, name: str, limits: Mapping[str, float], threshold: float) -> Tuple[float, str]:
+        """A feature's freshness limit and where it comes from: its override, else its
+        view's ttl when shorter than the threshold, else the threshold."""
+        overrides = self.config.freshness_overrides
+        if overrides:
+            override = overrides.get(name)
+            if override is None and ":" in name:
+                override = overrides.get(_plain(name))
+            if override is not None:
+                return float(override), "freshness_overrides"
+        ttl = limits.get(name)
+        if ttl is not None and ttl < threshold:
+            return ttl, "view ttl"
+        return float(threshold), "freshness_threshold_seconds"
+
+    def _note_stale(
+        self, plan: _Plan, name: str, age: float, limits: Mapping[str, float], threshold: float
+    ) -> None:
+        """Say in the result why ``name`` was dropped as stale."""
+        limit, source = self._limit(name, limits, threshold)
+        if age >= UNKNOWN_AGE:
+            why = "unknown age (no usable event timestamp)"
+        else:
+            why = f"age {age:.0f} s > limit {limit:g} s ({source})"
+        if plan.stale_reasons is None:
+            plan.stale_reasons = {}
+        plan.stale_reasons[name] = why
 
     def _segment_tokens(self, text: str) -> int:
         cache = self._segment_cache
@@ -1163,6 +1255,7 @@ class FeatureEnricher:
             "store_failed": failed,
             "max_freshness_seconds": max_age if used else 0.0,
             "created_at": datetime.now(timezone.utc),
+            "stale_reasons": plan.stale_reasons or {},
         }
 
     @staticmethod
@@ -1219,6 +1312,7 @@ class FeatureEnricher:
             "store_failed": False,
             "max_freshness_seconds": 0.0,
             "created_at": utc_now(),
+            "stale_reasons": {},
         }
 
 

@@ -304,7 +304,11 @@ class EnricherConfig(_Strict):
     max_feature_tokens: int = Field(default=200, ge=0)
     """Max tokens to add from features."""
     freshness_threshold_seconds: int = Field(default=3600, ge=0)
-    """Reject features older than this."""
+    """Reject features older than this (a Feast view's ``ttl``, when shorter, is the
+    limit of its features)."""
+    freshness_overrides: Dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Feature name (plain or ``view:feature``) -> its own freshness limit in seconds,
+    used instead of the threshold and the view's ``ttl``."""
     unknown_age: Literal["drop", "keep"] = "drop"
     """Features of unknown age (no, an unparsable, an epoch or a far-future timestamp):
     ``drop`` treats them as stale, ``keep`` lets them pass the freshness check."""
@@ -316,6 +320,9 @@ class EnricherConfig(_Strict):
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TASK_FEATURES.items()}
     )
     """Task type -> entity type -> feature names, in priority order."""
+    task_feature_services: Dict[str, str] = Field(default_factory=dict)
+    """Task type -> the Feast ``FeatureService`` whose features it uses (checked against
+    the registry when the enricher is built; its entity type comes from the registry)."""
     feature_labels: Dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_LABELS))
     """Feature name -> label shown in the prompt (default: the name, humanised)."""
     policy: FeaturePolicy = Field(default_factory=FeaturePolicy)
