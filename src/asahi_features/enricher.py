@@ -41,7 +41,12 @@ from typing import (
 )
 
 from .budget import LAST_BLOCK_END, Block, Line, Seam, fit_blocks, segments
-from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from .errors import (
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreUnavailableError,
+    RegistryDriftError,
+)
 from .identities import check_entity_ids, identity_of
 from .models import (
     EnrichmentReason,
@@ -270,7 +275,7 @@ class _TaskFeatures:
     thread sees all of it or nothing.
     """
 
-    __slots__ = ("fields", "keys", "mapping", "recipes")
+    __slots__ = ("fields", "keys", "mapping", "recipes", "services")
 
     def __init__(
         self,
@@ -288,6 +293,13 @@ class _TaskFeatures:
         """Entity type -> (feature name, policy decision) in priority order."""
         self.fields = fields or {}
         """Entity type -> the request-data fields its read needs (most need none)."""
+        self.services = frozenset(
+            et
+            for et, names in mapping.items()
+            if len(names) == 1 and names[0].startswith(FEATURE_SERVICE_PREFIX)
+        )
+        """Entity types read through a feature service (``@name``): their features are
+        those the answer holds."""
 
 
 _NO_TASK = _TaskFeatures({}, lambda name: None)
@@ -691,6 +703,9 @@ class FeatureEnricher:
         return fallback is False
 
     def _on_fetch_error(self, exc: Exception, entity_type: str) -> None:
+        if isinstance(exc, RegistryDriftError):  # the backend warned once; this read degrades
+            logger.debug("features of %r gone from the registry: %s", entity_type, exc)
+            return
         if isinstance(exc, (FeatureConfigError, ConfigError)):
             raise exc
         if isinstance(exc, FeatureStoreUnavailableError) and self._raise_unavailable():
@@ -1006,7 +1021,12 @@ class FeatureEnricher:
             # a Feast view's ttl, or a configured override, may tighten the threshold
             limits = getattr(vector, "freshness_limits", None) or _NO_LIMITS
             limited = bool(limits) or overridden
-            for name, decision in plan.features.recipes[entity_type]:
+            recipe = plan.features.recipes[entity_type]
+            if entity_type in plan.features.services:
+                # a feature service: its features in the store's order, each under policy
+                decide = self._policy.decide
+                recipe = tuple((name, decide(name)) for name in features)
+            for name, decision in recipe:
                 value = features.get(name)
                 if value is None:
                     continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from .errors import ConfigError, FeatureConfigError
+from .errors import ConfigError, FeatureConfigError, RegistryDriftError
 from .stores.entity_keys import FEATURE_SERVICE_PREFIX
 
 __all__ = ["backend_method", "request_fields_of", "service_entity_type"]
@@ -47,6 +47,8 @@ def service_entity_type(client: Any, task: str, service: str) -> Optional[str]:
         )
     try:
         return str(describe(service))
+    except RegistryDriftError:
+        return None  # gone from the registry for now: the backend has warned
     except (FeatureConfigError, ConfigError):
         raise
     except Exception as exc:
@@ -74,6 +76,9 @@ def request_fields_of(
     for entity_type, names in mapping.items():
         try:
             fields = tuple(ask(entity_type, list(names)))
+        except RegistryDriftError:
+            complete = False  # gone from the registry for now: the read will degrade
+            continue
         except (FeatureConfigError, ConfigError):
             raise
         except Exception:  # unavailable now: the read itself will say so

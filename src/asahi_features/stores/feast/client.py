@@ -20,6 +20,7 @@ from ...models import FeatureStatus, FeatureVector
 from ..base import BaseFeatureStore
 from ..entity_keys import COMPOUND_SEPARATOR, FEATURE_SERVICE_PREFIX, canonical_entity_type
 from ..naming import close_matches
+from .drift import DriftTracker
 from .keys import BAD_ID_ERRORS, HEALTH_ENTITY_ID, PROBES, KeyProblem
 from .registry import EntityInfo, Plan, RegistryView, ServiceInfo, build_view, make_plan
 from .response import entity_rows, read_vector, read_vectors
@@ -120,6 +121,7 @@ class FeastClient(BaseFeatureStore):
         self._refresh_interval = float(refresh_interval_seconds)
         self._last_auto_refresh = -math.inf
         self._clock: Callable[[], float] = time.monotonic
+        self._drift = DriftTracker(project)
         if feature_store is not None:
             self._check_project(feature_store)
             self._store = feature_store
@@ -270,6 +272,7 @@ class FeastClient(BaseFeatureStore):
         else:
             info, resolved = self._resolve(canonical, feature_names)
             plan = make_plan(info, resolved)
+        self._drift.served(canonical, feature_names)
         with self._lock:
             if len(self._plans) > 4096:
                 self._plans.clear()
@@ -292,9 +295,13 @@ class FeastClient(BaseFeatureStore):
                 view = self._registry_view()
                 info = self._entity(view, entity_type)
             if info is None:
+                if self._drift.was_served(entity_type, feature_names):
+                    raise self._drift.gone(entity_type, feature_names, " with their entity")
                 raise self._unknown_entity(view, entity_type, note)
             resolved, unknown = info.resolver.try_resolve(feature_names)
             if unknown:
+                if self._drift.was_served(entity_type, unknown):
+                    raise self._drift.gone(entity_type, unknown)
                 raise info.resolver.unknown_error(unknown, note)
         return info, resolved
 
@@ -313,6 +320,9 @@ class FeastClient(BaseFeatureStore):
                 view = self._registry_view()
                 service = view.services.get(name)
             if service is None:
+                asked = FEATURE_SERVICE_PREFIX + name
+                if self._drift.was_served("*", [asked]):
+                    raise self._drift.gone("*", [asked])
                 raise FeatureConfigError(
                     f"unknown feature service {name!r} in Feast project {self.project!r} "
                     f"(or its features are not all of one entity type)"
@@ -340,6 +350,7 @@ class FeastClient(BaseFeatureStore):
                 kind="entity types",
             )
         info = self._registry_view().entities[service.entity_type]
+        self._drift.served("*", feature_names)
         return make_plan(info, [(ref, ref) for ref in service.refs], service.service)
 
     def feature_service_entity_type(self, name: str) -> str:
@@ -422,16 +433,24 @@ class FeastClient(BaseFeatureStore):
     def _feast_error(
         self, exc: Exception, plan: Plan, entity_type: str, feature_names: Sequence[str]
     ) -> Exception:
-        """Map an exception of ``get_online_features`` to ours."""
+        """Map an exception of ``get_online_features`` to ours: features gone from the
+        registry (re-read, rate-limited) are drift; Feast rejecting names is a
+        configuration error; anything else is the store failing."""
         from feast.errors import FeastObjectNotFoundException
 
-        if isinstance(exc, (KeyError, ValueError, FeastObjectNotFoundException)):
-            # The registry changed under a cached plan (a view or feature was removed).
+        try:
+            refreshed = self._auto_refresh()
+        except FeatureStoreUnavailableError as unavailable:
+            return unavailable
+        view = self._registry_view()
+        vanished = [ref for ref in plan.names if ref not in view.refs]
+        if vanished:
             self._plans = {}
-            try:
-                refreshed = self._auto_refresh()
-            except FeatureStoreUnavailableError as unavailable:
-                return unavailable
+            return self._drift.gone(
+                canonical_entity_type(entity_type), vanished, f" ({type(exc).__name__})"
+            )
+        if isinstance(exc, (KeyError, ValueError, FeastObjectNotFoundException)):
+            self._plans = {}
             return FeatureConfigError(
                 f"Feast rejected features {list(feature_names)!r} of entity type "
                 f"{entity_type!r} (join key {plan.join_key!r}): {type(exc).__name__}: {exc}"

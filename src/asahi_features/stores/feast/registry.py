@@ -105,6 +105,8 @@ class Plan:
     of each value of a converted row; empty for one plain join key."""
     limits: Dict[str, float] = field(default_factory=dict)
     """Requested name -> its view's ttl in seconds (the store's freshness limit)."""
+    names: Tuple[str, ...] = ()
+    """The ``view:feature`` refs read (a feature service's refs for a service plan)."""
 
 
 def _value_type(dtype: Any) -> str:
@@ -273,14 +275,29 @@ def make_plan(info: EntityInfo, resolved: List[Tuple[str, str]], service: Any = 
                 refs.insert(0, carrier)
                 columns[f"{view_name}__{feature}"] = (None, source)
                 read_views.add(source)
+    names = tuple(ref for _, ref in resolved)
     if len(info.join_keys) == 1 and not fields:
         return Plan(
-            info.join_key, info.key_type, info.convert, service or refs, columns, (), limits
+            info.join_key,
+            info.key_type,
+            info.convert,
+            service or refs,
+            columns,
+            (),
+            limits,
+            names,
         )
     convert = composite_converter(info.parts, info.key_types, tuple(fields.items()))
     row_columns = info.join_keys + tuple(fields)
     return Plan(
-        info.join_key, info.key_type, convert, service or refs, columns, row_columns, limits
+        info.join_key,
+        info.key_type,
+        convert,
+        service or refs,
+        columns,
+        row_columns,
+        limits,
+        names,
     )
 
 
