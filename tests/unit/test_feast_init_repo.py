@@ -215,7 +215,7 @@ def test_entity_ids_may_not_name_user_or_organization(client: FeastClient) -> No
 
 
 def test_build_enricher_checks_feature_services(repo: Path) -> None:
-    settings = {
+    settings: Dict[str, Any] = {
         "feature_store": {
             "provider": "feast",
             "feast": {"repo_path": str(repo), "project": PROJECT},
