@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from asahi_features.config import build_backend
-from asahi_features.errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from asahi_features.errors import (
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreUnavailableError,
+    RegistryDriftError,
+)
 from asahi_features.models import FeatureStatus, FeatureVector
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, FeatureStoreSettings
@@ -435,7 +440,9 @@ def test_registry_refresh_picks_up_applied_feature(repo: Path) -> None:
     assert "nps_score" in client.list_features("user")["user"]
 
 
-def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
+def test_removed_view_under_a_cached_plan_is_registry_drift(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from datetime import datetime, timezone
 
     client = FeastClient(str(repo), "asahi", refresh_interval_seconds=0)
@@ -455,11 +462,17 @@ def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
     store = client.feature_store
     store.delete_feature_view("user_temp")
     store.refresh_registry()  # type: ignore[no-untyped-call]
-    with pytest.raises(FeatureConfigError) as info:
-        client.get_features(FRESH_USER, "user", ["temp_flag"])
-    assert "tier" in info.value.available_features
-    with pytest.raises(FeatureConfigError, match="unknown feature"):
-        client.get_features(FRESH_USER, "user", ["temp_flag"])
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(RegistryDriftError) as info:  # a FeatureConfigError
+            client.get_features(FRESH_USER, "user", ["temp_flag"])
+        assert "tier" in info.value.available_features
+        with pytest.raises(RegistryDriftError, match=r"'user_temp:temp_flag'.*disappeared"):
+            client.get_features(FRESH_USER, "user", ["temp_flag"])
+    warned = [r for r in caplog.records if "disappeared" in r.getMessage()]
+    assert len(warned) == 1 and "user_temp:temp_flag" in warned[0].getMessage()
+    with pytest.raises(FeatureConfigError, match="unknown feature") as never:
+        client.get_features(FRESH_USER, "user", ["never_served"])
+    assert not isinstance(never.value, RegistryDriftError)
 
 
 def test_single_id_batch_and_plan_cache_bound(client: FeastClient) -> None:

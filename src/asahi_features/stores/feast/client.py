@@ -272,7 +272,7 @@ class FeastClient(BaseFeatureStore):
         else:
             info, resolved = self._resolve(canonical, feature_names)
             plan = make_plan(info, resolved)
-        self._drift.served(canonical, feature_names)
+            self._drift.served(canonical, resolved)
         with self._lock:
             if len(self._plans) > 4096:
                 self._plans.clear()
@@ -301,7 +301,7 @@ class FeastClient(BaseFeatureStore):
             resolved, unknown = info.resolver.try_resolve(feature_names)
             if unknown:
                 if self._drift.was_served(entity_type, unknown):
-                    raise self._drift.gone(entity_type, unknown)
+                    raise self._drift.gone(entity_type, unknown, available=info.resolver.available)
                 raise info.resolver.unknown_error(unknown, note)
         return info, resolved
 
@@ -350,7 +350,7 @@ class FeastClient(BaseFeatureStore):
                 kind="entity types",
             )
         info = self._registry_view().entities[service.entity_type]
-        self._drift.served("*", feature_names)
+        self._drift.served("*", [(feature_names[0], feature_names[0])])
         return make_plan(info, [(ref, ref) for ref in service.refs], service.service)
 
     def feature_service_entity_type(self, name: str) -> str:
@@ -446,8 +446,13 @@ class FeastClient(BaseFeatureStore):
         vanished = [ref for ref in plan.names if ref not in view.refs]
         if vanished:
             self._plans = {}
+            canonical = canonical_entity_type(entity_type)
+            info = view.entities.get(canonical)
             return self._drift.gone(
-                canonical_entity_type(entity_type), vanished, f" ({type(exc).__name__})"
+                canonical,
+                vanished,
+                f" ({type(exc).__name__})",
+                info.resolver.available if info else (),
             )
         if isinstance(exc, (KeyError, ValueError, FeastObjectNotFoundException)):
             self._plans = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterable, Set, Tuple
+from typing import Dict, Iterable, Sequence, Set, Tuple
 
 from ...errors import RegistryDriftError
 
@@ -26,17 +26,21 @@ class DriftTracker:
 
     def __init__(self, project: str) -> None:
         self.project = project
-        self._served: Set[Tuple[str, str]] = set()
+        self._served: Dict[Tuple[str, str], str] = {}
+        """(entity type, name asked) -> the ``view:feature`` ref it was read as."""
         self._gone: Set[Tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def served(self, entity_type: str, names: Iterable[str]) -> None:
-        """``names`` resolved for ``entity_type``: remember them; log the ones back."""
-        pairs = {(entity_type, name) for name in names}
+    def served(self, entity_type: str, resolved: Iterable[Tuple[str, str]]) -> None:
+        """``(name asked, ref)`` pairs resolved for ``entity_type``: remember them; log
+        the refs that are back."""
+        refs = set()
         with self._lock:
-            if len(self._served) < _MAX_SERVED:
-                self._served |= pairs
-            back = pairs & self._gone
+            for name, ref in resolved:
+                if len(self._served) < _MAX_SERVED:
+                    self._served[(entity_type, name)] = ref
+                refs.add((entity_type, ref))
+            back = refs & self._gone
             self._gone -= back
         if back:
             logger.info(
@@ -49,13 +53,20 @@ class DriftTracker:
         """True when every one of ``names`` was served for ``entity_type`` before."""
         pairs = {(entity_type, name) for name in names}
         with self._lock:
-            return bool(pairs) and pairs <= self._served
+            return bool(pairs) and all(pair in self._served for pair in pairs)
 
-    def gone(self, entity_type: str, names: Iterable[str], detail: str = "") -> RegistryDriftError:
-        """The error for ``names`` that vanished; the first time, one WARNING naming them."""
-        listed = sorted(dict.fromkeys(names))
-        pairs = {(entity_type, name) for name in listed}
+    def gone(
+        self,
+        entity_type: str,
+        names: Iterable[str],
+        detail: str = "",
+        available: Sequence[str] = (),
+    ) -> RegistryDriftError:
+        """The error for ``names`` that vanished (``available``: what the entity type
+        still serves); the first time, one WARNING naming them."""
         with self._lock:
+            listed = sorted({self._served.get((entity_type, name), name) for name in names})
+            pairs = {(entity_type, ref) for ref in listed}
             new = pairs - self._gone
             self._gone |= pairs
         message = (
@@ -65,4 +76,4 @@ class DriftTracker:
         )
         if new:
             logger.warning("%s (logged once)", message)
-        return RegistryDriftError(message, [], kind="features")
+        return RegistryDriftError(message, available, kind="features")
