@@ -144,6 +144,9 @@ class HttpSettings(_Strict):
     """Entity type -> join key (default: ``<entity type>_id``)."""
     feature_views: Dict[str, List[str]] = Field(default_factory=dict)
     """Entity type -> feature references (``view:feature``) it serves, for plain names."""
+    request_data: Dict[str, List[str]] = Field(default_factory=dict)
+    """Entity type -> request-context fields sent with its reads (inputs of on-demand
+    views with request sources)."""
     headers_env: Dict[str, str] = Field(default_factory=dict)
     """HTTP header -> name of the environment variable that holds its value."""
     max_connections: int = Field(default=32, ge=1)
