@@ -1035,7 +1035,14 @@ class FeatureEnricher:
                     continue
                 with_values += 1
                 age = freshness.get(name, default_age)
-                limit = threshold if not limited else self._limit(name, limits, threshold)[0]
+                limit: float = threshold
+                if limited:  # inline: the common case is one dict lookup
+                    if overridden:
+                        limit = self._limit(name, limits, threshold)[0]
+                    else:
+                        ttl = limits.get(name)
+                        if ttl is not None and ttl < threshold:
+                            limit = ttl
                 if age > limit and not (keep_unknown and age >= UNKNOWN_AGE):
                     dropped_stale.append(name)
                     self._note_stale(plan, name, age, limits, threshold)
