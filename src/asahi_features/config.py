@@ -540,10 +540,26 @@ def _check_services(client: Any, enricher: EnricherConfig, seconds: float) -> No
         out: List[Tuple[str, str, Optional[BaseException]]] = []
         for task, service in tasks:
             try:
-                service_entity_type(client, task, service)
-                out.append((task, service, None))
+                entity_type = service_entity_type(client, task, service)
             except (FeatureConfigError, ConfigError) as exc:
                 out.append((task, service, exc))
+                continue
+            mapped = enricher.task_features.get(task) or {}
+            if entity_type is not None and mapped.get(entity_type):
+                out.append(
+                    (
+                        task,
+                        service,
+                        ConfigError(
+                            f"enricher.task_feature_services.{_label(task)}: feature service "
+                            f"{excerpt(service)} reads entity type {excerpt(entity_type)}, "
+                            f"which enricher.task_features.{_label(task)} also maps: keep one",
+                            key_path=f"enricher.task_feature_services.{task}",
+                        ),
+                    )
+                )
+                continue
+            out.append((task, service, None))
         box["out"] = out
 
     thread = threading.Thread(target=run, name="asahi-features-check", daemon=True)

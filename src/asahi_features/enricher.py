@@ -5,10 +5,12 @@ One request flows like this:
 1. the task type must be in ``enabled_task_types`` and have a feature mapping;
 2. the monitor (if any) may hold the request out (control group) or pause enrichment;
 3. each entity type the task uses needs an identity (``user_id``, ``organization_id``,
-   or ``context["<entity_type>_id"]``); the features of each entity are fetched with one
-   call per entity type;
-4. stale features (older than ``freshness_threshold_seconds``) are left out one by one,
-   then the feature policy (allow / deny / redact) is applied;
+   ``entity_ids["<entity_type>"]`` or ``context["<entity_type>_id"]``; a compound type
+   such as ``merchant+user`` needs each of its entities', see :mod:`.identities`); the
+   features of each entity are fetched with one call per entity type;
+4. stale features (older than ``freshness_threshold_seconds``, or their view's ttl when
+   shorter, or their ``freshness_overrides`` limit) are left out one by one, with the
+   reason in ``stale_reasons``, then the feature policy (allow / deny / redact) is applied;
 5. the values are rendered as inert single lines and the blocks are fitted into
    ``max_feature_tokens`` (see :mod:`asahi_features.budget`).
 

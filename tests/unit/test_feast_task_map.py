@@ -85,3 +85,18 @@ def test_entity_ids_that_are_not_a_mapping_degrade_that_request() -> None:
         "x", user_id="u_1001", task_type="product_recommendation", entity_ids={"merchant": "m1"}
     )
     assert good.reason is EnrichmentReason.ENRICHED
+
+
+def test_a_service_and_a_feature_list_for_the_same_entity_type_is_refused(
+    tmp_path: Path,
+) -> None:
+    from tests.feast_init_repo import PROJECT, make_feast_init_repo
+
+    client = FeastClient(str(make_feast_init_repo(tmp_path)), PROJECT)
+    both = EnricherConfig(
+        enabled_task_types=["report"],
+        task_features={"report": {"driver": ["driver_hourly_stats:acc_rate"]}},
+        task_feature_services={"report": "driver_activity_v1"},
+    )
+    with pytest.raises(ConfigError, match="also maps: keep one"):
+        check_task_features(client, both, timeout_seconds=30)
