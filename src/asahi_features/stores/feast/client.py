@@ -16,14 +16,15 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
-from ...models import FeatureStatus, FeatureVector
+from ...models import FeatureVector
 from ..base import BaseFeatureStore
-from ..entity_keys import COMPOUND_SEPARATOR, FEATURE_SERVICE_PREFIX, canonical_entity_type
-from ..naming import close_matches
+from ..entity_keys import FEATURE_SERVICE_PREFIX, canonical_entity_type
 from .drift import DriftTracker
-from .keys import BAD_ID_ERRORS, HEALTH_ENTITY_ID, PROBES, KeyProblem
-from .registry import EntityInfo, Plan, RegistryView, ServiceInfo, build_view, make_plan
+from .keys import BAD_ID_ERRORS, HEALTH_ENTITY_ID, PROBES
+from .registry import Plan, RegistryView, build_view
+from .resolution import PlanResolver
 from .response import entity_rows, read_vector, read_vectors
+from .splitting import IdSplitter
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -40,7 +41,7 @@ name or entity type, or Feast rejecting a cached plan); :meth:`FeastClient.refre
 always re-reads."""
 
 
-class FeastClient(BaseFeatureStore):
+class FeastClient(PlanResolver, IdSplitter, BaseFeatureStore):
     """Feature vectors from the online store of a Feast repository.
 
     Feature names may be plain (``purchase_history``) or full references
@@ -241,194 +242,7 @@ class FeastClient(BaseFeatureStore):
             "FeastClient.refresh() re-reads it now)"
         )
 
-    # -- resolution --------------------------------------------------------------------
-
-    def _entity(self, view: RegistryView, entity_type: str) -> Optional[EntityInfo]:
-        return view.entities.get(entity_type)
-
-    def _unknown_entity(
-        self, view: RegistryView, entity_type: str, note: str = ""
-    ) -> FeatureConfigError:
-        return FeatureConfigError(
-            f"unknown entity type {entity_type!r} in Feast project {self.project!r}{note}",
-            view.entities,
-            kind="entity types",
-            suggestions=close_matches([entity_type], view.entities),
-        )
-
-    def _plan(self, entity_type: str, feature_names: Sequence[str]) -> Plan:
-        key = (entity_type, tuple(feature_names))
-        plan = self._plans.get(key)
-        if plan is not None:
-            return plan
-        if not feature_names:
-            raise FeatureConfigError(
-                f"no feature names requested for entity type {entity_type!r}",
-                self._available(entity_type),
-            )
-        canonical = canonical_entity_type(entity_type)
-        if feature_names[0].startswith(FEATURE_SERVICE_PREFIX):
-            plan = self._service_plan(canonical, feature_names)
-        else:
-            info, resolved = self._resolve(canonical, feature_names)
-            plan = make_plan(info, resolved)
-            self._drift.served(canonical, resolved)
-        with self._lock:
-            if len(self._plans) > 4096:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
-
-    def _resolve(
-        self, entity_type: str, feature_names: Sequence[str]
-    ) -> Tuple[EntityInfo, List[Tuple[str, str]]]:
-        view = self._registry_view()
-        info = self._entity(view, entity_type)
-        resolved: List[Tuple[str, str]] = []
-        unknown: List[str] = []
-        if info is not None:
-            resolved, unknown = info.resolver.try_resolve(feature_names)
-        if info is None or unknown:
-            refreshed = self._auto_refresh()  # a view applied since we last looked?
-            note = self._refresh_note(refreshed)
-            if refreshed:
-                view = self._registry_view()
-                info = self._entity(view, entity_type)
-            if info is None:
-                if self._drift.was_served(entity_type, feature_names):
-                    raise self._drift.gone(entity_type, feature_names, " with their entity")
-                raise self._unknown_entity(view, entity_type, note)
-            resolved, unknown = info.resolver.try_resolve(feature_names)
-            if unknown:
-                if self._drift.was_served(entity_type, unknown):
-                    raise self._drift.gone(entity_type, unknown, available=info.resolver.available)
-                raise info.resolver.unknown_error(unknown, note)
-        return info, resolved
-
-    def _service(self, name: str) -> ServiceInfo:
-        """The feature service ``name`` (re-reading the registry, rate-limited, when it is
-        unknown).
-
-        Raises:
-            FeatureConfigError: no such service (close matches first).
-        """
-        view = self._registry_view()
-        service = view.services.get(name)
-        if service is None:
-            refreshed = self._auto_refresh()
-            if refreshed:
-                view = self._registry_view()
-                service = view.services.get(name)
-            if service is None:
-                asked = FEATURE_SERVICE_PREFIX + name
-                if self._drift.was_served("*", [asked]):
-                    raise self._drift.gone("*", [asked])
-                raise FeatureConfigError(
-                    f"unknown feature service {name!r} in Feast project {self.project!r} "
-                    f"(or its features are not all of one entity type)"
-                    f"{self._refresh_note(refreshed)}",
-                    sorted(view.services),
-                    kind="feature services",
-                    suggestions=close_matches([name], view.services),
-                )
-        return service
-
-    def _service_plan(self, entity_type: str, feature_names: Sequence[str]) -> Plan:
-        name = feature_names[0][len(FEATURE_SERVICE_PREFIX) :]
-        if len(feature_names) > 1:
-            raise FeatureConfigError(
-                f"a feature service ({feature_names[0]!r}) is asked for alone; "
-                f"got {list(feature_names)!r}",
-                [feature_names[0]],
-            )
-        service = self._service(name)
-        if service.entity_type != entity_type:
-            raise FeatureConfigError(
-                f"feature service {name!r} serves entity type {service.entity_type!r}, "
-                f"not {entity_type!r}",
-                [service.entity_type],
-                kind="entity types",
-            )
-        info = self._registry_view().entities[service.entity_type]
-        self._drift.served("*", [(feature_names[0], feature_names[0])])
-        return make_plan(info, [(ref, ref) for ref in service.refs], service.service)
-
-    def feature_service_entity_type(self, name: str) -> str:
-        """The entity type whose ids feature service ``name`` reads (``driver``, or a
-        compound type such as ``merchant+user``).
-
-        Raises:
-            FeatureConfigError: no such service (the message suggests close matches).
-            FeatureStoreUnavailableError: the registry cannot be read.
-        """
-        return self._service(name).entity_type
-
-    def request_fields(self, entity_type: str, feature_names: Sequence[str]) -> Tuple[str, ...]:
-        """The request-data fields that reading ``feature_names`` needs (the inputs of
-        on-demand views with request sources), in order; empty for most reads.
-
-        Raises:
-            FeatureConfigError: unknown entity type or feature.
-        """
-        plan = self._plan(entity_type, feature_names)
-        parts = len(canonical_entity_type(entity_type).split(COMPOUND_SEPARATOR))
-        return plan.row_columns[parts:]
-
-    def _available(self, entity_type: str) -> List[str]:
-        info = self._registry_view().entities.get(entity_type)
-        return info.resolver.available if info else []
-
     # -- reading -----------------------------------------------------------------------
-
-    def _invalid(
-        self, plan: Plan, entity_id: Any, entity_type: str, exc: Exception
-    ) -> FeatureVector:
-        """The answer for an id that is no value of the join key's type."""
-        logger.debug(
-            "invalid %s id %r for join key %s: %s", entity_type, entity_id, plan.join_key, exc
-        )
-        shown = repr(entity_id)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        if isinstance(exc, KeyProblem):
-            error = f"entity key {shown}: {exc}"
-        else:
-            error = (
-                f"entity id {shown} is not a valid {plan.key_type} value of join key "
-                f"{plan.join_key!r} ({type(exc).__name__})"
-            )
-        return FeatureVector.empty(
-            entity_id, entity_type, self.source, FeatureStatus.INVALID_ID, error=error
-        )
-
-    def _split(
-        self, plan: Plan, entity_ids: Sequence[Any], entity_type: str
-    ) -> Tuple[List[Any], Optional[Dict[int, FeatureVector]]]:
-        """The join key values of the ids, and None, when every id converts; otherwise
-        the values of the valid ids and position -> INVALID_ID vector of the others."""
-        convert = plan.convert
-        try:
-            return [convert(eid) for eid in entity_ids], None
-        except BAD_ID_ERRORS:
-            pass
-        keys: List[Any] = []
-        invalid: Dict[int, FeatureVector] = {}
-        for i, eid in enumerate(entity_ids):
-            try:
-                keys.append(convert(eid))
-            except BAD_ID_ERRORS as exc:
-                invalid[i] = self._invalid(plan, eid, entity_type, exc)
-        return keys, invalid
-
-    @staticmethod
-    def _merge(
-        entity_ids: Sequence[Any],
-        read: List[FeatureVector],
-        invalid: Dict[int, FeatureVector],
-    ) -> List[FeatureVector]:
-        """The vectors of the valid ids (in order) with the invalid ones at their places."""
-        valid = iter(read)
-        return [invalid[i] if i in invalid else next(valid) for i in range(len(entity_ids))]
 
     def _feast_error(
         self, exc: Exception, plan: Plan, entity_type: str, feature_names: Sequence[str]
