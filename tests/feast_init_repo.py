@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -32,7 +33,12 @@ DRIVERS = ["1001", "1002", "1003", "1004", "1005"]
 def feast_cli(args: List[str], cwd: Path, timeout: float = 180.0) -> str:
     """Run the venv's ``feast`` CLI in ``cwd``; its output, or AssertionError with it."""
     proc = subprocess.run(
-        [str(FEAST), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [str(FEAST), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "FEAST_USAGE": "False"},  # no telemetry: tests stay offline
     )
     assert proc.returncode == 0, f"feast {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
