@@ -90,6 +90,8 @@ _INVALID_ID = FeatureStatus.INVALID_ID
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
 _NO_LIMITS: Dict[str, float] = {}
+_STALE_NOTE = "left_out_as_stale"
+"""The name of the ``stale_note`` line of a block (never a feature line)."""
 
 _Group = Tuple[str, Tuple[str, ...], List[str]]
 """(entity type, feature names, entity ids): one backend read of a request or batch."""
@@ -988,6 +990,8 @@ class FeatureEnricher:
         # The hot path of every request: locals, constants and cached lines on purpose.
         threshold = self.config.freshness_threshold_seconds
         overridden = bool(self.config.freshness_overrides)
+        stale_note = self.config.stale_note
+        noted = False  # a stale note line was added (it is no feature line)
         keep_unknown = self.config.unknown_age == "keep"
         line_cache = self._line_cache
         blocks: List[Block] = []
@@ -1017,6 +1021,7 @@ class FeatureEnricher:
             found += 1
             lines: List[Line] = []
             line_ages: List[float] = []
+            stale_before = len(dropped_stale)
             features = vector.features
             freshness = vector.feature_freshness
             default_age = vector.freshness_seconds
@@ -1069,6 +1074,15 @@ class FeatureEnricher:
                 if known_tokens is not None:
                     counted = line.tokens
                     known_tokens = None if counted is None else known_tokens + counted
+            if stale_note and len(dropped_stale) > stale_before and lines:
+                note = self._stale_line(plan, dropped_stale[stale_before:])
+                if note is not None:
+                    noted = True
+                    lines.append(note)
+                    line_ages.append(0.0)
+                    if known_tokens is not None:
+                        counted = note.tokens
+                        known_tokens = None if counted is None else known_tokens + counted
             if lines:
                 header, head_tokens = self._header_counted(entity_type)
                 blocks.append(Block(header, lines, head_tokens))
@@ -1096,7 +1110,7 @@ class FeatureEnricher:
                 plan,
                 text,
                 known_tokens + seam,
-                [line.name for line in lines],
+                [line.name for line in lines if not noted or line.name != _STALE_NOTE],
                 [],
                 status,
                 dropped_stale,
@@ -1122,7 +1136,7 @@ class FeatureEnricher:
         used: List[str] = []
         kept_ages: List[float] = []
         for line, (index, position) in zip(fitted.kept, fitted.kept_at, strict=True):
-            if index < len(block_ages):
+            if index < len(block_ages) and not (noted and line.name == _STALE_NOTE):
                 used.append(line.name)
                 kept_ages.append(block_ages[index][position])
         return self._result(
@@ -1153,6 +1167,15 @@ class FeatureEnricher:
         if ttl is not None and ttl < threshold:
             return ttl, "view ttl"
         return float(threshold), "freshness_threshold_seconds"
+
+    def _stale_line(self, plan: _Plan, names: Sequence[str]) -> Optional[Line]:
+        """The ``- Left out as stale: ...`` line of an entity block (``stale_note``)."""
+        reasons = plan.stale_reasons or {}
+        text = "; ".join(
+            f"{self._prefix(name)[2:-2]} ({reasons.get(name, 'stale')})" for name in names
+        )
+        line = self._line(_STALE_NOTE, text, None)
+        return None if line is _NO_LINE or line is _BAD_LINE else line
 
     def _note_stale(
         self, plan: _Plan, name: str, age: float, limits: Mapping[str, float], threshold: float

@@ -312,6 +312,11 @@ class EnricherConfig(_Strict):
     freshness_overrides: Dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     """Feature name (plain or ``view:feature``) -> its own freshness limit in seconds,
     used instead of the threshold and the view's ``ttl``."""
+    stale_note: bool = False
+    """Also say in each entity block which features were left out as stale and why
+    (``- Left out as stale: Conv rate (age 108000 s > limit 86400 s (view ttl))``), so
+    the model knows the value exists but is out of date; ``stale_reasons`` of the
+    result always says it."""
     unknown_age: Literal["drop", "keep"] = "drop"
     """Features of unknown age (no, an unparsable, an epoch or a far-future timestamp):
     ``drop`` treats them as stale, ``keep`` lets them pass the freshness check."""

@@ -277,6 +277,16 @@ def test_view_ttl_caps_the_threshold_and_overrides_win(client: FeastClient) -> N
     ).enrich("x", task_type="driver_report", entity_ids={"driver": "1005"})
     assert overridden.features_used == [features[0]] and "0.25" in overridden.enriched_prompt
     assert overridden.dropped_stale == [features[1]]
+    assert "stale" not in overridden.enriched_prompt.lower()  # stale_note is off by default
+    noted = FeatureEnricher(
+        client,
+        config(task_features=task, freshness_overrides={"conv_rate": TWO_DAYS}, stale_note=True),
+    ).enrich("x", task_type="driver_report", entity_ids={"driver": "1005"})
+    assert noted.features_used == [features[0]] and noted.dropped_stale == [features[1]]
+    note = [line for line in noted.enriched_prompt.splitlines() if "stale" in line.lower()]
+    assert len(note) == 1 and note[0].startswith("- Left out as stale: Acc rate (age ")
+    assert "(view ttl)" in note[0]
+    assert noted.feature_tokens_added > overridden.feature_tokens_added
     # a threshold shorter than the ttl stays the limit
     short = FeatureEnricher(
         client, config(task_features=task, freshness_threshold_seconds=60)
