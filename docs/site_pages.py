@@ -55,7 +55,7 @@ API_PAGES: Dict[str, Tuple[str, Sequence[str]]] = {
         "Feature store backends",
         (
             "asahi_features.stores.base",
-            "asahi_features.stores.feast_store",
+            "asahi_features.stores.feast",
             "asahi_features.stores.http",
             "asahi_features.stores.tecton",
             "asahi_features.stores.local",

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from .stores.base import BaseFeatureStore as BaseFeatureStore
     from .stores.base import FeatureStoreClient as FeatureStoreClient
     from .stores.custom import CustomBackend as CustomBackend
-    from .stores.feast_store import FeastClient as FeastClient
+    from .stores.feast import FeastClient as FeastClient
     from .stores.http import HttpFeatureStore as HttpFeatureStore
     from .stores.local import LocalFeatureStore as LocalFeatureStore
     from .stores.tecton import TectonClient as TectonClient
@@ -102,7 +102,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "FeatureStoreClient",
     ),
     "asahi_features.stores.custom": ("CustomBackend",),
-    "asahi_features.stores.feast_store": ("FeastClient",),
+    "asahi_features.stores.feast": ("FeastClient",),
     "asahi_features.stores.http": ("HttpFeatureStore",),
     "asahi_features.stores.local": ("LocalFeatureStore",),
     "asahi_features.stores.tecton": ("TectonClient",),

@@ -410,7 +410,7 @@ def client_from_config(
 
 _BACKENDS = {
     "local": ("asahi_features.stores.local", "LocalFeatureStore"),
-    "feast": ("asahi_features.stores.feast_store", "FeastClient"),
+    "feast": ("asahi_features.stores.feast", "FeastClient"),
     "tecton": ("asahi_features.stores.tecton", "TectonClient"),
     "http": ("asahi_features.stores.http", "HttpFeatureStore"),
     "custom": ("asahi_features.stores.custom", "CustomBackend"),
@@ -518,6 +518,82 @@ def _suggest(name: str, choices: Iterable[str]) -> str:
     return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
+def _check_services(client: Any, enricher: EnricherConfig, seconds: float) -> None:
+    """Every feature service an enabled task maps must exist (close matches otherwise).
+
+    Raises:
+        ConfigError: the backend cannot describe feature services.
+        FeatureConfigError: unknown services, each named with its task.
+    """
+    from .task_map import service_entity_type
+
+    tasks = [
+        (task, enricher.task_feature_services[task])
+        for task in dict.fromkeys(enricher.enabled_task_types)
+        if task in enricher.task_feature_services
+    ]
+    if not tasks:
+        return
+    box: Dict[str, List[Tuple[str, str, Optional[BaseException]]]] = {}
+
+    def run() -> None:
+        out: List[Tuple[str, str, Optional[BaseException]]] = []
+        for task, service in tasks:
+            try:
+                entity_type = service_entity_type(client, task, service)
+            except (FeatureConfigError, ConfigError) as exc:
+                out.append((task, service, exc))
+                continue
+            mapped = enricher.task_features.get(task) or {}
+            if entity_type is not None and mapped.get(entity_type):
+                out.append(
+                    (
+                        task,
+                        service,
+                        ConfigError(
+                            f"enricher.task_feature_services.{_label(task)}: feature service "
+                            f"{excerpt(service)} reads entity type {excerpt(entity_type)}, "
+                            f"which enricher.task_features.{_label(task)} also maps: keep one",
+                            key_path=f"enricher.task_feature_services.{task}",
+                        ),
+                    )
+                )
+                continue
+            out.append((task, service, None))
+        box["out"] = out
+
+    thread = threading.Thread(target=run, name="asahi-features-check", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        logger.warning(
+            "could not check enricher.task_feature_services against the feature store: it "
+            "did not answer within %.1f s",
+            seconds,
+        )
+        return
+    problems: List[str] = []
+    known: List[str] = []
+    for task, service, exc in box.get("out", []):
+        if isinstance(exc, ConfigError):
+            raise exc
+        if isinstance(exc, FeatureConfigError):
+            close = exc.suggestions
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            problems.append(
+                f"enricher.task_feature_services.{_label(task)}: {excerpt(service)} is not a "
+                f"feature service of the store{hint}"
+            )
+            known = known or list(exc.available_features)
+    if problems:
+        raise FeatureConfigError(
+            f"{'; '.join(problems[:5])}. Fix enricher.task_feature_services, or remove the "
+            "task from enabled_task_types",
+            sorted(known),
+            kind="feature services",
+        )
+
+
 def check_task_features(
     client: Any, enricher: EnricherConfig, *, timeout_seconds: float = 1.0
 ) -> None:
@@ -537,6 +613,7 @@ def check_task_features(
             the message names the task, entity type and feature, with close matches.
         ConfigError: the store reports a configuration mistake while listing.
     """
+    _check_services(client, enricher, timeout_seconds)
     lister = getattr(client, "list_features", None)
     wanted = _wanted(enricher)
     if lister is None or not callable(lister) or not wanted:

@@ -5,10 +5,12 @@ One request flows like this:
 1. the task type must be in ``enabled_task_types`` and have a feature mapping;
 2. the monitor (if any) may hold the request out (control group) or pause enrichment;
 3. each entity type the task uses needs an identity (``user_id``, ``organization_id``,
-   or ``context["<entity_type>_id"]``); the features of each entity are fetched with one
-   call per entity type;
-4. stale features (older than ``freshness_threshold_seconds``) are left out one by one,
-   then the feature policy (allow / deny / redact) is applied;
+   ``entity_ids["<entity_type>"]`` or ``context["<entity_type>_id"]``; a compound type
+   such as ``merchant+user`` needs each of its entities', see :mod:`.identities`); the
+   features of each entity are fetched with one call per entity type;
+4. stale features (older than ``freshness_threshold_seconds``, or their view's ttl when
+   shorter, or their ``freshness_overrides`` limit) are left out one by one, with the
+   reason in ``stale_reasons``, then the feature policy (allow / deny / redact) is applied;
 5. the values are rendered as inert single lines and the blocks are fitted into
    ``max_feature_tokens`` (see :mod:`asahi_features.budget`).
 
@@ -42,7 +44,13 @@ from typing import (
 )
 
 from .budget import LAST_BLOCK_END, Block, Line, Seam, fit_blocks, segments
-from .errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from .errors import (
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreUnavailableError,
+    RegistryDriftError,
+)
+from .identities import check_entity_ids, identity_of
 from .models import (
     EnrichmentReason,
     EnrichmentRequest,
@@ -62,6 +70,8 @@ from .observers import (
 from .rendering import RenderedValue, humanize, prepare, render_value, sanitize, value_key
 from .settings import AsahiConfig, EnricherConfig, FeaturePolicy
 from .stores.base import UNKNOWN_AGE, FeatureStoreClient, aget_batch_features, aget_features
+from .stores.entity_keys import FEATURE_SERVICE_PREFIX
+from .task_map import request_fields_of, service_entity_type
 from .tokens import TokenCounter
 
 __all__ = [
@@ -89,13 +99,15 @@ _NO_LINE = Line("", "", RenderedValue((), "", ""))
 _BAD_LINE = Line("", "", RenderedValue((), "", ""))
 """Answer for a value that cannot be rendered (the line is left out; never cached)."""
 _INVALID = EnrichmentReason.INVALID_INPUT
-_IDENTITY_PARAMS = {"user": "user_id", "organization": "organization_id"}
 _FOUND = FeatureStatus.FOUND
 _UNAVAILABLE = FeatureStatus.UNAVAILABLE
 _OVERLOADED = FeatureStatus.OVERLOADED
 _INVALID_ID = FeatureStatus.INVALID_ID
 _ENRICHED = EnrichmentReason.ENRICHED
 _NO_VECTORS: Dict[str, FeatureVector] = {}
+_NO_LIMITS: Dict[str, float] = {}
+_STALE_NOTE = "left_out_as_stale"
+"""The name of the ``stale_note`` line of a block (never a feature line)."""
 
 _Group = Tuple[str, Tuple[str, ...], List[str]]
 """(entity type, feature names, entity ids): one backend read of a request or batch."""
@@ -244,6 +256,7 @@ class EnrichmentTuple(NamedTuple):
     organization_id: Optional[str]
     task_type: str
     context: Optional[Dict[str, Any]]
+    entity_ids: Optional[Mapping[str, str]] = None
 
     @classmethod
     def of(cls, request: Union[EnrichmentRequest, Mapping[str, Any]]) -> EnrichmentTuple:
@@ -255,7 +268,24 @@ class EnrichmentTuple(NamedTuple):
             request.organization_id,
             request.task_type,
             request.context,
+            request.entity_ids,
         )
+
+
+_tuple_new = tuple.__new__
+
+
+def _make_tuple(cls: Any, iterable: Any) -> EnrichmentTuple:
+    """``EnrichmentTuple._make`` that also takes the five fields before ``entity_ids``."""
+    result: EnrichmentTuple = _tuple_new(cls, iterable)
+    if len(result) == 6:
+        return result
+    if len(result) == 5:
+        return _tuple_new(cls, (*result, None))  # type: ignore[no-any-return]
+    raise TypeError(f"Expected 5 or 6 arguments, got {len(result)}")
+
+
+EnrichmentTuple._make = classmethod(_make_tuple)  # type: ignore[assignment,method-assign]
 
 
 class _TaskFeatures:
@@ -265,10 +295,13 @@ class _TaskFeatures:
     thread sees all of it or nothing.
     """
 
-    __slots__ = ("keys", "mapping", "recipes")
+    __slots__ = ("fields", "keys", "mapping", "recipes", "services")
 
     def __init__(
-        self, mapping: Dict[str, List[str]], decide: Callable[[str], Optional[str]]
+        self,
+        mapping: Dict[str, List[str]],
+        decide: Callable[[str], Optional[str]],
+        fields: Optional[Dict[str, Tuple[str, ...]]] = None,
     ) -> None:
         self.mapping = mapping
         """Entity type -> its feature names, in priority order."""
@@ -278,6 +311,15 @@ class _TaskFeatures:
             et: tuple((name, decide(name)) for name in names) for et, names in mapping.items()
         }
         """Entity type -> (feature name, policy decision) in priority order."""
+        self.fields = fields or {}
+        """Entity type -> the request-data fields its read needs (most need none)."""
+        self.services = frozenset(
+            et
+            for et, names in mapping.items()
+            if len(names) == 1 and names[0].startswith(FEATURE_SERVICE_PREFIX)
+        )
+        """Entity types read through a feature service (``@name``): their features are
+        those the answer holds."""
 
 
 _NO_TASK = _TaskFeatures({}, lambda name: None)
@@ -295,6 +337,7 @@ class _Plan:
         "missing_entities",
         "overloaded",
         "request",
+        "stale_reasons",
         "started",
         "vectors",
     )
@@ -309,6 +352,7 @@ class _Plan:
         self.vectors: Dict[str, FeatureVector] = {}
         self.failed = False
         self.overloaded = False  # a read never left this process (not the store's fault)
+        self.stale_reasons: Optional[Dict[str, str]] = None
 
 
 def _by_entity_id(
@@ -462,6 +506,8 @@ class FeatureEnricher:
         organization_id: Optional[str] = None,
         task_type: str = "general",
         context: Optional[Dict[str, Any]] = None,
+        *,
+        entity_ids: Optional[Mapping[str, str]] = None,
     ) -> EnrichmentResult:
         """Prepend the task's features to ``prompt`` (spec 3.4 format).
 
@@ -471,12 +517,18 @@ class FeatureEnricher:
             organization_id: identity for ``organization`` features.
             task_type: selects the features (``task_features``); must be enabled.
             context: request-time values rendered in a ``[Context from request]`` block;
-                ``<entity_type>_id`` keys give identities for other entity types.
+                ``<entity_type>_id`` keys give identities for other entity types, and
+                the fields a Feast on-demand view declares are its request data.
+            entity_ids: ids of other entity types (``{"merchant": "m-1"}``), e.g. for a
+                view keyed on user and merchant; not ``user`` / ``organization`` (a
+                request naming them is not enriched, reason ``invalid_input``).
 
         Raises:
             FeatureConfigError: a mapped feature or entity type does not exist in the store.
         """
-        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context, entity_ids)
+        )
         store_ms: Optional[float] = None
         if plan.done is None:
             # the store's share is timed only for observers (no clock read otherwise)
@@ -505,10 +557,14 @@ class FeatureEnricher:
         organization_id: Optional[str] = None,
         task_type: str = "general",
         context: Optional[Dict[str, Any]] = None,
+        *,
+        entity_ids: Optional[Mapping[str, str]] = None,
     ) -> EnrichmentResult:
         """Async :meth:`enrich`: entity types are fetched concurrently, never blocking the
         loop (a client with only sync methods runs in a worker thread)."""
-        plan = self._plan_one(EnrichmentTuple(prompt, user_id, organization_id, task_type, context))
+        plan = self._plan_one(
+            EnrichmentTuple(prompt, user_id, organization_id, task_type, context, entity_ids)
+        )
         store_ms: Optional[float] = None
         if plan.done is None:
             # the store's share is timed only for observers (no clock read otherwise)
@@ -615,15 +671,13 @@ class FeatureEnricher:
             return plan
         features = self._tasks.get(task)
         if features is None:
-            mapping = {
-                et: list(names)
-                for et, names in self.config.task_features.get(task, {}).items()
-                if names
-            }
-            features = self._tasks[task] = _TaskFeatures(mapping, self._policy.decide)
+            features = self._task_features(task)
         mapping = features.mapping
         if not mapping:
-            plan.done = self._empty(plan, EnrichmentReason.NO_FEATURES_MAPPED)
+            reason = EnrichmentReason.NO_FEATURES_MAPPED
+            if task in self.config.task_feature_services:  # the store did not answer
+                reason = EnrichmentReason.STORE_UNAVAILABLE
+            plan.done = self._empty(plan, reason)
             return plan
         monitor = self.monitor
         if monitor is not None:
@@ -646,22 +700,42 @@ class FeatureEnricher:
                 plan.done = self._empty(plan, EnrichmentReason.DISABLED_BY_MONITOR)
                 return plan
         context = request.context or {}
+        if request.entity_ids is not None:
+            check_entity_ids(request.entity_ids)
+        fields = features.fields
         for entity_type in mapping:
-            param = _IDENTITY_PARAMS.get(entity_type)
-            raw = getattr(request, param) if param else context.get(f"{entity_type}_id")
-            if raw is None or raw == "":
+            identity = identity_of(entity_type, request, context, fields.get(entity_type, ()))
+            if identity is None:
                 plan.missing_entities.append(entity_type)
             else:
-                identity = raw if type(raw) is str else str(raw)
-                if not identity.isascii():
-                    # a lone surrogate (json.loads of a cut emoji) cannot reach a store:
-                    # UnicodeEncodeError, this request only
-                    identity.encode("utf-8")
                 plan.identities[entity_type] = identity
         plan.features = features
         if not plan.identities:
             plan.done = self._empty(plan, EnrichmentReason.NO_IDENTITY)
         return plan
+
+    def _task_features(self, task: str) -> _TaskFeatures:
+        """The task's features: ``task_features``, its feature service (the backend says
+        which entity type it reads) and the request fields of on-demand views. Kept for
+        the next requests once the backend has answered everything."""
+        mapping = {
+            et: list(names)
+            for et, names in self.config.task_features.get(task, {}).items()
+            if names
+        }
+        complete = True
+        service = self.config.task_feature_services.get(task)
+        if service is not None:
+            entity_type = service_entity_type(self.client, task, service)
+            if entity_type is None:
+                complete = False
+            else:
+                mapping[entity_type] = [FEATURE_SERVICE_PREFIX + service]
+        fields, answered = request_fields_of(self.client, mapping)
+        features = _TaskFeatures(mapping, self._policy.decide, fields)
+        if complete and answered:
+            self._tasks[task] = features
+        return features
 
     def _monitor_failed(self, call: str, what: str = "monitor") -> None:
         """Log a failed monitor (or observer) call: the first of each call at WARNING,
@@ -692,6 +766,9 @@ class FeatureEnricher:
         return fallback is False
 
     def _on_fetch_error(self, exc: Exception, entity_type: str) -> None:
+        if isinstance(exc, RegistryDriftError):  # the backend warned once; this read degrades
+            logger.debug("features of %r gone from the registry: %s", entity_type, exc)
+            return
         if isinstance(exc, (FeatureConfigError, ConfigError)):
             raise exc
         if isinstance(exc, FeatureStoreUnavailableError) and self._raise_unavailable():
@@ -987,6 +1064,9 @@ class FeatureEnricher:
     def _build(self, plan: _Plan) -> Dict[str, Any]:
         # The hot path of every request: locals, constants and cached lines on purpose.
         threshold = self.config.freshness_threshold_seconds
+        overridden = bool(self.config.freshness_overrides)
+        stale_note = self.config.stale_note
+        noted = False  # a stale note line was added (it is no feature line)
         keep_unknown = self.config.unknown_age == "keep"
         line_cache = self._line_cache
         blocks: List[Block] = []
@@ -1016,10 +1096,19 @@ class FeatureEnricher:
             found += 1
             lines: List[Line] = []
             line_ages: List[float] = []
+            stale_before = len(dropped_stale)
             features = vector.features
             freshness = vector.feature_freshness
             default_age = vector.freshness_seconds
-            for name, decision in plan.features.recipes[entity_type]:
+            # a Feast view's ttl, or a configured override, may tighten the threshold
+            limits = getattr(vector, "freshness_limits", None) or _NO_LIMITS
+            limited = bool(limits) or overridden
+            recipe = plan.features.recipes[entity_type]
+            if entity_type in plan.features.services:
+                # a feature service: its features in the store's order, each under policy
+                decide = self._policy.decide
+                recipe = tuple((name, decide(name)) for name in features)
+            for name, decision in recipe:
                 value = features.get(name)
                 if value is None:
                     continue
@@ -1028,8 +1117,17 @@ class FeatureEnricher:
                     continue
                 with_values += 1
                 age = freshness.get(name, default_age)
-                if age > threshold and not (keep_unknown and age >= UNKNOWN_AGE):
+                limit: float = threshold
+                if limited:  # inline: the common case is one dict lookup
+                    if overridden:
+                        limit = self._limit(name, limits, threshold)[0]
+                    else:
+                        ttl = limits.get(name)
+                        if ttl is not None and ttl < threshold:
+                            limit = ttl
+                if age > limit and not (keep_unknown and age >= UNKNOWN_AGE):
                     dropped_stale.append(name)
+                    self._note_stale(plan, name, age, limits, threshold)
                     continue
                 fresh += 1
                 if decision == "drop":
@@ -1051,6 +1149,15 @@ class FeatureEnricher:
                 if known_tokens is not None:
                     counted = line.tokens
                     known_tokens = None if counted is None else known_tokens + counted
+            if stale_note and len(dropped_stale) > stale_before and lines:
+                note = self._stale_line(plan, dropped_stale[stale_before:])
+                if note is not None:
+                    noted = True
+                    lines.append(note)
+                    line_ages.append(0.0)
+                    if known_tokens is not None:
+                        counted = note.tokens
+                        known_tokens = None if counted is None else known_tokens + counted
             if lines:
                 header, head_tokens = self._header_counted(entity_type)
                 blocks.append(Block(header, lines, head_tokens))
@@ -1078,7 +1185,7 @@ class FeatureEnricher:
                 plan,
                 text,
                 known_tokens + seam,
-                [line.name for line in lines],
+                [line.name for line in lines if not noted or line.name != _STALE_NOTE],
                 [],
                 status,
                 dropped_stale,
@@ -1104,7 +1211,7 @@ class FeatureEnricher:
         used: List[str] = []
         kept_ages: List[float] = []
         for line, (index, position) in zip(fitted.kept, fitted.kept_at, strict=True):
-            if index < len(block_ages):
+            if index < len(block_ages) and not (noted and line.name == _STALE_NOTE):
                 used.append(line.name)
                 kept_ages.append(block_ages[index][position])
         return self._result(
@@ -1120,6 +1227,43 @@ class FeatureEnricher:
             counts,
             failed,
         )
+
+    def _limit(self, name: str, limits: Mapping[str, float], threshold: float) -> Tuple[float, str]:
+        """A feature's freshness limit and where it comes from: its override, else its
+        view's ttl when shorter than the threshold, else the threshold."""
+        overrides = self.config.freshness_overrides
+        if overrides:
+            override = overrides.get(name)
+            if override is None and ":" in name:
+                override = overrides.get(_plain(name))
+            if override is not None:
+                return float(override), "freshness_overrides"
+        ttl = limits.get(name)
+        if ttl is not None and ttl < threshold:
+            return ttl, "view ttl"
+        return float(threshold), "freshness_threshold_seconds"
+
+    def _stale_line(self, plan: _Plan, names: Sequence[str]) -> Optional[Line]:
+        """The ``- Left out as stale: ...`` line of an entity block (``stale_note``)."""
+        reasons = plan.stale_reasons or {}
+        text = "; ".join(
+            f"{self._prefix(name)[2:-2]} ({reasons.get(name, 'stale')})" for name in names
+        )
+        line = self._line(_STALE_NOTE, text, None)
+        return None if line is _NO_LINE or line is _BAD_LINE else line
+
+    def _note_stale(
+        self, plan: _Plan, name: str, age: float, limits: Mapping[str, float], threshold: float
+    ) -> None:
+        """Say in the result why ``name`` was dropped as stale."""
+        limit, source = self._limit(name, limits, threshold)
+        if age >= UNKNOWN_AGE:
+            why = "unknown age (no usable event timestamp)"
+        else:
+            why = f"age {age:.0f} s > limit {limit:g} s ({source})"
+        if plan.stale_reasons is None:
+            plan.stale_reasons = {}
+        plan.stale_reasons[name] = why
 
     def _segment_tokens(self, text: str) -> int:
         cache = self._segment_cache
@@ -1238,6 +1382,7 @@ class FeatureEnricher:
             "store_failed": failed,
             "max_freshness_seconds": max_age if used else 0.0,
             "created_at": datetime.now(timezone.utc),
+            "stale_reasons": plan.stale_reasons or {},
         }
 
     @staticmethod
@@ -1294,6 +1439,7 @@ class FeatureEnricher:
             "store_failed": False,
             "max_freshness_seconds": 0.0,
             "created_at": utc_now(),
+            "stale_reasons": {},
         }
 
 

@@ -180,6 +180,16 @@ class FeatureConfigError(AsahiFeaturesError, ValueError):
         self.reason = reason
 
 
+class RegistryDriftError(FeatureConfigError):
+    """Features that the store served before are gone from its registry (a view or
+    feature removed by someone's ``feast apply`` while this process runs).
+
+    Not the caller's mistake and not an outage: the enricher degrades only the requests
+    that ask for them (no exception, no circuit-breaker failure) and they are enriched
+    again once the features come back.
+    """
+
+
 class FeatureStoreError(AsahiFeaturesError):
     """Base class for failures of the feature store itself (not of the request)."""
 

@@ -97,6 +97,10 @@ class FeatureVector(BaseModel):
     feature_freshness: Dict[str, float] = Field(default_factory=dict)
     error: Optional[str] = None
     """For ``UNAVAILABLE`` vectors: a short, secret-free description of the failure."""
+    freshness_limits: Dict[str, float] = Field(default_factory=dict)
+    """Feature -> the store's own freshness limit in seconds (a Feast view's ``ttl``);
+    the enricher caps it by ``freshness_threshold_seconds``. Shared between vectors:
+    never modified."""
 
     @classmethod
     def empty(
@@ -227,6 +231,10 @@ class EnrichmentResult(BaseModel):
     max_freshness_seconds: float = 0.0
     """Age of the oldest feature that made it into the prompt."""
     created_at: datetime = Field(default_factory=utc_now)
+    stale_reasons: Dict[str, str] = Field(default_factory=dict)
+    """Why each of ``dropped_stale`` was dropped: its age and the limit it passed, and
+    where the limit comes from (``freshness_threshold_seconds``, the view's ``ttl``,
+    ``freshness_overrides``), or that its age is unknown."""
 
     @property
     def succeeded(self) -> bool:
@@ -242,3 +250,5 @@ class EnrichmentRequest(BaseModel):
     organization_id: Optional[str] = None
     task_type: str = "general"
     context: Optional[Dict[str, Any]] = None
+    entity_ids: Optional[Dict[str, str]] = None
+    """Ids of other entity types (``{"merchant": "m-1"}``); not user / organization."""

@@ -146,6 +146,9 @@ class HttpSettings(_Strict):
     """Entity type -> join key (default: ``<entity type>_id``)."""
     feature_views: Dict[str, List[str]] = Field(default_factory=dict)
     """Entity type -> feature references (``view:feature``) it serves, for plain names."""
+    request_data: Dict[str, List[str]] = Field(default_factory=dict)
+    """Entity type -> request-context fields sent with its reads (inputs of on-demand
+    views with request sources)."""
     headers_env: Dict[str, str] = Field(default_factory=dict)
     """HTTP header -> name of the environment variable that holds its value."""
     max_connections: int = Field(default=32, ge=1)
@@ -306,7 +309,16 @@ class EnricherConfig(_Strict):
     max_feature_tokens: int = Field(default=200, ge=0)
     """Max tokens to add from features."""
     freshness_threshold_seconds: int = Field(default=3600, ge=0)
-    """Reject features older than this."""
+    """Reject features older than this (a Feast view's ``ttl``, when shorter, is the
+    limit of its features)."""
+    freshness_overrides: Dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+    """Feature name (plain or ``view:feature``) -> its own freshness limit in seconds,
+    used instead of the threshold and the view's ``ttl``."""
+    stale_note: bool = False
+    """Also say in each entity block which features were left out as stale and why
+    (``- Left out as stale: Conv rate (age 108000 s > limit 86400 s (view ttl))``), so
+    the model knows the value exists but is out of date; ``stale_reasons`` of the
+    result always says it."""
     unknown_age: Literal["drop", "keep"] = "drop"
     """Features of unknown age (no, an unparsable, an epoch or a far-future timestamp):
     ``drop`` treats them as stale, ``keep`` lets them pass the freshness check."""
@@ -318,6 +330,9 @@ class EnricherConfig(_Strict):
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TASK_FEATURES.items()}
     )
     """Task type -> entity type -> feature names, in priority order."""
+    task_feature_services: Dict[str, str] = Field(default_factory=dict)
+    """Task type -> the Feast ``FeatureService`` whose features it uses (checked against
+    the registry when the enricher is built; its entity type comes from the registry)."""
     feature_labels: Dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_FEATURE_LABELS))
     """Feature name -> label shown in the prompt (default: the name, humanised)."""
     policy: FeaturePolicy = Field(default_factory=FeaturePolicy)

@@ -80,7 +80,7 @@ def test_missing_entity_none_with_zero_timestamp_is_missing(
         features=["user_profile:tier"], entity_rows=[{"user_id": MISSING_USER}]
     ).proto
     assert raw.results[1].event_timestamps[0].seconds == 0
-    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast_store"):
+    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast"):
         vec = client.get_features(MISSING_USER, "user", ["tier", "browsing"])
     assert vec.status is FeatureStatus.MISSING and vec.features == {}
     assert any(MISSING_USER in r.getMessage() for r in caplog.records)

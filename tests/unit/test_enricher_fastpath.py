@@ -233,6 +233,7 @@ def test_trusted_constructor_gives_independent_instances() -> None:
         status=FeatureVector.model_fields["status"].default,
         feature_freshness={"a": 2.0},
         error=None,
+        freshness_limits={},
     )
     first, second = build(dict(values)), build(dict(values))
     assert first == FeatureVector.model_construct(**values) == second

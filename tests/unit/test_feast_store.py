@@ -12,11 +12,17 @@ from typing import Any
 import pytest
 
 from asahi_features.config import build_backend
-from asahi_features.errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
+from asahi_features.errors import (
+    ConfigError,
+    FeatureConfigError,
+    FeatureStoreUnavailableError,
+    RegistryDriftError,
+)
 from asahi_features.models import FeatureStatus, FeatureVector
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, FeatureStoreSettings
 from asahi_features.stores.base import AsyncFeatureStoreClient, FeatureStoreClient
+from asahi_features.stores.entity_keys import compose_key
 from asahi_features.stores.feast_store import FeastClient, _found_vector
 from tests.feast_helpers import (
     AMBIGUOUS_FEATURE,
@@ -147,7 +153,7 @@ def test_organization_features(client: FeastClient) -> None:
 def test_missing_entity_is_empty_and_logged(
     client: FeastClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast_store"):
+    with caplog.at_level(logging.INFO, logger="asahi_features.stores.feast"):
         vec = client.get_features(MISSING_USER, "user", PRODUCT)
     assert vec.status is FeatureStatus.MISSING
     assert vec.features == {} and vec.freshness_seconds == 0.0
@@ -257,13 +263,17 @@ def test_found_vector_equals_from_ages(client: FeastClient) -> None:
         dict(vec.feature_freshness),
         vec.retrieved_at,
     )
+    # the sample views' ttl (30 days) is each feature's store limit
+    assert vec.freshness_limits == {"tier": 30 * 86400.0, "preferences": 30 * 86400.0}
+    reference.freshness_limits = vec.freshness_limits
     assert vec == reference
     assert vec.model_dump() == reference.model_dump()
     fast = _found_vector("e", "user", "feast", {"a": 1}, {"a": 2.0}, vec.retrieved_at)
     assert fast.freshness_seconds == 2.0 and fast.model_copy().features == {"a": 1}
     batch = client.get_batch_features([FRESH_USER, PARTIAL_USER], "user", ["tier", "preferences"])
     for got in batch:
-        assert got == FeatureVector.from_ages(
+        assert got.freshness_limits == vec.freshness_limits
+        assert got.model_copy(update={"freshness_limits": {}}) == FeatureVector.from_ages(
             got.entity_id,
             got.entity_type,
             got.source,
@@ -430,7 +440,9 @@ def test_registry_refresh_picks_up_applied_feature(repo: Path) -> None:
     assert "nps_score" in client.list_features("user")["user"]
 
 
-def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
+def test_removed_view_under_a_cached_plan_is_registry_drift(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from datetime import datetime, timezone
 
     client = FeastClient(str(repo), "asahi", refresh_interval_seconds=0)
@@ -450,11 +462,17 @@ def test_removed_view_under_a_cached_plan_is_a_config_error(repo: Path) -> None:
     store = client.feature_store
     store.delete_feature_view("user_temp")
     store.refresh_registry()  # type: ignore[no-untyped-call]
-    with pytest.raises(FeatureConfigError) as info:
-        client.get_features(FRESH_USER, "user", ["temp_flag"])
-    assert "tier" in info.value.available_features
-    with pytest.raises(FeatureConfigError, match="unknown feature"):
-        client.get_features(FRESH_USER, "user", ["temp_flag"])
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(RegistryDriftError) as info:  # a FeatureConfigError
+            client.get_features(FRESH_USER, "user", ["temp_flag"])
+        assert "tier" in info.value.available_features
+        with pytest.raises(RegistryDriftError, match=r"'user_temp:temp_flag'.*disappeared"):
+            client.get_features(FRESH_USER, "user", ["temp_flag"])
+    warned = [r for r in caplog.records if "disappeared" in r.getMessage()]
+    assert len(warned) == 1 and "user_temp:temp_flag" in warned[0].getMessage()
+    with pytest.raises(FeatureConfigError, match="unknown feature") as never:
+        client.get_features(FRESH_USER, "user", ["never_served"])
+    assert not isinstance(never.value, RegistryDriftError)
 
 
 def test_single_id_batch_and_plan_cache_bound(client: FeastClient) -> None:
@@ -476,7 +494,8 @@ async def test_native_async_batch_path(client: FeastClient) -> None:
 
 
 def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
-    """An INT64 entity gets integer ids; a view keyed by two entities is not served."""
+    """An INT64 entity gets integer ids; a view keyed by two entities is served under the
+    compound entity type ``account+shop`` (read with a composite key)."""
     from datetime import datetime, timedelta, timezone
 
     import pandas as pd
@@ -519,9 +538,24 @@ def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
     store = FeatureStore(repo_path=str(tmp_path))
     store.apply([account, shop, plans, pair])
     store.write_to_online_store("account_plan", frame[["account_id", "event_timestamp", "plan"]])
+    frame["visits"] = [3, 7]
+    store.write_to_online_store("account_shop", frame)
     client = FeastClient(str(tmp_path), "asahi")
     assert client.get_features("2", "account", ["plan"]).features == {"plan": "pro"}
-    assert client.list_features() == {"account": ["plan"], "shop": []}
+    assert client.list_features() == {
+        "account": ["plan"],
+        "account+shop": ["plan", "visits"],
+        "shop": [],
+    }
+    key = compose_key({"shop": "20", "account": "2"}, {})
+    pair_vector = client.get_features(key, "shop+account", ["visits"])
+    assert pair_vector.features == {"visits": 7} and pair_vector.entity_id == key
+    wrong_pair = client.get_batch_features(
+        [compose_key({"shop": "10", "account": "1"}, {}), "2"], "account+shop", ["visits"]
+    )
+    assert wrong_pair[0].features == {"visits": 3}
+    assert wrong_pair[1].status is FeatureStatus.INVALID_ID
+    assert "ids of account and shop" in (wrong_pair[1].error or "")
     invalid = client.get_features("abc", "account", ["plan"])
     assert invalid.status is FeatureStatus.INVALID_ID and not invalid.features
     assert "INT64" in (invalid.error or "") and "account_id" in (invalid.error or "")

@@ -41,6 +41,7 @@ def _aged_copy(vector: FeatureVector, elapsed: float) -> FeatureVector:
         status=vector.status,
         feature_freshness=ages,
         error=vector.error,
+        freshness_limits=vector.freshness_limits,
     )
 
 

@@ -47,6 +47,7 @@ from ..errors import (
 )
 from ..models import FeatureVector, utc_now
 from .base import BaseFeatureStore, age_of, io_timeout, parse_timestamp, read_deadline
+from .http_body import build_body, is_service, service_columns
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -303,7 +304,11 @@ class HttpFeatureStore(BaseFeatureStore):
         entity_join_keys: entity type -> join key (default ``<entity_type>_id``).
         feature_views: entity type -> feature references (``view:feature``) it serves.
             With it, plain names (``tier``) are accepted and unknown names are rejected
-            before any request; without it, only full references work.
+            before any request; without it, only full references work. A feature
+            service is asked as ``@<service>`` (sent as ``feature_service``).
+        request_data: entity type -> request-context fields sent with its reads (the
+            inputs of on-demand views); a compound entity type (``merchant+user``)
+            sends each entity's join key.
         headers: extra HTTP headers (e.g. an auth token). Never logged or shown; values
             are stripped of surrounding whitespace (a trailing newline from a secret
             file), and a value with a control or non-ASCII character is rejected.
@@ -336,6 +341,7 @@ class HttpFeatureStore(BaseFeatureStore):
         project: str = "asahi",
         entity_join_keys: Optional[Mapping[str, str]] = None,
         feature_views: Optional[Mapping[str, Sequence[str]]] = None,
+        request_data: Optional[Mapping[str, Sequence[str]]] = None,
         headers: Optional[Mapping[str, str]] = None,
         timeout_ms: float = 200,
         max_connections: int = 32,
@@ -353,6 +359,7 @@ class HttpFeatureStore(BaseFeatureStore):
         self.project = project
         self.entity_join_keys = dict(entity_join_keys or {})
         self.feature_views = {k: list(v) for k, v in (feature_views or {}).items()}
+        self.request_data = {k: tuple(v) for k, v in (request_data or {}).items()}
         self.timeout_ms = timeout_ms
         self.max_connections = max_connections
         self._clock: Clock = clock or utc_now
@@ -410,6 +417,7 @@ class HttpFeatureStore(BaseFeatureStore):
             project=section.project,
             entity_join_keys=section.entity_join_keys,
             feature_views=section.feature_views,
+            request_data=section.request_data,
             headers=headers,
             timeout_ms=settings.timeout_ms,
             max_connections=section.max_connections,
@@ -421,6 +429,8 @@ class HttpFeatureStore(BaseFeatureStore):
     # -- request building ----------------------------------------------------------------
 
     def _resolve(self, entity_type: str, feature_names: List[str]) -> List[Tuple[str, str]]:
+        if is_service(feature_names) is not None:
+            return [(feature_names[0], feature_names[0])]  # the answer names its features
         resolver = self._resolvers.get(entity_type)
         if resolver is not None:
             return resolver.resolve(feature_names)
@@ -438,9 +448,14 @@ class HttpFeatureStore(BaseFeatureStore):
     def _body(
         self, entity_ids: List[str], entity_type: str, resolved: List[Tuple[str, str]]
     ) -> Dict[str, Any]:
-        join_key = self.entity_join_keys.get(entity_type, f"{entity_type}_id")
         refs = list(dict.fromkeys(ref for _, ref in resolved))
-        return {"entities": {join_key: entity_ids}, "features": refs, "full_feature_names": True}
+        composite = entity_type in self.request_data
+        return build_body(entity_ids, entity_type, refs, self.entity_join_keys, composite)
+
+    def request_fields(self, entity_type: str, feature_names: Sequence[str]) -> Tuple[str, ...]:
+        """The request-context fields sent with reads of ``entity_type``
+        (``request_data``): the enricher puts them in the read's composite key."""
+        return self.request_data.get(entity_type, ())
 
     # -- response handling ---------------------------------------------------------------
 
@@ -480,6 +495,8 @@ class HttpFeatureStore(BaseFeatureStore):
             names = body["metadata"]["feature_names"]
             results = body["results"]
             columns = {name: results[i] for i, name in enumerate(names)}
+            if resolved and is_service([resolved[0][1]]) is not None:
+                resolved = [(ref, ref) for ref in service_columns(names)]
             picked = [
                 (requested, columns[ref.replace(":", "__", 1)]) for requested, ref in resolved
             ]
