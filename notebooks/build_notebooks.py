@@ -603,7 +603,8 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 
 from asahi_features import (EnricherConfig, FeastClient, FeatureEnricher, FeatureMonitor,
-                            GuardedClient, build_sample_repo)
+                            GuardedClient)
+from asahi_features.sample_repo import build_sample_repo
 from asahi_features.llama_index import (FeatureContextPostprocessor, FeatureMonitorEventHandler,
                                         feature_context)
 
