@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "FeatureStoreTimeoutError": "asahi_features.errors",
     "GuardOverloadedError": "asahi_features.errors",
     "FeatureStoreDataError": "asahi_features.errors",
+    "FeatureStoreAuthError": "asahi_features.errors",
     "TokenizerUnavailableError": "asahi_features.errors",
     # configuration
     "AsahiConfig": "asahi_features.settings",
@@ -93,6 +94,7 @@ __all__ = [
     "FeatureMonitorEventHandler",
     "FeaturePolicy",
     "FeatureStatus",
+    "FeatureStoreAuthError",
     "FeatureStoreClient",
     "FeatureStoreDataError",
     "FeatureStoreError",
@@ -122,6 +124,7 @@ if TYPE_CHECKING:
         AsahiFeaturesError,
         ConfigError,
         FeatureConfigError,
+        FeatureStoreAuthError,
         FeatureStoreDataError,
         FeatureStoreError,
         FeatureStoreTimeoutError,

@@ -34,19 +34,23 @@ from typing import (
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
     TypeVar,
+    Union,
 )
 
 from ..errors import (
     ConfigError,
     FeatureConfigError,
+    FeatureStoreAuthError,
     FeatureStoreDataError,
     FeatureStoreTimeoutError,
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
 from .base import BaseFeatureStore, age_of, io_timeout, parse_timestamp, read_deadline
+from .http_auth import PathLike, TokenSource, load_callable, tls_context
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -272,6 +276,23 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
 
 
+def json_value(value: Any) -> Any:
+    """A Json feature's value as the embedded Feast backend gives it.
+
+    ``feast serve`` sends a ``Json`` value as its JSON text (a ``Json`` list as a list of
+    texts); Feast's own conversion (``feast_value_type_to_python_type``) parses them, and
+    keeps a text that does not parse as it is. So does this.
+    """
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [json_value(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 def _error_text(response: httpx.Response) -> str:
     """The message of a feast serve error body (a JSON string, often wrapping JSON)."""
     try:
@@ -310,12 +331,26 @@ class HttpFeatureStore(BaseFeatureStore):
         timeout_ms: timeout of every HTTP request.
         max_connections: size of the connection pool.
         clock: returns "now" as an aware datetime (tests pass a controllable clock).
+        verify: check the server's TLS certificate (default True).
+        ca_bundle: PEM file of the CAs the server's certificate must chain to.
+        client_cert: PEM client certificate for servers that require one (mutual TLS).
+        client_key: its PEM private key, when not in ``client_cert``'s file.
+        token: a bearer token: a string, a callable returning one (called on first use
+            and after a 401), or a :class:`~asahi_features.stores.http_auth.TokenSource`
+            (an env var or file re-read when it changes). After a 401 the token is re-read
+            once and the request retried; a second 401 is a
+            :class:`~asahi_features.errors.FeatureStoreAuthError` (the request degrades).
+        json_features: references (``view:feature``) of ``Json`` features: their JSON
+            text is parsed, as the embedded Feast backend does (the server does not say
+            which features are ``Json``).
 
     Raises:
         FeatureConfigError: unknown or ambiguous feature names, an unknown feature view,
             or a join key the server does not know.
         ConfigError: a header value no HTTP header can carry (at construction, without
-            showing it); the server rejected the credentials (401/403) or the request (422).
+            showing it); invalid TLS options; the server rejected the request (422).
+        FeatureStoreAuthError: the server rejected the credentials (401/403) again after
+            the token was re-read once.
         FeatureStoreUnavailableError: connection failures, 429/5xx outages.
         FeatureStoreTimeoutError: no answer within ``timeout_ms``.
         FeatureStoreDataError: an answer that is not the expected JSON.
@@ -340,6 +375,12 @@ class HttpFeatureStore(BaseFeatureStore):
         timeout_ms: float = 200,
         max_connections: int = 32,
         clock: Optional[Clock] = None,
+        verify: bool = True,
+        ca_bundle: Optional[PathLike] = None,
+        client_cert: Optional[PathLike] = None,
+        client_key: Optional[PathLike] = None,
+        token: Union[str, Callable[[], str], TokenSource, None] = None,
+        json_features: Sequence[str] = (),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -359,8 +400,35 @@ class HttpFeatureStore(BaseFeatureStore):
         self._features_url = f"{self.url}/get-online-features"
         self._health_url = f"{self.url}/health"
         extra = clean_headers(headers or {})
-        secrets = secret_parts(extra.values())
-        self._secrets: Callable[[], Tuple[str, ...]] = lambda: secrets  # not in vars()
+        self._verify = tls_context(
+            self.url,
+            verify=verify,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+        self._token = self._token_source(token)
+        if self._token is not None and any(h.lower() == "authorization" for h in extra):
+            raise ConfigError(
+                "feature_store.http: a bearer token and an Authorization header in "
+                "headers_env are both configured; keep one",
+                key_path="feature_store.http.headers_env",
+            )
+        static = secret_parts(extra.values())
+        tokens = self._token
+        self._secrets: Callable[[], Tuple[str, ...]] = (  # a closure: not in vars()
+            (lambda: static) if tokens is None else (lambda: static + tokens.secrets())
+        )
+        self._json_columns: Set[str] = set()
+        for ref in json_features:
+            view, sep, feature = ref.partition(":")
+            if not sep or not view or not feature:
+                raise ConfigError(
+                    f"feature_store.http.json_features: {ref!r} is not a feature reference "
+                    f"'view:feature'",
+                    key_path="feature_store.http.json_features",
+                )
+            self._json_columns.add(f"{view}__{feature}")
         self._headers = {"Content-Type": "application/json", **extra}
         self._timeout = httpx.Timeout(timeout_ms / 1000.0)
         self._limits = httpx.Limits(
@@ -371,6 +439,7 @@ class HttpFeatureStore(BaseFeatureStore):
             limits=self._limits,
             headers=self._headers,
             event_hooks=deadline_hooks(),
+            verify=self._verify,
         )
         self._async: PerLoop[httpx.AsyncClient] = PerLoop(self._new_async_client)
         self._resolvers: Dict[str, FeatureNameResolver] = {}
@@ -405,6 +474,10 @@ class HttpFeatureStore(BaseFeatureStore):
                 )
             what = f"environment variable {env!r} (HTTP header {header!r})"
             headers[header] = clean_secret(value, what, key_path)
+        token: Optional[TokenSource] = None
+        if section.token_env or section.token_file or section.token_provider:
+            provider = load_callable(section.token_provider) if section.token_provider else None
+            token = TokenSource(env=section.token_env, path=section.token_file, provider=provider)
         return cls(
             section.url,
             project=section.project,
@@ -413,6 +486,29 @@ class HttpFeatureStore(BaseFeatureStore):
             headers=headers,
             timeout_ms=settings.timeout_ms,
             max_connections=section.max_connections,
+            verify=section.verify,
+            ca_bundle=section.ca_bundle,
+            client_cert=section.client_cert,
+            client_key=section.client_key,
+            token=token,
+            json_features=section.json_features,
+        )
+
+    @staticmethod
+    def _token_source(
+        token: Union[str, Callable[[], str], TokenSource, None],
+    ) -> Optional[TokenSource]:
+        if token is None or isinstance(token, TokenSource):
+            return token
+        if isinstance(token, str):
+            fixed = clean_secret(token, "the bearer token", "feature_store.http.token")
+            return TokenSource(provider=lambda: fixed, label="the bearer token given")
+        if callable(token):
+            name = getattr(token, "__qualname__", type(token).__name__)
+            return TokenSource(provider=token, label=f"token provider {name}")
+        raise ConfigError(
+            f"token must be a string, a callable returning one, or a TokenSource; "
+            f"got {type(token).__name__}"
         )
 
     def __repr__(self) -> str:
@@ -452,10 +548,8 @@ class HttpFeatureStore(BaseFeatureStore):
         detail = redact(_error_text(response), self._secrets())
         text = f"{self._where()} returned HTTP {status}: {detail}"
         if status in (401, 403):
-            return ConfigError(
-                f"{text} (check the credentials in feature_store.http.headers_env)",
-                key_path="feature_store.http.headers_env",
-            )
+            where = self._token.what if self._token else "feature_store.http.headers_env"
+            return FeatureStoreAuthError(f"{text} (check the credentials: {where})")
         if status in (400, 404) or (status == 500 and _CONFIG_MESSAGES.search(text)):
             resolver = self._resolvers.get(entity_type)
             return FeatureConfigError(text, resolver.available if resolver else ())
@@ -481,7 +575,8 @@ class HttpFeatureStore(BaseFeatureStore):
             results = body["results"]
             columns = {name: results[i] for i, name in enumerate(names)}
             picked = [
-                (requested, columns[ref.replace(":", "__", 1)]) for requested, ref in resolved
+                (requested, columns[col], col in self._json_columns)
+                for requested, col in ((r, ref.replace(":", "__", 1)) for r, ref in resolved)
             ]
             vectors = [
                 self._vector(i, eid, entity_type, picked, now) for i, eid in enumerate(entity_ids)
@@ -500,16 +595,16 @@ class HttpFeatureStore(BaseFeatureStore):
         i: int,
         entity_id: str,
         entity_type: str,
-        picked: List[Tuple[str, Dict[str, Any]]],
+        picked: List[Tuple[str, Dict[str, Any], bool]],
         now: datetime,
     ) -> FeatureVector:
         features: Dict[str, Any] = {}
         ages: Dict[str, float] = {}
-        for requested, column in picked:
+        for requested, column, is_json in picked:
             value = column["values"][i]
             if value is None or column["statuses"][i] == "NOT_FOUND":
                 continue
-            features[requested] = value
+            features[requested] = json_value(value) if is_json else value
             # missing, null, unparsable, epoch or far-future timestamps: an unknown age
             stamps = column.get("event_timestamps")
             raw = stamps[i] if isinstance(stamps, list) and i < len(stamps) else None
@@ -522,20 +617,55 @@ class HttpFeatureStore(BaseFeatureStore):
 
     # -- sync reads ----------------------------------------------------------------------
 
-    def _post(self, body: Dict[str, Any]) -> httpx.Response:
+    # -- credentials (shared by the sync and async paths) --------------------------------
+
+    def _auth_now(self) -> Tuple[Optional[str], Optional[Dict[str, str]]]:
+        """(the token to send, the per-request headers carrying it)."""
+        if self._token is None:
+            return None, None
+        token = self._token.current()
+        return token, {"Authorization": f"Bearer {token}"}
+
+    def _auth_retry(
+        self, response: httpx.Response, token: Optional[str]
+    ) -> Optional[Dict[str, str]]:
+        """After a 401: the headers of a re-read token to retry once with (None: do not
+        retry, the source has no other token)."""
+        if response.status_code != 401 or self._token is None or token is None:
+            return None
+        fresh = self._token.refresh(token)
+        if fresh is None:
+            return None
+        logger.info("%s rejected the token; retrying once with the re-read one", self._where())
+        return {"Authorization": f"Bearer {fresh}"}
+
+    # -- sync I/O ------------------------------------------------------------------------
+
+    def _send(
+        self, method: str, url: str, body: Optional[Dict[str, Any]], headers: Any
+    ) -> httpx.Response:
         if self._closed:
             raise FeatureStoreUnavailableError("HttpFeatureStore is closed")
         try:
             try:
-                return self._client.post(self._features_url, json=body)
+                return self._client.request(method, url, json=body, headers=headers)
             except Exception as exc:
                 if not _retryable(exc):
                     raise
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
-                return self._client.post(self._features_url, json=body)
+                return self._client.request(method, url, json=body, headers=headers)
         except Exception as exc:
             error = transport_error(exc, self._where(), self.timeout_ms)
         raise error  # outside the handler: the original is not kept as __context__
+
+    def _call(self, method: str, url: str, body: Optional[Dict[str, Any]]) -> httpx.Response:
+        token, headers = self._auth_now()
+        response = self._send(method, url, body, headers)
+        retry = self._auth_retry(response, token)
+        return response if retry is None else self._send(method, url, body, retry)
+
+    def _post(self, body: Dict[str, Any]) -> httpx.Response:
+        return self._call("POST", self._features_url, body)
 
     def get_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]
@@ -574,16 +704,15 @@ class HttpFeatureStore(BaseFeatureStore):
         if self._closed:
             return False
         try:
-            try:
-                response = self._client.get(self._health_url)
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                response = self._client.get(self._health_url)
-            return response.status_code == 200
+            response = self._call("GET", self._health_url, None)
         except Exception as exc:
             logger.warning("health check of %s failed: %s", self._where(), type(exc).__name__)
             return False
+        if response.status_code != 200:
+            logger.warning(
+                "health check of %s failed: HTTP %s", self._where(), response.status_code
+            )
+        return response.status_code == 200
 
     # -- async reads ---------------------------------------------------------------------
 
@@ -600,21 +729,29 @@ class HttpFeatureStore(BaseFeatureStore):
             limits=self._limits,
             headers=self._headers,
             event_hooks=deadline_hooks(asynchronous=True),
+            verify=self._verify,
         )
 
-    async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+    async def _asend(self, body: Dict[str, Any], headers: Any) -> httpx.Response:
         client = self._aclient()
+        url = self._features_url
         try:
             try:
-                return await client.post(self._features_url, json=body)
+                return await client.post(url, json=body, headers=headers)
             except Exception as exc:
                 if not _retryable(exc):
                     raise
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
-                return await client.post(self._features_url, json=body)
+                return await client.post(url, json=body, headers=headers)
         except Exception as exc:
             error = transport_error(exc, self._where(), self.timeout_ms)
         raise error  # outside the handler: the original is not kept as __context__
+
+    async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+        token, headers = self._auth_now()
+        response = await self._asend(body, headers)
+        retry = self._auth_retry(response, token)
+        return response if retry is None else await self._asend(body, retry)
 
     async def aget_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]
