@@ -167,3 +167,52 @@ def test_init_on_a_repo_of_two_entity_types(tmp_path: Path) -> None:
     assert "[Context from user profile]" in r.enriched_prompt
     assert "[Context from organization profile]" in r.enriched_prompt
     enricher.client.close()  # type: ignore[attr-defined]
+
+
+def test_views_that_cannot_be_mapped_are_listed(tmp_path: Path) -> None:
+    """A view keyed on two entities (compound key) and a Bytes feature are named in the
+    header, not mapped; a view without a TTL leaves the freshness limit alone."""
+    from datetime import datetime, timezone
+
+    import pandas as pd
+    from feast import FeatureStore, FeatureView, Field, FileSource
+    from feast.types import Bytes, String
+
+    repo = build_test_repo(tmp_path / "sample", users=10, organizations=3)
+    now = datetime.now(timezone.utc)
+    data = tmp_path / "extra.parquet"
+    pd.DataFrame(
+        {
+            "user_id": ["u_0001"],
+            "organization_id": ["org_001"],
+            "event_timestamp": [now],
+            "role": ["admin"],
+            "blob": [b"\x00\x01"],
+        }
+    ).to_parquet(data)
+    source = FileSource(name="extra", path=str(data), timestamp_field="event_timestamp")
+    store = FeatureStore(repo_path=str(repo))
+    user, org = store.get_entity("user"), store.get_entity("organization")
+    membership = FeatureView(
+        name="membership", entities=[user, org], schema=[Field(name="role", dtype=String)],
+        source=source,
+    )  # fmt: skip
+    blobs = FeatureView(
+        name="user_blobs", entities=[user], source=source,
+        schema=[Field(name="blob", dtype=Bytes), Field(name="role", dtype=String)],
+    )  # fmt: skip
+    store.apply([membership, blobs])
+    text = starter_config(repo)
+    header = text.split("feature_store:")[0]
+    assert "#   feature view membership: keyed on entities [user, organization]" in header
+    assert "#   user_blobs:blob: Bytes values do not fit a prompt" in header
+    data_ = yaml.safe_load(text)
+    assert data_["enricher"]["task_features"]["user_blobs"] == {"user": ["user_blobs:role"]}
+    assert "membership" not in data_["enricher"]["task_features"]
+
+
+def test_an_unloadable_repository_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "feature_store.yaml").write_text("project: broken\nprovider: nowhere\n")
+    result = runner.invoke(app, ["init", "--feast-repo", str(tmp_path), "-o", "-"])
+    assert result.exit_code == 1
+    assert "cannot read the Feast registry of" in result.stderr

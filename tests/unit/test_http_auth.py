@@ -430,3 +430,66 @@ def test_async_provider_path_uses_one_client_per_loop(mimic: FeastMimic) -> None
     assert asyncio.run(read()) == {"user_profile:tier": "gold"}
     assert provider.calls == 1
     store.close()
+
+
+async def test_async_reads_call_the_provider_off_the_event_loop(mimic: FeastMimic) -> None:
+    loop_thread = threading.get_ident()
+    callers: List[int] = []
+
+    def provider() -> str:
+        callers.append(threading.get_ident())
+        return f"tok-async-{len(callers):04d}"
+
+    store = make(mimic, token=provider)
+    mimic.accepted_tokens = {"tok-async-0002"}
+    vec = await store.aget_features("u1", "user", ["user_profile:tier"])
+    assert vec.features == {"user_profile:tier": "gold"}
+    assert len(callers) == 2 and loop_thread not in callers
+    await store.aclose()
+
+
+def test_a_token_over_plain_http_warns_unless_loopback(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        HttpFeatureStore("http://127.0.0.1:1", token="tok-12345678").close()
+        assert "plain http://" not in caplog.text
+        HttpFeatureStore("http://features.internal:6566", token="tok-12345678").close()
+    assert "the bearer token is sent over plain http://" in caplog.text
+    assert "tok-12345678" not in caplog.text
+
+
+def test_a_401_re_reads_a_file_whose_change_went_unnoticed(
+    mimic: FeastMimic, tmp_path: Path
+) -> None:
+    """A rewrite within the file system's timestamp granularity (same size, inode and
+    mtime) is invisible to the stat check: the 401 re-reads the file anyway."""
+    path = tmp_path / "token"
+    path.write_text("token-aaaa")
+    stat = path.stat()
+    store = make(mimic, token=TokenSource(path=path))
+    store.get_features("u1", "user", ["user_profile:tier"])
+    with path.open("r+") as f:  # in place: same inode
+        f.write("token-bbbb")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    mimic.accepted_tokens = {"token-bbbb"}
+    assert store.get_features("u1", "user", ["user_profile:tier"]).status is FeatureStatus.FOUND
+    assert sent_tokens(mimic) == ["Bearer token-aaaa", "Bearer token-aaaa", "Bearer token-bbbb"]
+    # the file removed mid-rotation, or the variable holding garbage: the last token stays
+    path.unlink()
+    assert store.get_features("u1", "user", ["user_profile:tier"]).status is FeatureStatus.FOUND
+    assert sent_tokens(mimic)[-1] == "Bearer token-bbbb"
+    store.close()
+
+
+def test_a_garbled_env_value_keeps_the_last_token(
+    mimic: FeastMimic, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("ASAHI_TEST_TOKEN", "good-token-0001")
+    store = make(mimic, token=TokenSource(env="ASAHI_TEST_TOKEN"))
+    store.get_features("u1", "user", ["user_profile:tier"])
+    monkeypatch.setenv("ASAHI_TEST_TOKEN", "bad\x01token")
+    with caplog.at_level(logging.WARNING):
+        store.get_features("u1", "user", ["user_profile:tier"])
+    assert sent_tokens(mimic)[-1] == "Bearer good-token-0001"
+    assert "failed (ConfigError); the last token read is used" in caplog.text
+    assert "bad\x01token" not in caplog.text
+    store.close()

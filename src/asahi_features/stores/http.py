@@ -419,6 +419,14 @@ class HttpFeatureStore(BaseFeatureStore):
         self._secrets: Callable[[], Tuple[str, ...]] = (  # a closure: not in vars()
             (lambda: static) if tokens is None else (lambda: static + tokens.secrets())
         )
+        if self._token is not None and self.url.startswith("http://"):
+            host = self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "[::1]"):
+                logger.warning(
+                    "%s: the bearer token is sent over plain http://; use https:// so "
+                    "that nobody on the network can read it",
+                    self._where(),
+                )
         self._json_columns: Set[str] = set()
         for ref in json_features:
             view, sep, feature = ref.partition(":")
@@ -748,9 +756,13 @@ class HttpFeatureStore(BaseFeatureStore):
         raise error  # outside the handler: the original is not kept as __context__
 
     async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+        if self._token is not None and not self._token.ready():
+            await asyncio.to_thread(self._token.current)  # a provider call: off the loop
         token, headers = self._auth_now()
         response = await self._asend(body, headers)
-        retry = self._auth_retry(response, token)
+        retry = None
+        if response.status_code == 401 and token is not None:
+            retry = await asyncio.to_thread(self._auth_retry, response, token)
         return response if retry is None else await self._asend(body, retry)
 
     async def aget_features(

@@ -310,6 +310,11 @@ class TokenSource:
             logger.warning("%s %s; the last token read is used", self.what, why)
         return self._token
 
+    def ready(self) -> bool:
+        """True when :meth:`current` needs no provider call (async callers run that call
+        in a thread, so a provider doing network I/O never blocks the event loop)."""
+        return self._provider is None or self._token is not None
+
     def current(self) -> str:
         """The token to send now.
 
