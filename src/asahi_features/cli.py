@@ -6,6 +6,7 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -73,9 +74,16 @@ def _remember_secrets(config: AsahiConfig) -> None:
     names: List[str] = []
     if section.tecton is not None:
         names.append(section.tecton.api_key_env)
+    values: List[str] = []
     if section.http is not None:
         names.extend(section.http.headers_env.values())
-    values = [os.environ.get(name) or "" for name in names]
+        if section.http.token_env:
+            names.append(section.http.token_env)
+        if section.http.token_file is not None:
+            # an unreadable file: the store reports it by its path
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                values.append(section.http.token_file.read_text(encoding="utf-8"))
+    values += [os.environ.get(name) or "" for name in names]
     _state["secrets"] = secret_parts([v for raw in values for v in (raw, raw.strip())])
 
 

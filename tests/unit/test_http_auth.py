@@ -493,3 +493,30 @@ def test_a_garbled_env_value_keeps_the_last_token(
     assert "failed (ConfigError); the last token read is used" in caplog.text
     assert "bad\x01token" not in caplog.text
     store.close()
+
+
+def test_cli_health_with_token_sources(
+    mimic: FeastMimic, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from asahi_features.cli import app
+
+    (tmp_path / "token").write_text("cli-file-token-1\n")
+    monkeypatch.setenv("ASAHI_TEST_TOKEN", "cli-env-token-2")
+    runner = CliRunner()
+    for key, value, token in (
+        ("token_file", "token", "cli-file-token-1"),
+        ("token_env", "ASAHI_TEST_TOKEN", "cli-env-token-2"),
+    ):
+        config = tmp_path / f"{key}.yaml"
+        config.write_text(
+            f"feature_store:\n  provider: http\n  http:\n    url: {mimic.url}\n    {key}: {value}\n"
+        )
+        mimic.accepted_tokens = {token}
+        ok = runner.invoke(app, ["health", "--config", str(config)])
+        assert ok.exit_code == 0 and ok.stdout.strip() == "healthy"
+        mimic.accepted_tokens = {"someone-else"}
+        bad = runner.invoke(app, ["health", "--config", str(config)])
+        assert bad.exit_code == 1 and bad.stdout.strip() == "unhealthy"
+        assert token not in ok.output + bad.output
