@@ -520,3 +520,30 @@ def test_cli_health_with_token_sources(
         bad = runner.invoke(app, ["health", "--config", str(config)])
         assert bad.exit_code == 1 and bad.stdout.strip() == "unhealthy"
         assert token not in ok.output + bad.output
+
+
+def test_without_ca_bundle_the_trust_store_is_the_one_httpx_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client certificate alone builds a context: it trusts SSL_CERT_FILE when set
+    (as httpx does), else certifi's bundle; a bad SSL_CERT_FILE is named."""
+    import ssl
+    import subprocess
+
+    key, cert = tmp_path / "c.key", tmp_path / "c.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=asahi test ca"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = tls_context("https://x", client_cert=cert, client_key=key)
+    assert isinstance(context, ssl.SSLContext)
+    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "asahi test ca"),),)]
+    monkeypatch.delenv("SSL_CERT_FILE")
+    context = tls_context("https://x", client_cert=cert, client_key=key)
+    assert isinstance(context, ssl.SSLContext) and len(context.get_ca_certs()) > 50
+    monkeypatch.setenv("SSL_CERT_FILE", str(key))  # a key is no CA bundle
+    with pytest.raises(ConfigError, match=r"c\.key holds no usable PEM CA certificate"):
+        tls_context("https://x", client_cert=cert, client_key=key)

@@ -67,7 +67,8 @@ def tls_context(
         verify: check the server's certificate (``False`` only for tests and trusted
             networks: anyone on the path can then read and answer the requests).
         ca_bundle: a PEM file of CA certificates that the server's certificate must
-            chain to (instead of the default trust store).
+            chain to (default: what httpx uses, ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
+            when set, else certifi's bundle).
         client_cert: a PEM client certificate, for servers that require one (mutual TLS);
             it may hold the private key too.
         client_key: the PEM private key of ``client_cert`` (when not in the same file).
@@ -110,15 +111,19 @@ def tls_context(
     certfile = _existing_file(client_cert, "client_cert")
     keyfile = _existing_file(client_key, "client_key")
     if verify:
-        if cafile is None:
-            import certifi  # httpx's own default trust store
+        capath = None
+        if cafile is None:  # the trust store httpx itself would use
+            cafile = os.environ.get("SSL_CERT_FILE") or None
+            capath = None if cafile else os.environ.get("SSL_CERT_DIR") or None
+            if cafile is None and capath is None:
+                import certifi
 
-            cafile = certifi.where()
+                cafile = certifi.where()
         try:
-            context = ssl.create_default_context(cafile=cafile)
+            context = ssl.create_default_context(cafile=cafile, capath=capath)
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise ConfigError(
-                f"{_KEY}.ca_bundle: {cafile} holds no usable PEM CA certificate "
+                f"{_KEY}.ca_bundle: {cafile or capath} holds no usable PEM CA certificate "
                 f"({_ssl_reason(exc)})",
                 key_path=f"{_KEY}.ca_bundle",
             ) from None
