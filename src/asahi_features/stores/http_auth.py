@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Tuple, Union
 
 from ..errors import ConfigError, FeatureStoreAuthError
+from .http_transport import clean_secret
 
 __all__ = [
     "TokenSource",
@@ -256,8 +257,6 @@ class TokenSource:
         return self._seen
 
     def _accept(self, raw: Any) -> str:
-        from .http import clean_secret
-
         if not isinstance(raw, str):
             raise ConfigError(f"{self.what} gave a {type(raw).__name__}, not a token string")
         token = clean_secret(raw, self.what, f"{_KEY}.token")
