@@ -87,6 +87,8 @@ def test_init_writes_a_config_that_works_as_written(
     assert f"- Average daily trips: {expected['avg_daily_trips']}\n" in block
     zones = ", ".join(expected["driver_config"]["preferred_zones"])
     assert f"preferred zones: {zones}" in block  # the Json value, parsed
+    # Map / Struct keys sorted (protobuf maps have no order): the same prompt every run
+    assert "- Driver metadata: rating: " in block and "- Driver profile: age: " in block
     assert block.endswith("[End context]\n\nSummarise this driver.")
     enricher.client.close()  # type: ignore[attr-defined]
 

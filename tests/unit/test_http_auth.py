@@ -419,6 +419,31 @@ def test_json_features_are_parsed_like_the_embedded_backend() -> None:
     assert json_value(5) == 5
 
 
+def test_map_values_get_sorted_keys_json_keeps_its_order() -> None:
+    """Feast Map / Struct values are protobuf maps (no key order; feast serve sends them
+    in arbitrary order): keys are sorted, as the embedded backend sorts them. A Json
+    object keeps the order its text has."""
+    cells = {
+        "user_profile__tier": ({"z": 1, "a": {"y": 2, "b": 3}}, NOW),
+        "user_profile__score": ([{"k": 1, "c": 2}, "x"], NOW),
+        "user_activity__recent": (["z", "a"], NOW),
+        "user_activity__tier": ('{"z": 1, "a": 2}', NOW),
+    }
+    server = FeastMimic(rows=lambda entity_id: cells)
+    try:
+        store = make(server, json_features=["user_activity:tier"])
+        refs = ["user_profile:tier", "user_profile:score", "user_activity:recent"]
+        vec = store.get_features("u1", "user", [*refs, "user_activity:tier"])
+        assert list(vec.features["user_profile:tier"]) == ["a", "z"]
+        assert list(vec.features["user_profile:tier"]["a"]) == ["b", "y"]
+        assert list(vec.features["user_profile:score"][0]) == ["c", "k"]
+        assert vec.features["user_activity:recent"] == ["z", "a"]  # a list keeps its order
+        assert list(vec.features["user_activity:tier"]) == ["z", "a"]
+        store.close()
+    finally:
+        server.close()
+
+
 def test_async_provider_path_uses_one_client_per_loop(mimic: FeastMimic) -> None:
     provider = Provider("tok-aaaa-1111")
     store = make(mimic, token=provider)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from ..errors import ConfigError, FeatureConfigError, FeatureStoreUnavailableError
 from ..models import FeatureStatus, FeatureVector, trusted_constructor
-from .base import UNKNOWN_AGE, BaseFeatureStore
+from .base import UNKNOWN_AGE, BaseFeatureStore, ordered_map
 from .naming import FeatureNameResolver, close_matches
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ _SCALAR_KINDS = frozenset(
 )
 _LIST_KINDS = frozenset(f"{k[:-4]}_list_val" for k in _SCALAR_KINDS)
 _slow_convert: Optional[Any] = None
+_MAP_KINDS = frozenset({"map_val", "struct_val", "map_list_val", "struct_list_val"})
+"""Protobuf maps (Feast Map / Struct): no key order, so keys are sorted (``ordered_map``)."""
 _FOUND = FeatureStatus.FOUND
 # How the batch loop reads a oneof kind: 1 scalar, 2 list, 3 Feast's conversion; absent
 # (None, "null_val"): no value. Unknown kinds fall back to 3 via ``_Modes.__missing__``.
@@ -70,7 +72,8 @@ def _convert(value: Any, kind: str) -> Any:
         from feast.type_map import feast_value_type_to_python_type
 
         _slow_convert = feast_value_type_to_python_type
-    return _slow_convert(value)
+    converted = _slow_convert(value)
+    return ordered_map(converted) if kind in _MAP_KINDS else converted
 
 
 def _int_converter(bits: int) -> Callable[[Any], int]:

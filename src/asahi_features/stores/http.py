@@ -44,7 +44,7 @@ from ..errors import (
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore, age_of, parse_timestamp
+from .base import BaseFeatureStore, age_of, ordered_map, parse_timestamp
 from .http_auth import PathLike, TokenSource, load_callable, tls_context
 from .http_transport import (
     PerLoop,
@@ -86,6 +86,11 @@ _CONFIG_MESSAGES = re.compile(
     r"EntityNotFound|Unknown feature",
     re.IGNORECASE,
 )
+
+
+def _has_map(value: Any) -> bool:
+    """A dict, or a list holding one (a Map list); plain lists are left alone."""
+    return isinstance(value, dict) or any(isinstance(v, dict) for v in value)
 
 
 def json_value(value: Any) -> Any:
@@ -424,7 +429,13 @@ class HttpFeatureStore(BaseFeatureStore):
             value = column["values"][i]
             if value is None or column["statuses"][i] == "NOT_FOUND":
                 continue
-            features[requested] = json_value(value) if is_json else value
+            # Json: parsed as Feast parses it; any other object is a Feast Map / Struct
+            # (protobuf maps, no key order): keys sorted as the embedded backend sorts them
+            if is_json:
+                value = json_value(value)
+            elif isinstance(value, (dict, list)) and _has_map(value):
+                value = ordered_map(value)
+            features[requested] = value
             # missing, null, unparsable, epoch or far-future timestamps: an unknown age
             stamps = column.get("event_timestamps")
             raw = stamps[i] if isinstance(stamps, list) and i < len(stamps) else None
