@@ -23,11 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List
 
-__all__ = ["DRIVERS", "PROJECT", "feast_cli", "make_feast_init_repo"]
+__all__ = ["DRIVERS", "FEAST_INIT_DRIVERS", "PROJECT", "feast_cli", "make_feast_init_repo"]
 
 FEAST = Path(sys.executable).with_name("feast")
 PROJECT = "driverdemo"
 DRIVERS = ["1001", "1002", "1003", "1004", "1005"]
+FEAST_INIT_DRIVERS = tuple(int(d) for d in DRIVERS)
+"""The template's driver ids as its INT64 join key holds them."""
 
 
 def feast_cli(args: List[str], cwd: Path, timeout: float = 180.0) -> str:

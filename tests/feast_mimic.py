@@ -45,6 +45,8 @@ class FeastMimic:
         self.status = 0
         self.mode = "ok"
         self.drop_next = 0
+        self.accepted_tokens: Optional[set[str]] = None
+        """When set, a request without ``Authorization: Bearer <one of these>`` gets 401."""
         self.delay = threading.Event()
         self._httpd = QuietHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -126,8 +128,20 @@ class FeastMimic:
                 self.end_headers()
                 self.wfile.write(payload)
 
+            def _rejected(self) -> bool:
+                accepted = mimic.accepted_tokens
+                auth = self.headers.get("Authorization") or ""
+                if accepted is None or auth.removeprefix("Bearer ") in accepted:
+                    return False
+                self._send(401, json.dumps({"detail": "Invalid token"}).encode())
+                return True
+
             def do_GET(self) -> None:
-                mimic.requests.append({"method": "GET", "path": self.path})
+                mimic.requests.append(
+                    {"method": "GET", "path": self.path, "headers": dict(self.headers.items())}
+                )
+                if self._rejected():
+                    return
                 if mimic.drop_next > 0:
                     mimic.drop_next -= 1
                     self.close_connection = True
@@ -150,6 +164,8 @@ class FeastMimic:
                 if mimic.drop_next > 0:
                     mimic.drop_next -= 1
                     self.close_connection = True
+                    return
+                if self._rejected():
                     return
                 if mimic.mode == "slow":
                     mimic.delay.wait(3.0)

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tests.servers import ServerProcess, start_process, wait_for
 
@@ -42,6 +42,8 @@ class FeastServe(ServerProcess):
         binary: the executable (default: ``feast`` next to the running interpreter).
         log: the log file (default: ``feast.log`` in a temporary directory).
         extra_args: more ``feast serve`` options (e.g. ``--max-requests 20``).
+        tls: ``(certificate, key, CA bundle)`` PEM files: serve HTTPS (``--cert/--key``);
+            the start-up health probe verifies the certificate against the CA bundle.
     """
 
     start_timeout = 120.0
@@ -53,6 +55,7 @@ class FeastServe(ServerProcess):
         binary: Optional[Path] = None,
         log: Optional[Path] = None,
         extra_args: Sequence[str] = (),
+        tls: Optional[tuple[Path, Path, Path]] = None,
     ) -> None:
         found = Path(binary) if binary is not None else FEAST
         if not found.exists():
@@ -63,6 +66,9 @@ class FeastServe(ServerProcess):
         self.binary = found
         self.repo = Path(repo)
         self.extra_args = tuple(extra_args)
+        self.tls = tls
+        if tls is not None:
+            self.extra_args += ("--cert", str(tls[0]), "--key", str(tls[1]))
         workdir: Optional[Path] = None
         if log is None:
             workdir = Path(tempfile.mkdtemp(prefix="asahi_feast_"))
@@ -72,8 +78,8 @@ class FeastServe(ServerProcess):
 
     @property
     def url(self) -> str:
-        """``http://host:port``, the base URL of the feature server."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` (``https://`` with ``tls``), the feature server's base URL."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def _launch(self, timeout: float) -> None:
         """Start ``feast serve`` and wait until ``/health`` answers 200.
@@ -95,10 +101,16 @@ class FeastServe(ServerProcess):
             )
         self._proc = proc
 
+        verify: Any = True
+        if self.tls is not None:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=str(self.tls[2]))
+
         def up_or_exited() -> bool:
             if proc.poll() is not None:
                 return True
-            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+            return httpx.get(f"{self.url}/health", timeout=1.0, verify=verify).status_code == 200
 
         try:
             wait_for(up_or_exited, timeout=timeout, interval=0.25)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .errors import AsahiFeaturesError as AsahiFeaturesError
     from .errors import ConfigError as ConfigError
     from .errors import FeatureConfigError as FeatureConfigError
+    from .errors import FeatureStoreAuthError as FeatureStoreAuthError
     from .errors import FeatureStoreDataError as FeatureStoreDataError
     from .errors import FeatureStoreError as FeatureStoreError
     from .errors import FeatureStoreTimeoutError as FeatureStoreTimeoutError
@@ -72,6 +73,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "AsahiFeaturesError",
         "ConfigError",
         "FeatureConfigError",
+        "FeatureStoreAuthError",
         "FeatureStoreDataError",
         "FeatureStoreError",
         "FeatureStoreTimeoutError",
@@ -132,8 +134,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         if name in _MOVED:
             raise AttributeError(
-                f"{name} is not exported from the package root: "
-                f"from {_MOVED[name]} import {name}"
+                f"{name} is not exported from the package root: from {_MOVED[name]} import {name}"
             )
         raise AttributeError(f"module 'asahi_features' has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name), name)

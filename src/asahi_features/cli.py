@@ -6,6 +6,7 @@ traceback is shown only with ``--debug``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -73,9 +74,16 @@ def _remember_secrets(config: AsahiConfig) -> None:
     names: List[str] = []
     if section.tecton is not None:
         names.append(section.tecton.api_key_env)
+    values: List[str] = []
     if section.http is not None:
         names.extend(section.http.headers_env.values())
-    values = [os.environ.get(name) or "" for name in names]
+        if section.http.token_env:
+            names.append(section.http.token_env)
+        if section.http.token_file is not None:
+            # an unreadable file: the store reports it by its path
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                values.append(section.http.token_file.read_text(encoding="utf-8"))
+    values += [os.environ.get(name) or "" for name in names]
     _state["secrets"] = secret_parts([v for raw in values for v in (raw, raw.strip())])
 
 
@@ -135,6 +143,11 @@ def enrich(
     user_id: Optional[str] = typer.Option(None, "--user-id", help="User entity id."),
     org_id: Optional[str] = typer.Option(None, "--org-id", help="Organization entity id."),
     task: str = typer.Option("general", "--task", help="Task type (see the task map)."),
+    entity: Optional[List[str]] = typer.Option(
+        None,
+        "--entity",
+        help="TYPE=ID of another entity type (repeatable), e.g. --entity driver=1001.",
+    ),
     config: Optional[Path] = typer.Option(
         None, "--config", help=f"Config file (or ${CONFIG_ENV})."
     ),
@@ -143,14 +156,70 @@ def enrich(
     """Print the enriched prompt (or the whole result as JSON)."""
     from .enricher import build_enricher
 
+    context = _entity_context(entity or [])
     enricher = _run(build_enricher, _load(config))
-    result = _run(enricher.enrich, prompt, user_id=user_id, organization_id=org_id, task_type=task)
+    result = _run(
+        enricher.enrich,
+        prompt,
+        user_id=user_id,
+        organization_id=org_id,
+        task_type=task,
+        context=context or None,
+    )
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
         typer.echo(result.enriched_prompt)
         if not result.features_available:
             typer.echo(f"(not enriched: {result.reason.value})", err=True)
+
+
+def _entity_context(pairs: List[str]) -> Dict[str, str]:
+    """``["driver=1001"]`` -> ``{"driver_id": "1001"}`` (how the enricher finds the id of
+    an entity type other than user and organization)."""
+    context: Dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or not value:
+            _fail(f"--entity {pair!r}: expected TYPE=ID, e.g. --entity driver=1001", code=2)
+        context[f"{name}_id"] = value
+    return context
+
+
+@app.command("init")
+def init_command(
+    feast_repo: Path = typer.Option(
+        ..., "--feast-repo", help="The Feast repository (the folder with feature_store.yaml)."
+    ),
+    output: Path = typer.Option(
+        Path("asahi.yaml"), "--output", "-o", help="Where to write the config ('-': print it)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Write a starter config for an existing Feast repository (read from its registry)."""
+    from .config import load_config
+    from .starter import starter_config
+
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.exists() and not force:
+        _fail(f"{output} already exists; pass --force to overwrite it", code=2)
+    command = f"asahi-features init --feast-repo {feast_repo}"
+    text: str = _run(starter_config, feast_repo, None if to_stdout else output, command)
+    if to_stdout:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    loaded = _run(load_config, output)  # what was written loads as written
+    tasks = loaded.enricher.enabled_task_types
+    entity = next(iter(loaded.enricher.task_features.get("general", {})), "ENTITY")
+    typer.echo(f"wrote {output}: {len(tasks)} tasks ({', '.join(tasks)})")
+    typer.echo(f"next: asahi-features health --config {output}")
+    typer.echo(
+        f"      asahi-features enrich 'Summarise this {entity}.' --entity {entity}=ID "
+        f"--config {output}"
+    )
 
 
 @app.command()

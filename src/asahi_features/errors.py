@@ -202,6 +202,12 @@ class FeatureStoreTimeoutError(FeatureStoreUnavailableError, TimeoutError):
     """The store did not answer within ``timeout_ms``."""
 
 
+class FeatureStoreAuthError(FeatureStoreUnavailableError):
+    """The store rejected the credentials (HTTP 401/403, also after the token was re-read
+    once), or no credential could be had. Like any store failure it degrades the request
+    to an un-enriched prompt; it raises only with ``fallback_on_timeout: false``."""
+
+
 class FeatureStoreDataError(FeatureStoreUnavailableError):
     """The store answered, but with data that cannot be parsed (malformed file or body)."""
 

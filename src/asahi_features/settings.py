@@ -153,6 +153,60 @@ class HttpSettings(_Strict):
     """HTTP header -> name of the environment variable that holds its value."""
     max_connections: int = Field(default=32, ge=1)
     """Size of the pooled HTTP connection pool."""
+    verify: bool = True
+    """Check the server's TLS certificate (``false`` only on a trusted network or in tests)."""
+    ca_bundle: Optional[ConfigPath] = None
+    """PEM file of the CA certificates the server's certificate must chain to (relative
+    to the config file; default: the usual public CAs)."""
+    client_cert: Optional[ConfigPath] = None
+    """PEM client certificate, for a server that requires one (mutual TLS)."""
+    client_key: Optional[ConfigPath] = None
+    """PEM private key of ``client_cert`` (unencrypted), when not in the same file."""
+    token_env: Optional[str] = None
+    """Name of the environment variable holding a bearer token (read on every request)."""
+    token_file: Optional[ConfigPath] = None
+    """File holding a bearer token, re-read whenever it changes (a mounted secret)."""
+    token_provider: Optional[str] = Field(default=None, pattern=r"^[\w.]+:[\w.]+$")
+    """``package.module:function`` returning a bearer token; called on first use and
+    again after the server answers 401."""
+    json_features: List[str] = Field(default_factory=list)
+    """References (``view:feature``) of ``Json`` features, parsed as the embedded Feast
+    backend parses them (the server sends their JSON text and does not say which are Json)."""
+
+    @field_validator("token_env", mode="after")
+    @classmethod
+    def _token_env_is_a_name(cls, value: Optional[str]) -> Optional[str]:
+        problem = env_name_problem(value, "token_env") if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_and_token_fit(self) -> HttpSettings:
+        sources = [
+            name
+            for name in ("token_env", "token_file", "token_provider")
+            if getattr(self, name) is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError(f"give at most one bearer token source; got {' and '.join(sources)}")
+        if sources and any(h.lower() == "authorization" for h in self.headers_env):
+            raise ValueError(
+                f"{sources[0]} and an Authorization header in headers_env both set the "
+                f"credentials; keep one"
+            )
+        tls = [
+            name
+            for name in ("ca_bundle", "client_cert", "client_key")
+            if getattr(self, name) is not None
+        ] + ([] if self.verify else ["verify: false"])
+        if tls and not self.url.startswith("https://"):
+            raise ValueError(f"{', '.join(tls)} configure TLS, which needs an https:// url")
+        if not self.verify and self.ca_bundle is not None:
+            raise ValueError("verify is false but ca_bundle is set; remove one of them")
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key is set without client_cert")
+        return self
 
     @field_validator("headers_env", mode="after")
     @classmethod

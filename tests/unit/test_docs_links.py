@@ -53,9 +53,7 @@ def test_the_site_rewrites_readme_links_to_its_own_pages() -> None:
     pages = docs_site.build_pages()
     assert set(docs_site.PAGES) | set(docs_site.API_PAGES) == set(pages)
     every_source = {part for parts in docs_site.PAGES.values() for part in parts}
-    on_disk = {
-        f"{p.parent.name}/{p.name}" for p in (ROOT / "docs").glob("*/*.md")
-    }
+    on_disk = {f"{p.parent.name}/{p.name}" for p in (ROOT / "docs").glob("*/*.md")}
     assert on_disk <= every_source, "a docs source that no site page shows"
     for page, text in pages.items():
         assert "](docs/" not in text, page

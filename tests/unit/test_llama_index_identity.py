@@ -240,7 +240,7 @@ def test_a_component_monitor_gates_and_never_fails_the_request(
         def is_held_out(self, task_type: str, unit_id: Any) -> bool:
             raise RuntimeError("boom")
 
-        def record_enrichment(self, result: Any, inference_quality: Any = None) -> Any:
+        def record_enrichment(self, result: Any, inference_quality: Any = None, **kw: Any) -> Any:
             raise RuntimeError("boom")
 
     paused = FeatureContextPostprocessor(enricher, monitor=Paused())

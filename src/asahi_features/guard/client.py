@@ -318,9 +318,7 @@ class GuardedClient(BaseFeatureStore, ReadHooks):
             with self._loops_lock:
                 coalescer = self._loops.get(loop)
                 if coalescer is None:
-                    coalescer = LoopCoalescer(
-                        self, self.breaker, self.max_batch_size, self._afetch
-                    )
+                    coalescer = LoopCoalescer(self, self.breaker, self.max_batch_size, self._afetch)
                     self._loops[loop] = coalescer
         return coalescer
 

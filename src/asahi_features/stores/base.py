@@ -9,7 +9,7 @@ import time
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from datetime import datetime, timezone
-from typing import Dict, List, Optional, Protocol, runtime_checkable
+from typing import Any, Dict, List, Optional, Protocol, runtime_checkable
 
 from ..models import FeatureVector
 
@@ -25,6 +25,7 @@ __all__ = [
     "io_timeout",
     "is_unknown_age",
     "missing_protocol_methods",
+    "ordered_map",
     "parse_timestamp",
     "read_deadline",
 ]
@@ -221,3 +222,18 @@ def age_of(ts: Optional[datetime], now: datetime) -> float:
 def is_unknown_age(age: float) -> bool:
     """True for :data:`UNKNOWN_AGE` (also after the guard's cache has aged it)."""
     return age >= UNKNOWN_AGE
+
+
+def ordered_map(value: Any) -> Any:
+    """``value`` with the keys of every mapping in it sorted (recursively).
+
+    Feast ``Map`` and ``Struct`` values are protobuf maps, which have no order: the
+    embedded backend and ``feast serve`` each give their keys in an arbitrary order that
+    changes between processes. Sorted keys make the rendered prompt the same on every
+    run and on both backends (``Json`` objects keep their authored order: they are not
+    maps)."""
+    if isinstance(value, dict):
+        return {k: ordered_map(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [ordered_map(v) for v in value]
+    return value

@@ -15,12 +15,10 @@ lists feature views, so plain feature names need ``feature_views`` in the config
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
 import re
-import socket
 import threading
 from datetime import datetime
 from typing import (
@@ -28,26 +26,42 @@ from typing import (
     Any,
     Callable,
     Dict,
-    Generic,
-    Iterable,
     List,
     Mapping,
     Optional,
     Sequence,
+    Set,
     Tuple,
-    TypeVar,
+    Union,
 )
 
 from ..errors import (
     ConfigError,
     FeatureConfigError,
+    FeatureStoreAuthError,
     FeatureStoreDataError,
     FeatureStoreTimeoutError,
     FeatureStoreUnavailableError,
 )
 from ..models import FeatureVector, utc_now
-from .base import BaseFeatureStore, age_of, io_timeout, parse_timestamp, read_deadline
+from .base import (
+    BaseFeatureStore,
+    age_of,
+    ordered_map,
+    parse_timestamp,
+)
+from .http_auth import PathLike, TokenSource, load_callable, tls_context
 from .http_body import build_body, is_service, service_columns
+from .http_transport import (
+    PerLoop,
+    clean_headers,
+    clean_secret,
+    deadline_hooks,
+    redact,
+    retryable,
+    secret_parts,
+    transport_error,
+)
 from .naming import FeatureNameResolver
 
 if TYPE_CHECKING:
@@ -80,197 +94,26 @@ _CONFIG_MESSAGES = re.compile(
 )
 
 
-def transport_error(exc: BaseException, where: str, timeout_ms: float) -> Exception:
-    """The library error for a failed HTTP exchange (timeouts, connection errors, a
-    request the HTTP stack refused to send).
+def _has_map(value: Any) -> bool:
+    """A dict, or a list holding one (a Map list); plain lists are left alone."""
+    return isinstance(value, dict) or any(isinstance(v, dict) for v in value)
 
-    Reported by the exception's type and a fixed summary, never by its message: the
-    messages of the HTTP stack quote what they refuse, e.g. an ``Authorization`` header
-    whose key ends in a newline. Callers raise the result outside their ``except`` block,
-    so the original is not kept as ``__context__`` either.
+
+def json_value(value: Any) -> Any:
+    """A Json feature's value as the embedded Feast backend gives it.
+
+    ``feast serve`` sends a ``Json`` value as its JSON text (a ``Json`` list as a list of
+    texts); Feast's own conversion (``feast_value_type_to_python_type``) parses them, and
+    keeps a text that does not parse as it is. So does this.
     """
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException):
-        return FeatureStoreTimeoutError(
-            f"{where} did not answer within {timeout_ms:g} ms ({type(exc).__name__})"
-        )
-    return FeatureStoreUnavailableError(
-        f"{where} is unreachable: {type(exc).__name__}: {_transport_summary(exc)}"
-    )
-
-
-def _transport_summary(exc: BaseException) -> str:
-    """A secret-free description of a transport failure: fixed text per httpx exception
-    type, plus the symbolic errno of an underlying socket error (``ECONNREFUSED``)."""
-    import httpx
-
-    if isinstance(exc, httpx.LocalProtocolError):
-        return (
-            "the HTTP stack refused to send the request (an invalid header name or value, "
-            "e.g. a credential with a control or non-ASCII character)"
-        )
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "the server closed the connection or broke the HTTP protocol"
-    if isinstance(exc, httpx.ProxyError):
-        return "the proxy failed the connection"
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return "the URL's scheme is not supported"
-    if isinstance(exc, httpx.ConnectError):
-        summary = "the connection could not be opened"
-    elif isinstance(exc, httpx.ReadError):
-        summary = "the connection failed while reading the answer"
-    elif isinstance(exc, httpx.WriteError):
-        summary = "the connection failed while sending the request"
-    elif isinstance(exc, httpx.TransportError):
-        summary = "the HTTP transport failed"
-    else:
-        return "the request failed"
-    return summary + _socket_detail(exc)
-
-
-def _socket_detail(exc: BaseException) -> str:
-    """`` (ECONNREFUSED)`` / `` (host name not resolved)`` from the exception chain."""
-    seen: Optional[BaseException] = exc
-    for _ in range(8):
-        if seen is None:
-            break
-        if isinstance(seen, socket.gaierror):
-            return " (host name not resolved)"
-        code = seen.errno if isinstance(seen, OSError) else None
-        if code is not None and code in errno.errorcode:
-            return f" ({errno.errorcode[code]})"
-        seen = seen.__cause__ or seen.__context__
-    return ""
-
-
-_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def clean_secret(value: str, what: str, key_path: Optional[str] = None) -> str:
-    """``value`` (a key or token for an HTTP header) without surrounding whitespace.
-
-    Keys read from mounted secret files often end in a newline, which the HTTP stack
-    refuses, quoting the whole header in its error. What is left must be printable ASCII.
-
-    Raises:
-        ConfigError: the value is empty, or holds a control or non-ASCII character. The
-            message names ``what`` (e.g. the environment variable), never the value.
-    """
-    text = value.strip() if isinstance(value, str) else ""
-    if not text:
-        raise ConfigError(f"{what} is empty (or only whitespace)", key_path=key_path)
-    if not _HEADER_VALUE.fullmatch(text):
-        raise ConfigError(
-            f"{what} contains a control or non-ASCII character, which an HTTP header "
-            f"cannot carry (the value is not shown); check the variable, or the secret "
-            f"file it is read from",
-            key_path=key_path,
-        )
-    return text
-
-
-def clean_headers(
-    headers: Mapping[str, str], key_path: str = "feature_store.http.headers_env"
-) -> Dict[str, str]:
-    """Extra HTTP headers, their values cleaned by :func:`clean_secret`; a name that is
-    not an HTTP token is rejected without being shown (it may be a pasted credential)."""
-    out: Dict[str, str] = {}
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise ConfigError(
-                "an HTTP header name may hold only letters, digits and !#$%&'*+-.^_`|~ "
-                "(the name given is not shown)",
-                key_path=key_path,
-            )
-        out[name] = clean_secret(value, f"the value of HTTP header {name!r}", key_path)
-    return out
-
-
-_MIN_REDACTED = 8
-
-
-def secret_parts(values: Iterable[str]) -> Tuple[str, ...]:
-    """What :func:`redact` hides: each value and each of its words (``Bearer <token>``
-    gives the token) of at least 8 characters, longest first."""
-    parts = set()
-    for value in values:
-        for piece in (value, *value.split()):
-            if len(piece) >= _MIN_REDACTED:
-                parts.add(piece)
-    return tuple(sorted(parts, key=len, reverse=True))
-
-
-def redact(text: str, secrets: Sequence[str]) -> str:
-    """``text`` with every occurrence of ``secrets`` replaced by ``[redacted]``: for
-    error texts that quote a server's answer (a proxy or gateway may echo the header)."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "[redacted]")
-    return text
-
-
-def _follow_deadline(request: httpx.Request) -> None:
-    """Inside a guarded read, the request's timeouts are the time left before its deadline."""
-    if read_deadline.get() is not None:
-        import httpx
-
-        request.extensions["timeout"] = httpx.Timeout(io_timeout(0.0)).as_dict()
-
-
-async def _afollow_deadline(request: httpx.Request) -> None:
-    _follow_deadline(request)
-
-
-def deadline_hooks(asynchronous: bool = False) -> Dict[str, List[Callable[..., Any]]]:
-    """httpx ``event_hooks`` that make every request follow the guard's read deadline
-    (:data:`~asahi_features.stores.base.read_deadline`): a batch given seconds is not cut
-    at ``timeout_ms``, and no connection is kept waiting after every caller has left.
-    Outside a guarded read the client's own timeout applies."""
-    return {"request": [_afollow_deadline if asynchronous else _follow_deadline]}
-
-
-_T = TypeVar("_T")
-
-
-class PerLoop(Generic[_T]):
-    """One object per event loop, made on first use in that loop: an
-    ``httpx.AsyncClient``'s connections belong to the loop that opened them. Entries of
-    closed loops are dropped whenever a new one is made."""
-
-    def __init__(self, factory: Callable[[], _T]) -> None:
-        self._factory = factory
-        self._by_loop: Dict[asyncio.AbstractEventLoop, _T] = {}
-        self._lock = threading.Lock()  # loops on several threads may make theirs at once
-
-    def current(self) -> _T:
-        """The running loop's object (made now if it has none)."""
-        loop = asyncio.get_running_loop()
-        item = self._by_loop.get(loop)
-        if item is None:
-            with self._lock:
-                for old in [lp for lp in self._by_loop if lp.is_closed()]:
-                    del self._by_loop[old]
-                item = self._by_loop.get(loop)
-                if item is None:
-                    item = self._by_loop[loop] = self._factory()
-        return item
-
-    def pop(self, loop: Optional[asyncio.AbstractEventLoop] = None) -> Optional[_T]:
-        """Forget and return the object of ``loop`` (default: the running loop)."""
-        return self._by_loop.pop(loop or asyncio.get_running_loop(), None)
-
-    def clear(self) -> None:
-        """Forget every object (their loops' owners close them, or they go with the loop)."""
-        self._by_loop.clear()
-
-
-def _retryable(exc: BaseException) -> bool:
-    """A reused connection the server closed (worker recycled): safe to retry a read once."""
-    import httpx
-
-    return isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [json_value(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -315,12 +158,26 @@ class HttpFeatureStore(BaseFeatureStore):
         timeout_ms: timeout of every HTTP request.
         max_connections: size of the connection pool.
         clock: returns "now" as an aware datetime (tests pass a controllable clock).
+        verify: check the server's TLS certificate (default True).
+        ca_bundle: PEM file of the CAs the server's certificate must chain to.
+        client_cert: PEM client certificate for servers that require one (mutual TLS).
+        client_key: its PEM private key, when not in ``client_cert``'s file.
+        token: a bearer token: a string, a callable returning one (called on first use
+            and after a 401), or a :class:`~asahi_features.stores.http_auth.TokenSource`
+            (an env var or file re-read when it changes). After a 401 the token is re-read
+            once and the request retried; a second 401 is a
+            :class:`~asahi_features.errors.FeatureStoreAuthError` (the request degrades).
+        json_features: references (``view:feature``) of ``Json`` features: their JSON
+            text is parsed, as the embedded Feast backend does (the server does not say
+            which features are ``Json``).
 
     Raises:
         FeatureConfigError: unknown or ambiguous feature names, an unknown feature view,
             or a join key the server does not know.
         ConfigError: a header value no HTTP header can carry (at construction, without
-            showing it); the server rejected the credentials (401/403) or the request (422).
+            showing it); invalid TLS options; the server rejected the request (422).
+        FeatureStoreAuthError: the server rejected the credentials (401/403) again after
+            the token was re-read once.
         FeatureStoreUnavailableError: connection failures, 429/5xx outages.
         FeatureStoreTimeoutError: no answer within ``timeout_ms``.
         FeatureStoreDataError: an answer that is not the expected JSON.
@@ -346,6 +203,12 @@ class HttpFeatureStore(BaseFeatureStore):
         timeout_ms: float = 200,
         max_connections: int = 32,
         clock: Optional[Clock] = None,
+        verify: bool = True,
+        ca_bundle: Optional[PathLike] = None,
+        client_cert: Optional[PathLike] = None,
+        client_key: Optional[PathLike] = None,
+        token: Union[str, Callable[[], str], TokenSource, None] = None,
+        json_features: Sequence[str] = (),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
@@ -366,8 +229,43 @@ class HttpFeatureStore(BaseFeatureStore):
         self._features_url = f"{self.url}/get-online-features"
         self._health_url = f"{self.url}/health"
         extra = clean_headers(headers or {})
-        secrets = secret_parts(extra.values())
-        self._secrets: Callable[[], Tuple[str, ...]] = lambda: secrets  # not in vars()
+        self._verify = tls_context(
+            self.url,
+            verify=verify,
+            ca_bundle=ca_bundle,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+        self._token = self._token_source(token)
+        if self._token is not None and any(h.lower() == "authorization" for h in extra):
+            raise ConfigError(
+                "feature_store.http: a bearer token and an Authorization header in "
+                "headers_env are both configured; keep one",
+                key_path="feature_store.http.headers_env",
+            )
+        static = secret_parts(extra.values())
+        tokens = self._token
+        self._secrets: Callable[[], Tuple[str, ...]] = (  # a closure: not in vars()
+            (lambda: static) if tokens is None else (lambda: static + tokens.secrets())
+        )
+        if self._token is not None and self.url.startswith("http://"):
+            host = self.url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "[::1]"):
+                logger.warning(
+                    "%s: the bearer token is sent over plain http://; use https:// so "
+                    "that nobody on the network can read it",
+                    self._where(),
+                )
+        self._json_columns: Set[str] = set()
+        for ref in json_features:
+            view, sep, feature = ref.partition(":")
+            if not sep or not view or not feature:
+                raise ConfigError(
+                    f"feature_store.http.json_features: {ref!r} is not a feature reference "
+                    f"'view:feature'",
+                    key_path="feature_store.http.json_features",
+                )
+            self._json_columns.add(f"{view}__{feature}")
         self._headers = {"Content-Type": "application/json", **extra}
         self._timeout = httpx.Timeout(timeout_ms / 1000.0)
         self._limits = httpx.Limits(
@@ -378,6 +276,7 @@ class HttpFeatureStore(BaseFeatureStore):
             limits=self._limits,
             headers=self._headers,
             event_hooks=deadline_hooks(),
+            verify=self._verify,
         )
         self._async: PerLoop[httpx.AsyncClient] = PerLoop(self._new_async_client)
         self._resolvers: Dict[str, FeatureNameResolver] = {}
@@ -412,6 +311,10 @@ class HttpFeatureStore(BaseFeatureStore):
                 )
             what = f"environment variable {env!r} (HTTP header {header!r})"
             headers[header] = clean_secret(value, what, key_path)
+        token: Optional[TokenSource] = None
+        if section.token_env or section.token_file or section.token_provider:
+            provider = load_callable(section.token_provider) if section.token_provider else None
+            token = TokenSource(env=section.token_env, path=section.token_file, provider=provider)
         return cls(
             section.url,
             project=section.project,
@@ -421,6 +324,29 @@ class HttpFeatureStore(BaseFeatureStore):
             headers=headers,
             timeout_ms=settings.timeout_ms,
             max_connections=section.max_connections,
+            verify=section.verify,
+            ca_bundle=section.ca_bundle,
+            client_cert=section.client_cert,
+            client_key=section.client_key,
+            token=token,
+            json_features=section.json_features,
+        )
+
+    @staticmethod
+    def _token_source(
+        token: Union[str, Callable[[], str], TokenSource, None],
+    ) -> Optional[TokenSource]:
+        if token is None or isinstance(token, TokenSource):
+            return token
+        if isinstance(token, str):
+            fixed = clean_secret(token, "the bearer token", "feature_store.http.token")
+            return TokenSource(provider=lambda: fixed, label="the bearer token given")
+        if callable(token):
+            name = getattr(token, "__qualname__", type(token).__name__)
+            return TokenSource(provider=token, label=f"token provider {name}")
+        raise ConfigError(
+            f"token must be a string, a callable returning one, or a TokenSource; "
+            f"got {type(token).__name__}"
         )
 
     def __repr__(self) -> str:
@@ -467,10 +393,8 @@ class HttpFeatureStore(BaseFeatureStore):
         detail = redact(_error_text(response), self._secrets())
         text = f"{self._where()} returned HTTP {status}: {detail}"
         if status in (401, 403):
-            return ConfigError(
-                f"{text} (check the credentials in feature_store.http.headers_env)",
-                key_path="feature_store.http.headers_env",
-            )
+            where = self._token.what if self._token else "feature_store.http.headers_env"
+            return FeatureStoreAuthError(f"{text} (check the credentials: {where})")
         if status in (400, 404) or (status == 500 and _CONFIG_MESSAGES.search(text)):
             resolver = self._resolvers.get(entity_type)
             return FeatureConfigError(text, resolver.available if resolver else ())
@@ -498,7 +422,8 @@ class HttpFeatureStore(BaseFeatureStore):
             if resolved and is_service([resolved[0][1]]) is not None:
                 resolved = [(ref, ref) for ref in service_columns(names)]
             picked = [
-                (requested, columns[ref.replace(":", "__", 1)]) for requested, ref in resolved
+                (requested, columns[col], col in self._json_columns)
+                for requested, col in ((r, ref.replace(":", "__", 1)) for r, ref in resolved)
             ]
             vectors = [
                 self._vector(i, eid, entity_type, picked, now) for i, eid in enumerate(entity_ids)
@@ -517,15 +442,21 @@ class HttpFeatureStore(BaseFeatureStore):
         i: int,
         entity_id: str,
         entity_type: str,
-        picked: List[Tuple[str, Dict[str, Any]]],
+        picked: List[Tuple[str, Dict[str, Any], bool]],
         now: datetime,
     ) -> FeatureVector:
         features: Dict[str, Any] = {}
         ages: Dict[str, float] = {}
-        for requested, column in picked:
+        for requested, column, is_json in picked:
             value = column["values"][i]
             if value is None or column["statuses"][i] == "NOT_FOUND":
                 continue
+            # Json: parsed as Feast parses it; any other object is a Feast Map / Struct
+            # (protobuf maps, no key order): keys sorted as the embedded backend sorts them
+            if is_json:
+                value = json_value(value)
+            elif isinstance(value, (dict, list)) and _has_map(value):
+                value = ordered_map(value)
             features[requested] = value
             # missing, null, unparsable, epoch or far-future timestamps: an unknown age
             stamps = column.get("event_timestamps")
@@ -539,20 +470,55 @@ class HttpFeatureStore(BaseFeatureStore):
 
     # -- sync reads ----------------------------------------------------------------------
 
-    def _post(self, body: Dict[str, Any]) -> httpx.Response:
+    # -- credentials (shared by the sync and async paths) --------------------------------
+
+    def _auth_now(self) -> Tuple[Optional[str], Optional[Dict[str, str]]]:
+        """(the token to send, the per-request headers carrying it)."""
+        if self._token is None:
+            return None, None
+        token = self._token.current()
+        return token, {"Authorization": f"Bearer {token}"}
+
+    def _auth_retry(
+        self, response: httpx.Response, token: Optional[str]
+    ) -> Optional[Dict[str, str]]:
+        """After a 401: the headers of a re-read token to retry once with (None: do not
+        retry, the source has no other token)."""
+        if response.status_code != 401 or self._token is None or token is None:
+            return None
+        fresh = self._token.refresh(token)
+        if fresh is None:
+            return None
+        logger.info("%s rejected the token; retrying once with the re-read one", self._where())
+        return {"Authorization": f"Bearer {fresh}"}
+
+    # -- sync I/O ------------------------------------------------------------------------
+
+    def _send(
+        self, method: str, url: str, body: Optional[Dict[str, Any]], headers: Any
+    ) -> httpx.Response:
         if self._closed:
             raise FeatureStoreUnavailableError("HttpFeatureStore is closed")
         try:
             try:
-                return self._client.post(self._features_url, json=body)
+                return self._client.request(method, url, json=body, headers=headers)
             except Exception as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
-                return self._client.post(self._features_url, json=body)
+                return self._client.request(method, url, json=body, headers=headers)
         except Exception as exc:
             error = transport_error(exc, self._where(), self.timeout_ms)
         raise error  # outside the handler: the original is not kept as __context__
+
+    def _call(self, method: str, url: str, body: Optional[Dict[str, Any]]) -> httpx.Response:
+        token, headers = self._auth_now()
+        response = self._send(method, url, body, headers)
+        retry = self._auth_retry(response, token)
+        return response if retry is None else self._send(method, url, body, retry)
+
+    def _post(self, body: Dict[str, Any]) -> httpx.Response:
+        return self._call("POST", self._features_url, body)
 
     def get_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]
@@ -591,16 +557,15 @@ class HttpFeatureStore(BaseFeatureStore):
         if self._closed:
             return False
         try:
-            try:
-                response = self._client.get(self._health_url)
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                response = self._client.get(self._health_url)
-            return response.status_code == 200
+            response = self._call("GET", self._health_url, None)
         except Exception as exc:
             logger.warning("health check of %s failed: %s", self._where(), type(exc).__name__)
             return False
+        if response.status_code != 200:
+            logger.warning(
+                "health check of %s failed: HTTP %s", self._where(), response.status_code
+            )
+        return response.status_code == 200
 
     # -- async reads ---------------------------------------------------------------------
 
@@ -617,21 +582,33 @@ class HttpFeatureStore(BaseFeatureStore):
             limits=self._limits,
             headers=self._headers,
             event_hooks=deadline_hooks(asynchronous=True),
+            verify=self._verify,
         )
 
-    async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+    async def _asend(self, body: Dict[str, Any], headers: Any) -> httpx.Response:
         client = self._aclient()
+        url = self._features_url
         try:
             try:
-                return await client.post(self._features_url, json=body)
+                return await client.post(url, json=body, headers=headers)
             except Exception as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     raise
                 logger.debug("retrying once after %s on %s", type(exc).__name__, self._where())
-                return await client.post(self._features_url, json=body)
+                return await client.post(url, json=body, headers=headers)
         except Exception as exc:
             error = transport_error(exc, self._where(), self.timeout_ms)
         raise error  # outside the handler: the original is not kept as __context__
+
+    async def _apost(self, body: Dict[str, Any]) -> httpx.Response:
+        if self._token is not None and not self._token.ready():
+            await asyncio.to_thread(self._token.current)  # a provider call: off the loop
+        token, headers = self._auth_now()
+        response = await self._asend(body, headers)
+        retry = None
+        if response.status_code == 401 and token is not None:
+            retry = await asyncio.to_thread(self._auth_retry, response, token)
+        return response if retry is None else await self._asend(body, retry)
 
     async def aget_features(
         self, entity_id: str, entity_type: str, feature_names: List[str]

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Sequence
 
 from ...models import FeatureStatus, FeatureVector, trusted_constructor
-from ..base import UNKNOWN_AGE
+from ..base import UNKNOWN_AGE, ordered_map
 from .registry import Plan
 
 __all__ = [
@@ -27,6 +27,8 @@ _SCALAR_KINDS = frozenset(
 )
 _LIST_KINDS = frozenset(f"{k[:-4]}_list_val" for k in _SCALAR_KINDS)
 _slow_convert: Optional[Any] = None
+_MAP_KINDS = frozenset({"map_val", "struct_val", "map_list_val", "struct_list_val"})
+"""Protobuf maps (Feast Map / Struct): no key order, so keys are sorted (``ordered_map``)."""
 _FOUND = FeatureStatus.FOUND
 # How the batch loop reads a oneof kind: 1 scalar, 2 list, 3 Feast's conversion; absent
 # (None, "null_val"): no value. Unknown kinds fall back to 3 via ``_Modes.__missing__``.
@@ -54,7 +56,8 @@ def convert_value(value: Any, kind: str) -> Any:
         from feast.type_map import feast_value_type_to_python_type
 
         _slow_convert = feast_value_type_to_python_type
-    return _slow_convert(value)
+    converted = _slow_convert(value)
+    return ordered_map(converted) if kind in _MAP_KINDS else converted
 
 
 _new_vector = trusted_constructor(FeatureVector)
