@@ -327,6 +327,42 @@ class EnricherConfig(_Strict):
     """At most this many (most recent) list items are rendered."""
 
 
+class SharedStateConfig(_Strict):
+    """``monitor.shared_state``: one monitor view shared by every replica (Redis).
+
+    Each replica keeps counting in process (recording never waits for the network) and a
+    background thread writes its cumulative state to Redis and reads everyone's, so
+    that ``get_stats()`` and the quality decision cover all replicas.
+    """
+
+    backend: Literal["redis"] = "redis"
+    """Where the shared state lives (only ``redis`` for now)."""
+    url: Optional[str] = None
+    """Redis URL, e.g. ``redis://redis.internal:6379/0`` (or use ``url_env``)."""
+    url_env: str = "ASAHI_MONITOR_REDIS_URL"
+    """Name of the environment variable holding the URL, read when ``url`` is not set
+    (a URL with a password belongs there, not in the file)."""
+    key_prefix: str = Field(default="asahi_features:monitor", min_length=1)
+    """Prefix of every Redis key; replicas with the same prefix share one view."""
+    flush_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    """How often the background thread writes this replica's counts and re-reads the
+    merged view and the shared decision."""
+    replica_id: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    """This replica's name (default: host, pid and a random suffix). Set a stable one
+    (the pod name) together with ``persist_path`` so that a restarted replica continues
+    its own counts instead of adding a new replica's."""
+    socket_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    """Timeout of every Redis call of the background thread."""
+
+    @field_validator("url_env", mode="after")
+    @classmethod
+    def _url_env_is_a_name(cls, value: str) -> str:
+        problem = env_name_problem(value, "url_env")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class MonitorConfig(_Strict):
     """``monitor``: holdout, the should-enrich decision, memory bounds, export."""
 
@@ -365,6 +401,9 @@ class MonitorConfig(_Strict):
     """Where ``save()`` / ``load()`` keep the counters across restarts."""
     seed: int = 0
     """Salt of the hash that assigns users to the holdout (reproducible)."""
+    shared_state: Optional[SharedStateConfig] = None
+    """Share counts and the quality decision between replicas (``None``: this process
+    only, the default)."""
 
 
 class AsahiConfig(_Strict):

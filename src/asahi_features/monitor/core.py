@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, NamedTuple, Optional, Union
 
 from ..errors import ConfigError
 from ..models import EnrichmentResult
@@ -35,6 +35,9 @@ from .counters import (
 )
 from .quality import coerce_score, quality_disabled
 from .stats import AvailabilityWindow, LatencyReservoir
+
+if TYPE_CHECKING:
+    from .shared import SharedState
 
 logger = logging.getLogger("asahi_features.monitor")
 
@@ -161,8 +164,13 @@ class FeatureMonitor:
         self._max_pending = cfg.max_pending_quality
         self._max_tasks = cfg.max_task_types
         self._init_state()
+        self._shared: Optional[SharedState] = None
         if breaker is not None:
             self.watch(breaker)
+        if cfg.shared_state is not None:
+            from .shared import attach
+
+            attach(self, cfg.shared_state)
 
     def _init_state(self) -> None:
         cfg = self.config
@@ -181,6 +189,27 @@ class FeatureMonitor:
             f"FeatureMonitor(total_enrichments={self._counters.total}, "
             f"tasks={len(self._tasks)}, paused={self._paused})"
         )
+
+    # ------------------------------------------------------------------ sharing
+
+    @property
+    def shared(self) -> Optional[SharedState]:
+        """The state shared with other replicas (``monitor.shared_state``), or ``None``.
+
+        With it, :meth:`should_enrich` follows the quality verdict of all replicas and
+        :meth:`get_stats` reports all of them (see :mod:`asahi_features.monitor.shared`).
+        """
+        return self._shared
+
+    def _attach_shared(self, shared: SharedState) -> None:
+        self._shared = shared
+
+    def close(self) -> None:
+        """Stop the background threads: with shared state, write this replica's counts
+        one last time. The monitor still records and decides afterwards, locally."""
+        shared = self._shared
+        if shared is not None:
+            shared.close()
 
     # ------------------------------------------------------------------ recording
 
@@ -417,8 +446,12 @@ class FeatureMonitor:
                     self._counters.probes += 1
                     return Decision(True, DecisionReason.AVAILABILITY_PROBE)
                 return Decision(False, DecisionReason.STORE_UNAVAILABLE)
-            ts = self._lookup_task(task_type)
-            if ts is not None and quality_disabled(ts, self.config):
+            shared = self._shared
+            disabled = None if shared is None else shared.disabled(task_type)
+            if disabled is None:
+                ts = self._lookup_task(task_type)
+                disabled = ts is not None and quality_disabled(ts, self.config)
+            if disabled:
                 if self._rng.random() < self.config.exploration_fraction:
                     return Decision(True, DecisionReason.EXPLORATION)
                 return Decision(False, DecisionReason.QUALITY_NO_GAIN)
@@ -483,6 +516,12 @@ class FeatureMonitor:
         ``..._upper_bound``, ``None`` until both compared groups have ``min_samples``
         scores) and ``disabled_for_quality``.
         """
+        stats = self._local_stats()
+        if self._shared is not None:
+            return self._shared.cluster_stats(stats)
+        return stats
+
+    def _local_stats(self) -> Dict[str, Any]:
         with self._lock:
             stats = report.stats_locked(self)
         return report.finish_stats(stats)
@@ -510,6 +549,8 @@ class FeatureMonitor:
             self._quality = restored.quality
             self._latency = restored.latency
             self._tasks = restored.tasks
+        if self._shared is not None:
+            self._shared.invalidate()
 
     def save(self, path: Union[str, Path, None] = None) -> Path:
         """Write the counters and quality history to a JSON file, atomically.

@@ -180,6 +180,16 @@ def _read_state(state: Dict[str, Any], config: MonitorConfig) -> Restored:
     return Restored(counters, quality, latency, tasks)
 
 
+def read_state(state: Dict[str, Any], config: MonitorConfig) -> Restored:
+    """Check a ``state`` object (the ``state`` of a snapshot, or one replica's state
+    read from a shared backend) whole and build what it describes.
+
+    Raises:
+        StateFieldError: the first field that is missing or out of range.
+    """
+    return _read_state(state, config)
+
+
 def _read_snapshot(raw: bytes, config: MonitorConfig) -> Restored:
     """Parse and check a whole saved snapshot.
 

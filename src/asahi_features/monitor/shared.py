@@ -1,0 +1,463 @@
+"""Many replicas, one view: a :class:`~asahi_features.monitor.FeatureMonitor` state shared
+through a backend (Redis, :mod:`~asahi_features.monitor.shared_redis`).
+
+How it works
+------------
+* **Recording stays in process.** ``record_enrichment`` and ``record_quality`` change
+  only the replica's own counters, as without sharing: no network call, no new lock.
+* **A background thread** (one per monitor, every ``flush_interval_ms``) writes the
+  replica's *cumulative* state to the backend (only the fields that changed, in one
+  atomic write), reads every replica's state, merges them
+  (:mod:`~asahi_features.monitor.shared_merge`) and re-evaluates the quality decision
+  of each task on the merged scores.
+* **One decision.** The per-task verdict (disabled for quality or not) lives in the
+  backend. A replica whose merged evidence says the verdict should change proposes the
+  change as a compare-and-set: when two replicas race, one wins and all read the same
+  verdict. ``should_enrich`` reads the verdict from an in-memory dict (no I/O).
+* **Backend down.** Writes and reads fail in the background thread only (logged once
+  per outage, counted in ``get_stats()["shared_state"]``); recording and decisions go
+  on with the last merged view plus this replica's live counts. Because every write
+  holds cumulative values, the first write after the backend comes back (empty or
+  not) makes the totals exact again: nothing is lost and nothing is counted twice.
+
+The breaker and the recent-availability window stay per replica: they describe this
+process's connection to the feature store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Tuple
+
+from ..errors import ConfigError
+from ..settings import SharedStateConfig
+from . import persistence
+from .quality import quality_disabled
+from .shared_merge import decode_state, encode_state, merge_states
+
+if TYPE_CHECKING:
+    from .core import FeatureMonitor
+
+logger = logging.getLogger("asahi_features.monitor")
+
+LOCAL_KEYS = (
+    "pending_quality",
+    "availability_paused",
+    "feature_store_availability_pct_recent",
+    "feature_store_window_attempts",
+    "breaker_state",
+)
+"""``get_stats`` keys that describe this replica (its pending table, its connection to
+the feature store), reported from the replica even when the rest is merged."""
+
+
+Verdict = Tuple[bool, int]
+"""A shared quality verdict: (disabled for quality, generation)."""
+Flip = Tuple[int, bool]
+"""A proposed change of a verdict: (the generation it was decided on, disabled)."""
+NO_VERDICT: Verdict = (False, 0)
+
+
+class SharedStore(Protocol):
+    """What a shared-state backend does (Redis: :class:`~.shared_redis.RedisSharedStore`).
+
+    Every method may raise on a backend failure; :class:`SharedState` catches it.
+    """
+
+    name: str
+    """The backend's name, for ``get_stats()["shared_state"]["backend"]``."""
+
+    def write(self, replica: str, fields: Mapping[str, str], *, full: bool) -> bool:
+        """Store ``fields`` in ``replica``'s record, atomically.
+
+        With ``full``, the record is replaced by ``fields``. Without, the fields are
+        updated in place, unless the record does not exist (the backend lost it):
+        then nothing is written and the result is False, so that the caller writes
+        everything.
+        """
+
+    def read_all(self) -> Dict[str, Dict[str, str]]:
+        """Every replica's record: replica id -> fields."""
+
+    def sync_verdicts(
+        self, known: Mapping[str, Verdict], flips: Mapping[str, Flip]
+    ) -> Dict[str, Verdict]:
+        """Update the shared per-task verdicts, atomically, and return them all.
+
+        A verdict is ``(disabled, generation)``; a task without one is
+        ``(False, 0)``. ``known`` verdicts are set only where the backend has none (a
+        backend that lost its data learns them back). A flip ``(generation, disabled)``
+        is applied only while the task's generation is still the one it was decided
+        on, and moves the generation by one: a replica deciding on an outdated verdict
+        changes nothing (a compare-and-set).
+        """
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class MemorySharedStore:
+    """A backend in this process's memory: monitors created in one process (threads,
+    tests) share through it exactly as separate processes share through Redis.
+
+    ``available = False`` makes every call raise ``ConnectionError`` (a backend that is
+    down); :meth:`clear` forgets everything (a backend restarted empty).
+    """
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.available = True
+        self._lock = threading.Lock()
+        self._records: Dict[str, Dict[str, str]] = {}
+        self._verdicts: Dict[str, Verdict] = {}
+
+    def _check(self) -> None:
+        if not self.available:
+            raise ConnectionError("the shared-state backend is unavailable")
+
+    def write(self, replica: str, fields: Mapping[str, str], *, full: bool) -> bool:
+        """See :meth:`SharedStore.write`."""
+        with self._lock:
+            self._check()
+            if full:
+                self._records[replica] = dict(fields)
+                return True
+            record = self._records.get(replica)
+            if record is None:
+                return False
+            record.update(fields)
+            return True
+
+    def read_all(self) -> Dict[str, Dict[str, str]]:
+        """See :meth:`SharedStore.read_all`."""
+        with self._lock:
+            self._check()
+            return {rid: dict(fields) for rid, fields in self._records.items()}
+
+    def sync_verdicts(
+        self, known: Mapping[str, Verdict], flips: Mapping[str, Flip]
+    ) -> Dict[str, Verdict]:
+        """See :meth:`SharedStore.sync_verdicts`."""
+        with self._lock:
+            self._check()
+            verdicts = self._verdicts
+            for task, verdict in known.items():
+                verdicts.setdefault(task, verdict)
+            for task, (generation, disabled) in flips.items():
+                if verdicts.get(task, NO_VERDICT)[1] == generation:
+                    verdicts[task] = (disabled, generation + 1)
+            return dict(verdicts)
+
+    def clear(self) -> None:
+        """Forget every record and verdict (like a Redis restarted without persistence)."""
+        with self._lock:
+            self._records.clear()
+            self._verdicts.clear()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def default_replica_id() -> str:
+    """``host:pid:random``: unique per process, also across restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def open_store(config: SharedStateConfig) -> SharedStore:
+    """The backend ``config`` names (Redis is imported here, not before).
+
+    Raises:
+        ConfigError: no URL (neither ``url`` nor the ``url_env`` variable), or a URL
+            the Redis client refuses.
+    """
+    url = config.url or os.environ.get(config.url_env)
+    if not url:
+        raise ConfigError(
+            "monitor.shared_state needs a Redis URL: set monitor.shared_state.url or the "
+            f"environment variable {config.url_env} (monitor.shared_state.url_env), e.g. "
+            "redis://localhost:6379/0",
+            key_path="monitor.shared_state.url",
+        )
+    from .shared_redis import RedisSharedStore
+
+    return RedisSharedStore(
+        url, key_prefix=config.key_prefix, socket_timeout=config.socket_timeout_ms / 1000.0
+    )
+
+
+class SharedState:
+    """Shares one :class:`FeatureMonitor`'s state through ``store`` (see the module docs).
+
+    Created by the monitor when ``monitor.shared_state`` is configured; tests and
+    applications with their own backend create it directly. It attaches itself to the
+    monitor: from then on ``monitor.should_enrich`` reads the shared verdicts and
+    ``monitor.get_stats()`` returns the merged view.
+
+    Args:
+        monitor: the replica's monitor.
+        store: the backend.
+        replica_id: this replica's name (default: :func:`default_replica_id`).
+        interval_ms: period of the background thread.
+        start: start the background thread now (``False``: call :meth:`sync` yourself).
+    """
+
+    def __init__(
+        self,
+        monitor: FeatureMonitor,
+        store: SharedStore,
+        *,
+        replica_id: Optional[str] = None,
+        interval_ms: int = 1000,
+        start: bool = True,
+    ) -> None:
+        self.monitor = monitor
+        self.store = store
+        self.replica_id = replica_id or default_replica_id()
+        self._interval = interval_ms / 1000.0
+        self._config = monitor.config
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._full = True
+        self._flushed: Dict[str, Tuple[int, int]] = {}
+        self._flushed_counters: Optional[Dict[str, Any]] = None
+        self._others: Dict[str, persistence.Restored] = {}
+        self._bad: Dict[str, str] = {}
+        self._verdicts: Dict[str, Verdict] = {}
+        self._connected: Optional[bool] = None
+        self._last_ok: Optional[float] = None
+        self.flushes = 0
+        self.errors = 0
+        monitor._attach_shared(self)
+        if start:
+            self.start()
+
+    def __repr__(self) -> str:
+        return (
+            f"SharedState(backend={self.store.name!r}, replica_id={self.replica_id!r}, "
+            f"replicas={len(self._others) + 1}, connected={self._connected})"
+        )
+
+    # ------------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        """Start the background thread (no-op when it runs)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"asahi-monitor-shared-{self.replica_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sync()
+
+    def close(self, *, flush: bool = True) -> None:
+        """Stop the background thread, write this replica's state one last time (when
+        ``flush``; a backend that is down is only logged) and release the backend."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(5.0, 2 * self._interval))
+        if flush:
+            self.sync()
+        try:
+            self.store.close()
+        except Exception:  # closing a broken connection must not fail the shutdown
+            logger.debug("closing the shared-state backend failed", exc_info=True)
+
+    # ------------------------------------------------------------------ sync
+
+    def sync(self) -> bool:
+        """Write this replica's changes, read everyone's and update the verdicts, now.
+
+        Never raises: a backend failure is logged (once per outage) and counted, and the
+        next sync tries again. Returns True when both the write and the read succeeded.
+        """
+        with self._sync_lock:
+            try:
+                self._flush()
+                others = self._read()
+                ok = True
+            except Exception as exc:
+                ok = False
+                others = None
+                self.errors += 1
+                if self._connected is not False:
+                    logger.warning(
+                        "monitor shared state (%s) unavailable, counting locally until it "
+                        "is back: %s: %s",
+                        self.store.name,
+                        type(exc).__name__,
+                        exc,
+                    )
+                self._full = True  # the backend may come back empty
+            if ok and self._connected is False:
+                logger.info("monitor shared state (%s) reachable again", self.store.name)
+            self._connected = ok
+            if others is not None:
+                self._others = others
+                self._last_ok = time.monotonic()
+            self._update_verdicts(write=ok)
+            return ok
+
+    def invalidate(self) -> None:
+        """Write every field at the next sync (the monitor's state was replaced)."""
+        self._full = True
+
+    def _flush(self) -> None:
+        monitor = self.monitor
+        full = self._full
+        with monitor._lock:
+            counters = monitor._counters.to_dict()
+            tasks = monitor._tasks
+            if full:
+                dirty = dict(tasks)
+            else:
+                flushed = self._flushed
+                dirty = {
+                    n: ts for n, ts in tasks.items() if flushed.get(n) != (ts.total, ts.version)
+                }
+                if not dirty and counters == self._flushed_counters:
+                    return
+            state = persistence.state_of(
+                monitor._counters, monitor._quality, monitor._latency, dirty
+            )
+            signatures = {n: (ts.total, ts.version) for n, ts in dirty.items()}
+        fields = encode_state(state, seed=self._config.seed)
+        if not self.store.write(self.replica_id, fields, full=full):
+            # the backend lost this replica's record: write all of it
+            self._full = True
+            self._flush()
+            return
+        self._flushed = signatures if full else {**self._flushed, **signatures}
+        self._flushed_counters = counters
+        self._full = False
+        self.flushes += 1
+
+    def _read(self) -> Dict[str, persistence.Restored]:
+        records = self.store.read_all()
+        others: Dict[str, persistence.Restored] = {}
+        for rid, fields in records.items():
+            if rid == self.replica_id:
+                continue
+            try:
+                others[rid] = decode_state(fields, self._config)
+            except (ValueError, TypeError, KeyError) as exc:
+                problem = str(exc)[:200]
+                if self._bad.get(rid) != problem:
+                    logger.warning(
+                        "monitor shared state: replica %r left out of the view, its record "
+                        "is not a monitor state: %s",
+                        rid,
+                        problem,
+                    )
+                self._bad[rid] = problem
+                continue
+            self._bad.pop(rid, None)
+        return others
+
+    def _own_state(self) -> persistence.Restored:
+        monitor = self.monitor
+        with monitor._lock:
+            state = persistence.state_of(
+                monitor._counters, monitor._quality, monitor._latency, monitor._tasks
+            )
+        return persistence.read_state(state, self._config)
+
+    def merged(self) -> persistence.Restored:
+        """Every replica's state as last read, with this replica's live counts."""
+        states: List[persistence.Restored] = list(self._others.values())
+        states.append(self._own_state())
+        return merge_states(states, self._config)
+
+    def _update_verdicts(self, *, write: bool) -> None:
+        merged = self.merged()
+        known = dict(self._verdicts)
+        flips: Dict[str, Flip] = {}
+        for name, ts in merged.tasks.items():
+            current, generation = known.get(name, NO_VERDICT)
+            ts.disabled = current
+            if quality_disabled(ts, self._config) != current:
+                flips[name] = (generation, not current)
+        verdicts: Optional[Dict[str, Verdict]] = None
+        if write and (known or flips):
+            try:
+                verdicts = self.store.sync_verdicts(known, flips)
+            except Exception:
+                logger.debug("writing the shared verdicts failed", exc_info=True)
+                self._connected = False
+                self._full = True
+                self.errors += 1
+        if verdicts is None:  # backend down: decide on what this replica knows
+            verdicts = dict(known)
+            for name, (generation, disabled) in flips.items():
+                verdicts[name] = (disabled, generation + 1)
+        for name in merged.tasks:  # no verdict yet: enabled, for every replica alike
+            verdicts.setdefault(name, NO_VERDICT)
+        self._verdicts = verdicts
+
+    # ------------------------------------------------------------------ reading
+
+    def disabled(self, task_type: str) -> Optional[bool]:
+        """The shared verdict for ``task_type`` (True: disabled for quality), ``None``
+        when no replica has enough scores of it yet. A dict read, no I/O."""
+        verdict = self._verdicts.get(task_type)
+        return None if verdict is None else verdict[0]
+
+    def status(self) -> Dict[str, Any]:
+        """``get_stats()["shared_state"]``: backend, replica id, replicas in the view,
+        whether the last sync reached the backend, seconds since the last good read,
+        writes done and backend errors met (each failed sync counts one)."""
+        last = self._last_ok
+        return {
+            "backend": self.store.name,
+            "replica_id": self.replica_id,
+            "replicas": len(self._others) + 1,
+            "connected": bool(self._connected),
+            "seconds_since_sync": None if last is None else time.monotonic() - last,
+            "flushes": self.flushes,
+            "errors": self.errors,
+            "invalid_replicas": sorted(self._bad),
+        }
+
+    def cluster_stats(self, local: Dict[str, Any]) -> Dict[str, Any]:
+        """``get_stats()`` of every replica together (``local``: this replica's stats).
+
+        Counts, sums and quality are merged; the keys in :data:`LOCAL_KEYS` describe
+        this replica and come from ``local``; ``shared_state`` is :meth:`status` and
+        ``replica_total_enrichments`` this replica's own total.
+        """
+        from .core import FeatureMonitor
+
+        view = FeatureMonitor(self._config.model_copy(update={"shared_state": None}))
+        view._restore(self.merged())
+        stats = view.get_stats()
+        for key in LOCAL_KEYS:
+            stats[key] = local[key]
+        verdicts = self._verdicts
+        for name, data in stats["task_types"].items():
+            if name in verdicts:
+                data["disabled_for_quality"] = verdicts[name][0]
+            data["holdout_fraction"] = self.monitor.holdout_fraction(name)
+        stats["replica_total_enrichments"] = local["total_enrichments"]
+        stats["shared_state"] = self.status()
+        return stats
+
+
+def attach(monitor: FeatureMonitor, config: SharedStateConfig) -> SharedState:
+    """The :class:`SharedState` that ``monitor.shared_state`` describes, started."""
+    return SharedState(
+        monitor,
+        open_store(config),
+        replica_id=config.replica_id,
+        interval_ms=config.flush_interval_ms,
+    )

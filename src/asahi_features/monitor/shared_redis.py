@@ -1,0 +1,156 @@
+"""The Redis backend of the shared monitor state (:mod:`asahi_features.monitor.shared`).
+
+Keys (``P`` is ``monitor.shared_state.key_prefix``):
+
+* ``P:replicas``: a set of replica ids;
+* ``P:replica:<id>``: a hash, one replica's cumulative state (fields of
+  :mod:`~asahi_features.monitor.shared_merge`: ``schema``, ``counters``, ``quality``,
+  ``latency`` and ``t:<task>``, each a small JSON document). Its size is bounded by
+  ``max_task_types``;
+* ``P:verdicts``: a hash, task -> ``"<0|1>:<generation>"``, the shared quality verdicts.
+
+Writes and verdict updates are Lua scripts, so each is atomic: a reader never sees half
+a flush, and a verdict flip is a compare-and-set on its generation. Only the monitor's
+background thread talks to Redis; redis-py is imported when a monitor is configured
+with ``shared_state``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+from .shared import Flip, Verdict
+
+_WRITE = """
+if ARGV[2] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+_VERDICTS = """
+local known = tonumber(ARGV[1])
+local i = 2
+for _ = 1, known do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  local task, generation, value = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local current = redis.call('HGET', KEYS[1], task)
+  local seen = 0
+  if current then
+    seen = tonumber(string.match(current, ':(%d+)$')) or 0
+  end
+  if seen == generation then
+    redis.call('HSET', KEYS[1], task, value .. ':' .. tostring(generation + 1))
+  end
+  i = i + 3
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
+def _encode_verdict(verdict: Verdict) -> str:
+    return f"{1 if verdict[0] else 0}:{verdict[1]}"
+
+
+def _decode_verdict(text: str) -> Verdict:
+    value, _, generation = text.partition(":")
+    return value == "1", int(generation) if generation.isdigit() else 0
+
+
+class RedisSharedStore:
+    """:class:`~asahi_features.monitor.shared.SharedStore` on one Redis database.
+
+    Args:
+        url: a redis-py URL (``redis://``, ``rediss://`` or ``unix://``).
+        key_prefix: prefix of every key.
+        socket_timeout: seconds each call may take (connect and read).
+
+    Raises:
+        ImportError: redis-py is not installed.
+        ConfigError: the URL is not one redis-py accepts (the URL is not shown: it may
+            hold a password).
+    """
+
+    name = "redis"
+
+    def __init__(self, url: str, *, key_prefix: str, socket_timeout: float = 1.0) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - redis is a dependency of the extra
+            raise ImportError(
+                "monitor.shared_state with backend redis needs redis-py: "
+                "pip install 'asahi-features[redis]'"
+            ) from exc
+        from ..errors import ConfigError
+
+        try:
+            self._redis: Any = redis.Redis.from_url(
+                url,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                decode_responses=True,
+                # a task type may hold a lone surrogate (a cut emoji): stored, not refused
+                encoding_errors="surrogatepass",
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                "monitor.shared_state.url is not a Redis URL (redis://host:port/db, "
+                "rediss://... or unix://...); the value is not shown",
+                key_path="monitor.shared_state.url",
+            ) from exc
+        self.prefix = key_prefix
+        self._replicas_key = f"{key_prefix}:replicas"
+        self._verdicts_key = f"{key_prefix}:verdicts"
+        self._write = self._redis.register_script(_WRITE)
+        self._verdicts = self._redis.register_script(_VERDICTS)
+
+    def _record_key(self, replica: str) -> str:
+        return f"{self.prefix}:replica:{replica}"
+
+    def write(self, replica: str, fields: Mapping[str, str], *, full: bool) -> bool:
+        """See :meth:`~asahi_features.monitor.shared.SharedStore.write`."""
+        args: List[str] = [replica, "1" if full else "0"]
+        for key, value in fields.items():
+            args.append(key)
+            args.append(value)
+        done = self._write(keys=[self._record_key(replica), self._replicas_key], args=args)
+        return bool(int(done))
+
+    def read_all(self) -> Dict[str, Dict[str, str]]:
+        """See :meth:`~asahi_features.monitor.shared.SharedStore.read_all`."""
+        replicas = sorted(self._redis.smembers(self._replicas_key))
+        if not replicas:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for rid in replicas:
+            pipe.hgetall(self._record_key(rid))
+        records = pipe.execute()
+        return {rid: fields for rid, fields in zip(replicas, records, strict=True) if fields}
+
+    def sync_verdicts(
+        self, known: Mapping[str, Verdict], flips: Mapping[str, Flip]
+    ) -> Dict[str, Verdict]:
+        """See :meth:`~asahi_features.monitor.shared.SharedStore.sync_verdicts`."""
+        args: List[Any] = [len(known)]
+        for task, verdict in known.items():
+            args.append(task)
+            args.append(_encode_verdict(verdict))
+        for task, (generation, disabled) in flips.items():
+            args.extend((task, generation, "1" if disabled else "0"))
+        flat = self._verdicts(keys=[self._verdicts_key], args=args)
+        return {flat[i]: _decode_verdict(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._redis.close()
