@@ -389,7 +389,7 @@ class SharedState:
             if quality_disabled(ts, self._config) != current:
                 flips[name] = (generation, not current)
         verdicts: Optional[Dict[str, Verdict]] = None
-        if write and (known or flips):
+        if write:
             try:
                 verdicts = self.store.sync_verdicts(known, flips)
             except Exception:

@@ -52,8 +52,26 @@ def encode_state(
         LATENCY_FIELD: _dumps({"seen": latency["seen"], "values": values}),
     }
     for name, task in state["tasks"].items():
-        fields[TASK_PREFIX + name] = _dumps(task)
+        fields[task_field(name)] = _dumps(task)
     return fields
+
+
+def task_field(name: str) -> str:
+    """The field of a task: ``t:`` and the name as a JSON string (ASCII, so that any task
+    type, a lone surrogate included, is a valid key in every backend)."""
+    return TASK_PREFIX + json.dumps(name)
+
+
+def task_name(field: str) -> str:
+    """The task type of a :func:`task_field`.
+
+    Raises:
+        ValueError: the field does not hold a JSON string after ``t:``.
+    """
+    name = json.loads(field[len(TASK_PREFIX) :])
+    if not isinstance(name, str):
+        raise ValueError(f"{field[:40]!r}: not a task field")
+    return name
 
 
 def _dumps(value: Any) -> str:
@@ -80,7 +98,7 @@ def decode_state(fields: Mapping[str, str], config: MonitorConfig) -> persistenc
         state[key] = json.loads(fields[key])
     for key, value in fields.items():
         if key.startswith(TASK_PREFIX):
-            state["tasks"][key[len(TASK_PREFIX) :]] = json.loads(value)
+            state["tasks"][task_name(key)] = json.loads(value)
     return persistence.read_state(state, config)
 
 

@@ -5,9 +5,10 @@ Keys (``P`` is ``monitor.shared_state.key_prefix``):
 * ``P:replicas``: a set of replica ids;
 * ``P:replica:<id>``: a hash, one replica's cumulative state (fields of
   :mod:`~asahi_features.monitor.shared_merge`: ``schema``, ``counters``, ``quality``,
-  ``latency`` and ``t:<task>``, each a small JSON document). Its size is bounded by
+  ``latency`` and ``t:<task as a JSON string>``, each a small JSON document). Its size is bounded by
   ``max_task_types``;
-* ``P:verdicts``: a hash, task -> ``"<0|1>:<generation>"``, the shared quality verdicts.
+* ``P:verdicts``: a hash, ``t:<task as a JSON string>`` -> ``"<0|1>:<generation>"``,
+  the shared quality verdicts.
 
 Writes and verdict updates are Lua scripts, so each is atomic: a reader never sees half
 a flush, and a verdict flip is a compare-and-set on its generation. Only the monitor's
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping
 
 from .shared import Flip, Verdict
+from .shared_merge import task_field, task_name
 
 _WRITE = """
 if ARGV[2] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
@@ -99,8 +101,6 @@ class RedisSharedStore:
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
                 decode_responses=True,
-                # a task type may hold a lone surrogate (a cut emoji): stored, not refused
-                encoding_errors="surrogatepass",
                 health_check_interval=30,
             )
         except ValueError as exc:
@@ -144,12 +144,18 @@ class RedisSharedStore:
         """See :meth:`~asahi_features.monitor.shared.SharedStore.sync_verdicts`."""
         args: List[Any] = [len(known)]
         for task, verdict in known.items():
-            args.append(task)
+            args.append(task_field(task))
             args.append(_encode_verdict(verdict))
         for task, (generation, disabled) in flips.items():
-            args.extend((task, generation, "1" if disabled else "0"))
+            args.extend((task_field(task), generation, "1" if disabled else "0"))
         flat = self._verdicts(keys=[self._verdicts_key], args=args)
-        return {flat[i]: _decode_verdict(flat[i + 1]) for i in range(0, len(flat), 2)}
+        verdicts: Dict[str, Verdict] = {}
+        for i in range(0, len(flat), 2):
+            try:
+                verdicts[task_name(flat[i])] = _decode_verdict(flat[i + 1])
+            except ValueError:  # not written by this library: not a verdict
+                continue
+        return verdicts
 
     def close(self) -> None:
         """Close the connection pool."""
