@@ -98,7 +98,9 @@ def redis_replica(
     wait_until(lambda: total() == replicas * phase1, timeout=60, interval=0.05)
     results.put(("phase1", index, monitor.get_stats(), tuple(monitor.decision(TASK))))
 
-    assert commands.get(timeout=120) == "phase2"
+    if commands.get(timeout=120) != "phase2":
+        monitor.close()
+        return
     failures = 0
     for k, (result, score) in enumerate(workload(index, phase2, start=phase1)):
         try:
@@ -108,6 +110,8 @@ def redis_replica(
             failures += 1
         if k == phase2 // 4:
             results.put(("phase2-started", index))
+        elif k == 3 * phase2 // 4:
+            results.put(("phase2-late", index))
         time.sleep(0.004)
     expected = replicas * (phase1 + phase2)
     caught_up = wait_until(lambda: total() == expected, timeout=60, interval=0.05)

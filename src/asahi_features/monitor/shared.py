@@ -303,10 +303,13 @@ class SharedState:
             if ok and self._connected is False:
                 logger.info("monitor shared state (%s) reachable again", self.store.name)
             self._connected = ok
-            if others is not None:
-                self._others = others
+            if others is None:
+                others = self._others
+            # verdicts first: whoever reads the new totals also reads their verdicts
+            self._verdicts = self._decide(others, write=ok)
+            self._others = others
+            if ok:
                 self._last_ok = time.monotonic()
-            self._update_verdicts(write=ok)
             return ok
 
     def invalidate(self) -> None:
@@ -373,14 +376,21 @@ class SharedState:
             )
         return persistence.read_state(state, self._config)
 
-    def merged(self) -> persistence.Restored:
-        """Every replica's state as last read, with this replica's live counts."""
-        states: List[persistence.Restored] = list(self._others.values())
+    def merged(
+        self, others: Optional[Mapping[str, persistence.Restored]] = None
+    ) -> persistence.Restored:
+        """Every replica's state as last read (or ``others``), with this replica's live
+        counts."""
+        states: List[persistence.Restored] = list(
+            (self._others if others is None else others).values()
+        )
         states.append(self._own_state())
         return merge_states(states, self._config)
 
-    def _update_verdicts(self, *, write: bool) -> None:
-        merged = self.merged()
+    def _decide(
+        self, others: Mapping[str, persistence.Restored], *, write: bool
+    ) -> Dict[str, Verdict]:
+        merged = self.merged(others)
         known = dict(self._verdicts)
         flips: Dict[str, Flip] = {}
         for name, ts in merged.tasks.items():
@@ -403,7 +413,7 @@ class SharedState:
                 verdicts[name] = (disabled, generation + 1)
         for name in merged.tasks:  # no verdict yet: enabled, for every replica alike
             verdicts.setdefault(name, NO_VERDICT)
-        self._verdicts = verdicts
+        return verdicts
 
     # ------------------------------------------------------------------ reading
 

@@ -1,0 +1,174 @@
+"""Shared monitor state on a real redis-server (RUN_INTEGRATION_TESTS=1).
+
+Four replica processes (multiprocessing, spawn) record known numbers into one
+redis-server: every replica reads the exact totals and the same decision. Then Redis is
+stopped by its own pid mid-run and restarted empty on the same port: no request fails,
+and the totals catch up exactly (tests/monitor_shared_helpers.py holds the replica).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import uuid
+from collections.abc import Iterator
+from typing import Any, Dict, List
+
+import pytest
+
+from asahi_features.monitor import DecisionReason, FeatureMonitor
+from asahi_features.monitor.shared_redis import RedisSharedStore
+from asahi_features.settings import MonitorConfig, SharedStateConfig
+from tests.monitor_shared_helpers import TASK, expected_totals, redis_replica, workload
+from tests.redis_server import RedisServer
+from tests.servers import wait_until
+
+REPLICAS = 4
+PHASE1 = 100  # 50 scores per group and replica: min_samples (50) in no replica alone
+PHASE2 = 400
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()  # raises when redis-server is not installed
+    server.start()
+    yield server
+    server.close()
+    assert not server.running
+
+
+def _collect(results: Any, kind: str, count: int, timeout: float = 180.0) -> List[Any]:
+    got: List[Any] = []
+    while len(got) < count:
+        try:
+            message = results.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"waited {timeout}s for {count} {kind!r} messages") from None
+        assert message[0] == kind, message
+        got.append(message)
+    return got
+
+
+def _assert_totals(stats: Dict[str, Any], count: int) -> None:
+    for key, value in expected_totals(REPLICAS, count).items():
+        assert stats[key] == value, (key, stats[key], value)
+    samples = stats["task_types"][TASK]["quality_delta_samples"]
+    assert samples["with_features"] == REPLICAS * ((count + 1) // 2)
+    assert samples["held_out"] == REPLICAS * (count // 2)
+
+
+def test_four_processes_one_view_and_redis_restarted_mid_run(redis_server: RedisServer) -> None:
+    url = f"redis://{redis_server.connection_string}/0"
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    config = MonitorConfig(min_samples=50, min_quality_gain=0.1, exploration_fraction=0.0)
+    # the evidence exists only merged: one replica's 50 + 50 scores are not enough
+    alone = FeatureMonitor(config)
+    for result, score in workload(0, PHASE1 - 2):
+        alone.record_enrichment(result, score)
+    assert alone.decision(TASK).reason == DecisionReason.ENABLED
+
+    ctx = multiprocessing.get_context("spawn")
+    commands, results = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=redis_replica,
+            args=(i, url, prefix, PHASE1, PHASE2, REPLICAS, commands, results),
+            daemon=True,
+        )
+        for i in range(REPLICAS)
+    ]
+    for proc in procs:
+        proc.start()
+    closing = False
+    try:
+        # phase 1: exact totals and one decision, in every replica
+        phase1 = _collect(results, "phase1", REPLICAS)
+        for _, _index, stats, _decision in phase1:
+            _assert_totals(stats, PHASE1)
+            assert stats["shared_state"]["replicas"] == REPLICAS
+            assert stats["replica_total_enrichments"] == PHASE1
+        decisions = {message[3] for message in phase1}
+        assert decisions == {(False, DecisionReason.QUALITY_NO_GAIN)}, decisions
+
+        # phase 2: Redis stopped by its pid while every replica records, then restarted
+        for _ in procs:
+            commands.put("phase2")
+        _collect(results, "phase2-started", REPLICAS)
+        redis_pid = redis_server.pid
+        redis_server.stop()
+        assert redis_pid is not None and not redis_server.running
+        # every replica records half of phase 2 (200 requests) while Redis is down
+        _collect(results, "phase2-late", REPLICAS)
+        reader_store = RedisSharedStore(url, key_prefix=prefix, socket_timeout=0.5)
+        redis_server.start()  # same port, empty
+        assert redis_server.port == int(url.rsplit(":", 1)[1].split("/")[0])
+
+        phase2 = _collect(results, "phase2", REPLICAS)
+        total = PHASE1 + PHASE2
+        for _, _index, failures, caught_up, stats, _decision in phase2:
+            assert failures == 0
+            assert caught_up, stats["total_enrichments"]
+            _assert_totals(stats, total)
+            assert stats["shared_state"]["errors"] >= 1  # it did see Redis down
+            assert stats["shared_state"]["connected"] is True
+        decisions = {message[5] for message in phase2}
+        assert decisions == {(False, DecisionReason.QUALITY_NO_GAIN)}, decisions
+
+        # what Redis holds after the restart: every replica's full record again
+        records = reader_store.read_all()
+        assert sorted(records) == [f"replica-{i}" for i in range(REPLICAS)]
+        shared = SharedStateConfig(
+            url=url, key_prefix=prefix, replica_id="reader", flush_interval_ms=50
+        )
+        reader = FeatureMonitor(config.model_copy(update={"shared_state": shared}))
+        try:
+            assert wait_until(
+                lambda: reader.get_stats()["total_enrichments"] == REPLICAS * total, timeout=30
+            )
+            _assert_totals(reader.get_stats(), total)
+            assert reader.decision(TASK).reason == DecisionReason.QUALITY_NO_GAIN
+        finally:
+            reader.close()
+            reader_store.close()
+
+        for _ in procs:
+            commands.put("close")
+        closing = True
+        _collect(results, "closed", REPLICAS)
+    finally:
+        if not closing:  # a failed check: let the replicas end without waiting
+            for _ in range(2 * REPLICAS):
+                commands.put("close")
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():  # pragma: no cover - only when the test already failed
+                proc.terminate()
+                proc.join(timeout=10)
+    assert all(proc.exitcode == 0 for proc in procs), [proc.exitcode for proc in procs]
+
+
+def test_redis_store_contract(redis_server: RedisServer) -> None:
+    """The Redis backend keeps the contract the in-memory one is unit-tested for."""
+    url = f"redis://{redis_server.connection_string}/0"
+    store = RedisSharedStore(url, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        assert store.read_all() == {}
+        assert store.write("r1", {"a": "1"}, full=False) is False  # no record yet
+        assert store.write("r1", {"a": "1", "b": "2"}, full=True) is True
+        assert store.write("r1", {"b": "3"}, full=False) is True
+        assert store.read_all() == {"r1": {"a": "1", "b": "3"}}
+        assert store.write("r1", {"c": "4"}, full=True) is True  # replaced whole
+        assert store.read_all() == {"r1": {"c": "4"}}
+        odd = 'faq\udcff "x"'
+        assert store.sync_verdicts({}, {odd: (0, True)}) == {odd: (True, 1)}
+        assert store.sync_verdicts({}, {odd: (0, False)}) == {odd: (True, 1)}  # outdated
+        assert store.sync_verdicts({odd: (False, 0), "qa": (True, 3)}, {}) == {
+            odd: (True, 1),
+            "qa": (True, 3),
+        }
+        assert store.sync_verdicts({}, {odd: (1, False)})[odd] == (False, 2)
+        redis_server.restart()  # empty again
+        assert store.write("r1", {"d": "5"}, full=False) is False
+        assert store.sync_verdicts({"qa": (True, 3)}, {}) == {"qa": (True, 3)}
+    finally:
+        store.close()
