@@ -165,6 +165,7 @@ class FeatureMonitor:
         self._max_tasks = cfg.max_task_types
         self._init_state()
         self._shared: Optional[SharedState] = None
+        self._closers: list[Callable[[], None]] = []
         if breaker is not None:
             self.watch(breaker)
         if cfg.shared_state is not None:
@@ -204,9 +205,16 @@ class FeatureMonitor:
     def _attach_shared(self, shared: SharedState) -> None:
         self._shared = shared
 
+    def _on_close(self, callback: Callable[[], None]) -> None:
+        self._closers.append(callback)
+
     def close(self) -> None:
-        """Stop the background threads: with shared state, write this replica's counts
-        one last time. The monitor still records and decides afterwards, locally."""
+        """Stop the background threads: the multi-process Prometheus exporter copies
+        its numbers and, with shared state, this replica writes its counts one last
+        time. The monitor still records and decides afterwards, locally."""
+        closers, self._closers = self._closers, []
+        for callback in closers:
+            callback()
         shared = self._shared
         if shared is not None:
             shared.close()
@@ -669,3 +677,23 @@ class FeatureMonitor:
         from .export import register
 
         return register(self, registry)
+
+    def register_prometheus_multiprocess(self, interval_seconds: float = 1.0) -> Any:
+        """Export to prometheus-client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``):
+        one scrape adds up every worker process. See
+        :class:`~asahi_features.monitor.export.MultiprocessExporter` for the metrics.
+
+        Args:
+            interval_seconds: how often a background thread copies the numbers
+                (:meth:`close` copies them one last time).
+
+        Returns:
+            The exporter (``.sync()`` copies now).
+
+        Raises:
+            ImportError: prometheus-client is not installed.
+            RuntimeError: prometheus-client is not in multi-process mode.
+        """
+        from .export import MultiprocessExporter
+
+        return MultiprocessExporter(self, interval_seconds=interval_seconds)
