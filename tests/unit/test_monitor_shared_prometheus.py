@@ -48,7 +48,7 @@ def _scrape(path: Path) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(path))
+    MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
     text = generate_latest(registry).decode()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -106,7 +106,7 @@ def test_workers_add_up_in_one_scrape(tmp_path: Path) -> None:
     from prometheus_client import multiprocess
 
     for pid in pids:
-        multiprocess.mark_process_dead(pid, str(tmp_path))
+        multiprocess.mark_process_dead(pid, str(tmp_path))  # type: ignore[no-untyped-call]
     after = _scrape(tmp_path)
     assert (p + "enrichment_enabled", task) not in after
     assert after[(p + "feature_store_attempts_total", ())] == totals["feature_store_attempts"]
@@ -132,7 +132,7 @@ def test_copies_increments_and_follows_the_shared_verdict(
     from asahi_features.settings import MonitorConfig
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4242))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4242))  # type: ignore[no-untyped-call]
     config = MonitorConfig(min_samples=50, min_quality_gain=0.1, exploration_fraction=0.0)
     store = MemorySharedStore()
     other = FeatureMonitor(config)
@@ -174,7 +174,7 @@ def test_a_failing_copy_is_logged_not_raised(
     from prometheus_client import values
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4343))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: 4343))  # type: ignore[no-untyped-call]
     monitor = FeatureMonitor()
     with pytest.raises(ValueError, match="interval_seconds"):
         monitor.register_prometheus_multiprocess(interval_seconds=0)
