@@ -26,6 +26,7 @@ process's connection to the feature store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -38,7 +39,8 @@ from ..errors import ConfigError
 from ..settings import SharedStateConfig
 from . import persistence
 from .quality import quality_disabled
-from .shared_merge import decode_state, encode_state, merge_states
+from .shared_merge import copy_quality, copy_task, decode_state, encode_state, merge_states
+from .stats import LatencyReservoir
 
 if TYPE_CHECKING:
     from .core import FeatureMonitor
@@ -229,6 +231,7 @@ class SharedState:
         self._flushed_counters: Optional[Dict[str, Any]] = None
         self._others: Dict[str, persistence.Restored] = {}
         self._bad: Dict[str, str] = {}
+        self._decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
         self._verdicts: Dict[str, Verdict] = {}
         self._connected: Optional[bool] = None
         self._last_ok: Optional[float] = None
@@ -349,48 +352,65 @@ class SharedState:
     def _read(self) -> Dict[str, persistence.Restored]:
         records = self.store.read_all()
         others: Dict[str, persistence.Restored] = {}
+        decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
         for rid, fields in records.items():
             if rid == self.replica_id:
                 continue
-            try:
-                others[rid] = decode_state(fields, self._config)
-            except (ValueError, TypeError, KeyError) as exc:
-                problem = str(exc)[:200]
-                if self._bad.get(rid) != problem:
-                    logger.warning(
-                        "monitor shared state: replica %r left out of the view, its record "
-                        "is not a monitor state: %s",
-                        rid,
-                        problem,
-                    )
-                self._bad[rid] = problem
-                continue
+            cached = self._decoded.get(rid)
+            if cached is not None and cached[0] == fields:  # unchanged: not parsed again
+                state = cached[1]
+            else:
+                try:
+                    state = decode_state(fields, self._config)
+                except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                    self._refuse(rid, str(exc)[:200])
+                    continue
             self._bad.pop(rid, None)
+            others[rid] = state
+            decoded[rid] = (fields, state)
+        self._decoded = decoded
         return others
 
+    def _refuse(self, rid: str, problem: str) -> None:
+        if self._bad.get(rid) != problem:
+            logger.warning(
+                "monitor shared state: replica %r left out of the view, its record is not "
+                "a monitor state: %s",
+                rid,
+                problem,
+            )
+        self._bad[rid] = problem
+
     def _own_state(self) -> persistence.Restored:
+        """A copy of this replica's live state (taken under its lock, no checks needed)."""
         monitor = self.monitor
         with monitor._lock:
-            state = persistence.state_of(
-                monitor._counters, monitor._quality, monitor._latency, monitor._tasks
-            )
-        return persistence.read_state(state, self._config)
+            counters = dataclasses.replace(monitor._counters)
+            quality = copy_quality(monitor._quality)
+            latency = LatencyReservoir(monitor._latency.size)
+            latency.seen = monitor._latency.seen
+            latency.values = list(monitor._latency.values)
+            tasks = {name: copy_task(ts) for name, ts in monitor._tasks.items()}
+        return persistence.Restored(counters, quality, latency, tasks)
 
     def merged(
-        self, others: Optional[Mapping[str, persistence.Restored]] = None
+        self,
+        others: Optional[Mapping[str, persistence.Restored]] = None,
+        *,
+        latency: bool = True,
     ) -> persistence.Restored:
         """Every replica's state as last read (or ``others``), with this replica's live
-        counts."""
+        counts (without ``latency``, the latency samples are not merged)."""
         states: List[persistence.Restored] = list(
             (self._others if others is None else others).values()
         )
         states.append(self._own_state())
-        return merge_states(states, self._config)
+        return merge_states(states, self._config, latency=latency)
 
     def _decide(
         self, others: Mapping[str, persistence.Restored], *, write: bool
     ) -> Dict[str, Verdict]:
-        merged = self.merged(others)
+        merged = self.merged(others, latency=False)
         known = dict(self._verdicts)
         flips: Dict[str, Flip] = {}
         for name, ts in merged.tasks.items():

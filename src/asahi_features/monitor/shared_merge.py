@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Mapping
 
 from ..settings import MonitorConfig
 from . import persistence
-from .counters import COUNTER_FIELDS, Counters, TaskStats, new_quality
+from .counters import COUNTER_FIELDS, Counters, Quality, TaskStats, new_quality
 from .stats import LatencyReservoir, Welford
 
 SCHEMA_FIELD = "schema"
@@ -102,12 +102,31 @@ def decode_state(fields: Mapping[str, str], config: MonitorConfig) -> persistenc
     return persistence.read_state(state, config)
 
 
+def copy_quality(quality: Quality) -> Quality:
+    """Independent copies of three accumulators."""
+    a, b, c = quality
+    return (Welford(a.n, a.mean, a.m2), Welford(b.n, b.mean, b.m2), Welford(c.n, c.mean, c.m2))
+
+
+def copy_task(ts: TaskStats) -> TaskStats:
+    """What :func:`merge_states` reads of a task, copied."""
+    copy = TaskStats(ts.name)
+    copy.total = ts.total
+    copy.tokens = ts.tokens
+    copy.groups = list(ts.groups)
+    copy.reasons = dict(ts.reasons)
+    copy.quality = copy_quality(ts.quality)
+    copy.version = ts.version
+    return copy
+
+
 def merge_states(
-    states: Iterable[persistence.Restored], config: MonitorConfig
+    states: Iterable[persistence.Restored], config: MonitorConfig, *, latency: bool = True
 ) -> persistence.Restored:
     """The state of all replicas together: counts and sums added, the freshness maximum
     maximised, quality accumulators merged exactly (Chan et al.), latency samples
-    combined in proportion to how many values each replica saw."""
+    combined in proportion to how many values each replica saw (an empty sample
+    without ``latency``)."""
     counters = Counters()
     quality = new_quality()
     tasks: Dict[str, TaskStats] = {}
@@ -125,8 +144,9 @@ def merge_states(
             if into is None:
                 into = tasks[name] = TaskStats(name)
             _add_task(into, ts)
-    latency = merge_latency(samples, config.latency_reservoir_size, seed=config.seed)
-    return persistence.Restored(counters, quality, latency, tasks)
+    size = config.latency_reservoir_size
+    sample = merge_latency(samples, size, seed=config.seed) if latency else LatencyReservoir(size)
+    return persistence.Restored(counters, quality, sample, tasks)
 
 
 def _add_counters(a: Counters, b: Counters) -> Counters:
