@@ -172,3 +172,48 @@ def test_redis_store_contract(redis_server: RedisServer) -> None:
         assert store.sync_verdicts({"qa": (True, 3)}, {}) == {"qa": (True, 3)}
     finally:
         store.close()
+
+
+def test_forked_workers_are_replicas_of_their_own(redis_server: RedisServer) -> None:
+    """A pre-fork server: the monitor is made (and its thread started) before the fork;
+    each forked worker writes under its own replica id from its own thread."""
+    url = f"redis://{redis_server.connection_string}/0"
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    shared = SharedStateConfig(url=url, key_prefix=prefix, replica_id="app", flush_interval_ms=20)
+    monitor = FeatureMonitor(MonitorConfig(shared_state=shared))
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Queue()
+
+    def worker(index: int) -> None:
+        for result, score in workload(index, 30):
+            monitor.record_enrichment(result, score)
+        assert monitor.shared is not None
+        # no close(): the worker's own thread must write its counts
+        ok = wait_until(
+            lambda: (
+                monitor.get_stats()["replica_total_enrichments"] == 30
+                and f"app:{multiprocessing.current_process().pid}" in store.read_all()
+            ),
+            timeout=30,
+        )
+        done.put((ok, monitor.shared.replica_id))
+
+    store = RedisSharedStore(url, key_prefix=prefix)
+    workers = [ctx.Process(target=worker, args=(i,)) for i in (1, 2)]
+    for proc in workers:
+        proc.start()
+    try:
+        reports = [done.get(timeout=60) for _ in workers]
+    finally:
+        for proc in workers:
+            proc.join(timeout=30)
+    assert all(ok for ok, _ in reports), reports
+    assert sorted(rid for _, rid in reports) == sorted(f"app:{p.pid}" for p in workers)
+    for result, score in workload(0, 10):
+        monitor.record_enrichment(result, score)
+    try:
+        assert wait_until(lambda: monitor.get_stats()["total_enrichments"] == 70, timeout=30)
+        assert sorted(store.read_all()) == sorted(["app", *(f"app:{p.pid}" for p in workers)])
+    finally:
+        monitor.close()
+        store.close()

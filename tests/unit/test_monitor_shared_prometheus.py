@@ -18,6 +18,7 @@ import pytest
 
 from asahi_features.monitor import FeatureMonitor
 from tests.monitor_shared_helpers import SCORE_MEAN, TASK, expected_totals, workload
+from tests.servers import wait_until
 
 WORKERS = 3
 COUNT = 40  # per worker, recorded in two halves with a copy after each
@@ -186,3 +187,37 @@ def test_a_failing_copy_is_logged_not_raised(
     with caplog.at_level("WARNING", logger="asahi_features.monitor"):
         assert exporter.sync() is False
     assert "copying the monitor into Prometheus metrics failed" in caplog.text
+
+
+def test_a_forked_worker_exports_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-fork server: the monitor and its exporter are made before the fork; the
+    forked worker's own thread copies its counts (the test waits for it, no close)."""
+    import multiprocessing
+
+    from prometheus_client import values
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())  # type: ignore[no-untyped-call]
+    monitor = FeatureMonitor()
+    monitor.register_prometheus_multiprocess(interval_seconds=0.02)
+    key = ("asahi_features_feature_tokens_added_total", (("task_type", TASK),))
+    ctx = multiprocessing.get_context("fork")
+    seen = ctx.Queue()
+
+    def worker() -> None:
+        for result, score in workload(1, 10):
+            monitor.record_enrichment(result, score)
+        ok = wait_until(lambda: _scrape(tmp_path).get(key) == 25.0, timeout=30)
+        seen.put(ok)
+
+    child = ctx.Process(target=worker)
+    child.start()
+    assert seen.get(timeout=60) is True
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    for result, score in workload(0, 4):
+        monitor.record_enrichment(result, score)
+    monitor.close()
+    assert _scrape(tmp_path)[key] == 25.0 + 10.0

@@ -9,6 +9,8 @@ worker processes, one scrape).
 from __future__ import annotations
 
 import logging
+import os
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 if TYPE_CHECKING:
@@ -296,11 +298,31 @@ class MultiprocessExporter:
         self._stop = threading.Event()
         self._thread: Any = None
         monitor._on_close(self.close)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         if start:
-            self._thread = threading.Thread(
-                target=self._run, name="asahi-monitor-prometheus", daemon=True
-            )
-            self._thread.start()
+            self._start()
+
+    def _start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(
+            target=self._run, name="asahi-monitor-prometheus", daemon=True
+        )
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        """In a forked worker: fresh lock and stop flag, and a thread of its own if the
+        parent's ran (the worker's metric files are its own: prometheus-client keys
+        them by pid)."""
+        import threading
+
+        was_running = self._thread is not None and not self._stop.is_set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        if was_running:
+            self._start()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -358,6 +380,12 @@ class MultiprocessExporter:
             self._inc(name, (), stats[key])
         self._paused.set(1.0 if stats["availability_paused"] else 0.0)
         self._pending.set(stats["pending_quality"])
+
+
+def _after_fork(ref: weakref.ref[MultiprocessExporter]) -> None:
+    exporter = ref()
+    if exporter is not None:
+        exporter._after_fork()
 
 
 _PLAIN_COUNTERS = (

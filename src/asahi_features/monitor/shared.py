@@ -33,6 +33,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from ..errors import ConfigError
@@ -237,8 +238,34 @@ class SharedState:
         self._last_ok: Optional[float] = None
         self.flushes = 0
         self.errors = 0
+        self._given_id = replica_id
         monitor._attach_shared(self)
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         if start:
+            self.start()
+
+    def _after_fork(self) -> None:
+        """In a forked child (a pre-fork server's worker): a replica of its own.
+
+        The child gets its own replica id (the parent keeps writing under the parent's),
+        fresh locks (one held by another thread at the fork would stay held forever in
+        the child) and, if the parent's thread ran, a thread of its own. Counts
+        recorded before the fork are in the parent's record and in the child's: create
+        the monitor after forking, or record nothing before it.
+        """
+        was_running = self._thread is not None and not self._stop.is_set()
+        self.monitor._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        given = self._given_id
+        self.replica_id = f"{given}:{os.getpid()}" if given else default_replica_id()
+        self._full = True
+        self._flushed = {}
+        self._flushed_counters = None
+        self.flushes = 0
+        if was_running:
             self.start()
 
     def __repr__(self) -> str:
@@ -481,6 +508,12 @@ class SharedState:
         stats["replica_total_enrichments"] = local["total_enrichments"]
         stats["shared_state"] = self.status()
         return stats
+
+
+def _after_fork(ref: weakref.ref[SharedState]) -> None:
+    shared = ref()
+    if shared is not None:
+        shared._after_fork()
 
 
 def attach(monitor: FeatureMonitor, config: SharedStateConfig) -> SharedState:
