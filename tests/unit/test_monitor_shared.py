@@ -329,3 +329,55 @@ def test_redis_unreachable_from_the_start_never_fails_a_request(
 
 def test_default_replica_ids_differ() -> None:
     assert default_replica_id() != default_replica_id()
+
+
+def test_a_record_lost_between_syncs_is_written_whole_again() -> None:
+    store = MemorySharedStore()
+    a, b = replicas(store, 2)
+    record(a, 0, 300)  # more latencies than a record carries (256)
+    record(b, 1, 10)
+    sync_all([a, b])
+    store.clear()  # lost while every replica was connected: the next write is refused
+    record(a, 0, 1, start=300)
+    sync_all([a, b])
+    stats = b.get_stats()
+    assert stats["total_enrichments"] == 311
+    assert stats["latency_ms"]["sample_size"] == 256 + 10  # what the replicas shared
+
+
+class _VerdictsDown(MemorySharedStore):
+    """A backend that stores records but fails on the verdicts (a partial outage)."""
+
+    def sync_verdicts(self, known: Any, flips: Any) -> Any:
+        raise ConnectionError("verdicts unavailable")
+
+
+def test_verdicts_unavailable_decide_locally_and_retry() -> None:
+    store = _VerdictsDown()
+    monitors = replicas(store, 2)
+    for i, monitor in enumerate(monitors):
+        record(monitor, i, 200)
+    for monitor in monitors:
+        assert monitor.shared is not None
+        monitor.shared.sync()
+    for monitor in monitors:
+        assert monitor.shared is not None
+        assert monitor.shared.sync() is True  # records written and read
+        assert monitor.get_stats()["shared_state"]["connected"] is False
+        assert monitor.decision(TASK).reason == DecisionReason.QUALITY_NO_GAIN
+
+
+def test_records_missing_fields_or_with_odd_task_fields_are_refused() -> None:
+    store = MemorySharedStore()
+    (monitor,) = replicas(store, 1)
+    good = FeatureMonitor(CONFIG)
+    record(good, 0, 4)
+    sharer = SharedState(good, store, replica_id="good", start=False)
+    sharer.sync()
+    fields = store.read_all()["good"]
+    store.write("no-latency", {k: v for k, v in fields.items() if k != "latency"}, full=True)
+    store.write("odd-task", {**fields, "t:1": fields['t:"faq"']}, full=True)
+    assert monitor.shared is not None
+    monitor.shared.sync()
+    assert monitor.get_stats()["shared_state"]["invalid_replicas"] == ["no-latency", "odd-task"]
+    assert monitor.get_stats()["total_enrichments"] == 4

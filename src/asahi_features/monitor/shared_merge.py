@@ -173,8 +173,9 @@ def _add_task(into: TaskStats, ts: TaskStats) -> None:
 
 def merge_latency(samples: List[LatencyReservoir], size: int, *, seed: int = 0) -> LatencyReservoir:
     """One reservoir for several replicas' samples: each contributes a share of the
-    ``size`` values proportional to how many latencies it saw (drawn from its sample),
-    so that a busy replica weighs as much as its traffic. ``seen`` is the sum."""
+    values (at most ``size``, at most as many as they shared together) proportional to
+    how many latencies it saw, drawn from its sample, so that a busy replica weighs as
+    much as its traffic. ``seen`` is the sum."""
     merged = LatencyReservoir(size, seed=seed)
     seen = sum(s.seen for s in samples)
     if seen == 0:
@@ -184,12 +185,14 @@ def merge_latency(samples: List[LatencyReservoir], size: int, *, seed: int = 0) 
         # every replica kept every value: the union is the exact sample
         merged.values = [v for s in samples for v in s.values]
     else:
+        # never more values than the replicas shared: a larger sample would only repeat
+        target = min(size, total_values)
         rng = random.Random(seed)
         values: List[float] = []
         for s in samples:
             if s.values:
-                k = max(1, round(size * s.seen / seen))
+                k = max(1, round(target * s.seen / seen))
                 values.extend(rng.choices(s.values, k=k))
-        merged.values = values[:size]
+        merged.values = values[:target]
     merged.seen = seen
     return merged
