@@ -353,6 +353,11 @@ class SharedStateConfig(_Strict):
     its own counts instead of adding a new replica's."""
     socket_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
     """Timeout of every Redis call of the background thread."""
+    retire_after_seconds: Optional[float] = Field(default=86_400.0, gt=0)
+    """A replica that has not written for this long (stopped) is folded into one
+    ``__retired__`` record: its counts stay, its record goes, so the number of records
+    stays bounded (``None``: keep every record). Live replicas write at least every
+    quarter of this."""
 
     @field_validator("url_env", mode="after")
     @classmethod

@@ -17,8 +17,10 @@ from typing import Any, Dict, List
 import pytest
 
 from asahi_features.monitor import DecisionReason, FeatureMonitor
+from asahi_features.monitor.shared import ReplicaRetired, SharedState
 from asahi_features.monitor.shared_redis import RedisSharedStore
 from asahi_features.settings import MonitorConfig, SharedStateConfig
+from tests.clocks import ManualClock
 from tests.monitor_shared_helpers import TASK, expected_totals, redis_replica, workload
 from tests.redis_server import RedisServer
 from tests.servers import wait_until
@@ -167,6 +169,15 @@ def test_redis_store_contract(redis_server: RedisServer) -> None:
             "qa": (True, 3),
         }
         assert store.sync_verdicts({}, {odd: (1, False)})[odd] == (False, 2)
+        # folding retired replicas: a compare-and-set on seq and on each written_at
+        assert store.write("r2", {"written_at": "1.0", "x": "1"}, full=True) is True
+        assert store.fold("__retired__", 1, {"x": "9"}, {"r2": "1.0"}, ["r2"]) is False
+        assert store.fold("__retired__", 0, {"x": "9"}, {"r2": "2.0"}, ["r2"]) is False
+        assert store.fold("__retired__", 0, {"x": "9"}, {"r2": "1.0"}, ["r2"]) is True
+        assert store.read_all() == {"r1": {"c": "4"}, "__retired__": {"x": "9", "seq": "1"}}
+        with pytest.raises(ReplicaRetired):
+            store.write("r2", {"x": "2"}, full=True)
+        assert store.write("r2", {"x": "2"}, full=False) is False
         redis_server.restart()  # empty again
         assert store.write("r1", {"d": "5"}, full=False) is False
         assert store.sync_verdicts({"qa": (True, 3)}, {}) == {"qa": (True, 3)}
@@ -217,3 +228,42 @@ def test_forked_workers_are_replicas_of_their_own(redis_server: RedisServer) -> 
     finally:
         monitor.close()
         store.close()
+
+
+def test_stopped_replicas_are_folded_in_redis(redis_server: RedisServer) -> None:
+    url = f"redis://{redis_server.connection_string}/0"
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    clock = ManualClock(start=1_700_000_000.0)
+    config = MonitorConfig(min_samples=50, min_quality_gain=0.1, exploration_fraction=0.0)
+    monitors = []
+    for i in range(3):
+        monitor = FeatureMonitor(config)
+        SharedState(
+            monitor,
+            RedisSharedStore(url, key_prefix=prefix),
+            replica_id=f"replica-{i}",
+            retire_after_seconds=60.0,
+            wall_clock=clock,
+            start=False,
+        )
+        for result, score in workload(i, 10 + i):
+            monitor.record_enrichment(result, score)
+        monitors.append(monitor)
+    a, b, c = monitors
+    for _ in range(2):
+        for monitor in monitors:
+            assert monitor.shared is not None and monitor.shared.sync()
+    c.close()
+    for _ in range(5):
+        clock.advance(15.0)
+        for monitor in (a, b):
+            assert monitor.shared is not None and monitor.shared.sync()
+    store = RedisSharedStore(url, key_prefix=prefix)
+    try:
+        assert sorted(store.read_all()) == ["__retired__", "replica-0", "replica-1"]
+        for monitor in (a, b):
+            assert monitor.get_stats()["total_enrichments"] == 10 + 11 + 12
+    finally:
+        store.close()
+        a.close()
+        b.close()

@@ -18,10 +18,12 @@ from pydantic import ValidationError
 
 from asahi_features.errors import ConfigError
 from asahi_features.monitor import DecisionReason, FeatureMonitor
-from asahi_features.monitor.shared import MemorySharedStore, SharedState, default_replica_id
+from asahi_features.monitor.shared import ReplicaRetired, SharedState, default_replica_id
+from asahi_features.monitor.shared_memory import MemorySharedStore
 from asahi_features.monitor.shared_merge import merge_latency
 from asahi_features.monitor.stats import LatencyReservoir
 from asahi_features.settings import MonitorConfig, SharedStateConfig
+from tests.clocks import ManualClock
 from tests.monitor_shared_helpers import TASK, expected_totals, workload
 from tests.servers import free_port, wait_until
 
@@ -381,3 +383,110 @@ def test_records_missing_fields_or_with_odd_task_fields_are_refused() -> None:
     monitor.shared.sync()
     assert monitor.get_stats()["shared_state"]["invalid_replicas"] == ["no-latency", "odd-task"]
     assert monitor.get_stats()["total_enrichments"] == 4
+
+
+# ---------------------------------------------------------------- retiring stopped replicas
+
+RETIRE = 3600.0
+
+
+def fleet(store: MemorySharedStore, clock: ManualClock, n: int) -> List[FeatureMonitor]:
+    monitors = []
+    for i in range(n):
+        monitor = FeatureMonitor(CONFIG)
+        SharedState(
+            monitor,
+            store,
+            replica_id=f"replica-{i}",
+            retire_after_seconds=RETIRE,
+            wall_clock=clock,
+            start=False,
+        )
+        monitors.append(monitor)
+    return monitors
+
+
+def test_stopped_replicas_are_folded_and_their_counts_stay() -> None:
+    store, clock = MemorySharedStore(), ManualClock(start=1_700_000_000.0)
+    a, b, c, d = fleet(store, clock, 4)
+    for i, monitor in enumerate((a, b, c, d)):
+        record(monitor, i, 20 + i)
+    sync_all([a, b, c, d])
+    c.close()  # c and d stop; a and b keep running (idle: nothing new to write)
+    d.close()
+    for _ in range(5):
+        clock.advance(RETIRE / 4)
+        sync_all([a, b])
+    assert sorted(store.read_all()) == ["__retired__", "replica-0", "replica-1"]
+    assert a.shared is not None and b.shared is not None
+    assert a.shared.retired + b.shared.retired == 2
+    for monitor in (a, b):
+        stats = monitor.get_stats()
+        assert stats["total_enrichments"] == 20 + 21 + 22 + 23
+        assert (
+            stats["task_types"][TASK]["quality_delta_samples"]["with_features"] == 10 + 11 + 11 + 12
+        )
+    # a second round folds into the same retired record
+    b.close()
+    for _ in range(5):
+        clock.advance(RETIRE / 4)
+        sync_all([a])
+    assert sorted(store.read_all()) == ["__retired__", "replica-0"]
+    assert store.read_all()["__retired__"]["seq"] == "2"
+    assert a.get_stats()["total_enrichments"] == 86
+    assert a.get_stats()["shared_state"]["replicas"] == 2
+
+
+def test_a_configured_replica_back_after_its_fold_counts_from_zero(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store, clock = MemorySharedStore(), ManualClock(start=1_700_000_000.0)
+    a, c = fleet(store, clock, 2)
+    record(a, 0, 10)
+    record(c, 1, 30)
+    sync_all([a, c])
+    clock.advance(2 * RETIRE)  # c is away (a keeps syncing alone)
+    sync_all([a])
+    assert "replica-1" not in store.read_all()
+    record(c, 1, 5, start=30)  # c is back, with its 30 earlier counts still in memory
+    assert c.shared is not None
+    with caplog.at_level(logging.WARNING, logger="asahi_features.monitor"):
+        sync_all([a, c])
+    assert "was retired while it was away" in caplog.text
+    assert c.shared.replica_id.startswith("replica-1:")
+    assert sorted(store.read_all()) == ["__retired__", "replica-0", c.shared.replica_id]
+    stats = a.get_stats()
+    assert stats["total_enrichments"] == 10 + 30  # c's 5 after coming back are lost with
+    # its memory, its 30 before are in the retired record, none is counted twice
+    assert c.get_stats()["replica_total_enrichments"] == 0
+    record(c, 1, 5, start=35)
+    sync_all([a, c])
+    assert a.get_stats()["total_enrichments"] == 45
+
+
+def test_folds_are_compare_and_set() -> None:
+    store = MemorySharedStore()
+    store.write("r", {"written_at": "1.0"}, full=True)
+    assert store.fold("__retired__", 1, {"x": "1"}, {"r": "1.0"}, []) is False  # seq
+    assert store.fold("__retired__", 0, {"x": "1"}, {"r": "2.0"}, []) is False  # rewritten
+    assert store.fold("__retired__", 0, {"x": "1"}, {"r": "1.0"}, ["r"]) is True
+    assert store.read_all() == {"__retired__": {"x": "1", "seq": "1"}}
+    with pytest.raises(ReplicaRetired):
+        store.write("r", {"a": "1"}, full=True)
+    assert store.write("r", {"a": "1"}, full=False) is False
+
+
+def test_an_idle_replica_keeps_its_record_alive() -> None:
+    store, clock = MemorySharedStore(), ManualClock(start=1_700_000_000.0)
+    a, b = fleet(store, clock, 2)
+    record(a, 0, 4)
+    record(b, 1, 4)
+    for _ in range(12):  # three retire periods, neither records anything new
+        clock.advance(RETIRE / 4)
+        sync_all([a, b])
+    assert sorted(store.read_all()) == ["replica-0", "replica-1"]
+
+
+def test_the_retired_id_is_reserved() -> None:
+    with pytest.raises(ConfigError, match="reserved"):
+        SharedState(FeatureMonitor(), MemorySharedStore(), replica_id="__retired__", start=False)

@@ -129,7 +129,8 @@ def test_copies_increments_and_follows_the_shared_verdict(
     only (a fresh value class writing to ``tmp_path``)."""
     from prometheus_client import values
 
-    from asahi_features.monitor.shared import MemorySharedStore, SharedState
+    from asahi_features.monitor.shared import SharedState
+    from asahi_features.monitor.shared_memory import MemorySharedStore
     from asahi_features.settings import MonitorConfig
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))

@@ -28,13 +28,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import secrets
 import socket
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    Tuple,
+)
 
 from ..errors import ConfigError
 from ..settings import SharedStateConfig
@@ -57,6 +69,21 @@ LOCAL_KEYS = (
 )
 """``get_stats`` keys that describe this replica (its pending table, its connection to
 the feature store), reported from the replica even when the rest is merged."""
+
+
+WRITTEN_AT_FIELD = "written_at"
+"""Field of a replica record: when the replica last wrote it (epoch seconds, wall clock)."""
+STABLE_FIELD = "stable"
+"""Field of a replica record: ``"1"`` when its id was configured (it may come back)."""
+SEQ_FIELD = "seq"
+"""Field of the retired record: how many folds it went through (the compare-and-set)."""
+RETIRED_ID = "__retired__"
+"""The record that holds the folded state of replicas gone for ``retire_after_seconds``."""
+
+
+class ReplicaRetired(Exception):
+    """The backend refused a full write: this replica id was retired (its counts were
+    folded into the retired record), so writing them again would count them twice."""
 
 
 Verdict = Tuple[bool, int]
@@ -82,6 +109,9 @@ class SharedStore(Protocol):
         updated in place, unless the record does not exist (the backend lost it):
         then nothing is written and the result is False, so that the caller writes
         everything.
+
+        Raises:
+            ReplicaRetired: a full write of a retired replica id.
         """
 
     def read_all(self) -> Dict[str, Dict[str, str]]:
@@ -100,71 +130,23 @@ class SharedStore(Protocol):
         changes nothing (a compare-and-set).
         """
 
+    def fold(
+        self,
+        into: str,
+        seq: int,
+        fields: Mapping[str, str],
+        stale: Mapping[str, str],
+        remember: Iterable[str],
+    ) -> bool:
+        """Retire replicas, atomically: replace record ``into`` (whose ``seq`` field must
+        still be ``seq``, ``0`` when absent) by ``fields`` with ``seq + 1``, delete the
+        ``stale`` records (id -> the ``written_at`` they must still have) and remember
+        the ids in ``remember`` as retired (a later full write of them raises
+        :class:`ReplicaRetired`). False, changing nothing, when any check fails.
+        """
+
     def close(self) -> None:
         """Release connections."""
-
-
-class MemorySharedStore:
-    """A backend in this process's memory: monitors created in one process (threads,
-    tests) share through it exactly as separate processes share through Redis.
-
-    ``available = False`` makes every call raise ``ConnectionError`` (a backend that is
-    down); :meth:`clear` forgets everything (a backend restarted empty).
-    """
-
-    name = "memory"
-
-    def __init__(self) -> None:
-        self.available = True
-        self._lock = threading.Lock()
-        self._records: Dict[str, Dict[str, str]] = {}
-        self._verdicts: Dict[str, Verdict] = {}
-
-    def _check(self) -> None:
-        if not self.available:
-            raise ConnectionError("the shared-state backend is unavailable")
-
-    def write(self, replica: str, fields: Mapping[str, str], *, full: bool) -> bool:
-        """See :meth:`SharedStore.write`."""
-        with self._lock:
-            self._check()
-            if full:
-                self._records[replica] = dict(fields)
-                return True
-            record = self._records.get(replica)
-            if record is None:
-                return False
-            record.update(fields)
-            return True
-
-    def read_all(self) -> Dict[str, Dict[str, str]]:
-        """See :meth:`SharedStore.read_all`."""
-        with self._lock:
-            self._check()
-            return {rid: dict(fields) for rid, fields in self._records.items()}
-
-    def sync_verdicts(
-        self, known: Mapping[str, Verdict], flips: Mapping[str, Flip]
-    ) -> Dict[str, Verdict]:
-        """See :meth:`SharedStore.sync_verdicts`."""
-        with self._lock:
-            self._check()
-            verdicts = self._verdicts
-            for task, verdict in known.items():
-                verdicts.setdefault(task, verdict)
-            for task, (generation, disabled) in flips.items():
-                if verdicts.get(task, NO_VERDICT)[1] == generation:
-                    verdicts[task] = (disabled, generation + 1)
-            return dict(verdicts)
-
-    def clear(self) -> None:
-        """Forget every record and verdict (like a Redis restarted without persistence)."""
-        with self._lock:
-            self._records.clear()
-            self._verdicts.clear()
-
-    def close(self) -> None:
-        """Nothing to release."""
 
 
 def default_replica_id() -> str:
@@ -207,6 +189,9 @@ class SharedState:
         store: the backend.
         replica_id: this replica's name (default: :func:`default_replica_id`).
         interval_ms: period of the background thread.
+        retire_after_seconds: fold the records of replicas that have not written for
+            this long into one retired record (``None``: keep every record).
+        wall_clock: epoch seconds, for the ``written_at`` stamps (tests pass a fake).
         start: start the background thread now (``False``: call :meth:`sync` yourself).
     """
 
@@ -217,11 +202,24 @@ class SharedState:
         *,
         replica_id: Optional[str] = None,
         interval_ms: int = 1000,
+        retire_after_seconds: Optional[float] = None,
+        wall_clock: Callable[[], float] = time.time,
         start: bool = True,
     ) -> None:
+        if replica_id == RETIRED_ID:
+            raise ConfigError(
+                f"monitor.shared_state.replica_id {RETIRED_ID!r} is reserved (the record of "
+                "retired replicas); choose another id",
+                key_path="monitor.shared_state.replica_id",
+            )
         self.monitor = monitor
         self.store = store
         self.replica_id = replica_id or default_replica_id()
+        self._retire_after = retire_after_seconds
+        self._wall = wall_clock
+        self._heartbeat = math.inf if retire_after_seconds is None else retire_after_seconds / 4
+        self._last_write = 0.0
+        self.retired = 0
         self._interval = interval_ms / 1000.0
         self._config = monitor.config
         self._sync_lock = threading.Lock()
@@ -360,13 +358,22 @@ class SharedState:
                     n: ts for n, ts in tasks.items() if flushed.get(n) != (ts.total, ts.version)
                 }
                 if not dirty and counters == self._flushed_counters:
+                    if self._wall() - self._last_write >= self._heartbeat:
+                        self._write(self._stamp(), full=False)  # still alive: not retired
                     return
             state = persistence.state_of(
                 monitor._counters, monitor._quality, monitor._latency, dirty
             )
             signatures = {n: (ts.total, ts.version) for n, ts in dirty.items()}
         fields = encode_state(state, seed=self._config.seed)
-        if not self.store.write(self.replica_id, fields, full=full):
+        fields.update(self._stamp())
+        try:
+            written = self._write(fields, full=full)
+        except ReplicaRetired:
+            self._renew()
+            self._flush()
+            return
+        if not written:
             # the backend lost this replica's record: write all of it
             self._full = True
             self._flush()
@@ -375,6 +382,35 @@ class SharedState:
         self._flushed_counters = counters
         self._full = False
         self.flushes += 1
+
+    def _stamp(self) -> Dict[str, str]:
+        stable = self.replica_id == self._given_id
+        return {WRITTEN_AT_FIELD: repr(self._wall()), STABLE_FIELD: "1" if stable else "0"}
+
+    def _write(self, fields: Mapping[str, str], *, full: bool) -> bool:
+        written = self.store.write(self.replica_id, fields, full=full)
+        if written:
+            self._last_write = self._wall()
+        return written
+
+    def _renew(self) -> None:
+        """This (configured) id was retired while the replica was away: its counts up to
+        then are in the retired record. Start again from zero under a new id, so that
+        nothing is counted twice."""
+        old = self.replica_id
+        self.replica_id = f"{self._given_id or old}:{secrets.token_hex(3)}"
+        monitor = self.monitor
+        with monitor._lock:
+            monitor._init_state()
+        self._full = True
+        self._flushed = {}
+        self._flushed_counters = None
+        logger.warning(
+            "monitor shared state: replica %r was retired while it was away (its counts "
+            "are in the retired record); counting from zero as %r",
+            old,
+            self.replica_id,
+        )
 
     def _read(self) -> Dict[str, persistence.Restored]:
         records = self.store.read_all()
@@ -396,7 +432,48 @@ class SharedState:
             others[rid] = state
             decoded[rid] = (fields, state)
         self._decoded = decoded
+        if self._retire_after is not None:
+            self._retire(records, others)
         return others
+
+    def _retire(
+        self, records: Mapping[str, Mapping[str, str]], states: Mapping[str, persistence.Restored]
+    ) -> None:
+        """Fold the records of replicas silent for ``retire_after_seconds`` into the
+        retired record (a compare-and-set: a replica that wrote meanwhile, or another
+        replica folding at the same time, makes this fold change nothing)."""
+        assert self._retire_after is not None
+        limit = self._wall() - self._retire_after
+        stale: Dict[str, str] = {}
+        for rid, fields in records.items():
+            stamp = fields.get(WRITTEN_AT_FIELD)
+            if rid in (self.replica_id, RETIRED_ID) or rid not in states or stamp is None:
+                continue
+            try:
+                if float(stamp) < limit:
+                    stale[rid] = stamp
+            except ValueError:
+                continue
+        if not stale:
+            return
+        retired = records.get(RETIRED_ID)
+        if retired is not None and RETIRED_ID not in states:
+            return  # the retired record itself is refused: never overwrite it
+        folded = [states[rid] for rid in stale]
+        if RETIRED_ID in states:
+            folded.append(states[RETIRED_ID])
+        merged = merge_states(folded, self._config)
+        state = persistence.state_of(merged.counters, merged.quality, merged.latency, merged.tasks)
+        seq = int(retired.get(SEQ_FIELD, "0")) if retired is not None else 0
+        remember = [rid for rid in stale if records[rid].get(STABLE_FIELD) == "1"]
+        if self.store.fold(RETIRED_ID, seq, encode_state(state), stale, remember):
+            self.retired += len(stale)
+            logger.info(
+                "monitor shared state: %d replica record(s) silent for %ss folded into %r",
+                len(stale),
+                self._retire_after,
+                RETIRED_ID,
+            )
 
     def _refuse(self, rid: str, problem: str) -> None:
         if self._bad.get(rid) != problem:
@@ -473,7 +550,8 @@ class SharedState:
     def status(self) -> Dict[str, Any]:
         """``get_stats()["shared_state"]``: backend, replica id, replicas in the view,
         whether the last sync reached the backend, seconds since the last good read,
-        writes done and backend errors met (each failed sync counts one)."""
+        writes done, backend errors met (each failed sync counts one) and replica
+        records this replica folded into the retired record."""
         last = self._last_ok
         return {
             "backend": self.store.name,
@@ -483,6 +561,7 @@ class SharedState:
             "seconds_since_sync": None if last is None else time.monotonic() - last,
             "flushes": self.flushes,
             "errors": self.errors,
+            "retired_replicas": self.retired,
             "invalid_replicas": sorted(self._bad),
         }
 
@@ -523,4 +602,5 @@ def attach(monitor: FeatureMonitor, config: SharedStateConfig) -> SharedState:
         open_store(config),
         replica_id=config.replica_id,
         interval_ms=config.flush_interval_ms,
+        retire_after_seconds=config.retire_after_seconds,
     )

@@ -7,6 +7,10 @@ Keys (``P`` is ``monitor.shared_state.key_prefix``):
   :mod:`~asahi_features.monitor.shared_merge`: ``schema``, ``counters``, ``quality``,
   ``latency`` and ``t:<task as a JSON string>``, each a small JSON document). Its size is bounded by
   ``max_task_types``;
+* ``P:replica:__retired__``: the folded state of replicas silent for
+  ``retire_after_seconds`` (with a ``seq`` field, the compare-and-set of folds), and
+  ``P:retired_ids``: the configured replica ids that were folded (a full write under
+  one of them is refused, so their counts are never added twice);
 * ``P:verdicts``: a hash, ``t:<task as a JSON string>`` -> ``"<0|1>:<generation>"``,
   the shared quality verdicts.
 
@@ -18,14 +22,17 @@ with ``shared_state``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping
 
-from .shared import Flip, Verdict
+from .shared import Flip, ReplicaRetired, Verdict
 from .shared_merge import task_field, task_name
 
 _WRITE = """
 if ARGV[2] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
+end
+if ARGV[2] == '1' and redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return -1
 end
 if ARGV[2] == '1' then
   redis.call('DEL', KEYS[1])
@@ -57,6 +64,46 @@ while i <= #ARGV do
   i = i + 3
 end
 return redis.call('HGETALL', KEYS[1])
+"""
+
+
+_FOLD = """
+local prefix, seq = ARGV[1], ARGV[3]
+local current = redis.call('HGET', KEYS[1], 'seq') or '0'
+if current ~= seq then
+  return 0
+end
+local i = 4
+local stale = {}
+for _ = 1, tonumber(ARGV[i]) do
+  if redis.call('HGET', prefix .. ARGV[i + 1], 'written_at') ~= ARGV[i + 2] then
+    return 0
+  end
+  table.insert(stale, ARGV[i + 1])
+  i = i + 2
+end
+i = i + 1
+local remember = {}
+for _ = 1, tonumber(ARGV[i]) do
+  table.insert(remember, ARGV[i + 1])
+  i = i + 1
+end
+i = i + 1
+redis.call('DEL', KEYS[1])
+while i <= #ARGV do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+redis.call('HSET', KEYS[1], 'seq', tostring(tonumber(seq) + 1))
+redis.call('SADD', KEYS[2], ARGV[2])
+for _, rid in ipairs(stale) do
+  redis.call('DEL', prefix .. rid)
+  redis.call('SREM', KEYS[2], rid)
+end
+for _, rid in ipairs(remember) do
+  redis.call('SADD', KEYS[3], rid)
+end
+return 1
 """
 
 
@@ -112,7 +159,9 @@ class RedisSharedStore:
         self.prefix = key_prefix
         self._replicas_key = f"{key_prefix}:replicas"
         self._verdicts_key = f"{key_prefix}:verdicts"
+        self._retired_key = f"{key_prefix}:retired_ids"
         self._write = self._redis.register_script(_WRITE)
+        self._fold = self._redis.register_script(_FOLD)
         self._verdicts = self._redis.register_script(_VERDICTS)
 
     def _record_key(self, replica: str) -> str:
@@ -124,8 +173,15 @@ class RedisSharedStore:
         for key, value in fields.items():
             args.append(key)
             args.append(value)
-        done = self._write(keys=[self._record_key(replica), self._replicas_key], args=args)
-        return bool(int(done))
+        done = int(
+            self._write(
+                keys=[self._record_key(replica), self._replicas_key, self._retired_key],
+                args=args,
+            )
+        )
+        if done < 0:
+            raise ReplicaRetired(replica)
+        return bool(done)
 
     def read_all(self) -> Dict[str, Dict[str, str]]:
         """See :meth:`~asahi_features.monitor.shared.SharedStore.read_all`."""
@@ -156,6 +212,26 @@ class RedisSharedStore:
             except ValueError:  # not written by this library: not a verdict
                 continue
         return verdicts
+
+    def fold(
+        self,
+        into: str,
+        seq: int,
+        fields: Mapping[str, str],
+        stale: Mapping[str, str],
+        remember: Iterable[str],
+    ) -> bool:
+        """See :meth:`~asahi_features.monitor.shared.SharedStore.fold`."""
+        args: List[Any] = [self._record_key(""), into, str(seq), len(stale)]
+        for rid, stamp in stale.items():
+            args.extend((rid, stamp))
+        ids = list(remember)
+        args.append(len(ids))
+        args.extend(ids)
+        for key, value in fields.items():
+            args.extend((key, value))
+        keys = [self._record_key(into), self._replicas_key, self._retired_key]
+        return bool(int(self._fold(keys=keys, args=args)))
 
     def close(self) -> None:
         """Close the connection pool."""
