@@ -267,3 +267,39 @@ def test_stopped_replicas_are_folded_in_redis(redis_server: RedisServer) -> None
         store.close()
         a.close()
         b.close()
+
+
+def test_idle_replicas_write_again_when_redis_lost_their_records_silently(
+    redis_server: RedisServer,
+) -> None:
+    """Records can vanish without any error reaching the replicas (FLUSHDB, eviction
+    under maxmemory, a failover to an empty replica, a restart between two syncs that
+    redis-py's retry hides): replicas with nothing new to write must still notice."""
+    import redis
+
+    url = f"redis://{redis_server.connection_string}/0"
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    monitors = []
+    for i in range(2):
+        shared = SharedStateConfig(
+            url=url, key_prefix=prefix, replica_id=f"idle-{i}", flush_interval_ms=20
+        )
+        monitor = FeatureMonitor(MonitorConfig(shared_state=shared))
+        for result, score in workload(i, 10):
+            monitor.record_enrichment(result, score)
+        monitors.append(monitor)
+    store = RedisSharedStore(url, key_prefix=prefix)
+    client = redis.Redis.from_url(url)
+    try:
+        assert wait_until(lambda: monitors[0].get_stats()["total_enrichments"] == 20, timeout=30)
+        client.flushdb()
+        assert wait_until(lambda: sorted(store.read_all()) == ["idle-0", "idle-1"], timeout=30)
+        assert wait_until(
+            lambda: all(m.get_stats()["total_enrichments"] == 20 for m in monitors), timeout=30
+        )
+        assert all(m.get_stats()["shared_state"]["errors"] == 0 for m in monitors)
+    finally:
+        client.close()
+        store.close()
+        for monitor in monitors:
+            monitor.close()

@@ -345,6 +345,12 @@ def test_a_record_lost_between_syncs_is_written_whole_again() -> None:
     stats = b.get_stats()
     assert stats["total_enrichments"] == 311
     assert stats["latency_ms"]["sample_size"] == 256 + 10  # what the replicas shared
+    store.clear()  # again, and now neither has anything new to write
+    assert b.shared is not None
+    b.shared.sync()
+    assert sorted(store.read_all()) == ["replica-1"]  # b noticed its record was gone
+    sync_all([a, b])
+    assert b.get_stats()["total_enrichments"] == 311
 
 
 class _VerdictsDown(MemorySharedStore):

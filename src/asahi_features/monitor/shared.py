@@ -219,6 +219,7 @@ class SharedState:
         self._wall = wall_clock
         self._heartbeat = math.inf if retire_after_seconds is None else retire_after_seconds / 4
         self._last_write = 0.0
+        self._lost = False
         self.retired = 0
         self._interval = interval_ms / 1000.0
         self._config = monitor.config
@@ -314,6 +315,9 @@ class SharedState:
             try:
                 self._flush()
                 others = self._read()
+                if self._lost:  # an idle replica's record vanished (Redis restarted empty)
+                    self._full = True
+                    self._flush()
                 ok = True
             except Exception as exc:
                 ok = False
@@ -414,6 +418,7 @@ class SharedState:
 
     def _read(self) -> Dict[str, persistence.Restored]:
         records = self.store.read_all()
+        self._lost = self.replica_id not in records
         others: Dict[str, persistence.Restored] = {}
         decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
         for rid, fields in records.items():
