@@ -441,6 +441,19 @@ def test_stopped_replicas_are_folded_and_their_counts_stay() -> None:
     assert store.read_all()["__retired__"]["seq"] == "2"
     assert a.get_stats()["total_enrichments"] == 86
     assert a.get_stats()["shared_state"]["replicas"] == 2
+    # the backend loses everything: the live replica writes its record and the retired
+    # record (from the copy it read last) again
+    store.clear()
+    sync_all([a])
+    assert sorted(store.read_all()) == ["__retired__", "replica-0"]
+    assert a.get_stats()["total_enrichments"] == 86
+    store.available = False  # and once more, this time noticed as an outage
+    assert a.shared.sync() is False
+    store.clear()
+    store.available = True
+    sync_all([a])
+    assert sorted(store.read_all()) == ["__retired__", "replica-0"]
+    assert a.get_stats()["total_enrichments"] == 86
 
 
 def test_a_configured_replica_back_after_its_fold_counts_from_zero(

@@ -436,6 +436,16 @@ class SharedState:
             self._bad.pop(rid, None)
             others[rid] = state
             decoded[rid] = (fields, state)
+        retired = self._decoded.get(RETIRED_ID)
+        if retired is not None and RETIRED_ID not in records:
+            # folds replace the retired record, never delete it: the backend lost its
+            # data. The record exists nowhere else: put back the copy read last (a fold
+            # with seq 0, so whoever is first restores it)
+            fields = {k: v for k, v in retired[0].items() if k != SEQ_FIELD}
+            if self.store.fold(RETIRED_ID, 0, fields, {}, []):
+                logger.info("monitor shared state: the retired record was restored")
+            others[RETIRED_ID] = retired[1]
+            decoded[RETIRED_ID] = retired
         self._decoded = decoded
         if self._retire_after is not None:
             self._retire(records, others)
