@@ -17,8 +17,9 @@ from typing import Any, Dict, List
 import pytest
 
 from asahi_features.monitor import DecisionReason, FeatureMonitor
-from asahi_features.monitor.shared import ReplicaRetired, SharedState
+from asahi_features.monitor.shared import SharedState
 from asahi_features.monitor.shared_redis import RedisSharedStore
+from asahi_features.monitor.shared_store import ReplicaRetired
 from asahi_features.settings import MonitorConfig, SharedStateConfig
 from tests.clocks import ManualClock
 from tests.monitor_shared_helpers import TASK, expected_totals, redis_replica, workload

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from asahi_features.errors import ConfigError
 from asahi_features.monitor import DecisionReason, FeatureMonitor
-from asahi_features.monitor.shared import ReplicaRetired, SharedState, default_replica_id
+from asahi_features.monitor.shared import SharedState, default_replica_id
 from asahi_features.monitor.shared_memory import MemorySharedStore
 from asahi_features.monitor.shared_merge import merge_latency
+from asahi_features.monitor.shared_store import ReplicaRetired
 from asahi_features.monitor.stats import LatencyReservoir
 from asahi_features.settings import MonitorConfig, SharedStateConfig
 from tests.clocks import ManualClock

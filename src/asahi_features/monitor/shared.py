@@ -40,11 +40,9 @@ from typing import (
     Any,
     Callable,
     Dict,
-    Iterable,
     List,
     Mapping,
     Optional,
-    Protocol,
     Tuple,
 )
 
@@ -53,6 +51,17 @@ from ..settings import SharedStateConfig
 from . import persistence
 from .quality import quality_disabled
 from .shared_merge import copy_quality, copy_task, decode_state, encode_state, merge_states
+from .shared_retire import fold_stale, restore_retired
+from .shared_store import (
+    NO_VERDICT,
+    RETIRED_ID,
+    STABLE_FIELD,
+    WRITTEN_AT_FIELD,
+    Flip,
+    ReplicaRetired,
+    SharedStore,
+    Verdict,
+)
 from .stats import LatencyReservoir
 
 if TYPE_CHECKING:
@@ -69,84 +78,6 @@ LOCAL_KEYS = (
 )
 """``get_stats`` keys that describe this replica (its pending table, its connection to
 the feature store), reported from the replica even when the rest is merged."""
-
-
-WRITTEN_AT_FIELD = "written_at"
-"""Field of a replica record: when the replica last wrote it (epoch seconds, wall clock)."""
-STABLE_FIELD = "stable"
-"""Field of a replica record: ``"1"`` when its id was configured (it may come back)."""
-SEQ_FIELD = "seq"
-"""Field of the retired record: how many folds it went through (the compare-and-set)."""
-RETIRED_ID = "__retired__"
-"""The record that holds the folded state of replicas gone for ``retire_after_seconds``."""
-
-
-class ReplicaRetired(Exception):
-    """The backend refused a full write: this replica id was retired (its counts were
-    folded into the retired record), so writing them again would count them twice."""
-
-
-Verdict = Tuple[bool, int]
-"""A shared quality verdict: (disabled for quality, generation)."""
-Flip = Tuple[int, bool]
-"""A proposed change of a verdict: (the generation it was decided on, disabled)."""
-NO_VERDICT: Verdict = (False, 0)
-
-
-class SharedStore(Protocol):
-    """What a shared-state backend does (Redis: :class:`~.shared_redis.RedisSharedStore`).
-
-    Every method may raise on a backend failure; :class:`SharedState` catches it.
-    """
-
-    name: str
-    """The backend's name, for ``get_stats()["shared_state"]["backend"]``."""
-
-    def write(self, replica: str, fields: Mapping[str, str], *, full: bool) -> bool:
-        """Store ``fields`` in ``replica``'s record, atomically.
-
-        With ``full``, the record is replaced by ``fields``. Without, the fields are
-        updated in place, unless the record does not exist (the backend lost it):
-        then nothing is written and the result is False, so that the caller writes
-        everything.
-
-        Raises:
-            ReplicaRetired: a full write of a retired replica id.
-        """
-
-    def read_all(self) -> Dict[str, Dict[str, str]]:
-        """Every replica's record: replica id -> fields."""
-
-    def sync_verdicts(
-        self, known: Mapping[str, Verdict], flips: Mapping[str, Flip]
-    ) -> Dict[str, Verdict]:
-        """Update the shared per-task verdicts, atomically, and return them all.
-
-        A verdict is ``(disabled, generation)``; a task without one is
-        ``(False, 0)``. ``known`` verdicts are set only where the backend has none (a
-        backend that lost its data learns them back). A flip ``(generation, disabled)``
-        is applied only while the task's generation is still the one it was decided
-        on, and moves the generation by one: a replica deciding on an outdated verdict
-        changes nothing (a compare-and-set).
-        """
-
-    def fold(
-        self,
-        into: str,
-        seq: int,
-        fields: Mapping[str, str],
-        stale: Mapping[str, str],
-        remember: Iterable[str],
-    ) -> bool:
-        """Retire replicas, atomically: replace record ``into`` (whose ``seq`` field must
-        still be ``seq``, ``0`` when absent) by ``fields`` with ``seq + 1``, delete the
-        ``stale`` records (id -> the ``written_at`` they must still have) and remember
-        the ids in ``remember`` as retired (a later full write of them raises
-        :class:`ReplicaRetired`). False, changing nothing, when any check fails.
-        """
-
-    def close(self) -> None:
-        """Release connections."""
 
 
 def default_replica_id() -> str:
@@ -362,13 +293,16 @@ class SharedState:
                     n: ts for n, ts in tasks.items() if flushed.get(n) != (ts.total, ts.version)
                 }
                 if not dirty and counters == self._flushed_counters:
-                    if self._wall() - self._last_write >= self._heartbeat:
-                        self._write(self._stamp(), full=False)  # still alive: not retired
-                    return
-            state = persistence.state_of(
-                monitor._counters, monitor._quality, monitor._latency, dirty
-            )
-            signatures = {n: (ts.total, ts.version) for n, ts in dirty.items()}
+                    dirty = None
+            if dirty is not None:
+                state = persistence.state_of(
+                    monitor._counters, monitor._quality, monitor._latency, dirty
+                )
+                signatures = {n: (ts.total, ts.version) for n, ts in dirty.items()}
+        if dirty is None:  # nothing new (and no network call under the monitor's lock)
+            if self._wall() - self._last_write >= self._heartbeat:
+                self._write(self._stamp(), full=False)  # still alive: not to be retired
+            return
         fields = encode_state(state, seed=self._config.seed)
         fields.update(self._stamp())
         try:
@@ -437,58 +371,17 @@ class SharedState:
             others[rid] = state
             decoded[rid] = (fields, state)
         retired = self._decoded.get(RETIRED_ID)
-        if retired is not None and RETIRED_ID not in records:
-            # folds replace the retired record, never delete it: the backend lost its
-            # data. The record exists nowhere else: put back the copy read last (a fold
-            # with seq 0, so whoever is first restores it)
-            fields = {k: v for k, v in retired[0].items() if k != SEQ_FIELD}
-            if self.store.fold(RETIRED_ID, 0, fields, {}, []):
-                logger.info("monitor shared state: the retired record was restored")
+        if retired is not None and RETIRED_ID not in records:  # the backend lost its data
+            restore_retired(self.store, retired[0])
             others[RETIRED_ID] = retired[1]
             decoded[RETIRED_ID] = retired
         self._decoded = decoded
         if self._retire_after is not None:
-            self._retire(records, others)
-        return others
-
-    def _retire(
-        self, records: Mapping[str, Mapping[str, str]], states: Mapping[str, persistence.Restored]
-    ) -> None:
-        """Fold the records of replicas silent for ``retire_after_seconds`` into the
-        retired record (a compare-and-set: a replica that wrote meanwhile, or another
-        replica folding at the same time, makes this fold change nothing)."""
-        assert self._retire_after is not None
-        limit = self._wall() - self._retire_after
-        stale: Dict[str, str] = {}
-        for rid, fields in records.items():
-            stamp = fields.get(WRITTEN_AT_FIELD)
-            if rid in (self.replica_id, RETIRED_ID) or rid not in states or stamp is None:
-                continue
-            try:
-                if float(stamp) < limit:
-                    stale[rid] = stamp
-            except ValueError:
-                continue
-        if not stale:
-            return
-        retired = records.get(RETIRED_ID)
-        if retired is not None and RETIRED_ID not in states:
-            return  # the retired record itself is refused: never overwrite it
-        folded = [states[rid] for rid in stale]
-        if RETIRED_ID in states:
-            folded.append(states[RETIRED_ID])
-        merged = merge_states(folded, self._config)
-        state = persistence.state_of(merged.counters, merged.quality, merged.latency, merged.tasks)
-        seq = int(retired.get(SEQ_FIELD, "0")) if retired is not None else 0
-        remember = [rid for rid in stale if records[rid].get(STABLE_FIELD) == "1"]
-        if self.store.fold(RETIRED_ID, seq, encode_state(state), stale, remember):
-            self.retired += len(stale)
-            logger.info(
-                "monitor shared state: %d replica record(s) silent for %ss folded into %r",
-                len(stale),
-                self._retire_after,
-                RETIRED_ID,
+            limit = self._wall() - self._retire_after
+            self.retired += fold_stale(
+                self.store, records, others, self._config, own_id=self.replica_id, limit=limit
             )
+        return others
 
     def _refuse(self, rid: str, problem: str) -> None:
         if self._bad.get(rid) != problem:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Dict, Iterable, Mapping
 
-from .shared import NO_VERDICT, SEQ_FIELD, WRITTEN_AT_FIELD, Flip, ReplicaRetired, Verdict
+from .shared_store import NO_VERDICT, SEQ_FIELD, WRITTEN_AT_FIELD, Flip, ReplicaRetired, Verdict
 
 
 class MemorySharedStore:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, List, Mapping
 
-from .shared import Flip, ReplicaRetired, Verdict
 from .shared_merge import task_field, task_name
+from .shared_store import Flip, ReplicaRetired, Verdict
 
 _WRITE = """
 if ARGV[2] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
