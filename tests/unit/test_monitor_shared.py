@@ -510,3 +510,33 @@ def test_an_idle_replica_keeps_its_record_alive() -> None:
 def test_the_retired_id_is_reserved() -> None:
     with pytest.raises(ConfigError, match="reserved"):
         SharedState(FeatureMonitor(), MemorySharedStore(), replica_id="__retired__", start=False)
+
+
+def test_an_enricher_built_from_config_shares_its_monitor(tmp_path: Path) -> None:
+    """monitor.shared_state in the YAML file: the built enricher's monitor shares (here
+    with a Redis that does not answer: every request still gets its answer)."""
+    from asahi_features.enricher import build_enricher
+
+    data = Path(__file__).resolve().parents[2] / "examples" / "sample_features.json"
+    path = tmp_path / "asahi.yaml"
+    path.write_text(
+        "feature_store:\n  provider: local\n"
+        f"  local: {{data_path: {json.dumps(str(data))}}}\n"
+        "monitor:\n  shared_state:\n"
+        f"    url: redis://127.0.0.1:{free_port()}/0\n"
+        "    replica_id: api-0\n    flush_interval_ms: 10\n",
+        encoding="utf-8",
+    )
+    enricher = build_enricher(path, monitor=True)
+    monitor = enricher.monitor
+    assert isinstance(monitor, FeatureMonitor)
+    try:
+        for _ in range(5):
+            result = enricher.enrich("What plan am I on?", user_id="u_1001")
+            assert result.enriched_prompt.endswith("What plan am I on?")
+        stats = monitor.get_stats()
+        assert stats["total_enrichments"] == 5
+        assert stats["shared_state"]["replica_id"] == "api-0"
+        assert wait_until(lambda: monitor.get_stats()["shared_state"]["errors"] > 0, timeout=30)
+    finally:
+        monitor.close()

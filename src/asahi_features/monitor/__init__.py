@@ -25,8 +25,9 @@ persisted), :mod:`~asahi_features.monitor.quality` (the per-task quality decisio
 :mod:`~asahi_features.monitor.report` (``get_stats``),
 :mod:`~asahi_features.monitor.persistence` (save, load and their checks),
 :mod:`~asahi_features.monitor.export` (Prometheus), :mod:`~asahi_features.monitor.stats`
-(bounded accumulators) and :mod:`~asahi_features.monitor.sequential` (the always-valid
-test).
+(bounded accumulators), :mod:`~asahi_features.monitor.sequential` (the always-valid
+test) and :mod:`~asahi_features.monitor.shared` (one view for many replicas, on Redis:
+:mod:`~asahi_features.monitor.shared_redis`).
 """
 
 from __future__ import annotations

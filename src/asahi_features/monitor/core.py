@@ -104,6 +104,11 @@ class FeatureMonitor:
        ``exploration_fraction`` of calls still says ``True`` so the enriched group
        keeps receiving samples and the decision can change.
 
+    **Many replicas.** With ``config.shared_state`` (Redis), replicas share their counts
+    and one quality verdict through a background thread (:attr:`shared`,
+    :mod:`asahi_features.monitor.shared`): recording stays in process, ``should_enrich``
+    reads the shared verdict from memory and :meth:`get_stats` reports every replica.
+
     **Quality groups.** ``quality_with_features`` is the mean score of requests whose
     prompt received features; ``quality_without_features`` the mean of every scored
     request that got none (the specification's key). Of those, the deliberately
@@ -523,6 +528,10 @@ class FeatureMonitor:
         counts, the always-valid bounds of the gain (``quality_gain_lower_bound`` /
         ``..._upper_bound``, ``None`` until both compared groups have ``min_samples``
         scores) and ``disabled_for_quality``.
+
+        With ``shared_state``, the counts, sums and quality are those of every replica
+        (see :meth:`~asahi_features.monitor.shared.SharedState.cluster_stats`), plus
+        ``replica_total_enrichments`` and ``shared_state``.
         """
         stats = self._local_stats()
         if self._shared is not None:
