@@ -50,7 +50,14 @@ from ..errors import ConfigError
 from ..settings import SharedStateConfig
 from . import persistence
 from .quality import quality_disabled
-from .shared_merge import copy_quality, copy_task, decode_state, encode_state, merge_states
+from .shared_merge import (
+    TaskCache,
+    copy_quality,
+    copy_task,
+    decode_state,
+    encode_state,
+    merge_states,
+)
 from .shared_retire import fold_stale, restore_retired
 from .shared_store import (
     NO_VERDICT,
@@ -151,6 +158,10 @@ class SharedState:
         self._heartbeat = math.inf if retire_after_seconds is None else retire_after_seconds / 4
         self._last_write = 0.0
         self._lost = False
+        self._others_changed = True
+        self._decide_key: Any = None
+        self._task_names: List[str] = []
+        self._restores = 0
         self.retired = 0
         self._interval = interval_ms / 1000.0
         self._config = monitor.config
@@ -163,6 +174,7 @@ class SharedState:
         self._others: Dict[str, persistence.Restored] = {}
         self._bad: Dict[str, str] = {}
         self._decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
+        self._task_caches: Dict[str, TaskCache] = {}
         self._verdicts: Dict[str, Verdict] = {}
         self._connected: Optional[bool] = None
         self._last_ok: Optional[float] = None
@@ -278,6 +290,7 @@ class SharedState:
     def invalidate(self) -> None:
         """Write every field at the next sync (the monitor's state was replaced)."""
         self._full = True
+        self._restores += 1
 
     def _flush(self) -> None:
         monitor = self.monitor
@@ -362,8 +375,10 @@ class SharedState:
             if cached is not None and cached[0] == fields:  # unchanged: not parsed again
                 state = cached[1]
             else:
+                self._others_changed = True
                 try:
-                    state = decode_state(fields, self._config)
+                    cache = self._task_caches.setdefault(rid, {})
+                    state = decode_state(fields, self._config, cache)
                 except (ValueError, TypeError, KeyError, RecursionError) as exc:
                     self._refuse(rid, str(exc)[:200])
                     continue
@@ -375,6 +390,10 @@ class SharedState:
             restore_retired(self.store, retired[0])
             others[RETIRED_ID] = retired[1]
             decoded[RETIRED_ID] = retired
+        if decoded.keys() != self._decoded.keys():
+            self._others_changed = True
+            for rid in set(self._task_caches) - set(records):
+                del self._task_caches[rid]
         self._decoded = decoded
         if self._retire_after is not None:
             limit = self._wall() - self._retire_after
@@ -422,14 +441,20 @@ class SharedState:
     def _decide(
         self, others: Mapping[str, persistence.Restored], *, write: bool
     ) -> Dict[str, Verdict]:
-        merged = self.merged(others, latency=False)
         known = dict(self._verdicts)
         flips: Dict[str, Flip] = {}
-        for name, ts in merged.tasks.items():
-            current, generation = known.get(name, NO_VERDICT)
-            ts.disabled = current
-            if quality_disabled(ts, self._config) != current:
-                flips[name] = (generation, not current)
+        key = (self._own_key(), frozenset(known.items()))
+        if self._others_changed or key != self._decide_key:
+            # something moved: decide again on the merged scores (idle syncs skip this)
+            merged = self.merged(others, latency=False)
+            for name, ts in merged.tasks.items():
+                current, generation = known.get(name, NO_VERDICT)
+                ts.disabled = current
+                if quality_disabled(ts, self._config) != current:
+                    flips[name] = (generation, not current)
+            self._task_names = list(merged.tasks)
+            self._others_changed = False
+            self._decide_key = key
         verdicts: Optional[Dict[str, Verdict]] = None
         if write:
             try:
@@ -443,9 +468,17 @@ class SharedState:
             verdicts = dict(known)
             for name, (generation, disabled) in flips.items():
                 verdicts[name] = (disabled, generation + 1)
-        for name in merged.tasks:  # no verdict yet: enabled, for every replica alike
+        for name in self._task_names:  # no verdict yet: enabled, for every replica alike
             verdicts.setdefault(name, NO_VERDICT)
         return verdicts
+
+    def _own_key(self) -> Tuple[int, int, int, int]:
+        """Moves whenever this replica records or scores (or its state is replaced)."""
+        monitor = self.monitor
+        with monitor._lock:
+            tasks = monitor._tasks
+            versions = sum(ts.version for ts in tasks.values())
+            return (monitor._counters.total, versions, len(tasks), self._restores)
 
     # ------------------------------------------------------------------ reading
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..settings import MonitorConfig
 from . import persistence
 from .counters import COUNTER_FIELDS, Counters, Quality, TaskStats, new_quality
-from .stats import LatencyReservoir, Welford
+from .stats import LatencyReservoir, StateFieldError, Welford
 
 SCHEMA_FIELD = "schema"
 COUNTERS_FIELD = "counters"
@@ -78,8 +78,19 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def decode_state(fields: Mapping[str, str], config: MonitorConfig) -> persistence.Restored:
-    """Check one replica's fields and build its state.
+TaskCache = Dict[str, Tuple[str, TaskStats]]
+"""One replica's checked task fields: field -> (the JSON read, the task it holds)."""
+
+
+def decode_state(
+    fields: Mapping[str, str], config: MonitorConfig, cache: Optional[TaskCache] = None
+) -> persistence.Restored:
+    """Check one replica's fields and build its state, with the checks of a saved
+    snapshot (:func:`persistence.read_state`).
+
+    With ``cache``, a task field whose JSON is the one checked last time is not parsed
+    again (most of a busy replica's tasks do not change between two reads); the cache
+    is updated when the whole record passes.
 
     Raises:
         ValueError: a field is missing, not JSON, or fails the saved-state checks
@@ -91,15 +102,34 @@ def decode_state(fields: Mapping[str, str], config: MonitorConfig) -> persistenc
             f"schema: expected {persistence.SCHEMA} (the only version this library reads), "
             f"got {schema!r:.40}"
         )
-    state: Dict[str, Any] = {"tasks": {}}
     for key in (COUNTERS_FIELD, QUALITY_FIELD, LATENCY_FIELD):
         if key not in fields:
             raise ValueError(f"{key}: missing")
-        state[key] = json.loads(fields[key])
-    for key, value in fields.items():
-        if key.startswith(TASK_PREFIX):
-            state["tasks"][task_name(key)] = json.loads(value)
-    return persistence.read_state(state, config)
+    counters = persistence.read_counters(json.loads(fields[COUNTERS_FIELD]))
+    quality = persistence.read_quality(json.loads(fields[QUALITY_FIELD]), "state.quality")
+    latency = LatencyReservoir(config.latency_reservoir_size, seed=config.seed)
+    latency.load(json.loads(fields[LATENCY_FIELD]), "state.latency")
+    tasks: Dict[str, TaskStats] = {}
+    checked: TaskCache = {}
+    for key, raw in fields.items():
+        if not key.startswith(TASK_PREFIX):
+            continue
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and hit[0] == raw:
+            ts = hit[1]
+        else:
+            ts = persistence.read_task(task_name(key), json.loads(raw))
+        tasks[ts.name] = ts
+        checked[key] = (raw, ts)
+    total = sum(ts.total for ts in tasks.values())
+    if tasks and total != counters.total:
+        raise StateFieldError(
+            "state.tasks", f"task totals adding up to counters.total ({counters.total})", total
+        )
+    if cache is not None:
+        cache.clear()
+        cache.update(checked)
+    return persistence.Restored(counters, quality, latency, tasks)
 
 
 def copy_quality(quality: Quality) -> Quality:
