@@ -222,3 +222,38 @@ def test_a_forked_worker_exports_on_its_own(
         monitor.record_enrichment(result, score)
     monitor.close()
     assert _scrape(tmp_path)[key] == 25.0 + 10.0
+
+
+def test_single_process_export_counts_this_replica_and_shows_the_shared_decision() -> None:
+    """With shared state, /metrics of each replica holds its own counts (Prometheus adds
+    replicas up) and the decision all replicas share."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from asahi_features.monitor.shared import SharedState
+    from asahi_features.monitor.shared_memory import MemorySharedStore
+    from asahi_features.settings import MonitorConfig
+
+    config = MonitorConfig(min_samples=50, min_quality_gain=0.1, exploration_fraction=0.0)
+    store = MemorySharedStore()
+    monitors = []
+    for i in range(2):
+        monitor = FeatureMonitor(config)
+        SharedState(monitor, store, replica_id=f"r{i}", start=False)
+        for result, score in workload(i, 80 + 40 * i):
+            monitor.record_enrichment(result, score)
+        monitors.append(monitor)
+    for _ in range(2):
+        for monitor in monitors:
+            monitor.shared.sync()  # type: ignore[union-attr]
+    registry = CollectorRegistry()
+    monitors[0].register_prometheus(registry)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    task = (("task_type", TASK),)
+    assert samples[("asahi_features_enrichments_total", (("reason", "enriched"), *task))] == 40
+    assert monitors[0].get_stats()["total_enrichments"] == 80 + 120  # the merged view
+    assert samples[("asahi_features_enrichment_enabled", task)] == 0.0  # the shared verdict

@@ -670,7 +670,9 @@ class FeatureMonitor:
         ``pending_evicted_total`` and ``unmatched_quality_scores_total``.
 
         One monitor per registry: the metric names carry no monitor label, so a second
-        registration in the same registry is refused by prometheus-client.
+        registration in the same registry is refused by prometheus-client. With
+        ``shared_state``, the numbers are still this replica's own (add replicas up in
+        Prometheus); ``enrichment_enabled`` is the shared decision.
 
         Args:
             registry: a ``prometheus_client.CollectorRegistry`` (default: the global

@@ -69,7 +69,11 @@ class _MonitorCollector:
             SummaryMetricFamily,
         )
 
-        stats = self._monitor.get_stats()
+        monitor = self._monitor
+        # this replica's own numbers, also with shared state: Prometheus adds replicas up
+        # (sum by ...), as for any other metric; only the decision is the shared one
+        stats = monitor._local_stats()
+        shared = monitor.shared
         prefix = "asahi_features_"
 
         enrichments = CounterMetricFamily(
@@ -97,8 +101,8 @@ class _MonitorCollector:
             "1 unless enrichment is disabled for this task type because it does not help.",
             labels=["task_type"],
         )
-        for task, data in stats["task_types"].items():
-            task = _label(task)
+        for name, data in stats["task_types"].items():
+            task = _label(name)
             for reason, count in data["reasons"].items():
                 enrichments.add_metric([task, _label(reason)], count)
             tokens.add_metric([task], data["feature_tokens_added"])
@@ -106,7 +110,10 @@ class _MonitorCollector:
                 quality_n.add_metric([task, group], summary["n"])
                 if summary["mean"] is not None:
                     quality_mean.add_metric([task, group], summary["mean"])
-            enabled.add_metric([task], 0.0 if data["disabled_for_quality"] else 1.0)
+            disabled = None if shared is None else shared.disabled(name)
+            if disabled is None:
+                disabled = data["disabled_for_quality"]
+            enabled.add_metric([task], 0.0 if disabled else 1.0)
         yield enrichments
         yield tokens
         yield quality_mean
