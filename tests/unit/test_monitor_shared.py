@@ -540,3 +540,24 @@ def test_an_enricher_built_from_config_shares_its_monitor(tmp_path: Path) -> Non
         assert wait_until(lambda: monitor.get_stats()["shared_state"]["errors"] > 0, timeout=30)
     finally:
         monitor.close()
+
+
+class _GarbledVerdicts(MemorySharedStore):
+    """A backend that answers the verdict update with something that is not verdicts."""
+
+    def sync_verdicts(self, known: Any, flips: Any) -> Any:
+        return ["not", "verdicts"]
+
+
+def test_a_failure_while_deciding_is_logged_and_the_last_verdicts_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _GarbledVerdicts()
+    (monitor,) = replicas(store, 1)
+    record(monitor, 0, 10)
+    assert monitor.shared is not None
+    with caplog.at_level(logging.WARNING, logger="asahi_features.monitor"):
+        assert monitor.shared.sync() is False
+    assert "deciding failed" in caplog.text
+    assert monitor.should_enrich(TASK) is True
+    assert monitor.get_stats()["total_enrichments"] == 10

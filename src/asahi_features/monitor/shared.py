@@ -281,7 +281,12 @@ class SharedState:
             if others is None:
                 others = self._others
             # verdicts first: whoever reads the new totals also reads their verdicts
-            self._verdicts = self._decide(others, write=ok)
+            try:
+                self._verdicts = self._decide(others, write=ok)
+            except Exception:  # a bug here must not stop the thread: keep the last ones
+                logger.warning("monitor shared state: deciding failed", exc_info=True)
+                self.errors += 1
+                ok = False
             self._others = others
             if ok:
                 self._last_ok = time.monotonic()
