@@ -49,7 +49,6 @@ from typing import (
 from ..errors import ConfigError
 from ..settings import SharedStateConfig
 from . import persistence
-from .quality import quality_disabled
 from .shared_merge import (
     TaskCache,
     copy_quality,
@@ -69,6 +68,7 @@ from .shared_store import (
     SharedStore,
     Verdict,
 )
+from .shared_tasks import Part, TaskDecider
 from .stats import LatencyReservoir
 
 if TYPE_CHECKING:
@@ -162,6 +162,7 @@ class SharedState:
         self._decide_key: Any = None
         self._task_names: List[str] = []
         self._restores = 0
+        self._decider = TaskDecider(monitor.config)
         self.retired = 0
         self._interval = interval_ms / 1000.0
         self._config = monitor.config
@@ -296,6 +297,7 @@ class SharedState:
         """Write every field at the next sync (the monitor's state was replaced)."""
         self._full = True
         self._restores += 1
+        self._decider.reset()
 
     def _flush(self) -> None:
         monitor = self.monitor
@@ -451,13 +453,14 @@ class SharedState:
         key = (self._own_key(), frozenset(known.items()))
         if self._others_changed or key != self._decide_key:
             # something moved: decide again on the merged scores (idle syncs skip this)
-            merged = self.merged(others, latency=False)
-            for name, ts in merged.tasks.items():
-                current, generation = known.get(name, NO_VERDICT)
-                ts.disabled = current
-                if quality_disabled(ts, self._config) != current:
-                    flips[name] = (generation, not current)
-            self._task_names = list(merged.tasks)
+            monitor = self.monitor
+            with monitor._lock:
+                own = self._decider.own_copies(monitor._tasks)
+            parts: Dict[str, List[Part]] = {}
+            for rid in sorted(others):
+                for raw, ts in self._task_caches.get(rid, {}).values():
+                    parts.setdefault(ts.name, []).append((rid, raw, ts))
+            flips, self._task_names = self._decider.decide(parts, own, known)
             self._others_changed = False
             self._decide_key = key
         verdicts: Optional[Dict[str, Verdict]] = None

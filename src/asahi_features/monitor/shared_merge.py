@@ -173,7 +173,7 @@ def merge_states(
             into = tasks.get(name)
             if into is None:
                 into = tasks[name] = TaskStats(name)
-            _add_task(into, ts)
+            add_task(into, ts)
     size = config.latency_reservoir_size
     sample = merge_latency(samples, size, seed=config.seed) if latency else LatencyReservoir(size)
     return persistence.Restored(counters, quality, sample, tasks)
@@ -187,7 +187,8 @@ def _add_counters(a: Counters, b: Counters) -> Counters:
     return dataclasses.replace(a, **values)
 
 
-def _add_task(into: TaskStats, ts: TaskStats) -> None:
+def add_task(into: TaskStats, ts: TaskStats) -> None:
+    """Add the counts and scores of ``ts`` to ``into`` (``ts`` is not changed)."""
     into.total += ts.total
     into.tokens += ts.tokens
     into.groups = [a + b for a, b in zip(into.groups, ts.groups, strict=True)]
