@@ -210,7 +210,14 @@ def test_a_forked_worker_exports_on_its_own(
     def worker() -> None:
         for result, score in workload(1, 10):
             monitor.record_enrichment(result, score)
-        ok = wait_until(lambda: _scrape(tmp_path).get(key) == 25.0, timeout=30)
+
+        def copied() -> bool:
+            try:  # the parent's thread may be extending a file this scrape reads
+                return _scrape(tmp_path).get(key) == 25.0
+            except Exception:
+                return False
+
+        ok = wait_until(copied, timeout=30)
         seen.put(ok)
 
     child = ctx.Process(target=worker)
