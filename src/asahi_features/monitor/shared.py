@@ -22,6 +22,12 @@ How it works
 
 The breaker and the recent-availability window stay per replica: they describe this
 process's connection to the feature store.
+
+Modules: this one (the replica's side: thread, sync, decision cache, merged stats),
+:mod:`~.shared_store` (the backend contract), :mod:`~.shared_redis` and
+:mod:`~.shared_memory` (backends), :mod:`~.shared_merge` (record fields and merging),
+:mod:`~.shared_read` (reading and checking the records), :mod:`~.shared_tasks`
+(incremental per-task decisions) and :mod:`~.shared_retire` (folding stopped replicas).
 """
 
 from __future__ import annotations
@@ -50,14 +56,13 @@ from ..errors import ConfigError
 from ..settings import SharedStateConfig
 from . import persistence
 from .shared_merge import (
-    TaskCache,
     copy_quality,
     copy_task,
-    decode_state,
     encode_state,
     merge_states,
 )
-from .shared_retire import fold_stale, restore_retired
+from .shared_read import ReplicaReader
+from .shared_retire import fold_stale
 from .shared_store import (
     NO_VERDICT,
     RETIRED_ID,
@@ -158,7 +163,6 @@ class SharedState:
         self._heartbeat = math.inf if retire_after_seconds is None else retire_after_seconds / 4
         self._last_write = 0.0
         self._lost = False
-        self._others_changed = True
         self._decide_key: Any = None
         self._task_names: List[str] = []
         self._restores = 0
@@ -173,9 +177,7 @@ class SharedState:
         self._flushed: Dict[str, Tuple[int, int]] = {}
         self._flushed_counters: Optional[Dict[str, Any]] = None
         self._others: Dict[str, persistence.Restored] = {}
-        self._bad: Dict[str, str] = {}
-        self._decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
-        self._task_caches: Dict[str, TaskCache] = {}
+        self._reader = ReplicaReader(monitor.config)
         self._verdicts: Dict[str, Verdict] = {}
         self._connected: Optional[bool] = None
         self._last_ok: Optional[float] = None
@@ -373,51 +375,13 @@ class SharedState:
     def _read(self) -> Dict[str, persistence.Restored]:
         records = self.store.read_all()
         self._lost = self.replica_id not in records
-        others: Dict[str, persistence.Restored] = {}
-        decoded: Dict[str, Tuple[Dict[str, str], persistence.Restored]] = {}
-        for rid, fields in records.items():
-            if rid == self.replica_id:
-                continue
-            cached = self._decoded.get(rid)
-            if cached is not None and cached[0] == fields:  # unchanged: not parsed again
-                state = cached[1]
-            else:
-                self._others_changed = True
-                try:
-                    cache = self._task_caches.setdefault(rid, {})
-                    state = decode_state(fields, self._config, cache)
-                except (ValueError, TypeError, KeyError, RecursionError) as exc:
-                    self._refuse(rid, str(exc)[:200])
-                    continue
-            self._bad.pop(rid, None)
-            others[rid] = state
-            decoded[rid] = (fields, state)
-        retired = self._decoded.get(RETIRED_ID)
-        if retired is not None and RETIRED_ID not in records:  # the backend lost its data
-            restore_retired(self.store, retired[0])
-            others[RETIRED_ID] = retired[1]
-            decoded[RETIRED_ID] = retired
-        if decoded.keys() != self._decoded.keys():
-            self._others_changed = True
-            for rid in set(self._task_caches) - set(records):
-                del self._task_caches[rid]
-        self._decoded = decoded
+        others = self._reader.read(self.store, records, self.replica_id)
         if self._retire_after is not None:
             limit = self._wall() - self._retire_after
             self.retired += fold_stale(
                 self.store, records, others, self._config, own_id=self.replica_id, limit=limit
             )
         return others
-
-    def _refuse(self, rid: str, problem: str) -> None:
-        if self._bad.get(rid) != problem:
-            logger.warning(
-                "monitor shared state: replica %r left out of the view, its record is not "
-                "a monitor state: %s",
-                rid,
-                problem,
-            )
-        self._bad[rid] = problem
 
     def _own_state(self) -> persistence.Restored:
         """A copy of this replica's live state (taken under its lock, no checks needed)."""
@@ -451,17 +415,17 @@ class SharedState:
         known = dict(self._verdicts)
         flips: Dict[str, Flip] = {}
         key = (self._own_key(), frozenset(known.items()))
-        if self._others_changed or key != self._decide_key:
+        if self._reader.changed or key != self._decide_key:
             # something moved: decide again on the merged scores (idle syncs skip this)
             monitor = self.monitor
             with monitor._lock:
                 own = self._decider.own_copies(monitor._tasks)
             parts: Dict[str, List[Part]] = {}
             for rid in sorted(others):
-                for raw, ts in self._task_caches.get(rid, {}).values():
+                for raw, ts in self._reader.task_caches.get(rid, {}).values():
                     parts.setdefault(ts.name, []).append((rid, raw, ts))
             flips, self._task_names = self._decider.decide(parts, own, known)
-            self._others_changed = False
+            self._reader.changed = False
             self._decide_key = key
         verdicts: Optional[Dict[str, Verdict]] = None
         if write:
@@ -511,7 +475,7 @@ class SharedState:
             "flushes": self.flushes,
             "errors": self.errors,
             "retired_replicas": self.retired,
-            "invalid_replicas": sorted(self._bad),
+            "invalid_replicas": sorted(self._reader.bad),
         }
 
     def cluster_stats(self, local: Dict[str, Any]) -> Dict[str, Any]:
