@@ -202,7 +202,9 @@ def stats(
     monitor_config = None
     if path is None:
         loaded = _load(config)
-        monitor_config = loaded.monitor
+        # a snapshot is one replica's: reading it must not join (and write into) the
+        # replicas' shared state
+        monitor_config = loaded.monitor.model_copy(update={"shared_state": None})
         path = loaded.monitor.persist_path
         if path is None:
             _fail("monitor.persist_path is not set in the config; pass --snapshot FILE", code=2)

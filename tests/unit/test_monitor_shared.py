@@ -561,3 +561,29 @@ def test_a_failure_while_deciding_is_logged_and_the_last_verdicts_kept(
     assert "deciding failed" in caplog.text
     assert monitor.should_enrich(TASK) is True
     assert monitor.get_stats()["total_enrichments"] == 10
+
+
+def test_the_stats_command_reads_a_snapshot_without_joining_the_replicas(
+    tmp_path: Path,
+) -> None:
+    """A snapshot is one replica's: `asahi-features stats` must not register it as one
+    more replica (its counts would be counted twice)."""
+    from typer.testing import CliRunner
+
+    from asahi_features.cli import app
+
+    path = tmp_path / "asahi.yaml"
+    path.write_text(
+        "feature_store:\n  provider: local\n  local: {data_path: f.json}\n"
+        "monitor:\n  persist_path: monitor.json\n  shared_state:\n"
+        f"    url: redis://127.0.0.1:{free_port()}/0\n",
+        encoding="utf-8",
+    )
+    saved = FeatureMonitor(CONFIG)
+    record(saved, 0, 7)
+    saved.save(tmp_path / "monitor.json")
+    result = CliRunner().invoke(app, ["stats", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["total_enrichments"] == 7
+    assert "shared_state" not in stats
