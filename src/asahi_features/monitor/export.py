@@ -308,6 +308,7 @@ class MultiprocessExporter:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         if start:
+            self.sync()  # first copy (and first-use imports) here, not in the thread
             self._start()
 
     def _start(self) -> None:

@@ -135,7 +135,8 @@ class SharedState:
         retire_after_seconds: fold the records of replicas that have not written for
             this long into one retired record (``None``: keep every record).
         wall_clock: epoch seconds, for the ``written_at`` stamps (tests pass a fake).
-        start: start the background thread now (``False``: call :meth:`sync` yourself).
+        start: sync once now and start the background thread (``False``: call
+            :meth:`sync` yourself).
     """
 
     def __init__(
@@ -188,6 +189,11 @@ class SharedState:
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
         if start:
+            # the first sync here, in the creating thread: a new replica reads the shared
+            # verdicts at once, and the imports the backend does on first use happen now,
+            # not in the background thread at the moment a pre-fork server forks (a
+            # forked child would inherit a half-imported module)
+            self.sync()
             self.start()
 
     def _after_fork(self) -> None:
@@ -204,6 +210,7 @@ class SharedState:
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self.store.after_fork()
         given = self._given_id
         self.replica_id = f"{given}:{os.getpid()}" if given else default_replica_id()
         self._full = True

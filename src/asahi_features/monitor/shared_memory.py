@@ -92,6 +92,10 @@ class MemorySharedStore:
             self._retired.update(remember)
             return True
 
+    def after_fork(self) -> None:
+        """A fresh lock (one taken by another thread at the fork stays taken)."""
+        self._lock = threading.Lock()
+
     def clear(self) -> None:
         """Forget every record and verdict (like a Redis restarted without persistence)."""
         with self._lock:

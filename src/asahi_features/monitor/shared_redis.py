@@ -134,7 +134,7 @@ class RedisSharedStore:
 
     def __init__(self, url: str, *, key_prefix: str, socket_timeout: float = 1.0) -> None:
         try:
-            import redis
+            import redis  # noqa: F401 - imported again by _connect; fail here, clearly
         except ImportError as exc:  # pragma: no cover - redis is a dependency of the extra
             raise ImportError(
                 "monitor.shared_state with backend redis needs redis-py: "
@@ -142,14 +142,10 @@ class RedisSharedStore:
             ) from exc
         from ..errors import ConfigError
 
+        self._url = url
+        self._socket_timeout = socket_timeout
         try:
-            self._redis: Any = redis.Redis.from_url(
-                url,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                decode_responses=True,
-                health_check_interval=30,
-            )
+            self._connect()
         except ValueError as exc:
             raise ConfigError(
                 "monitor.shared_state.url is not a Redis URL (redis://host:port/db, "
@@ -160,9 +156,26 @@ class RedisSharedStore:
         self._replicas_key = f"{key_prefix}:replicas"
         self._verdicts_key = f"{key_prefix}:verdicts"
         self._retired_key = f"{key_prefix}:retired_ids"
+
+    def _connect(self) -> None:
+        import redis
+
+        self._redis: Any = redis.Redis.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_timeout,
+            decode_responses=True,
+            health_check_interval=30,
+        )
         self._write = self._redis.register_script(_WRITE)
         self._fold = self._redis.register_script(_FOLD)
         self._verdicts = self._redis.register_script(_VERDICTS)
+
+    def after_fork(self) -> None:
+        """In a forked child: a connection pool of its own. The inherited one may hold a
+        lock that a thread of the parent had taken at the fork, which nothing in the
+        child would ever release (redis-py then refuses every call)."""
+        self._connect()
 
     def _record_key(self, replica: str) -> str:
         return f"{self.prefix}:replica:{replica}"

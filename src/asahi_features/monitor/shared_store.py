@@ -82,5 +82,8 @@ class SharedStore(Protocol):
         :class:`ReplicaRetired`). False, changing nothing, when any check fails.
         """
 
+    def after_fork(self) -> None:
+        """In a forked child process: fresh connections and locks."""
+
     def close(self) -> None:
         """Release connections."""
