@@ -352,7 +352,8 @@ class SharedStateConfig(_Strict):
     (the pod name) together with ``persist_path`` so that a restarted replica continues
     its own counts instead of adding a new replica's."""
     socket_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
-    """Timeout of every Redis call of the background thread."""
+    """Timeout of every Redis call (each retried once, at once). Creating the monitor
+    waits for one first sync, so with Redis unreachable it takes a few of these."""
     retire_after_seconds: Optional[float] = Field(default=86_400.0, gt=0)
     """A replica that has not written for this long (stopped) is folded into one
     ``__retired__`` record: its counts stay, its record goes, so the number of records

@@ -159,6 +159,8 @@ class RedisSharedStore:
 
     def _connect(self) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         self._redis: Any = redis.Redis.from_url(
             self._url,
@@ -166,6 +168,9 @@ class RedisSharedStore:
             socket_connect_timeout=self._socket_timeout,
             decode_responses=True,
             health_check_interval=30,
+            # one immediate retry (a pooled connection that a restart closed), never
+            # redis-py's default backoff of seconds: the next sync is the retry
+            retry=Retry(NoBackoff(), 1),
         )
         self._write = self._redis.register_script(_WRITE)
         self._fold = self._redis.register_script(_FOLD)
