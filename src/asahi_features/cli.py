@@ -297,7 +297,9 @@ def stats(
     monitor_config = None
     if path is None or config is not None:  # prices and confidence come from the config
         loaded = _load(config)
-        monitor_config = loaded.monitor
+        # a snapshot is one replica's: reading it must not join (and write into) the
+        # replicas' shared state
+        monitor_config = loaded.monitor.model_copy(update={"shared_state": None})
         if path is None:
             path = loaded.monitor.persist_path
         if path is None:

@@ -414,6 +414,48 @@ def _model_names(prices: Dict[str, ModelPrice]) -> Dict[str, ModelPrice]:
     return prices
 
 
+class SharedStateConfig(_Strict):
+    """``monitor.shared_state``: one monitor view shared by every replica (Redis).
+
+    Each replica keeps counting in process (recording never waits for the network) and a
+    background thread writes its cumulative state to Redis and reads everyone's, so
+    that ``get_stats()`` and the quality decision cover all replicas.
+    """
+
+    backend: Literal["redis"] = "redis"
+    """Where the shared state lives (only ``redis`` for now)."""
+    url: Optional[str] = None
+    """Redis URL, e.g. ``redis://redis.internal:6379/0`` (or use ``url_env``)."""
+    url_env: str = "ASAHI_MONITOR_REDIS_URL"
+    """Name of the environment variable holding the URL, read when ``url`` is not set
+    (a URL with a password belongs there, not in the file)."""
+    key_prefix: str = Field(default="asahi_features:monitor", min_length=1)
+    """Prefix of every Redis key; replicas with the same prefix share one view."""
+    flush_interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    """How often the background thread writes this replica's counts and re-reads the
+    merged view and the shared decision."""
+    replica_id: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    """This replica's name (default: host, pid and a random suffix). Set a stable one
+    (the pod name) together with ``persist_path`` so that a restarted replica continues
+    its own counts instead of adding a new replica's."""
+    socket_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
+    """Timeout of every Redis call (each retried once, at once). Creating the monitor
+    waits for one first sync, so with Redis unreachable it takes a few of these."""
+    retire_after_seconds: Optional[float] = Field(default=86_400.0, gt=0)
+    """A replica that has not written for this long (stopped) is folded into one
+    ``__retired__`` record: its counts stay, its record goes, so the number of records
+    stays bounded (``None``: keep every record). Live replicas write at least every
+    quarter of this."""
+
+    @field_validator("url_env", mode="after")
+    @classmethod
+    def _url_env_is_a_name(cls, value: str) -> str:
+        problem = env_name_problem(value, "url_env")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class MonitorConfig(_Strict):
     """``monitor``: holdout, the should-enrich decision, memory bounds, export."""
 
@@ -462,6 +504,9 @@ class MonitorConfig(_Strict):
     and ``compare()`` the saving per 1,000 requests."""
     max_models: int = Field(default=100, ge=1)
     """Distinct models tracked per task type (more are pooled under ``"__other__"``)."""
+    shared_state: Optional[SharedStateConfig] = None
+    """Share counts and the quality decision between replicas (``None``: this process
+    only, the default)."""
 
 
 class TelemetryConfig(_Strict):

@@ -28,8 +28,9 @@ persisted), :mod:`~asahi_features.monitor.quality` (the per-task quality decisio
 (bounded accumulators), :mod:`~asahi_features.monitor.sequential` (the always-valid
 test), :mod:`~asahi_features.monitor.per_model` (quality, usage and cost per task and
 model), :mod:`~asahi_features.monitor.compare` (cheap model with features against
-expensive model without) and :mod:`~asahi_features.monitor.model_names` (the model's
-name from LangChain / LlamaIndex callbacks).
+expensive model without), :mod:`~asahi_features.monitor.model_names` (the model's
+name from LangChain / LlamaIndex callbacks) and :mod:`~asahi_features.monitor.shared`
+(one view for many replicas, on Redis: :mod:`~asahi_features.monitor.shared_redis`).
 """
 
 from __future__ import annotations

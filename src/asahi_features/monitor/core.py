@@ -51,6 +51,7 @@ from .stats import AvailabilityWindow, LatencyReservoir
 
 if TYPE_CHECKING:
     from .compare import ModelComparison
+    from .shared import SharedState
 
 logger = logging.getLogger("asahi_features.monitor")
 
@@ -130,6 +131,11 @@ class FeatureMonitor:
        ``exploration_fraction`` of calls still says ``True`` so the enriched group
        keeps receiving samples and the decision can change.
 
+    **Many replicas.** With ``config.shared_state`` (Redis), replicas share their counts
+    and one quality verdict through a background thread (:attr:`shared`,
+    :mod:`asahi_features.monitor.shared`): recording stays in process, ``should_enrich``
+    reads the shared verdict from memory and :meth:`get_stats` reports every replica.
+
     **Quality groups.** ``quality_with_features`` is the mean score of requests whose
     prompt received features; ``quality_without_features`` the mean of every scored
     request that got none (the specification's key). Of those, the deliberately
@@ -194,8 +200,14 @@ class FeatureMonitor:
         """Called with every quality score the monitor accepts (see :class:`ScoreEvent`;
         the OpenTelemetry integration, :mod:`asahi_features.telemetry`, is one)."""
         self._init_state()
+        self._shared: Optional[SharedState] = None
+        self._closers: list[Callable[[], None]] = []
         if breaker is not None:
             self.watch(breaker)
+        if cfg.shared_state is not None:
+            from .shared import attach
+
+            attach(self, cfg.shared_state)
 
     def _init_state(self) -> None:
         cfg = self.config
@@ -216,6 +228,34 @@ class FeatureMonitor:
             f"FeatureMonitor(total_enrichments={self._counters.total}, "
             f"tasks={len(self._tasks)}, paused={self._paused})"
         )
+
+    # ------------------------------------------------------------------ sharing
+
+    @property
+    def shared(self) -> Optional[SharedState]:
+        """The state shared with other replicas (``monitor.shared_state``), or ``None``.
+
+        With it, :meth:`should_enrich` follows the quality verdict of all replicas and
+        :meth:`get_stats` reports all of them (see :mod:`asahi_features.monitor.shared`).
+        """
+        return self._shared
+
+    def _attach_shared(self, shared: SharedState) -> None:
+        self._shared = shared
+
+    def _on_close(self, callback: Callable[[], None]) -> None:
+        self._closers.append(callback)
+
+    def close(self) -> None:
+        """Stop the background threads: the multi-process Prometheus exporter copies
+        its numbers and, with shared state, this replica writes its counts one last
+        time. The monitor still records and decides afterwards, locally."""
+        closers, self._closers = self._closers, []
+        for callback in closers:
+            callback()
+        shared = self._shared
+        if shared is not None:
+            shared.close()
 
     # ------------------------------------------------------------------ recording
 
@@ -541,8 +581,12 @@ class FeatureMonitor:
                     self._counters.probes += 1
                     return Decision(True, DecisionReason.AVAILABILITY_PROBE)
                 return Decision(False, DecisionReason.STORE_UNAVAILABLE)
-            ts = self._lookup_task(task_type)
-            if ts is not None and quality_disabled(ts, self.config):
+            shared = self._shared
+            disabled = None if shared is None else shared.disabled(task_type)
+            if disabled is None:
+                ts = self._lookup_task(task_type)
+                disabled = ts is not None and quality_disabled(ts, self.config)
+            if disabled:
                 if self._rng.random() < self.config.exploration_fraction:
                     return Decision(True, DecisionReason.EXPLORATION)
                 return Decision(False, DecisionReason.QUALITY_NO_GAIN)
@@ -606,7 +650,17 @@ class FeatureMonitor:
         counts, the always-valid bounds of the gain (``quality_gain_lower_bound`` /
         ``..._upper_bound``, ``None`` until both compared groups have ``min_samples``
         scores) and ``disabled_for_quality``.
+
+        With ``shared_state``, the counts, sums and quality are those of every replica
+        (see :meth:`~asahi_features.monitor.shared.SharedState.cluster_stats`), plus
+        ``replica_total_enrichments`` and ``shared_state``.
         """
+        stats = self._local_stats()
+        if self._shared is not None:
+            return self._shared.cluster_stats(stats)
+        return stats
+
+    def _local_stats(self) -> Dict[str, Any]:
         with self._lock:
             stats = report.stats_locked(self)
         return report.finish_stats(stats, self.config)
@@ -690,6 +744,8 @@ class FeatureMonitor:
             self._quality = restored.quality
             self._latency = restored.latency
             self._tasks = restored.tasks
+        if self._shared is not None:
+            self._shared.invalidate()
 
     def save(self, path: Union[str, Path, None] = None) -> Path:
         """Write the counters and quality history to a JSON file, atomically.
@@ -792,7 +848,9 @@ class FeatureMonitor:
         ``pending_evicted_total`` and ``unmatched_quality_scores_total``.
 
         One monitor per registry: the metric names carry no monitor label, so a second
-        registration in the same registry is refused by prometheus-client.
+        registration in the same registry is refused by prometheus-client. With
+        ``shared_state``, the numbers are still this replica's own (add replicas up in
+        Prometheus); ``enrichment_enabled`` is the shared decision.
 
         Args:
             registry: a ``prometheus_client.CollectorRegistry`` (default: the global
@@ -808,3 +866,23 @@ class FeatureMonitor:
         from .export import register
 
         return register(self, registry)
+
+    def register_prometheus_multiprocess(self, interval_seconds: float = 1.0) -> Any:
+        """Export to prometheus-client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``):
+        one scrape adds up every worker process. See
+        :class:`~asahi_features.monitor.export.MultiprocessExporter` for the metrics.
+
+        Args:
+            interval_seconds: how often a background thread copies the numbers
+                (:meth:`close` copies them one last time).
+
+        Returns:
+            The exporter (``.sync()`` copies now).
+
+        Raises:
+            ImportError: prometheus-client is not installed.
+            RuntimeError: prometheus-client is not in multi-process mode.
+        """
+        from .export import MultiprocessExporter
+
+        return MultiprocessExporter(self, interval_seconds=interval_seconds)

@@ -205,6 +205,46 @@ def _read_state(state: Dict[str, Any], config: MonitorConfig, schema: int = SCHE
     return Restored(counters, quality, latency, tasks)
 
 
+def read_counters(raw: Any) -> Counters:
+    """Check a ``state.counters`` object and build the counters.
+
+    Raises:
+        StateFieldError: the first counter that is missing or out of range.
+    """
+    return _read_counters({"counters": raw})
+
+
+def read_quality(value: Any, path: str) -> Quality:
+    """Check a list of three quality accumulators (``path`` names it in errors).
+
+    Raises:
+        StateFieldError: the first accumulator field that is out of range.
+    """
+    return _read_quality(value, path)
+
+
+def read_task(name: str, value: Any) -> TaskStats:
+    """Check one ``state.tasks`` entry and build the task's counters.
+
+    Raises:
+        StateFieldError: the first field of the entry that is missing or out of range.
+    """
+    from ..models import EnrichmentReason
+
+    known = {r.value: r for r in EnrichmentReason}
+    return _read_task(name, value, field_path("state.tasks", name), known)
+
+
+def read_state(state: Dict[str, Any], config: MonitorConfig) -> Restored:
+    """Check a ``state`` object (the ``state`` of a snapshot, or one replica's state
+    read from a shared backend) whole and build what it describes.
+
+    Raises:
+        StateFieldError: the first field that is missing or out of range.
+    """
+    return _read_state(state, config)
+
+
 def _read_snapshot(raw: bytes, config: MonitorConfig) -> Restored:
     """Parse and check a whole saved snapshot.
 
