@@ -587,3 +587,61 @@ def test_the_stats_command_reads_a_snapshot_without_joining_the_replicas(
     stats = json.loads(result.stdout)
     assert stats["total_enrichments"] == 7
     assert "shared_state" not in stats
+
+
+def _model_of(replica: int, k: int) -> str:
+    # enriched requests go to the cheap model, held-out ones to the expensive one
+    return "small" if k % 2 == 0 else f"big-{replica % 2}"
+
+
+def test_per_model_scores_usage_and_comparison_cover_every_replica() -> None:
+    config = CONFIG.model_copy(update={"min_samples": 5})
+    store = MemorySharedStore()
+    monitors = replicas(store, 3, config)
+    single = FeatureMonitor(config)  # one monitor that saw everything
+    for i, monitor in enumerate(monitors):
+        for k, (result, score) in enumerate(workload(i, 40)):
+            model = _model_of(i, k)
+            for target in (monitor, single):
+                target.record_enrichment(
+                    result, score, model=model, input_tokens=100 + i, output_tokens=7
+                )
+    sync_all(monitors)
+    expected_models = single.get_stats()["task_types"][TASK]["models"]
+    assert sorted(expected_models) == ["big-0", "big-1", "small"]
+    expected = single.compare(TASK, cheap="small", expensive="big-0")
+    for monitor in monitors:
+        models = monitor.get_stats()["task_types"][TASK]["models"]
+        assert sorted(models) == sorted(expected_models)
+        for name, entry in expected_models.items():
+            got = models[name]
+            for group, acc in entry["quality"].items():
+                assert got["quality"][group]["n"] == acc["n"], (name, group)
+                assert got["quality"][group]["mean"] == pytest.approx(acc["mean"]), (name, group)
+            assert got["input_tokens_per_request"] == pytest.approx(
+                entry["input_tokens_per_request"]
+            ), name
+        report = monitor.compare(TASK, cheap="small", expensive="big-0")
+        assert report.cheap_quality == pytest.approx(expected.cheap_quality)
+        assert report.expensive_quality == pytest.approx(expected.expensive_quality)
+    small = models["small"]["quality"]["with_features"]
+    assert small["n"] == 60  # 20 enriched requests scored on each of the 3 replicas
+
+
+def test_models_past_max_models_are_pooled_across_replicas() -> None:
+    config = CONFIG.model_copy(update={"max_models": 2})
+    store = MemorySharedStore()
+    monitors = replicas(store, 2, config)
+    for i, monitor in enumerate(monitors):
+        for k, (result, score) in enumerate(workload(i, 4)):
+            monitor.record_enrichment(result, score, model=f"m{i}-{k % 2}")
+    sync_all(monitors)
+    models = monitors[0].get_stats()["task_types"][TASK]["models"]
+    assert sorted(models) == ["__other__", "m0-0", "m0-1"]  # replicas merged by id
+    assert monitors[1].get_stats()["task_types"][TASK]["models"].keys() == models.keys()
+    scored = sum(
+        entry["quality"][group]["n"]
+        for entry in models.values()
+        for group in ("with_features", "held_out", "fallback")
+    )
+    assert scored == 8  # nothing lost: the other replica's models are pooled

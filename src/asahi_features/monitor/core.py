@@ -708,6 +708,11 @@ class FeatureMonitor:
         """
         from .compare import compare_models
 
+        shared = self._shared
+        if shared is not None:  # every replica's scores
+            view = FeatureMonitor(self.config.model_copy(update={"shared_state": None}))
+            view._restore(shared.merged(latency=False))
+            return view.compare(task_type, cheap=cheap, expensive=expensive, margin=margin)
         with self._lock:
             ts = self._tasks.get(task_type)
             if ts is None:

@@ -20,7 +20,7 @@ depend on the model. Their cost is ``tokens / 1000 * input_per_1k_tokens``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from ..settings import ModelPrice, MonitorConfig
 from .counters import FALLBACK, GROUPS, HELD_OUT, WITH, Quality, new_quality
@@ -33,6 +33,7 @@ __all__ = [
     "LLMCall",
     "ModelStats",
     "Usage",
+    "add_models",
     "add_score",
     "check_call",
     "cost_per_request",
@@ -244,6 +245,27 @@ def add_score(
     if call.output_tokens is not None:
         usage.output_n += 1
         usage.output_sum += call.output_tokens
+
+
+def add_models(
+    into: Dict[str, ModelStats], models: Mapping[str, ModelStats], max_models: int
+) -> None:
+    """Add another replica's per-model scores and usage to ``into`` (``models`` is not
+    changed). A model new to ``into`` past ``max_models`` is pooled under
+    :data:`OTHER_MODEL`, as when recording."""
+    for model, stats in models.items():
+        target = into.get(model)
+        if target is None:
+            name = model if len(into) < max_models else OTHER_MODEL
+            target = into.get(name)
+            if target is None:
+                target = into[name] = ModelStats()
+        target.quality = tuple(  # type: ignore[assignment]
+            Welford.merged(a, b) for a, b in zip(target.quality, stats.quality, strict=True)
+        )
+        target.usage = tuple(  # type: ignore[assignment]
+            Usage.merged(a, b) for a, b in zip(target.usage, stats.usage, strict=True)
+        )
 
 
 def read_models(value: Any, path: str, task_quality: Quality) -> Dict[str, ModelStats]:

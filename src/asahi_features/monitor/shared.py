@@ -409,11 +409,13 @@ class SharedState:
         latency: bool = True,
     ) -> persistence.Restored:
         """Every replica's state as last read (or ``others``), with this replica's live
-        counts (without ``latency``, the latency samples are not merged)."""
-        states: List[persistence.Restored] = list(
-            (self._others if others is None else others).values()
-        )
-        states.append(self._own_state())
+        counts (without ``latency``, the latency samples are not merged).
+
+        Replicas are merged in the order of their ids, so that every replica's view
+        pools the same models past ``monitor.max_models``."""
+        by_id = dict(self._others if others is None else others)
+        by_id[self.replica_id] = self._own_state()
+        states = [by_id[rid] for rid in sorted(by_id)]
         return merge_states(states, self._config, latency=latency)
 
     def _decide(

@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from ..settings import MonitorConfig
 from . import persistence
 from .counters import COUNTER_FIELDS, Counters, Quality, TaskStats, new_quality
+from .per_model import add_models
 from .stats import LatencyReservoir, StateFieldError, Welford
 
 SCHEMA_FIELD = "schema"
@@ -146,6 +147,7 @@ def copy_task(ts: TaskStats) -> TaskStats:
     copy.groups = list(ts.groups)
     copy.reasons = dict(ts.reasons)
     copy.quality = copy_quality(ts.quality)
+    copy.models = {name: stats.copy() for name, stats in ts.models.items()}
     copy.version = ts.version
     return copy
 
@@ -173,7 +175,7 @@ def merge_states(
             into = tasks.get(name)
             if into is None:
                 into = tasks[name] = TaskStats(name)
-            add_task(into, ts)
+            add_task(into, ts, config.max_models)
     size = config.latency_reservoir_size
     sample = merge_latency(samples, size, seed=config.seed) if latency else LatencyReservoir(size)
     return persistence.Restored(counters, quality, sample, tasks)
@@ -187,8 +189,9 @@ def _add_counters(a: Counters, b: Counters) -> Counters:
     return dataclasses.replace(a, **values)
 
 
-def add_task(into: TaskStats, ts: TaskStats) -> None:
-    """Add the counts and scores of ``ts`` to ``into`` (``ts`` is not changed)."""
+def add_task(into: TaskStats, ts: TaskStats, max_models: int) -> None:
+    """Add the counts and scores of ``ts``, per-model ones included, to ``into`` (``ts``
+    is not changed; models past ``max_models`` are pooled as when recording)."""
     into.total += ts.total
     into.tokens += ts.tokens
     into.groups = [a + b for a, b in zip(into.groups, ts.groups, strict=True)]
@@ -199,6 +202,8 @@ def add_task(into: TaskStats, ts: TaskStats) -> None:
         Welford.merged(into.quality[1], ts.quality[1]),
         Welford.merged(into.quality[2], ts.quality[2]),
     )
+    if ts.models:
+        add_models(into.models, ts.models, max_models)
     into.version += 1
 
 

@@ -87,9 +87,9 @@ class TaskDecider:
             if entry is None or entry.signature != signature:
                 merged = TaskStats(name)
                 for _, _, share in shares:
-                    add_task(merged, share)
+                    add_task(merged, share, self._config.max_models)
                 if mine is not None:
-                    add_task(merged, mine[1])
+                    add_task(merged, mine[1], self._config.max_models)
                 entry = _Entry(signature, merged)
             current, generation = known.get(name, NO_VERDICT)
             if entry.current is not current:
