@@ -14,7 +14,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pytest
@@ -35,7 +34,6 @@ from asahi_features.langchain import (
     MissingIdentityError,
     create_feature_tool,
 )
-from asahi_features.langchain.middleware import model_name_of
 from asahi_features.models import EnrichmentReason, FeatureVector, utc_now
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
@@ -440,13 +438,6 @@ def test_other_entity_types_from_context_then_configurable(
     assert store.asked == expected
     for entity_type, entity_id in expected:
         assert f"{entity_type}={entity_id}" in system_text(model.received[0])
-
-
-def test_model_name_of() -> None:
-    assert model_name_of(SimpleNamespace(model_name="gpt-x")) == "gpt-x"
-    assert model_name_of(SimpleNamespace(model="claude-y")) == "claude-y"
-    assert model_name_of(ScriptedToolChat()) == "scripted-tool-chat"
-    assert model_name_of(object()) is None
 
 
 def test_a_failing_extra_monitor_never_fails_the_agent(

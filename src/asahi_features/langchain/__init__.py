@@ -17,6 +17,7 @@ Needs the ``[langchain]`` extra (``langchain-core`` and, for evaluation, ``langs
 One module per job: ``identity`` (who a request is for), ``messages`` (input shapes and
 block placement), ``notes`` (warn once), ``provenance`` (genuine results), ``runnable``
 (with ``batching``), ``runs`` (results in run trees), ``handler``, ``evaluation``,
+``model_calls`` (which model answered a run, for the per-model monitor),
 ``middleware`` (agents), ``tool`` (a features tool), ``tracing`` (trace hygiene, the
 anonymizer) and ``serde`` (LangChain and LangGraph serialisation). Every module logs to
 the ``asahi_features.langchain`` logger.
@@ -43,6 +44,7 @@ from .messages import (
     EnrichedPrompt,
     EnrichedStringPromptValue,
 )
+from .model_calls import ModelCall, model_call_of_run
 from .runnable import FeatureEnrichmentRunnable
 from .runs import find_enrichments
 from .tracing import MASK, TracedEnrichment, feature_anonymizer
@@ -94,6 +96,7 @@ __all__ = [
     "FeatureEnrichmentRunnable",
     "FeatureMonitorCallbackHandler",
     "MissingIdentityError",
+    "ModelCall",
     "RunQuality",
     "SerializableEnrichmentResult",
     "TracedEnrichment",
@@ -103,6 +106,7 @@ __all__ = [
     "feature_anonymizer",
     "feature_serializer",
     "find_enrichments",
+    "model_call_of_run",
     "offline_langsmith_client",
     "record_langsmith_results",
     "serializable",

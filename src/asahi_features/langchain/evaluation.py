@@ -21,6 +21,7 @@ from typing import (
 )
 
 from ..models import EnrichmentResult
+from .model_calls import ModelCall, model_call_of_run
 from .provenance import _produced
 from .runs import _outputs_in_tree
 
@@ -135,16 +136,27 @@ class RunQuality:
     """Every score the evaluators gave, by key (the last one of a repeated key)."""
     recorded: int = 0
     """How many enrichments accepted the score (``FeatureMonitor.record_quality``)."""
+    model: Optional[str] = None
+    """The model that answered (the last chat model call of the run tree), recorded
+    with the score together with the tokens of every model call; ``None`` when no model
+    run named its model."""
 
 
-def _record(monitor: Any, enrichments: Sequence[EnrichmentResult], score: Optional[float]) -> int:
+def _record(
+    monitor: Any,
+    enrichments: Sequence[EnrichmentResult],
+    score: Optional[float],
+    call: Optional[ModelCall] = None,
+) -> int:
+    """Record ``score`` for each enrichment, with the answering model when known."""
     if score is None:
         return 0
     recorded = 0
+    model = call.as_kwargs() if call is not None else {}
     for result in enrichments:
         try:
             monitor.record_enrichment(result)  # idempotent: makes the id known
-            if monitor.record_quality(result.enrichment_id, score):
+            if monitor.record_quality(result.enrichment_id, score, **model):
                 recorded += 1
         except Exception:
             logger.exception("recording quality for enrichment %s failed", result.enrichment_id)
@@ -210,13 +222,15 @@ def _record_pairs(
     known = handler.enrichments_for_run(run_id) if handler is not None else []
     enrichments = _merge(_produced_only(_outputs_in_tree(run), run_id), known)
     score = _quality(pairs, key)
-    recorded = _record(monitor, enrichments, score)
+    call = model_call_of_run(run) if score is not None and enrichments else None
+    recorded = _record(monitor, enrichments, score, call)
     return RunQuality(
         run_id=run_id,
         score=score,
         enrichment_ids=[e.enrichment_id for e in enrichments],
         scores=dict(pairs),
         recorded=recorded,
+        model=call.model if call is not None else None,
     )
 
 

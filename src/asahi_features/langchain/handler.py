@@ -22,6 +22,7 @@ from langchain_core.tracers.base import BaseTracer
 
 from ..models import EnrichmentResult
 from .evaluation import Evaluator, RunQuality, _evaluate_one, _Scorer
+from .model_calls import ModelCall, model_call_of_run
 from .provenance import _produced
 from .runs import _enrichment_of_outputs
 from .tracing import ENRICHMENT_EVENT, TracedEnrichment
@@ -93,6 +94,9 @@ class FeatureMonitorCallbackHandler(BaseTracer):
         self._max_tracked = max_tracked_runs
         self._lock = threading.Lock()
         self._by_run: OrderedDict[str, Dict[str, EnrichmentResult]] = OrderedDict()
+        # root run id -> the model that answered it; an enrichment step's run -> its root
+        self._calls: OrderedDict[str, ModelCall] = OrderedDict()
+        self._root_of: OrderedDict[str, str] = OrderedDict()
         self.finished_runs: Deque[Run] = deque(maxlen=max(0, keep_finished_runs))
         """The most recent finished root runs (for :func:`evaluate_runs`)."""
         self.evaluations: Deque[RunQuality] = deque(maxlen=max(0, keep_finished_runs))
@@ -131,6 +135,10 @@ class FeatureMonitorCallbackHandler(BaseTracer):
                 if eid not in known:
                     known[eid] = result
                     new = True
+            if own != root:
+                self._root_of[own] = root
+                while len(self._root_of) > self._max_tracked:
+                    self._root_of.popitem(last=False)
         if new:
             try:
                 self.monitor.record_enrichment(result)
@@ -157,7 +165,14 @@ class FeatureMonitorCallbackHandler(BaseTracer):
     def _persist_run(self, run: Run) -> None:
         # Called when a root run ends, before _on_chain_end of that same run.
         self._collect(run)
-        self.latest_root_run_id = str(run.id)
+        root = str(run.id)
+        self.latest_root_run_id = root
+        call = model_call_of_run(run)
+        if call is not None:
+            with self._lock:
+                self._calls[root] = call
+                while len(self._calls) > self._max_tracked:
+                    self._calls.popitem(last=False)
         self.finished_runs.append(run)
         if self._scorers:
             self.evaluations.append(self.evaluate_run(run))
@@ -169,13 +184,40 @@ class FeatureMonitorCallbackHandler(BaseTracer):
         with self._lock:
             return list(self._by_run.get(str(run_id), {}).values())
 
-    def record_run_quality(self, run_id: Any, score: Any) -> int:
+    def model_call_for_run(self, run_id: Any) -> Optional[ModelCall]:
+        """The model that answered a finished run (the last chat model call of its
+        tree) and the tokens of all its model calls; ``None`` when the run has not
+        finished, is forgotten, or no model run named its model."""
+        key = str(run_id)
+        with self._lock:
+            call = self._calls.get(key)
+            if call is None:
+                root = self._root_of.get(key)
+                call = self._calls.get(root) if root is not None else None
+        return call
+
+    def record_run_quality(
+        self,
+        run_id: Any,
+        score: Any,
+        *,
+        model: Optional[str] = None,
+        input_tokens: Optional[int] = None,
+        output_tokens: Optional[int] = None,
+    ) -> int:
         """Attach a quality score for a run to every enrichment of that run.
+
+        The score is also counted for the model that answered the run, per task
+        (``get_stats()["task_types"][task]["models"]``, ``monitor.compare``): read from
+        the run's chat model runs (:meth:`model_call_for_run`), or given here.
 
         Args:
             run_id: the root run id (e.g. the ``run_id`` you passed in the config), or the
                 id of the enrichment step's own run.
             score: a number (higher is better), a bool, or an object with ``.score``.
+            model: the model's name, when the run does not name it (or to override it).
+            input_tokens: prompt tokens of the run (default: the sum over its model calls).
+            output_tokens: completion tokens of the run (default: likewise).
 
         Returns:
             How many enrichments accepted the score (0 when the run had none).
@@ -183,10 +225,16 @@ class FeatureMonitorCallbackHandler(BaseTracer):
         enrichments = self.enrichments_for_run(run_id)
         if not enrichments:
             logger.debug("no enrichment known for run %s", run_id)
+        call = self.model_call_for_run(run_id)
+        kwargs: Dict[str, Any] = call.as_kwargs() if call is not None else {}
+        given = {"model": model, "input_tokens": input_tokens, "output_tokens": output_tokens}
+        kwargs.update({name: value for name, value in given.items() if value is not None})
+        if "model" not in kwargs:
+            kwargs = {}  # usage without a model has nowhere to go
         recorded = 0
         for result in enrichments:
             try:
-                if self.monitor.record_quality(result.enrichment_id, score):
+                if self.monitor.record_quality(result.enrichment_id, score, **kwargs):
                     recorded += 1
             except Exception:
                 logger.exception("monitor.record_quality failed")

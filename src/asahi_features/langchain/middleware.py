@@ -69,17 +69,6 @@ class FeatureContextState(AgentState[Any]):
     asahi_enrichment_run: NotRequired[Annotated[Optional[str], PrivateStateAttr]]
 
 
-def model_name_of(model: Any) -> Optional[str]:
-    """The name of a chat model (``model_name``, ``model`` or ``model_id``, else its
-    ``_llm_type``), for a per-model monitor; ``None`` when it has none."""
-    for attribute in ("model_name", "model", "model_id"):
-        value = getattr(model, attribute, None)
-        if isinstance(value, str) and value:
-            return value
-    kind = getattr(model, "_llm_type", None)
-    return kind if isinstance(kind, str) and kind else None
-
-
 def _observed_config() -> Optional[RunnableConfig]:
     """The running node's config when callback handlers listen (they get the result as
     an ``asahi_features.enrichment`` event), else ``None`` (nothing to announce)."""
