@@ -99,11 +99,11 @@ def test_readme_is_built_from_its_sources() -> None:
 
 
 def test_readme_quick_start_runs(tmp_path: Path) -> None:
-    """The three quick-start snippets of the README run as they are."""
+    """The five quick-start snippets of the README run as they are."""
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
-    assert len(blocks) == 3
+    assert len(blocks) == 5
     for block in blocks:
         proc = subprocess.run(
             [sys.executable, "-c", block],
