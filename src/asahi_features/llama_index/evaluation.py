@@ -6,11 +6,12 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Union
 
 from llama_index.core.evaluation import EvaluationResult
 
 from ..models import EnrichmentResult
+from ..monitor.per_model import check_call
 from .log import EnrichmentLog
 from .nodes import ENRICHMENT_ID_METADATA_KEY, is_feature_context_node
 
@@ -25,6 +26,10 @@ EvaluationInput = Union[
     Sequence[EvaluationResult],
     Mapping[str, Sequence[EvaluationResult]],
 ]
+
+CallLookup = Union[Mapping[str, Any], Callable[[str], Any]]
+"""Enrichment id -> the LLM call that answered it: ``(model, input_tokens,
+output_tokens)`` (any of them ``None``), e.g. ``FeatureMonitorEventHandler.llm_calls``."""
 
 
 @dataclass
@@ -87,6 +92,8 @@ def record_evaluation(
     enrichment_ids: Union[str, Sequence[Optional[str]], None] = None,
     log: Optional[EnrichmentLog] = None,
     evaluator: Optional[str] = None,
+    calls: Optional[CallLookup] = None,
+    model: Optional[str] = None,
 ) -> EvaluationRecord:
     """Record LlamaIndex evaluation scores as quality of the enrichments they evaluated.
 
@@ -111,6 +118,13 @@ def record_evaluation(
     ``monitor.record_enrichment`` (idempotent), then ``monitor.record_quality`` gets the
     score, which the monitor files under "with" or "without features".
 
+    Per model: when ``calls`` knows the LLM call that answered an enrichment (the
+    :class:`FeatureMonitorEventHandler` passes its own), the score is recorded with its
+    ``model=``, ``input_tokens=`` and ``output_tokens=``, so it also counts for that
+    model in ``get_stats()["task_types"][task]["models"]`` and ``monitor.compare``.
+    ``model`` names the model of every result instead (the tracked token counts are
+    still used).
+
     Args:
         monitor: the :class:`~asahi_features.monitor.FeatureMonitor`.
         results: the evaluation results.
@@ -119,14 +133,22 @@ def record_evaluation(
         enrichment_ids: explicit enrichment ids, aligned with each result list.
         log: where to look queries and ids up.
         evaluator: for a ``BatchEvalRunner`` dict, use only this evaluator's results.
+        calls: enrichment id -> ``(model, input_tokens, output_tokens)``: a mapping or a
+            callable returning ``None`` for unknown ids.
+        model: the model that answered every evaluated request (overrides ``calls``'
+            model names).
 
     Returns:
         An :class:`EvaluationRecord` with the recorded scores and what was skipped.
 
     Raises:
         KeyError: ``evaluator`` is not a key of the results dict (the message lists them).
-        TypeError: ``results`` is not an EvaluationResult, list or dict of lists.
+        TypeError: ``results`` is not an EvaluationResult, list or dict of lists, or
+            ``model`` is not a string.
+        ValueError: ``model`` is blank.
     """
+    if model is not None:
+        check_call(model, None, None)  # a bad name fails before anything is recorded
     groups = _groups(results, evaluator)
     query_list = _as_list(queries)
     response_list = _as_list(responses)
@@ -169,11 +191,12 @@ def record_evaluation(
                     known[target] = found
     for enrichment_id, scores in collected.items():
         quality = sum(scores) / len(scores)
+        call = _call_of(calls, enrichment_id, model)
         if enrichment_id in known:
             # records the enrichment if the monitor has not seen it, else adds the score
-            monitor.record_enrichment(known[enrichment_id], inference_quality=quality)
+            monitor.record_enrichment(known[enrichment_id], inference_quality=quality, **call)
         else:
-            monitor.record_quality(enrichment_id, quality)
+            monitor.record_quality(enrichment_id, quality, **call)
         record.scores[enrichment_id] = quality
     if record.unmatched:
         logger.warning(
@@ -182,6 +205,29 @@ def record_evaluation(
             record.unmatched,
         )
     return record
+
+
+def _call_of(calls: Optional[CallLookup], enrichment_id: str, model: Optional[str]) -> Any:
+    """The ``model`` / ``input_tokens`` / ``output_tokens`` keywords for one enrichment
+    (only those known)."""
+    found: Any = None
+    if calls is not None:
+        try:
+            found = calls.get(enrichment_id) if isinstance(calls, Mapping) else calls(enrichment_id)
+        except Exception:  # a failing lookup costs the per-model data, never the score
+            logger.warning("looking up the LLM call of %s failed", enrichment_id, exc_info=True)
+    keywords: Dict[str, Any] = {}
+    if found is not None:
+        try:
+            name, input_tokens, output_tokens = found
+        except (TypeError, ValueError):
+            name = getattr(found, "model", None)
+            input_tokens = getattr(found, "input_tokens", None)
+            output_tokens = getattr(found, "output_tokens", None)
+        keywords = {"model": name, "input_tokens": input_tokens, "output_tokens": output_tokens}
+    if model is not None:
+        keywords["model"] = model
+    return {k: v for k, v in keywords.items() if v is not None}
 
 
 def _log_lookups(

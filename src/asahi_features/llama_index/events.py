@@ -19,6 +19,7 @@ from .evaluation import (
     EvaluationRecord,
     record_evaluation,
 )
+from .llm_calls import LLMCallTracker
 from .log import EnrichmentLog
 
 if TYPE_CHECKING:
@@ -145,11 +146,16 @@ class FeatureMonitorEventHandler(BaseEventHandler):
     every enrichment made by any component of this package is counted (and, when the
     enricher has no monitor of its own, this monitor's holdout is applied). It also
     remembers recent enrichments by query string, so :meth:`record_evaluation` can map
-    evaluation results back to them. Other events are ignored.
+    evaluation results back to them, and follows LlamaIndex's LLM events to remember
+    which model answered each enrichment and the tokens it used (see
+    :class:`~asahi_features.llama_index.llm_calls.LLMCallTracker`: the LLM calls of a
+    request are tied to the enrichment that preceded them; after several calls, the
+    last call's model and the sum of their token counts). Other events are ignored.
 
     Args:
         monitor: the :class:`~asahi_features.monitor.FeatureMonitor` to record into.
-        max_tracked: enrichments remembered for :meth:`record_evaluation`.
+        max_tracked: enrichments (and their LLM calls) remembered for
+            :meth:`record_evaluation`.
 
     Example:
         >>> from llama_index.core.instrumentation import get_dispatcher  # doctest: +SKIP
@@ -162,11 +168,13 @@ class FeatureMonitorEventHandler(BaseEventHandler):
 
     _monitor: FeatureMonitor = PrivateAttr()
     _log: EnrichmentLog = PrivateAttr()
+    _calls: LLMCallTracker = PrivateAttr()
 
     def __init__(self, monitor: FeatureMonitor, **fields: Any) -> None:
         super().__init__(**fields)
         self._monitor = monitor
         self._log = EnrichmentLog(self.max_tracked)
+        self._calls = LLMCallTracker(self.max_tracked)
 
     @classmethod
     def class_name(cls) -> str:
@@ -183,9 +191,19 @@ class FeatureMonitorEventHandler(BaseEventHandler):
         """Recent enrichments seen by this handler, by query string."""
         return self._log
 
+    @property
+    def llm_calls(self) -> LLMCallTracker:
+        """The model and token usage of the LLM calls seen after each enrichment."""
+        return self._calls
+
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        """Record a :class:`FeatureEnrichmentEvent`; ignore every other event."""
+        """Record a :class:`FeatureEnrichmentEvent`; follow LlamaIndex's LLM events (and
+        query starts) to tie each LLM call to its enrichment; ignore every other event."""
         if not isinstance(event, FeatureEnrichmentEvent):
+            try:
+                self._calls.observe(event)
+            except Exception:  # an odd payload never fails the request
+                logger.debug("following %s failed", type(event).__name__, exc_info=True)
             return
         # The dispatcher swallows handler exceptions silently: log them instead.
         try:
@@ -196,6 +214,7 @@ class FeatureMonitorEventHandler(BaseEventHandler):
             )
         # the query text is the result's own prompt: events carry no text by default
         self._log.add(event.result.original_prompt, event.result)
+        self._calls.enrichment(event, event.result.enrichment_id)
 
     def attach(self, target: Optional[Dispatcher] = None) -> FeatureMonitorEventHandler:
         """Add this handler to ``target`` (default: the root dispatcher); returns self."""
@@ -210,6 +229,8 @@ class FeatureMonitorEventHandler(BaseEventHandler):
         target.event_handlers = [h for h in target.event_handlers if h is not self]
 
     def record_evaluation(self, results: EvaluationInput, **kwargs: Any) -> EvaluationRecord:
-        """:func:`record_evaluation` into this handler's monitor, using its log."""
+        """:func:`record_evaluation` into this handler's monitor, using its log and the
+        model / token usage of the LLM calls it saw (``calls=``)."""
         kwargs.setdefault("log", self._log)
+        kwargs.setdefault("calls", self._calls)
         return record_evaluation(self._monitor, results, **kwargs)
