@@ -1,6 +1,6 @@
 """Writes the notebooks from the cell sources below, executed, with their outputs.
 
-Run: ``python notebooks/build_notebooks.py`` (all three, executed in this directory like
+Run: ``python notebooks/build_notebooks.py`` (all of them, executed in this directory like
 nbmake does) or ``--check`` (exit 1 when a stored notebook's cells differ from these
 sources: a test runs it). Keeping the cells here makes the notebooks reviewable as code;
 the .ipynb files are stored executed, so GitHub shows their results and plots, and
@@ -776,13 +776,362 @@ client.close()""",
     ),
 ]
 
+AGENTS = [
+    (
+        "md",
+        """# Agents: per-user context for LangChain and LlamaIndex agents
+
+An agent calls its model several times per request (tool calls, then the answer) and
+keeps a conversation history. Two rules keep per-user context safe there:
+
+* **Identity comes from the runtime, never from the model.** The application says who
+  the request is for (`context=` of a LangChain agent, the workflow `Context` or
+  `feature_context(...)` in LlamaIndex); a tool argument the model writes is never read
+  as a user id.
+* **Context goes into every model call, never into the saved history.** The user's block
+  is added to each request the model receives, so it is fresh and complete, while the
+  checkpoints and memory that get stored hold no copy of the profile.
+
+Everything below runs offline on the bundled sample Feast repository (SQLite online
+store) with deterministic fake models that record exactly what they receive.""",
+    ),
+    (
+        "code",
+        """import tempfile
+from pathlib import Path
+
+from asahi_features import (EnricherConfig, FeastClient, FeatureEnricher, FeatureMonitor,
+                            GuardedClient)
+from asahi_features.sample_repo import build_sample_repo
+
+TASK = "product_recommendation"
+repo = build_sample_repo(Path(tempfile.mkdtemp(prefix="asahi_nb_")) / "feast_repo",
+                         users=50, organizations=5)
+client = GuardedClient(FeastClient(str(repo), "asahi"), timeout_ms=2000)
+assert client.health_check()  # warm up: loads the Feast registry
+monitor = FeatureMonitor()
+enricher = FeatureEnricher(client, EnricherConfig(enabled_task_types=["general", TASK]),
+                           monitor=monitor)
+
+
+def activity(user):
+    \"\"\"The user's "Recent activity" line: it differs between users, so it shows whose
+    context a prompt holds.\"\"\"
+    block = enricher.enrich("", user_id=user, task_type=TASK).feature_context
+    return next(line for line in block.splitlines() if line.startswith("- Recent activity"))
+
+
+print("u_0001:", activity("u_0001"))
+print("u_0002:", activity("u_0002"))""",
+    ),
+    (
+        "md",
+        """## LangChain: a fake tool-calling chat model that records its input
+
+`RecordingChat` stands in for a real chat model (`ChatAnthropic`, `ChatOpenAI`, ...). It
+keeps every list of messages it receives in `received`, reports token usage under its
+`model` name, and says how many profile lines it saw. With `tool_args` set, its first
+reply to a question is a call of the features tool with those arguments.""",
+    ),
+    (
+        "code",
+        """import uuid
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field
+
+
+@dataclass
+class UserContext:
+    \"\"\"What the application passes per request: `agent.invoke(..., context=...)`.\"\"\"
+
+    user_id: Optional[str] = None
+
+
+class RecordingChat(BaseChatModel):
+    model: str = "fake-small"
+    tool_args: Optional[dict] = None
+    received: List[Any] = Field(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "recording-fake"
+
+    def bind_tools(self, tools, **kwargs):
+        return self
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        self.received.append(list(messages))
+        if self.tool_args is not None and not isinstance(messages[-1], ToolMessage):
+            call = {"name": "get_user_context", "args": self.tool_args, "id": uuid.uuid4().hex}
+            reply = AIMessage("", tool_calls=[call])
+        else:
+            lines = [line for m in messages for line in m.text.splitlines() if line.startswith("- ")]
+            reply = AIMessage(f"A tailored answer ({len(lines)} profile lines seen)." if lines
+                              else "A generic answer (no profile seen).")
+        words_in = sum(len(m.text.split()) for m in messages)  # words stand in for tokens
+        reply.usage_metadata = {"input_tokens": words_in, "output_tokens": len(reply.text.split()),
+                                "total_tokens": words_in + len(reply.text.split())}
+        return ChatResult(generations=[ChatGeneration(message=reply)])""",
+    ),
+    (
+        "md",
+        """## `create_agent` with `FeatureContextMiddleware`
+
+Two turns of one conversation for `u_0001`, on a checkpointer. The identity is the
+run's `context`, typed by `context_schema`.""",
+    ),
+    (
+        "code",
+        """from langgraph.checkpoint.memory import InMemorySaver
+
+from asahi_features.langchain import FeatureContextMiddleware
+
+model = RecordingChat()
+agent = create_agent(
+    model,
+    [],
+    system_prompt="You are a helpful sales assistant.",
+    middleware=[FeatureContextMiddleware(enricher, task_type=TASK)],
+    context_schema=UserContext,
+    checkpointer=InMemorySaver(),
+)
+thread = {"configurable": {"thread_id": "u_0001-chat"}}
+for question in ["What should I buy next?", "Anything cheaper?"]:
+    agent.invoke({"messages": [{"role": "user", "content": question}]}, thread,
+                 context=UserContext(user_id="u_0001"))
+
+print("=== what the model received on turn 2 ===")
+for message in model.received[-1]:
+    print(f"{message.type}: {message.text}")""",
+    ),
+    (
+        "md",
+        """The system prompt of the model call carries the user's block (after the agent's own
+system prompt). The conversation the checkpointer saved is only the questions and
+the model's answers: no system message, no copy of the profile. (A real model's answers
+may of course mention what it learned; the block itself is never stored.)""",
+    ),
+    (
+        "code",
+        """saved = agent.get_state(thread).values["messages"]
+for message in saved:
+    print(f"{message.type:5s} {message.text[:80]}")
+print("saved messages holding the context block:",
+      sum("[Context from" in m.text for m in saved), "of", len(saved))""",
+    ),
+    (
+        "md",
+        """## `create_feature_tool`: the model cannot pick the user
+
+The model below calls the tool with `{"user_id": "u_0002"}` (a prompt injection could
+make a real model do that) while the request is for `u_0003`. The tool's schema has no
+arguments; it drops what the model passes and answers for the runtime's identity.""",
+    ),
+    (
+        "code",
+        """from asahi_features.langchain import create_feature_tool
+
+tool = create_feature_tool(enricher, task_type=TASK)
+print("arguments the model sees:", tool.args)
+tool_agent = create_agent(RecordingChat(tool_args={"user_id": "u_0002"}), [tool],
+                          context_schema=UserContext)
+out = tool_agent.invoke({"messages": [{"role": "user", "content": "What do you know about me?"}]},
+                        context=UserContext(user_id="u_0003"))
+call, answer = out["messages"][1], next(m for m in out["messages"] if isinstance(m, ToolMessage))
+print("the model asked for:", call.tool_calls[0]["args"])
+print("the tool answered:\\n" + answer.text)
+print("u_0003's activity in the answer:", activity("u_0003") in answer.text)
+print("u_0002's activity in the answer:", activity("u_0002") in answer.text)""",
+    ),
+    (
+        "md",
+        """## Scoring agent runs per model
+
+`FeatureMonitorCallbackHandler` ties the middleware's enrichment to the agent's root
+run; `record_run_quality(run_id, score)` scores it, counted for the model that answered
+(read from the run, with the tokens of all its model calls). Here ten users are
+answered by a "small" and ten by a "large" model, and a toy evaluator gives answers that
+use the customer's profile a higher score.""",
+    ),
+    (
+        "code",
+        """from asahi_features.langchain import FeatureMonitorCallbackHandler
+
+handler = FeatureMonitorCallbackHandler(monitor)
+middleware = FeatureContextMiddleware(enricher, task_type=TASK)
+agents = {name: create_agent(RecordingChat(model=name), [], middleware=[middleware],
+                             context_schema=UserContext)
+          for name in ["fake-small", "fake-large"]}
+for n in range(1, 21):
+    name = "fake-small" if n % 2 else "fake-large"
+    run_id = uuid.uuid4()
+    out = agents[name].invoke({"messages": [{"role": "user", "content": "Recommend something."}]},
+                              {"callbacks": [handler], "run_id": run_id},
+                              context=UserContext(user_id=f"u_{n:04d}"))
+    handler.record_run_quality(run_id, 0.9 if "tailored" in out["messages"][-1].text else 0.4)
+
+for name, stats in monitor.get_stats()["task_types"][TASK]["models"].items():
+    print(f"{name}: scored {stats['scored']}, quality with features "
+          f"{stats['quality_with_features']:.2f}, without {stats['quality_without_features']}, "
+          f"input tokens per request {stats['input_tokens_per_request']['with_features']:.1f}")""",
+    ),
+    (
+        "md",
+        """`u_0007` is one of the sample repository's stale users (its features are days old),
+so its run got no block: the enricher refused stale data, the agent still answered, and
+the score counts as "without features" for the model that answered it.
+
+## LlamaIndex: `FunctionAgent` with `FeatureMemoryBlock`
+
+`FeatureMemoryBlock` is a block of the agent's `Memory`: every LLM call of every turn
+carries the user's block, refreshed at each call and never truncated by the memory's
+token limit. The LLM is LlamaIndex's `MockFunctionCallingLLM` with a response generator
+that records the messages it receives. The block reaches the LLM as a `<memory>` system
+message; what the memory stores is only the conversation.""",
+    ),
+    (
+        "code",
+        """import warnings
+
+from llama_index.core.agent.workflow import AgentWorkflow, FunctionAgent
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.llms.mock import MockFunctionCallingLLM
+from llama_index.core.memory import Memory
+from llama_index.core.workflow import Context
+
+from asahi_features.llama_index import FeatureMemoryBlock
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # pydantic noise from workflows
+
+
+def recording_llm(calls):
+    \"\"\"An LLM double: records each call's messages, says how many profile lines it saw.\"\"\"
+
+    def answer(messages, **kwargs):
+        text = "\\n".join(f"{m.role.value}: {m.content or ''}" for m in messages)
+        calls.append(text)
+        lines = [line for line in text.splitlines() if line.startswith("- ")]
+        return ChatMessage(role="assistant", content=f"A tailored answer ({len(lines)} profile lines seen)."
+                           if lines else "A generic answer (no profile seen).")
+
+    return MockFunctionCallingLLM(response_generator=answer, is_chat_model=True)
+
+
+calls = []
+li_agent = FunctionAgent(llm=recording_llm(calls), tools=[], system_prompt="You are a shop assistant.")
+block = FeatureMemoryBlock(enricher, user_id="u_0004", task_type=TASK)
+memory = Memory.from_defaults(session_id="u_0004-chat", memory_blocks=[block], token_limit=2000)
+await li_agent.run("What should I buy next?", memory=memory)
+await li_agent.run("And something cheaper?", memory=memory)
+print("=== what the LLM received on turn 2 ===")
+print(calls[-1])
+print(f"\\nLLM calls carrying the block: {sum('[Context from' in c for c in calls)}/{len(calls)}")
+stored = await memory.aget_all()
+print("messages stored in the memory:", len(stored), "| holding the block:",
+      sum("[Context from" in (m.content or "") for m in stored))""",
+    ),
+    (
+        "md",
+        """## `AgentWorkflow`: the identity in the workflow `Context`
+
+`set_workflow_identity` stores the user in the workflow's `Context`, which every step
+and tool of the run reads; one shared block (no identity of its own) reads it, and so
+does the LlamaIndex `create_feature_tool`, whose only argument is the question.""",
+    ),
+    (
+        "code",
+        """from asahi_features.llama_index import create_feature_tool as create_li_tool
+from asahi_features.llama_index import set_workflow_identity
+
+shared = FeatureMemoryBlock(enricher, task_type=TASK)
+shop = FunctionAgent(name="shop", description="Shop assistant", llm=recording_llm(calls), tools=[])
+workflow = AgentWorkflow(agents=[shop], root_agent="shop")
+ctx = Context(workflow)
+await set_workflow_identity(ctx, user_id="u_0005")
+await workflow.run("Hello!", ctx=ctx, memory=Memory.from_defaults(session_id="wf", memory_blocks=[shared]))
+print("the workflow's LLM call carried u_0005's activity:", activity("u_0005") in calls[-1])
+
+li_tool = create_li_tool(enricher, task_type=TASK)
+print("tool arguments:", list(li_tool.metadata.get_parameters_dict()["properties"]))
+print((await li_tool.acall(ctx=ctx, question="what do I like?")).content)""",
+    ),
+    (
+        "md",
+        """## 20 concurrent runs, 20 users
+
+Twenty agent runs at once over one shared agent and one shared middleware (LangChain)
+or one shared memory block (LlamaIndex), each for its own user. Each question names
+its user, so every recorded model call can be checked: it must hold its own user's
+activity line and no other user's.""",
+    ),
+    (
+        "code",
+        """import asyncio
+
+from asahi_features.llama_index import feature_context
+
+users = [f"u_{n:04d}" for n in range(21, 41)]
+lines = {u: activity(u) for u in users}
+assert len(set(lines.values())) == len(users)  # each user's line is unique
+
+
+def clean_runs(received):
+    \"\"\"Users whose every model call held their own line and no other user's.\"\"\"
+    ok = {u: True for u in users}
+    for user, text in received:
+        others = [o for o in users if o != user and lines[o] in text]
+        ok[user] = ok[user] and lines[user] in text and not others
+    return sum(ok.values())
+
+
+# LangChain: one agent; the model calls the features tool, then answers
+lc_model = RecordingChat(tool_args={})
+lc_agent = create_agent(lc_model, [tool], middleware=[middleware], context_schema=UserContext)
+await asyncio.gather(*(lc_agent.ainvoke({"messages": [{"role": "user", "content": f"Hi, I am {u}."}]},
+                                        context=UserContext(user_id=u)) for u in users))
+lc_seen = [(next(x for x in m if x.type == "human").text.split("I am ")[1][:6],
+            "\\n".join(x.text for x in m)) for m in lc_model.received]
+print(f"LangChain: {len(lc_seen)} model calls; "
+      f"{clean_runs(lc_seen)}/{len(users)} runs saw only their own user's context")
+
+# LlamaIndex: one agent, one shared block; feature_context entered before agent.run()
+li_calls = []
+crowd = FunctionAgent(llm=recording_llm(li_calls), tools=[])
+
+
+async def li_run(user):
+    with feature_context(user_id=user):
+        await crowd.run(f"Hi, I am {user}.", memory=Memory.from_defaults(
+            session_id=f"s-{user}", memory_blocks=[shared]))
+
+
+await asyncio.gather(*(li_run(u) for u in users))
+li_seen = [(c.split("I am ")[1][:6], c) for c in li_calls]
+print(f"LlamaIndex: {len(li_seen)} LLM calls; "
+      f"{clean_runs(li_seen)}/{len(users)} runs saw only their own user's context")
+client.close()""",
+    ),
+]
+
 
 def notebook(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     """The notebook of ``cells`` (not executed)."""
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
+    nb.cells = [
+        new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells
+    ]
     return nb
 
 
@@ -791,7 +1140,9 @@ def build(name: str, cells: list[tuple[str, str]]) -> None:
     from nbclient import NotebookClient
 
     nb = notebook(cells)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+    ).execute()
     nbformat.write(nb, HERE / name)
 
 
@@ -811,6 +1162,7 @@ NOTEBOOKS = {
     "01_langchain_quickstart.ipynb": LANGCHAIN,
     "02_llamaindex.ipynb": LLAMA_INDEX,
     "03_monitoring.ipynb": MONITORING,
+    "04_agents.ipynb": AGENTS,
 }
 
 if __name__ == "__main__":

@@ -40,3 +40,24 @@ def test_the_monitoring_notebook_shows_its_plots() -> None:
         if "image/png" in o.get("data", {})
     ]
     assert len(images) >= 2, "the plots are not stored in the notebook"
+
+
+def _printed(name: str) -> str:
+    nb = json.loads((NOTEBOOKS / name).read_text())
+    return "".join(
+        "".join(o.get("text", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )
+
+
+def test_the_agents_notebook_shows_context_per_call_and_no_crossing() -> None:
+    printed = _printed("04_agents.ipynb")
+    assert "saved messages holding the context block: 0 of 4" in printed
+    assert "the model asked for: {'user_id': 'u_0002'}" in printed
+    assert "u_0003's activity in the answer: True" in printed
+    assert "u_0002's activity in the answer: False" in printed
+    assert "LLM calls carrying the block: 2/2" in printed
+    assert printed.count("20/20 runs saw only their own user's context") == 2
