@@ -376,14 +376,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
-        reason = result.reason
-        if reason is _NO_IDENTITY or reason is _NOT_ENABLED or reason is _NOT_MAPPED:
-            self._note(result)
-        if run_manager.handlers:
-            _mark_produced(result)
-            if not self.trace_values:
-                report_without_values(run_manager, result)
-        return self._output(input, result)
+        return self._finish(input, result, run_manager)
 
     async def _ainvoke(
         self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
@@ -396,6 +389,12 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
             task_type=r.task_type,
             context=r.context,
         )
+        return self._finish(input, result, run_manager)
+
+    def _finish(self, input: Any, result: EnrichmentResult, run_manager: Any) -> Any:
+        """What follows the fetch, sync and async alike: warn once per cause, vouch for
+        the result to the callback handlers (without values unless traced), build the
+        output."""
         reason = result.reason
         if reason is _NO_IDENTITY or reason is _NOT_ENABLED or reason is _NOT_MAPPED:
             self._note(result)
