@@ -934,7 +934,7 @@ def test_build_enricher_bad_path_is_config_error(tmp_path: Path) -> None:
 
 
 def test_segment_sum_matches_full_count_and_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asahi_features.enricher as enricher_module
+    from asahi_features.enricher import blocks
 
     client = MemoryClient(
         {"user": {"u1": {"tier": "gold \U0001f600", "preferences": "x\u2019s (y)", "a": 3.5}}}
@@ -951,7 +951,7 @@ def test_segment_sum_matches_full_count_and_fallback(monkeypatch: pytest.MonkeyP
     assert a.enriched_prompt == b.enriched_prompt
     assert a.feature_tokens_added == b.feature_tokens_added == COUNTER.count(a.feature_context)
 
-    monkeypatch.setattr(enricher_module, "_SEGMENT_CACHE_SIZE", 2)
+    monkeypatch.setattr(blocks, "_SEGMENT_CACHE_SIZE", 2)
     small = FeatureEnricher(client, cfg)
     for _ in range(3):
         again = small.enrich("Hi", user_id="u1", task_type="t")

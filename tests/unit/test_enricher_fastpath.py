@@ -112,9 +112,11 @@ def test_list_render_cache_keeps_item_types_apart() -> None:
 def test_name_caches_stay_bounded_with_many_context_keys(
     enricher: FeatureEnricher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asahi_features.enricher as enricher_module
+    from asahi_features.enricher import blocks, policy
 
-    monkeypatch.setattr(enricher_module, "_NAME_CACHE_SIZE", 8)
+    # each part reads the bound from its own module (prefixes: blocks; decisions: policy)
+    monkeypatch.setattr(blocks, "_NAME_CACHE_SIZE", 8)
+    monkeypatch.setattr(policy, "_NAME_CACHE_SIZE", 8)
     for i in range(50):
         result = enricher.enrich("Hi", user_id="u_001", context={f"key_{i}": "v"})
         assert f"- Key {i}: v\n" in result.feature_context
