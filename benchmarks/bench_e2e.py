@@ -254,7 +254,7 @@ def redis_phase(repo: Path, ids: List[str], rounds: int) -> List[Row]:
 
 
 def deadline_phase(calls_per_caller: int) -> Row:
-    from tests.faults import FaultyBackend
+    from tests.support.faults import FaultyBackend
 
     backend = FaultyBackend("hang", features={name: "x" for name in FEATURES})
     enricher, guarded = enricher_for(backend, timeout_ms=DEADLINE_MS, max_workers=8)
@@ -357,7 +357,7 @@ def main() -> int:
         repo = build(workdir, args.users, "sqlite", None)
         rows += sqlite_phase(repo, ids, args.rounds, args.batch_rounds)
         if shutil.which("redis-server"):
-            from tests.redis_server import RedisServer
+            from tests.support.redis_server import RedisServer
 
             with RedisServer() as redis:
                 repo = build(workdir, args.users, "redis", redis.connection_string)

@@ -33,9 +33,9 @@ from common import interleave, percentile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.feast_init_repo import PROJECT as INIT_PROJECT  # noqa: E402
-from tests.feast_init_repo import make_feast_init_repo  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.feast_init_repo import PROJECT as INIT_PROJECT  # noqa: E402
+from tests.support.feast_init_repo import make_feast_init_repo  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 from asahi_features.sample_repo import build_sample_repo, user_id  # noqa: E402
 from asahi_features.stores.entity_keys import compose_key  # noqa: E402

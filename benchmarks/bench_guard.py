@@ -53,7 +53,7 @@ from typing import Any, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.faults import FaultyBackend  # noqa: E402
+from tests.support.faults import FaultyBackend  # noqa: E402
 
 from asahi_features.guard import GuardedClient  # noqa: E402
 from asahi_features.models import FeatureStatus, FeatureVector, utc_now  # noqa: E402

@@ -39,7 +39,7 @@ from common import percentile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, stop_process, wait_for  # noqa: E402
+from tests.support.servers import free_port, stop_process, wait_for  # noqa: E402
 
 from asahi_features.sample_repo import SAMPLE_VIEWS, build_sample_repo, user_id  # noqa: E402
 from asahi_features.stores.http import HttpFeatureStore  # noqa: E402

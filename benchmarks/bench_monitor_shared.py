@@ -30,7 +30,7 @@ from typing import Any, Callable, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
 
 from asahi_features.models import EnrichmentResult  # noqa: E402
 from asahi_features.monitor import FeatureMonitor  # noqa: E402

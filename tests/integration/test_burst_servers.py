@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from asahi_features import FeastClient, FeatureEnricher, HttpFeatureStore
-from tests.burst_helpers import (
+from tests.support.burst_helpers import (
     USERS,
     async_burst,
     build_marker_repo,
@@ -25,8 +25,8 @@ from tests.burst_helpers import (
     healthy_guard,
     http_feature_views,
 )
-from tests.feast_server import FeastServe
-from tests.redis_server import RedisServer
+from tests.support.feast_server import FeastServe
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from asahi_features.stores.base import UNKNOWN_AGE
 from asahi_features.stores.entity_keys import compose_key
 from asahi_features.stores.feast import FeastClient
 from asahi_features.stores.http import HttpFeatureStore
-from tests.feast_init_repo import PROJECT, make_feast_init_repo
-from tests.feast_server import FeastServe
-from tests.redis_server import RedisServer
+from tests.support.feast_init_repo import PROJECT, make_feast_init_repo
+from tests.support.feast_server import FeastServe
+from tests.support.redis_server import RedisServer
 
 SERVICE_FEATURES = [
     "driver_hourly_stats:conv_rate",

@@ -18,7 +18,7 @@ import pytest
 from asahi_features.errors import FeatureConfigError, FeatureStoreUnavailableError
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.feast_store import FeastClient
-from tests.feast_helpers import (
+from tests.support.feast_helpers import (
     AMBIGUOUS_FEATURE,
     FRESH_USER,
     MISSING_USER,
@@ -29,7 +29,7 @@ from tests.feast_helpers import (
     add_feature_view,
     build_test_repo,
 )
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 USERS = 1000
 

@@ -1,8 +1,8 @@
 """HttpFeatureStore against a real ``feast serve`` (gated by RUN_INTEGRATION_TESTS=1).
 
-The repository is built in the test (tests/feast_helpers.py, no CLI), the server runs on a
-free loopback port from the venv's ``feast`` binary (tests/feast_server.py) and is stopped by
-its own process id.
+The repository is built in the test (tests/support/feast_helpers.py, no CLI), the server
+runs on a free loopback port from the venv's ``feast`` binary
+(tests/support/feast_server.py) and is stopped by its own process id.
 A missing binary is a failure, never a skip.
 """
 
@@ -18,7 +18,7 @@ from asahi_features.errors import FeatureConfigError
 from asahi_features.models import FeatureStatus
 from asahi_features.sample_repo import SAMPLE_VIEWS
 from asahi_features.stores.http import HttpFeatureStore
-from tests.feast_helpers import (
+from tests.support.feast_helpers import (
     AMBIGUOUS_FEATURE,
     FRESH_USER,
     MISSING_USER,
@@ -27,7 +27,7 @@ from tests.feast_helpers import (
     TEST_VIEWS,
     build_test_repo,
 )
-from tests.feast_server import FeastServe
+from tests.support.feast_server import FeastServe
 
 
 def feature_views() -> Dict[str, List[str]]:

@@ -1,8 +1,8 @@
 """HttpFeatureStore in production shape against a real ``feast serve`` (issue 19 item 9;
 gated by RUN_INTEGRATION_TESTS=1).
 
-The repository is the one ``feast init`` makes (tests/feast_init_repo.py); the TLS
-material is made in the test with the openssl CLI (tests/tls_proxy.py). ``feast serve``
+The repository is the one ``feast init`` makes (tests/support/feast_init_repo.py); the TLS
+material is made in the test with the openssl CLI (tests/support/tls_proxy.py). ``feast serve``
 itself serves HTTPS (``--cert/--key``) for the CA bundle checks; it cannot require client
 certificates or check tokens, so a TLS-terminating proxy in front of a second, plain
 ``feast serve`` does that (as an ingress or auth gateway would).
@@ -25,9 +25,9 @@ from asahi_features.settings import EnricherConfig
 from asahi_features.stores.feast_store import FeastClient
 from asahi_features.stores.http import HttpFeatureStore
 from asahi_features.stores.http_auth import TokenSource
-from tests.feast_init_repo import PROJECT, make_feast_init_repo
-from tests.feast_server import FeastServe
-from tests.tls_proxy import Certificates, TlsProxy, make_certificates
+from tests.support.feast_init_repo import PROJECT, make_feast_init_repo
+from tests.support.feast_server import FeastServe
+from tests.support.tls_proxy import Certificates, TlsProxy, make_certificates
 
 VIEW = "driver_hourly_stats"
 FEATURES = ["conv_rate", "avg_daily_trips", "driver_metadata", "driver_config", "driver_profile"]

@@ -3,7 +3,7 @@
 Four replica processes (multiprocessing, spawn) record known numbers into one
 redis-server: every replica reads the exact totals and the same decision. Then Redis is
 stopped by its own pid mid-run and restarted empty on the same port: no request fails,
-and the totals catch up exactly (tests/monitor_shared_helpers.py holds the replica).
+and the totals catch up exactly (tests/support/monitor_shared_helpers.py holds the replica).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from asahi_features.monitor.shared import SharedState
 from asahi_features.monitor.shared_redis import RedisSharedStore
 from asahi_features.monitor.shared_store import ReplicaRetired
 from asahi_features.settings import MonitorConfig, SharedStateConfig
-from tests.clocks import ManualClock
-from tests.monitor_shared_helpers import TASK, expected_totals, redis_replica, workload
-from tests.redis_server import RedisServer
-from tests.servers import wait_until
+from tests.support.clocks import ManualClock
+from tests.support.monitor_shared_helpers import TASK, expected_totals, redis_replica, workload
+from tests.support.redis_server import RedisServer
+from tests.support.servers import wait_until
 
 REPLICAS = 4
 PHASE1 = 100  # 50 scores per group and replica: min_samples (50) in no replica alone

@@ -40,7 +40,7 @@ from asahi_features import (
     LocalFeatureStore,
 )
 from asahi_features.langchain import FeatureEnrichmentRunnable
-from tests.burst_helpers import (
+from tests.support.burst_helpers import (
     HEALTHY_TIMEOUT_MS,
     USERS,
     Burst,
@@ -55,8 +55,8 @@ from tests.burst_helpers import (
     spread,
     thread_burst,
 )
-from tests.faults import AsyncFaultyBackend, FaultyBackend
-from tests.servers import wait_until
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend
+from tests.support.servers import wait_until
 
 THREADS = 64
 PER_THREAD = 50

@@ -35,8 +35,8 @@ from asahi_features.settings import EnricherConfig
 from asahi_features.stores.http import HttpFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
 from asahi_features.tokens import get_encoding
-from tests.faults import FaultyBackend
-from tests.feast_mimic import NOW, FeastMimic
+from tests.support.faults import FaultyBackend
+from tests.support.feast_mimic import NOW, FeastMimic
 
 ENCODING = get_encoding("cl100k_base")  # the offline copy, as the enricher loads it
 
@@ -492,7 +492,7 @@ def test_http_store_ids_never_change_the_endpoint(feast_http_server: FeastMimic)
 
 def test_tecton_ids_never_change_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     from asahi_features.stores.tecton import TectonClient
-    from tests.tecton_server import GET_FEATURES, TectonTestServer
+    from tests.support.tecton_server import GET_FEATURES, TectonTestServer
 
     monkeypatch.setenv("ASAHI_FUZZ_TECTON_KEY", "fuzz-key")
     with TectonTestServer(api_key="fuzz-key") as server:

@@ -218,7 +218,7 @@ FEAST_ASYNC_REQUESTS = 300
 
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.feast_helpers import build_test_repo
+    from tests.support.feast_helpers import build_test_repo
 
     return build_test_repo(tmp_path_factory.mktemp("feast_load"), users=FEAST_USERS)
 

@@ -59,9 +59,9 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, HttpSettings, TectonSettings
 from asahi_features.stores.http import HttpFeatureStore
 from asahi_features.stores.tecton import TectonClient
-from tests.feast_mimic import FeastMimic
-from tests.servers import free_port
-from tests.tecton_server import TectonTestServer
+from tests.support.feast_mimic import FeastMimic
+from tests.support.servers import free_port
+from tests.support.tecton_server import TectonTestServer
 
 KEY_ENV = "ASAHI_RELIABILITY_TECTON_KEY"
 TOKEN_ENV = "ASAHI_RELIABILITY_HTTP_TOKEN"

@@ -27,7 +27,7 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.base import FeatureStoreClient
 from asahi_features.stores.local import LocalFeatureStore
-from tests.servers import wait_for
+from tests.support.servers import wait_for
 
 DEGRADED = {
     EnrichmentReason.STORE_UNAVAILABLE,
@@ -120,7 +120,7 @@ TECTON_KEY_ENV = "ASAHI_FAULTS_TECTON_KEY"
 
 @pytest.fixture
 def tecton(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from tests.tecton_server import TectonTestServer
+    from tests.support.tecton_server import TectonTestServer
 
     monkeypatch.setenv(TECTON_KEY_ENV, "faults-key")
     with TectonTestServer(api_key="faults-key") as server:
@@ -163,7 +163,7 @@ def _tecton_guard(server: Any, *, client_timeout_ms: float = 1_500) -> GuardedCl
 
 
 def _get_features_requests(server: Any) -> int:
-    from tests.tecton_server import GET_FEATURES
+    from tests.support.tecton_server import GET_FEATURES
 
     return sum(1 for r in server.requests if r["path"] == GET_FEATURES)
 
@@ -337,8 +337,8 @@ def test_local_file_rewritten_half_way(tmp_path: Path, guard: bool) -> None:
 def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
     from asahi_features.sample_repo import user_id
     from asahi_features.stores.feast_store import FeastClient
-    from tests.feast_helpers import build_test_repo
-    from tests.redis_server import RedisServer
+    from tests.support.feast_helpers import build_test_repo
+    from tests.support.redis_server import RedisServer
 
     redis = RedisServer()  # raises (fails) when redis-server is missing
     redis.start()
@@ -410,8 +410,8 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
 def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
     from asahi_features.sample_repo import user_id
     from asahi_features.stores.http import HttpFeatureStore
-    from tests.feast_helpers import build_test_repo
-    from tests.feast_server import FeastServe
+    from tests.support.feast_helpers import build_test_repo
+    from tests.support.feast_server import FeastServe
 
     repo = build_test_repo(tmp_path / "repo", users=60, with_test_views=False)
     # a fixed port: the restart must come back on the same one

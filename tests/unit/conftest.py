@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults import FaultyBackend
+from tests.support.faults import FaultyBackend
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from asahi_features.errors import FeatureConfigError, FeatureStoreUnavailableErr
 from asahi_features.models import FeatureVector
 from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, EnricherConfig
-from tests.feast_helpers import build_test_repo
+from tests.support.feast_helpers import build_test_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = "tests.unit.test_build_time_checks"

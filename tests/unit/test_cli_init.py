@@ -21,8 +21,8 @@ from asahi_features.config import load_config
 from asahi_features.enricher import build_enricher
 from asahi_features.errors import ConfigError
 from asahi_features.starter import read_repo, starter_config
-from tests.feast_helpers import FRESH_USER, build_test_repo
-from tests.feast_init_repo import FEAST_INIT_DRIVERS, PROJECT, make_feast_init_repo
+from tests.support.feast_helpers import FRESH_USER, build_test_repo
+from tests.support.feast_init_repo import FEAST_INIT_DRIVERS, PROJECT, make_feast_init_repo
 
 runner = CliRunner()
 

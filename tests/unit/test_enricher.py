@@ -35,7 +35,7 @@ from asahi_features.settings import (
 )
 from asahi_features.stores.local import LocalFeatureStore
 from asahi_features.tokens import TokenCounter
-from tests.clocks import WallClock as Clock
+from tests.support.clocks import WallClock as Clock
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 ROOT = Path(__file__).resolve().parents[2]

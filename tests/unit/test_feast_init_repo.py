@@ -20,8 +20,8 @@ from asahi_features.models import EnrichmentReason, EnrichmentRequest, FeatureSt
 from asahi_features.settings import AsahiConfig
 from asahi_features.stores.entity_keys import compose_key
 from asahi_features.stores.feast import FeastClient
-from tests.feast_helpers import CallCounter
-from tests.feast_init_repo import PROJECT, feast_cli, make_feast_init_repo
+from tests.support.feast_helpers import CallCounter
+from tests.support.feast_init_repo import PROJECT, feast_cli, make_feast_init_repo
 
 TWO_DAYS = 2 * 86400
 PLUS1 = "transformed_conv_rate:conv_rate_plus_val1"

@@ -24,7 +24,7 @@ from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, Featur
 from asahi_features.stores.base import AsyncFeatureStoreClient, FeatureStoreClient
 from asahi_features.stores.entity_keys import compose_key
 from asahi_features.stores.feast_store import FeastClient, _found_vector
-from tests.feast_helpers import (
+from tests.support.feast_helpers import (
     AMBIGUOUS_FEATURE,
     FRESH_USER,
     MISSING_USER,

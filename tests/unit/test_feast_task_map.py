@@ -90,7 +90,7 @@ def test_entity_ids_that_are_not_a_mapping_degrade_that_request() -> None:
 def test_a_service_and_a_feature_list_for_the_same_entity_type_is_refused(
     tmp_path: Path,
 ) -> None:
-    from tests.feast_init_repo import PROJECT, make_feast_init_repo
+    from tests.support.feast_init_repo import PROJECT, make_feast_init_repo
 
     client = FeastClient(str(make_feast_init_repo(tmp_path)), PROJECT)
     both = EnricherConfig(

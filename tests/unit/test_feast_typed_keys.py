@@ -23,7 +23,7 @@ from asahi_features.settings import EnricherConfig
 from asahi_features.stores import feast_store
 from asahi_features.stores.feast_store import FeastClient
 from asahi_features.stores.naming import FeatureNameResolver, close_matches
-from tests.feast_helpers import CallCounter
+from tests.support.feast_helpers import CallCounter
 
 USERS = 20
 FEATURES = ["tier", "conv_rate"]

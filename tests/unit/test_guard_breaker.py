@@ -14,8 +14,8 @@ import pytest
 from asahi_features.errors import FeatureStoreUnavailableError, GuardOverloadedError
 from asahi_features.guard import BreakerState, CircuitBreaker, GuardedClient, Permit
 from asahi_features.models import FeatureStatus
-from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
-from tests.servers import wait_until
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
+from tests.support.servers import wait_until
 
 NAMES = ["tier"]
 

@@ -9,8 +9,8 @@ import pytest
 from asahi_features.guard import GuardedClient
 from asahi_features.guard.cache import FeatureCache, cache_key
 from asahi_features.models import FeatureStatus, FeatureVector, utc_now
-from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
-from tests.servers import wait_until
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
+from tests.support.servers import wait_until
 
 NAMES = ["tier", "preferences"]
 

@@ -20,8 +20,8 @@ import pytest
 
 from asahi_features.guard import GuardedClient
 from asahi_features.models import FeatureStatus, FeatureVector, utc_now
-from tests.faults import AsyncFaultyBackend, FaultyBackend
-from tests.servers import wait_until
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend
+from tests.support.servers import wait_until
 
 NAMES = ["marker"]
 ROOMY_MS = 10_000

@@ -24,9 +24,9 @@ from asahi_features.models import EnrichmentReason, FeatureStatus, FeatureVector
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.base import io_timeout
-from tests.clocks import ManualClock
-from tests.faults import AsyncFaultyBackend, FaultyBackend
-from tests.servers import wait_until
+from tests.support.clocks import ManualClock
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend
+from tests.support.servers import wait_until
 
 NAMES = ["tier"]
 MODES = ["sync", "async-threads", "async-native"]

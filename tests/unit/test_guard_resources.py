@@ -13,8 +13,8 @@ from typing import Any
 
 from asahi_features.guard import GuardedClient
 from asahi_features.models import FeatureStatus
-from tests.faults import FaultyBackend
-from tests.servers import wait_until
+from tests.support.faults import FaultyBackend
+from tests.support.servers import wait_until
 
 NAMES = ["tier"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def test_interpreter_with_a_forever_hung_backend_exits_promptly() -> None:
         import asyncio, sys
         sys.path.insert(0, {root!r})
         from asahi_features.guard import GuardedClient
-        from tests.faults import FaultyBackend
+        from tests.support.faults import FaultyBackend
 
         guard = GuardedClient(FaultyBackend("hang"), timeout_ms=50, max_workers=4)
         print(guard.get_features("u1", "user", ["tier"]).status.value)

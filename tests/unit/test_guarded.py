@@ -24,7 +24,7 @@ from asahi_features.models import FeatureStatus, FeatureVector
 from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.base import BaseFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
-from tests.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
 
 NAMES = ["tier", "preferences"]
 BOUND = 2.0

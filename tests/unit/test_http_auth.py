@@ -26,7 +26,7 @@ from asahi_features.models import FeatureStatus
 from asahi_features.settings import AsahiConfig, FeatureStoreSettings
 from asahi_features.stores.http import HttpFeatureStore, json_value
 from asahi_features.stores.http_auth import TokenSource, load_callable, tls_context
-from tests.feast_mimic import NOW, VIEWS, FeastMimic
+from tests.support.feast_mimic import NOW, VIEWS, FeastMimic
 
 REFS = [f"{v}:{f}" for v, fs in VIEWS.items() for f in fs]
 

@@ -27,8 +27,8 @@ from asahi_features.errors import (
 from asahi_features.models import FeatureStatus
 from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.http import HttpFeatureStore, parse_timestamp
-from tests.feast_mimic import NOW, VIEWS, FeastMimic
-from tests.servers import free_port
+from tests.support.feast_mimic import NOW, VIEWS, FeastMimic
+from tests.support.servers import free_port
 
 
 @pytest.fixture

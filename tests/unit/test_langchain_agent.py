@@ -274,7 +274,7 @@ def test_result_recorded_in_the_monitor(enricher: FeatureEnricher) -> None:
 
 
 def test_store_down_degrades_to_no_block() -> None:
-    from tests.faults import FaultyBackend
+    from tests.support.faults import FaultyBackend
 
     backend = FaultyBackend("raise")
     model = ScriptedToolChat()

@@ -19,7 +19,7 @@ from asahi_features.errors import (
 from asahi_features.models import FeatureStatus
 from asahi_features.stores.base import FeatureStoreClient, aget_batch_features, aget_features
 from asahi_features.stores.local import LocalFeatureStore
-from tests.clocks import WallClock as Clock
+from tests.support.clocks import WallClock as Clock
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -14,7 +14,7 @@ from asahi_features.guard import BreakerState, CircuitBreaker
 from asahi_features.models import EnrichmentReason, EnrichmentResult
 from asahi_features.monitor import Decision, DecisionReason, FeatureMonitor
 from asahi_features.settings import MonitorConfig
-from tests.clocks import ManualClock
+from tests.support.clocks import ManualClock
 
 
 def make_result(

@@ -11,7 +11,7 @@ from asahi_features.models import EnrichmentReason, utc_now
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.local import LocalFeatureStore
-from tests.clocks import ManualClock
+from tests.support.clocks import ManualClock
 
 USERS = [f"u_{i}" for i in range(120)]
 

@@ -24,9 +24,9 @@ from asahi_features.monitor.shared_merge import merge_latency
 from asahi_features.monitor.shared_store import ReplicaRetired
 from asahi_features.monitor.stats import LatencyReservoir
 from asahi_features.settings import MonitorConfig, SharedStateConfig
-from tests.clocks import ManualClock
-from tests.monitor_shared_helpers import TASK, expected_totals, workload
-from tests.servers import free_port, wait_until
+from tests.support.clocks import ManualClock
+from tests.support.monitor_shared_helpers import TASK, expected_totals, workload
+from tests.support.servers import free_port, wait_until
 
 CONFIG = MonitorConfig(min_samples=50, min_quality_gain=0.1, exploration_fraction=0.0)
 

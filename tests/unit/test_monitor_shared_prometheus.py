@@ -17,8 +17,8 @@ from typing import Dict, Tuple
 import pytest
 
 from asahi_features.monitor import FeatureMonitor
-from tests.monitor_shared_helpers import SCORE_MEAN, TASK, expected_totals, workload
-from tests.servers import wait_until
+from tests.support.monitor_shared_helpers import SCORE_MEAN, TASK, expected_totals, workload
+from tests.support.servers import wait_until
 
 WORKERS = 3
 COUNT = 40  # per worker, recorded in two halves with a copy after each
@@ -27,7 +27,7 @@ _WORKER = """
 import json, os, sys
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import MonitorConfig
-from tests.monitor_shared_helpers import workload
+from tests.support.monitor_shared_helpers import workload
 
 index, count = int(sys.argv[1]), int(sys.argv[2])
 monitor = FeatureMonitor(MonitorConfig(exploration_fraction=0.0))

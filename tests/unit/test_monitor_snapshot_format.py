@@ -18,7 +18,7 @@ from pathlib import Path
 from asahi_features.models import EnrichmentReason
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import MonitorConfig
-from tests.clocks import ManualClock
+from tests.support.clocks import ManualClock
 
 from .test_monitor import make_result
 

@@ -26,7 +26,7 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.local import LocalFeatureStore
 from asahi_features.telemetry.otel import EnrichmentSpans
-from tests.faults import FaultyBackend
+from tests.support.faults import FaultyBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = {

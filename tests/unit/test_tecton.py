@@ -20,8 +20,8 @@ from asahi_features.errors import (
 from asahi_features.models import FeatureStatus
 from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.tecton import TectonClient
-from tests.servers import free_port
-from tests.tecton_server import GET_FEATURES, METADATA, TectonTestServer
+from tests.support.servers import free_port
+from tests.support.tecton_server import GET_FEATURES, METADATA, TectonTestServer
 
 KEY = "tk-very-secret-0123456789"
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)

@@ -37,8 +37,8 @@ from asahi_features.stores.base import (
 )
 from asahi_features.stores.http import HttpFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
-from tests.feast_mimic import NOW, FeastMimic
-from tests.tecton_server import GET_FEATURES, TectonTestServer
+from tests.support.feast_mimic import NOW, FeastMimic
+from tests.support.tecton_server import GET_FEATURES, TectonTestServer
 
 KEY_ENV = "ASAHI_UNKNOWN_AGE_TECTON_KEY"
 KEY = "tk-unknown-age-test"

@@ -112,9 +112,9 @@ def build_marker_repo(
     online_store: Literal["sqlite", "redis"] = "sqlite",
     redis_connection: Optional[str] = None,
 ) -> Path:
-    """The test Feast repository (tests/feast_helpers.py) plus a ``user_marker`` view
+    """The test Feast repository (tests/support/feast_helpers.py) plus a ``user_marker`` view
     holding each user's marker, loaded online. Returns the repository directory."""
-    from tests.feast_helpers import add_feature_view, build_test_repo
+    from tests.support.feast_helpers import add_feature_view, build_test_repo
 
     repo = build_test_repo(
         path,

@@ -14,7 +14,7 @@ from asahi_features.testing import (
     ManualClock,
     Mode,
 )
-from tests.servers import wait_until
+from tests.support.servers import wait_until
 
 
 def hold_worker(guard: Any, backend: FaultyBackend) -> tuple[threading.Thread, List[BaseException]]:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from tests.servers import ServerProcess, start_process, wait_for
+from tests.support.servers import ServerProcess, start_process, wait_for
 
 __all__ = ["FEAST", "FeastServe", "FeastServeMissing"]
 

@@ -74,7 +74,7 @@ def redis_replica(
     """
     from asahi_features.monitor import FeatureMonitor
     from asahi_features.settings import MonitorConfig
-    from tests.servers import wait_until
+    from tests.support.servers import wait_until
 
     config = MonitorConfig(
         min_samples=50,

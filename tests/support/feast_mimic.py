@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-from tests.tecton_server import QuietHTTPServer
+from tests.support.tecton_server import QuietHTTPServer
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 EPOCH = "1970-01-01T00:00:00Z"

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from tests.servers import ServerProcess, port_open, start_process, wait_for
+from tests.support.servers import ServerProcess, port_open, start_process, wait_for
 
 __all__ = ["RedisServer", "RedisServerMissing"]
 

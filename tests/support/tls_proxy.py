@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, List, Optional, Set
 
-from tests.tecton_server import QuietHTTPServer
+from tests.support.tecton_server import QuietHTTPServer
 
 __all__ = ["Certificates", "TlsProxy", "make_certificates"]
 
