@@ -57,3 +57,15 @@ def test_the_site_rewrites_readme_links_to_its_own_pages() -> None:
     assert on_disk <= every_source, "a docs source that no site page shows"
     for page, text in pages.items():
         assert "](docs/" not in text, page
+
+
+README_WORD_BUDGET = 1_500
+"""Issue 21: a README a newcomer reads in ten minutes; everything else is on the site."""
+
+
+def test_the_readme_stays_within_its_word_budget() -> None:
+    words = len((ROOT / "README.md").read_text().split())  # code blocks included
+    assert words <= README_WORD_BUDGET, (
+        f"README.md has {words} words (budget {README_WORD_BUDGET}): move detail into the "
+        "docs/sections or docs/readme pages of the site"
+    )
