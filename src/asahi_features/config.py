@@ -1,5 +1,9 @@
 """Loading the YAML configuration and building the configured client.
 
+One module on purpose (about 690 lines): loading the file (YAML, environment, relative
+paths), the error messages that name the key path, and building each backend's client,
+which reads every settings section once.
+
 A configuration is small: a few hundred values. Whatever a file or a caller hands in,
 loading it stays proportionate and every error message stays short:
 

@@ -1,5 +1,9 @@
 """Rendering feature values for people, and keeping them inert inside the context block.
 
+One module on purpose (about 710 lines): every value type's rule (numbers, dates, lists,
+maps, JSON, text sanitising) and the caches keyed by them; the rules are read together
+when one changes.
+
 Feature values are data, not instructions. Everything that reaches the context block
 (values, labels, request-context keys) passes through :func:`sanitize`, which guarantees
 that the text is a single line that cannot end the block early, open a new block, start

@@ -1,5 +1,9 @@
 """The bundled sample Feast repository: definitions, a seeded data generator and a builder.
 
+One module on purpose (about 715 lines): the sample repository is one artefact (entity
+and view definitions, the seeded generator that fills them, the builder); most of its
+length is data.
+
 The repository is a Feast project named ``asahi`` whose feature views cover the task
 feature table of the specification (``DEFAULT_TASK_FEATURES`` in
 :mod:`asahi_features.settings`) and a few more features that a richer, user-configured

@@ -1,5 +1,9 @@
 """Pydantic models of the YAML configuration (spec section 2.4 plus enricher and monitor).
 
+One module on purpose (about 530 lines): every section of the YAML file is one small
+model here, in file order, so that the generated configuration reference and the error
+messages follow the file; the models hold no logic beyond validation.
+
 Every model forbids unknown keys so that a typo is an error naming the key, not a
 silently ignored setting. Relative paths resolve against the configuration file's
 directory (see :func:`asahi_features.config.load_config`).

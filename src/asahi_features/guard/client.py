@@ -1,5 +1,9 @@
 """GuardedClient: one deadline per request, coalesced reads, a breaker and fallback.
 
+One module on purpose (about 580 lines): the public surface of one class, sync and async
+twins of four calls; each step lives elsewhere (``breaker``, ``cache``, ``coalescer``,
+``deadlines``) and the twins share every step that does no I/O.
+
 Whatever the backend does (hang forever, sleep, raise, return garbage), a guarded
 request returns by its deadline. Concurrent lookups of the same entity type and feature
 list are merged into backend batch reads (:mod:`.coalescer`); blocking backends run on a

@@ -1,5 +1,9 @@
 """Coalesced reads: concurrent lookups of one entity type and feature list share backend calls.
 
+One module on purpose (about 640 lines): the queue, the batch leaving it and the
+matching of answers back by entity id share one lock and one state; split, their
+invariants would span files.
+
 The DataLoader pattern. Lookups are keyed by ``(entity_type, feature names)``. While a
 read of a key is in flight, new lookups of that key wait in its queue; when the read
 ends, the waiting lookups leave together as the next read (up to ``max_batch_size`` ids).

@@ -1,4 +1,9 @@
-"""``FeatureEnrichmentRunnable``: the enrichment step of a chain (single inputs and batches)."""
+"""``FeatureEnrichmentRunnable``: the enrichment step of a chain (single inputs and batches).
+
+One module on purpose (about 570 lines): it is the Runnable protocol of one class
+(invoke, ainvoke, batch, abatch, schemas, config specs); input shapes live in
+``messages``, batching in ``batching``, identity in ``identity``.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
 """The :class:`FeatureMonitor`: recording, holdout and the should-enrich decision.
 
+One module on purpose (about 890 lines): the public API of one class (recording,
+holdout, decisions, stats, persistence, exporters), each call a thin layer over
+``counters``, ``quality``, ``sequential``, ``per_model``, ``report``, ``persistence``
+and ``shared``.
+
 What it counts lives in :mod:`~asahi_features.monitor.counters`, the quality decision in
 :mod:`~asahi_features.monitor.quality`, the stats dict in
 :mod:`~asahi_features.monitor.report`, saving and loading in

@@ -1,5 +1,9 @@
 """HttpFeatureStore: a client of Feast's feature server (``feast serve``) over HTTP.
 
+One module on purpose (about 650 lines): the feast serve client (requests, responses,
+value conversion); the transport, auth and request-body helpers are already split out
+(``http_transport``, ``http_auth``, ``http_body``).
+
 Many application servers can share one feature-serving tier in front of Redis: each
 reads through ``POST /get-online-features`` with a pooled httpx client (sync and async).
 A batch is one POST. Entity ids travel only inside the JSON body, never in a URL.

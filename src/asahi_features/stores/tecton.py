@@ -1,5 +1,9 @@
 """TectonClient: a Tecton feature service over the real ``tecton-client`` package.
 
+One module on purpose (about 640 lines): Tecton's wire format in one place (request,
+response, status and error mapping, typed values), so that it can be checked against the
+service's documentation side by side.
+
 Tecton's HTTP API serves one entity per ``get-features`` request and returns the values of
 every feature of the service positionally, aligned with ``metadata.features``. This
 backend asks for names, data types, effective times and serving status, matches features
