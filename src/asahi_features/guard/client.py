@@ -2,7 +2,7 @@
 
 One module on purpose (about 580 lines): the public surface of one class, sync and async
 twins of four calls; each step lives elsewhere (``breaker``, ``cache``, ``coalescer``,
-``deadlines``) and the twins share every step that does no I/O.
+``workers``, ``lookups``) and the twins share every step that does no I/O.
 
 Whatever the backend does (hang forever, sleep, raise, return garbage), a guarded
 request returns by its deadline. Concurrent lookups of the same entity type and feature
