@@ -228,6 +228,49 @@ def test_healthy_batch_of_1000_slower_than_timeout_ms_succeeds(
     assert window(guard) == (1, 0, 0)
 
 
+JUST_OVER = 2.0
+"""A backend "just over" the deadline answers at this multiple of ``timeout_ms``: after
+the deadline, and well before a guard that waited three times too long would give up
+(each side has a margin of a whole deadline, so a loaded machine cannot flip it)."""
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["enrich", "enrich_batch"])
+@pytest.mark.parametrize("mode", MODES)
+def test_backend_just_over_the_deadline_falls_back_without_waiting_for_it(
+    mode: str, batch: bool, backends: List[FaultyBackend]
+) -> None:
+    """The guard stops waiting at ``timeout_ms``, not at a multiple of it: a backend that
+    answers at twice the deadline leaves the prompt un-enriched (store unavailable), its
+    late answer is abandoned, and the same backend under a roomy deadline does enrich
+    (so the fallback is the deadline's doing). Outcomes only, no elapsed-time bound."""
+    timeout_ms = 200
+    backend = make_backend(mode, backends, "slow", delay=JUST_OVER * timeout_ms / 1000)
+    config = EnricherConfig(task_features={"t": {"user": ["tier"]}}, enabled_task_types=["t"])
+
+    def enrich(guard: GuardedClient) -> Any:
+        enricher = FeatureEnricher(guard, config)
+        if batch:
+            requests = [{"prompt": "p", "user_id": "u1", "task_type": "t"}]
+            (result,) = call(mode, enricher, "enrich_batch", requests)
+            return result
+        return call(mode, enricher, "enrich", "p", user_id="u1", task_type="t")
+
+    guard = GuardedClient(backend, timeout_ms=timeout_ms)
+    result = enrich(guard)
+    assert result.reason is EnrichmentReason.STORE_UNAVAILABLE, "waited past the deadline"
+    assert result.enriched_prompt == "p" and not result.features_used
+    assert result.entity_status == {"user": UNAVAILABLE}
+    assert result.store_failed
+    assert guard.stats()["timeouts"] == 1
+    assert guard.stats()["fallbacks"] == 1
+    # the backend's call was abandoned, not awaited: it ends (or is cancelled) later
+    settle(lambda: backend.completed + backend.cancelled == backend.calls == 1, "the late call")
+    assert guard.stats()["timeouts"] == 1  # its late answer changed nothing
+
+    roomy = GuardedClient(backend, timeout_ms=timeout_ms * 15)
+    assert enrich(roomy).reason is EnrichmentReason.ENRICHED
+
+
 # -- rule 4: overload is not an outage --------------------------------------------------
 
 

@@ -348,6 +348,31 @@ def test_holdout_is_reproducible_and_close_to_the_fraction() -> None:
     assert first.holdout_fraction("anything") == 0.05
 
 
+@pytest.mark.parametrize(
+    "fractions",
+    [{"faq": 0.5, "support": 0.5}, {"*": 0.5}],
+    ids=["per-task", "default"],
+)
+def test_holdout_groups_differ_between_task_types_and_are_fixed_per_seed(
+    fractions: dict[str, float],
+) -> None:
+    """The hash covers the task type: one user's group for one task says nothing about
+    another task's (1,000 users at 0.5 coincide with probability 2**-1000), and each
+    task's group is the same in every monitor with the seed, another with another seed."""
+    users = [f"u{i}" for i in range(1000)]
+
+    def held(seed: int, task: str) -> frozenset[str]:
+        monitor = FeatureMonitor(MonitorConfig(holdout_fraction=fractions, seed=seed))
+        return frozenset(u for u in users if monitor.is_held_out(task, u))
+
+    faq, support = held(7, "faq"), held(7, "support")
+    assert faq != support
+    assert 400 < len(faq) < 600 and 400 < len(support) < 600
+    assert 150 < len(faq & support) < 350  # independent halves overlap by about a quarter
+    assert held(7, "faq") == faq and held(7, "support") == support
+    assert held(8, "faq") != faq and held(8, "support") != support
+
+
 def test_holdout_edges() -> None:
     monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"all": 1.0}))
     assert monitor.is_held_out("all", "u1") is True
