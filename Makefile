@@ -22,6 +22,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src tests benchmarks examples
 
+# Integration tests are gated by RUN_INTEGRATION_TESTS (spec section 2.6); `make test` opens
+# the gate itself when the servers they start are here (redis-server on PATH and the venv's
+# feast), so a plain `make test` skips nothing it could run. RUN_INTEGRATION_TESTS=0 closes it.
+RUN_INTEGRATION_TESTS ?= $(if $(and $(shell command -v redis-server),$(wildcard $(BIN)/feast)),1,0)
+export RUN_INTEGRATION_TESTS
+
 unit: $(STAMP)
 	$(BIN)/pytest --nbmake tests notebooks --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
 
