@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit docs docs-build bench clean
+.PHONY: demo test lint typecheck unit docs docs-build bench mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,5 +41,14 @@ docs-build: $(STAMP)
 
 test: lint typecheck docs-build unit
 
+# mutation testing (not part of `make test`; installs mutmut itself). Scope and tests:
+# [tool.mutmut] in pyproject.toml. MUTANTS narrows the run, e.g.
+# `make mutation MUTANTS='asahi_features.guard.*'`; results: $(BIN)/mutmut results / show
+MUTANTS ?=
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet mutmut
+	env -u PYTHONPATH $(BIN)/mutmut run --max-children 2 $(if $(MUTANTS),"$(MUTANTS)")
+	$(BIN)/mutmut export-cicd-stats && cat mutants/mutmut-cicd-stats.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage site
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage site mutants

@@ -212,3 +212,53 @@ def test_feature_cache_directly() -> None:
         FeatureCache(0)
     with pytest.raises(ValueError, match="max_entries"):
         FeatureCache(1, 0)
+
+
+def test_a_hit_at_the_instant_of_the_read_is_the_vector_as_read() -> None:
+    """No age is added before any time passed, and nothing of the vector is lost on the
+    way through the cache: status, error and the store's freshness limits included."""
+    backend, guard, _ = cached_guard()
+    read = guard.get_features("u1", "user", NAMES)
+    hit = guard.get_features("u1", "user", NAMES)
+    assert backend.calls == 1
+    assert hit.model_dump() == read.model_dump()
+    backend.features = {}  # an entity the store does not have: MISSING is cached as such
+    missing = guard.get_features("u2", "user", NAMES)
+    assert missing.status is FeatureStatus.MISSING
+    assert guard.get_features("u2", "user", NAMES).model_dump() == missing.model_dump()
+    assert backend.calls == 2
+
+
+def test_feature_cache_put_and_get_keep_the_vector_and_age_it() -> None:
+    clock = ManualClock()
+    cache = FeatureCache(60, clock=clock)
+    vector = FeatureVector(
+        entity_id="u1",
+        entity_type="user",
+        features={"tier": "gold"},
+        retrieved_at=utc_now(),
+        freshness_seconds=5.0,
+        source="s",
+        feature_freshness={"tier": 5.0},
+        freshness_limits={"tier": 600.0},
+    )
+    cache.put("user", "u1", ["tier"], vector)
+    assert cache.get("user", "u1", ["tier"]) == vector  # same instant: unchanged
+    assert cache.get("user", "u2", ["tier"]) is None
+    assert cache.get("org", "u1", ["tier"]) is None
+    clock.advance(2.5)
+    aged = cache.get("user", "u1", ["tier"])
+    assert aged is not None and aged is not vector
+    assert aged.freshness_seconds == pytest.approx(7.5)
+    assert aged.feature_freshness == pytest.approx({"tier": 7.5})
+    assert aged.freshness_limits == {"tier": 600.0} and aged.status is FeatureStatus.FOUND
+    assert aged.features == {"tier": "gold"} and aged.entity_id == "u1"
+    assert vector.freshness_seconds == 5.0  # the caller's vector is not touched
+    clock.advance(60)
+    assert cache.get("user", "u1", ["tier"]) is None  # expired
+
+
+def test_feature_cache_needs_room_for_one_entry() -> None:
+    assert len(FeatureCache(60, max_entries=1)) == 0
+    with pytest.raises(ValueError):
+        FeatureCache(60, max_entries=0)
