@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import (
     Any,
@@ -178,34 +178,36 @@ class AgentIdentity(NamedTuple):
         }
 
 
-def _fields_of(runtime_context: Any) -> Any:
-    """What identities are read from: a mapping (the context itself when it is one, else
-    its instance fields, ``__dict__``: dataclasses, pydantic models, plain objects),
-    or the object (read by ``getattr``: slotted classes), or ``None``."""
-    if (
-        runtime_context is None
-        or type(runtime_context) is dict
-        or isinstance(runtime_context, Mapping)
-    ):
-        return runtime_context
+def _reader(runtime_context: Any) -> Optional[Callable[[str], Any]]:
+    """How identities are read from ``runtime.context``: ``get`` of a mapping (the context
+    itself when it is one, else its instance fields, ``__dict__``: dataclasses, pydantic
+    models, plain objects), else ``getattr`` on the object (slotted classes); ``None``
+    without a context. Chosen once per request: every key is then one call."""
+    if runtime_context is None:
+        return None
+    if type(runtime_context) is dict or isinstance(runtime_context, Mapping):
+        return runtime_context.get
     fields = getattr(runtime_context, "__dict__", None)
-    return fields if type(fields) is dict else runtime_context
+    if type(fields) is dict:
+        return fields.get
+    return lambda key: getattr(runtime_context, key, None)
 
 
-def _from_runtime(fields: Any, key: str) -> Any:
-    """``asahi_<key>`` or ``key`` of :func:`_fields_of`'s answer; ``_ABSENT`` when
-    neither is there or the value is ``None`` (dataclass contexts carry every field,
+_RUNTIME_KEYS: Dict[str, Tuple[str, str]] = {
+    key: (IDENTITY_PREFIX + key, key) for key in ("task_type", "user_id", "organization_id")
+}
+
+
+def _from_runtime(read: Optional[Callable[[str], Any]], key: str) -> Any:
+    """``asahi_<key>`` or ``key`` of the runtime context (see :func:`_reader`); ``_ABSENT``
+    when neither is there or the value is ``None`` (dataclass contexts carry every field,
     ``None`` meaning "not given")."""
-    if fields is None:
+    if read is None:
         return _ABSENT
-    if type(fields) is dict or isinstance(fields, Mapping):
-        value = fields.get(IDENTITY_PREFIX + key)
-        if value is None:
-            value = fields.get(key)
-    else:
-        value = getattr(fields, IDENTITY_PREFIX + key, None)
-        if value is None:
-            value = getattr(fields, key, None)
+    prefixed, plain = _RUNTIME_KEYS.get(key) or (IDENTITY_PREFIX + key, key)
+    value = read(prefixed)
+    if value is None:
+        value = read(plain)
     return _ABSENT if value is None else value
 
 
@@ -223,23 +225,29 @@ def agent_identity(
     from. ``by_task`` is :func:`_context_id_keys` of the enricher (the other entity types
     of each task).
     """
-    fields = _fields_of(runtime_context)
-    task = _from_runtime(fields, "task_type")
+    read = _reader(runtime_context)
+    task = _from_runtime(read, "task_type")
     if task is _ABSENT:
         task = _pick_task(configurable, _NOTHING)
     task_type = _as_id(task) or default_task
 
+    user_id = _identity(read, configurable, "user_id")
+    organization_id = _identity(read, configurable, "organization_id")
     context: Optional[Dict[str, Any]] = None
-    extra = by_task.get(task_type, ()) if by_task else ()
-    ids: List[Optional[str]] = []
-    for key in ("user_id", "organization_id", *extra):
-        value = _from_runtime(fields, key)
-        if value is _ABSENT:
-            value = _configured(configurable, key) if configurable else _ABSENT
-        ids.append(None if value is _ABSENT else _as_id(value))
-    for key, value in zip(extra, ids[2:], strict=True):
+    for key in by_task.get(task_type, ()) if by_task else ():
+        value = _identity(read, configurable, key)
         if value is not None:
             if context is None:
                 context = {}
             context[key] = value
-    return AgentIdentity(ids[0], ids[1], task_type, context)
+    return AgentIdentity(user_id, organization_id, task_type, context)
+
+
+def _identity(
+    read: Optional[Callable[[str], Any]], configurable: Mapping[str, Any], key: str
+) -> Optional[str]:
+    """One id: the runtime context's, else ``configurable``'s, else ``None``."""
+    value = _from_runtime(read, key)
+    if value is _ABSENT:
+        value = _configured(configurable, key)
+    return None if value is _ABSENT else _as_id(value)
