@@ -166,6 +166,65 @@ def test_a_cutoff_after_the_postprocessor_cannot_drop_the_block_silently(
     assert _count(prompt, 5) == 1  # ...and re-injected by the prompt
 
 
+DROPPED = "dropped before the answer"
+
+
+def _dropped_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and DROPPED in r.getMessage()
+    ]
+
+
+async def test_a_dropped_node_without_wrapped_prompts_is_warned_about_once(
+    index: VectorStoreIndex, enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = RecordingLLM()
+    post = FeatureContextPostprocessor(enricher, node_score=0.0)
+    drops_it = SimilarityPostprocessor(similarity_cutoff=0.01)
+    engine = index.as_query_engine(llm=llm, node_postprocessors=[post, drops_it])
+    with caplog.at_level(logging.DEBUG, logger="asahi_features.llama_index"):
+        with feature_context(user_id=user_id(7)):
+            first = engine.query("jackets")
+        with feature_context(user_id=user_id(8)):
+            second = await engine.aquery("shoes")  # async path: noticed too, logged at DEBUG
+    assert not any(user_marker(7) in p or user_marker(8) in p for p in llm.prompts)
+    assert not any(is_feature_context_node(n) for n in [*first.source_nodes, *second.source_nodes])
+    (warning,) = _dropped_warnings(caplog)  # once per postprocessor, DEBUG after
+    assert "Put FeatureContextPostprocessor last" in warning and "apply_feature_prompts" in warning
+    assert user_marker(7) not in caplog.text and "jackets" not in warning  # no text logged
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "dropped again" in r.msg]
+    assert len(debug) == 1
+    other = FeatureContextPostprocessor(enricher, node_score=0.0)  # a new one warns again
+    engine = index.as_query_engine(llm=llm, node_postprocessors=[other, drops_it])
+    with caplog.at_level(logging.WARNING, logger="asahi_features.llama_index"):
+        with feature_context(user_id=user_id(9)):
+            engine.query("belts")
+    assert len(_dropped_warnings(caplog)) == 2
+
+
+async def test_a_kept_or_re_injected_node_is_not_warned_about(
+    index: VectorStoreIndex, enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = RecordingLLM()
+    post = FeatureContextPostprocessor(enricher, node_score=0.0)
+    cutoff = SimilarityPostprocessor(similarity_cutoff=0.01)
+    last = index.as_query_engine(llm=llm, node_postprocessors=[cutoff, post])
+    wrapped = apply_feature_prompts(
+        index.as_query_engine(llm=llm, node_postprocessors=[post, cutoff])
+    )
+    with caplog.at_level(logging.DEBUG, logger="asahi_features.llama_index"):
+        for i, engine in ((10, last), (11, wrapped)):
+            with feature_context(user_id=user_id(i)):
+                engine.query("jackets")
+                await engine.aquery("jackets, async")
+        engine.query("nobody: no node, nothing to check")
+    assert [sum(user_marker(i) in p for p in llm.prompts) for i in (10, 11)] == [2, 2]
+    assert not _dropped_warnings(caplog)
+    assert not [r for r in caplog.records if "dropped again" in r.getMessage()]
+
+
 def test_chat_models_get_the_block_in_the_system_message(
     index: VectorStoreIndex, enricher: FeatureEnricher
 ) -> None:

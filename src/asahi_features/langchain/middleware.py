@@ -25,9 +25,10 @@ from typing_extensions import NotRequired
 
 from ..errors import AsahiFeaturesError
 from ..models import EnrichmentReason, EnrichmentResult
+from ..warn_once import WarnOnce
 from .identity import _NOTHING, AgentIdentity, _context_id_keys, agent_identity
 from .messages import _last_human_text, _with_block
-from .notes import _WarnOnce, note
+from .notes import note
 from .provenance import _mark_produced
 from .tracing import ENRICHMENT_EVENT, TracedEnrichment
 
@@ -164,7 +165,7 @@ class FeatureContextMiddleware(AgentMiddleware[FeatureContextState, Any, Any]):
         self._by_task = _context_id_keys(enricher)
         self._results: OrderedDict[str, EnrichmentResult] = OrderedDict()
         self._lock = threading.Lock()
-        self._warned = _WarnOnce()
+        self._warned = WarnOnce()
 
     @property
     def cached_runs(self) -> int:

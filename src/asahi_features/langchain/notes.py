@@ -5,15 +5,14 @@ of a wiring mistake; DEBUG after that, bounded.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import (
     Any,
     Dict,
-    Tuple,
 )
 
 from ..models import EnrichmentReason, EnrichmentResult
+from ..warn_once import WarnOnce
 
 logger = logging.getLogger("asahi_features.langchain")
 
@@ -40,31 +39,9 @@ runnable, DEBUG after that."""
 _NO_IDENTITY = EnrichmentReason.NO_IDENTITY
 _NOT_ENABLED = EnrichmentReason.TASK_NOT_ENABLED
 _NOT_MAPPED = EnrichmentReason.NO_FEATURES_MAPPED
-_MAX_WARNED = 64
-"""Distinct causes a runnable warns about (task types can come from clients: bounded)."""
 
 
-class _WarnOnce:
-    """The causes a runnable already warned about (bounded by ``_MAX_WARNED``)."""
-
-    __slots__ = ("lock", "warned")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.warned: set[Tuple[Any, str]] = set()
-
-    def claim(self, cause: Tuple[Any, str]) -> bool:
-        """True for the first caller with a new cause (while fewer than the bound)."""
-        with self.lock:
-            if cause in self.warned or len(self.warned) >= _MAX_WARNED:
-                return False
-            self.warned.add(cause)
-            return True
-
-
-def note(
-    state: _WarnOnce, messages: Mapping[Any, str], name: Any, result: EnrichmentResult
-) -> None:
+def note(state: WarnOnce, messages: Mapping[Any, str], name: Any, result: EnrichmentResult) -> None:
     """Log ``messages[result.reason]`` (with ``name`` and the task type): WARNING the
     first time a cause (outcome, task type) is seen by ``state``, DEBUG after that.
     Outcomes without a message are not logged."""

@@ -37,6 +37,7 @@ from pydantic import ConfigDict, PrivateAttr, create_model
 
 from ..enricher import EnrichmentTuple, FeatureEnricher
 from ..models import EnrichmentResult
+from ..warn_once import WarnOnce
 from .batching import _as_request, _observed, _unobserved
 from .identity import (
     _ABSENT,
@@ -61,7 +62,7 @@ from .messages import (
     _messages_of,
     _place,
 )
-from .notes import _NO_IDENTITY, _NOT_ENABLED, _NOT_MAPPED, _WARN_REASONS, _WarnOnce
+from .notes import _NO_IDENTITY, _NOT_ENABLED, _NOT_MAPPED, _WARN_REASONS
 from .provenance import _mark_produced
 from .tracing import report_without_values
 
@@ -164,7 +165,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
 
     _context_keys: Optional[Dict[str, Tuple[str, ...]]] = PrivateAttr(default=None)
     _specs: List[ConfigurableFieldSpec] = PrivateAttr(default_factory=list)
-    _warn_once: ClassVar[_WarnOnce]  # per instance, in __dict__ (see __init__)
+    _warn_once: ClassVar[WarnOnce]  # per instance, in __dict__ (see __init__)
 
     def __init__(self, enricher: Any = None, **kwargs: Any) -> None:
         if enricher is None:
@@ -175,7 +176,7 @@ class FeatureEnrichmentRunnable(RunnableSerializable[Any, Any]):
         self._specs = _config_specs(every) if every else _CONFIG_SPECS
         # A plain instance attribute, not a pydantic private one (those cost microseconds
         # per read, and _note runs on every request that ends without features).
-        object.__setattr__(self, "_warn_once", _WarnOnce())
+        object.__setattr__(self, "_warn_once", WarnOnce())
 
     @classmethod
     def is_lc_serializable(cls) -> bool:

@@ -10,6 +10,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from ..models import EnrichmentResult
+from ..warn_once import WarnOnce
+from .dropped import note_injected
 from .identity import _CURRENT_REQUEST, FeatureRequest
 from .log import EnrichmentLog
 from .nodes import (
@@ -46,6 +48,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
     Place it **last** in ``node_postprocessors``: ``SimilarityPostprocessor`` and other
     cut-offs placed after it judge the block by a score it does not really have, and
     re-orderers such as ``LongContextReorder`` move it away from the top of the context.
+    A node dropped before the answer is never silent: the engine's wrapped prompts
+    (:func:`apply_feature_prompts`) re-inject the block, otherwise a WARNING (once) says
+    the answer went out without the user's features and how to fix the order.
 
     Identity, first found wins and sources are never mixed: the workflow ``Context``
     store (:func:`set_workflow_identity`, async path inside a workflow step), the
@@ -233,8 +238,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         query = query_bundle.query_str if query_bundle is not None else ""
         # pydantic serves private attributes through a slow __getattr__ (~1.8 us each)
         private = cast(Dict[str, Any], self.__pydantic_private__)
-        result, block = private["_run"].run(query, identity, request)
-        return self._apply(nodes, result, block)
+        run: Enrichment = private["_run"]
+        result, block = run.run(query, identity, request)
+        return self._apply(nodes, result, block, query, run.warned)
 
     async def _aenrich_nodes(
         self, nodes: List[NodeWithScore], query_bundle: Optional[QueryBundle]
@@ -244,8 +250,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         identity = self._identity(workflow, request)
         query = query_bundle.query_str if query_bundle is not None else ""
         private = cast(Dict[str, Any], self.__pydantic_private__)
-        result, block = await private["_run"].arun(query, identity, request)
-        return self._apply(nodes, result, block)
+        run: Enrichment = private["_run"]
+        result, block = await run.arun(query, identity, request)
+        return self._apply(nodes, result, block, query, run.warned)
 
     # -- helpers ------------------------------------------------------------------
 
@@ -261,7 +268,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         )
 
     def _apply(
-        self, nodes: List[NodeWithScore], result: EnrichmentResult, block: str
+        self,
+        nodes: List[NodeWithScore],
+        result: EnrichmentResult,
+        block: str,
+        query: str,
+        warned: WarnOnce,
     ) -> List[NodeWithScore]:
         kept = [n for n in nodes if not n.node.metadata.get(FEATURE_CONTEXT_METADATA_KEY)]
         if not block or not self.inject_node or self.mode == "prompt":
@@ -271,6 +283,8 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
             kept.insert(0, node)
         else:
             kept.append(node)
+        # a cut-off placed after this one must not drop the node silently
+        note_injected(node.node.node_id, query, warned)
         return kept
 
     @staticmethod

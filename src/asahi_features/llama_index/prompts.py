@@ -15,6 +15,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.bridge.pydantic import SerializeAsAny
 from llama_index.core.prompts.base import BasePromptTemplate
 
+from .dropped import note_served
 from .run import current_block
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,11 @@ T = TypeVar("T")
 
 def _with_block(text: str) -> str:
     block = current_block()
-    # node mode: the node may already be in this call's context; never twice
-    if not block or block in text:
+    if not block:
         return text
-    return f"{block}\n\n{text}"
+    note_served()
+    # node mode: the node may already be in this call's context; never twice
+    return text if block in text else f"{block}\n\n{text}"
 
 
 def messages_with_block(messages: Sequence[ChatMessage], block: str) -> List[ChatMessage]:
@@ -93,7 +95,10 @@ class FeaturePromptTemplate(BasePromptTemplate):  # type: ignore[no-redef]  # th
 
     def format_messages(self, llm: Any = None, **kwargs: Any) -> List[ChatMessage]:
         """The wrapped template's messages, the block heading the system message."""
-        return messages_with_block(self.inner.format_messages(llm=llm, **kwargs), current_block())
+        block = current_block()
+        if block:
+            note_served()
+        return messages_with_block(self.inner.format_messages(llm=llm, **kwargs), block)
 
     def get_template(self, llm: Any = None) -> str:
         """The wrapped template's text (without the per-request block)."""

@@ -12,12 +12,12 @@ call differs between the sync and async paths.
 from __future__ import annotations
 
 import logging
-import threading
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Dict, List, Literal, NamedTuple, Optional, Tuple
 
 from ..errors import AsahiFeaturesError
 from ..models import EnrichmentReason, EnrichmentResult
+from ..warn_once import WarnOnce
 from .events import _dispatch, _listeners
 from .identity import _CURRENT_REQUEST, FeatureRequest
 
@@ -31,7 +31,6 @@ logger = logging.getLogger(__name__)
 MissingIdentityPolicy = Literal["ignore", "warn", "raise"]
 """What a component does when a request reaches it with no identity at all."""
 MISSING_IDENTITY_POLICIES: Tuple[str, ...] = ("ignore", "warn", "raise")
-_MAX_WARNED = 64
 """Distinct causes a component warns about (task types can come from clients: bounded)."""
 
 _HINT_IN_WORKFLOW = (
@@ -115,24 +114,6 @@ def resolve_identity(
     return Identity(None, None, task, None, "none")
 
 
-class _WarnOnce:
-    """The causes a component already warned about (bounded by ``_MAX_WARNED``)."""
-
-    __slots__ = ("lock", "warned")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.warned: set[Tuple[str, ...]] = set()
-
-    def claim(self, cause: Tuple[str, ...]) -> bool:
-        """True for the first caller with a new cause (while fewer than the bound)."""
-        with self.lock:
-            if cause in self.warned or len(self.warned) >= _MAX_WARNED:
-                return False
-            self.warned.add(cause)
-            return True
-
-
 _CURRENT_BLOCK: ContextVar[Tuple[Optional[FeatureRequest], str]] = ContextVar(
     "asahi_features_llama_index_block", default=(None, "")
 )
@@ -198,7 +179,7 @@ class Enrichment:
         log: where to remember the enrichment by query (optional).
     """
 
-    __slots__ = ("_warned", "enricher", "event_texts", "log", "monitor", "on_missing", "owner")
+    __slots__ = ("enricher", "event_texts", "log", "monitor", "on_missing", "owner", "warned")
 
     def __init__(
         self,
@@ -221,7 +202,7 @@ class Enrichment:
         self.on_missing = check_policy(on_missing_identity)
         self.event_texts = event_texts
         self.log = log
-        self._warned = _WarnOnce()
+        self.warned = WarnOnce()
 
     # -- steps without I/O, shared by both paths --------------------------------------
 
@@ -289,7 +270,7 @@ class Enrichment:
         a request's task type) is a WARNING once per (reason, task type), DEBUG after."""
         reason = getattr(result.reason, "value", str(result.reason))
         task = str(result.task_type)[:80]
-        if result.reason in _WIRING and self._warned.claim((reason, task)):
+        if result.reason in _WIRING and self.warned.claim((reason, task)):
             logger.warning(
                 "%s: task type %r %s, the request goes out without features (later "
                 "occurrences are logged at DEBUG)",
@@ -312,7 +293,7 @@ class Enrichment:
         if self.on_missing == "raise":
             raise MissingIdentityError(message)
         cause = ("workflow" if in_step else "plain", str(identity.task_type)[:80])
-        if self.on_missing == "warn" and self._warned.claim(cause):
+        if self.on_missing == "warn" and self.warned.claim(cause):
             logger.warning("%s (later occurrences are logged at DEBUG)", message)
         else:
             logger.debug(message)
