@@ -127,6 +127,32 @@ def test_node_mode_reaches_one_call_of_n_unless_the_prompts_are_wrapped(
     assert all(_count(p, 3) == 1 for p in wrapped_llm.prompts)  # never twice
 
 
+async def test_a_wrapped_engine_switches_a_default_postprocessor_to_prompt_mode(
+    index: VectorStoreIndex, enricher: FeatureEnricher
+) -> None:
+    wrapped_llm, plain_llm = SmallWindowLLM(), SmallWindowLLM()
+    post = FeatureContextPostprocessor(enricher)  # mode="auto"
+    kwargs: dict[str, Any] = {"similarity_top_k": 6, "response_mode": ResponseMode.REFINE}
+    wrapped = apply_feature_prompts(
+        index.as_query_engine(llm=wrapped_llm, node_postprocessors=[post], **kwargs)
+    )
+    plain = index.as_query_engine(llm=plain_llm, node_postprocessors=[post], **kwargs)
+    with feature_context(user_id=user_id(12)):
+        answer = wrapped.query("everything")
+        async_answer = await wrapped.aquery("everything, async")
+        plain_answer = plain.query("everything")
+    assert len(wrapped_llm.prompts) >= 4
+    assert all(_count(p, 12) == 1 for p in wrapped_llm.prompts)  # every call, once
+    shown = [*answer.source_nodes, *async_answer.source_nodes]
+    assert shown and not any(is_feature_context_node(n) for n in shown)
+    assert user_marker(12) not in answer.get_formatted_sources(length=10_000)
+    # the caller's postprocessor is unchanged: a node where the prompts are not wrapped
+    assert post.mode == "auto"
+    assert sum(map(is_feature_context_node, plain_answer.source_nodes)) == 1
+    # the engine's copy shares the postprocessor's log (evaluations still map)
+    assert len(post.enrichment_log.ids_for_query("everything, async")) == 1
+
+
 def test_citation_query_engine_never_cites_the_block(
     index: VectorStoreIndex, enricher: FeatureEnricher
 ) -> None:
@@ -151,7 +177,7 @@ def test_a_cutoff_after_the_postprocessor_cannot_drop_the_block_silently(
     index: VectorStoreIndex, enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
 ) -> None:
     llm = RecordingLLM()
-    post = FeatureContextPostprocessor(enricher, node_score=0.0)
+    post = FeatureContextPostprocessor(enricher, node_score=0.0, mode="node")
     drops_it = SimilarityPostprocessor(similarity_cutoff=0.01)
     engine = index.as_query_engine(llm=llm, node_postprocessors=[post, drops_it])
     with caplog.at_level(logging.WARNING, logger="asahi_features.llama_index"):
@@ -208,7 +234,7 @@ async def test_a_kept_or_re_injected_node_is_not_warned_about(
     index: VectorStoreIndex, enricher: FeatureEnricher, caplog: pytest.LogCaptureFixture
 ) -> None:
     llm = RecordingLLM()
-    post = FeatureContextPostprocessor(enricher, node_score=0.0)
+    post = FeatureContextPostprocessor(enricher, node_score=0.0, mode="node")
     cutoff = SimilarityPostprocessor(similarity_cutoff=0.01)
     last = index.as_query_engine(llm=llm, node_postprocessors=[cutoff, post])
     wrapped = apply_feature_prompts(

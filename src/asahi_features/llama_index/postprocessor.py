@@ -67,7 +67,10 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
 
     ``mode="prompt"`` adds no node at all: the block is then a source of no citation and
     never among a response's ``source_nodes``; :func:`apply_feature_prompts` on the engine
-    puts it in every LLM call of every response mode.
+    puts it in every LLM call of every response mode. The default, ``mode="auto"``, is
+    the prompt mode in an engine wrapped by :func:`apply_feature_prompts` (it switches the
+    engine's copy) and the node mode elsewhere (chat engines and retrievers format the
+    context themselves: the node is how the block reaches them).
 
     Args:
         enricher: the :class:`~asahi_features.enricher.FeatureEnricher` to call.
@@ -82,7 +85,9 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
         user_id / organization_id: fixed identity used when the request brings none.
         node_score: score of the injected node: finite and >= 0 (default 1.0).
         position: ``"first"`` (default: the block heads the context) or ``"last"``.
-        mode: ``"node"`` (default: the block is one node) or ``"prompt"`` (no node).
+        mode: ``"auto"`` (default: ``"prompt"`` in an engine wrapped by
+            :func:`apply_feature_prompts`, else ``"node"``), ``"node"`` (the block is one
+            node, also in a wrapped engine) or ``"prompt"`` (no node).
         inject_node: ``False`` to only enrich (same as ``mode="prompt"``).
         on_missing_identity: ``"warn"`` (default), ``"ignore"`` or ``"raise"``.
         event_texts: ``True`` to put the query and the block in the events.
@@ -111,8 +116,12 @@ class FeatureContextPostprocessor(BaseNodePostprocessor):
     position: Literal["first", "last"] = Field(
         default="first", description="Where the feature node goes in the node list."
     )
-    mode: Literal["node", "prompt"] = Field(
-        default="node", description="'node': the block is one node; 'prompt': no node."
+    mode: Literal["auto", "node", "prompt"] = Field(
+        default="auto",
+        description=(
+            "'auto': 'prompt' in an engine wrapped by apply_feature_prompts, else 'node'; "
+            "'node': the block is one node; 'prompt': no node."
+        ),
     )
     inject_node: bool = Field(default=True, description="Add the block as a node.")
     on_missing_identity: Literal["ignore", "warn", "raise"] = Field(

@@ -109,12 +109,14 @@ def apply_feature_prompts(component: T) -> T:
     """Wrap every prompt of a query engine, synthesizer or any LlamaIndex ``PromptMixin``
     in a :class:`FeaturePromptTemplate`; returns ``component`` (changed in place).
 
-    Use it with ``FeatureContextPostprocessor(enricher, mode="prompt")``: the block is
+    A :class:`FeatureContextPostprocessor` of the engine's ``node_postprocessors`` in the
+    default ``mode="auto"`` is replaced, in this engine only, by a copy in
+    ``mode="prompt"`` (sharing its enricher, monitor and ``enrichment_log``): the block is
     then in every LLM call of every response mode and never a node (so never a cited
-    source, never in ``source_nodes``). With ``mode="node"`` it re-injects a block that a
-    postprocessor placed after it dropped. Applying it twice wraps nothing twice. A
-    :class:`FeatureContextPostprocessor` in ``mode="node"`` that is not the last node
-    postprocessor of the engine is warned about.
+    source, never in ``source_nodes``). One set to ``mode="node"`` keeps its node, and a
+    block that a postprocessor placed after it dropped is re-injected by the prompt; it
+    is warned about when it is not the last node postprocessor. Applying it twice wraps
+    nothing twice.
 
     Raises:
         TypeError: ``component`` has no ``get_prompts`` / ``update_prompts``.
@@ -134,8 +136,22 @@ def apply_feature_prompts(component: T) -> T:
     }
     if wrapped:
         update(wrapped)
+    _switch_to_prompt_mode(component)
     _warn_if_not_last(component)
     return component
+
+
+def _switch_to_prompt_mode(component: Any) -> None:
+    """Put a prompt-mode copy of each ``mode="auto"`` postprocessor in the engine's list
+    (the caller's postprocessor, maybe shared with other engines, is not changed)."""
+    from .postprocessor import FeatureContextPostprocessor
+
+    posts: Optional[List[Any]] = getattr(component, "_node_postprocessors", None)
+    if not isinstance(posts, list):
+        return
+    for position, post in enumerate(posts):
+        if isinstance(post, FeatureContextPostprocessor) and post.mode == "auto":
+            posts[position] = post.model_copy(update={"mode": "prompt"})
 
 
 def _warn_if_not_last(component: Any) -> None:
