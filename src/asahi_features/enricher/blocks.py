@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..budget import Block, Line, segments
-from ..rendering import RenderedValue, humanize, render_value, sanitize, value_key
+from ..rendering import RenderedValue, humanize, render_value, value_key
+from ..sanitizing import sanitize
 from ..settings import EnricherConfig
 from .planning import _Plan
 from .policy import _NAME_CACHE_SIZE, _plain, _PolicyMatcher

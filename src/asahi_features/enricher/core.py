@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from ..budget import LAST_BLOCK_END, Line, Seam
 from ..models import EnrichmentRequest, EnrichmentResult, FeatureVector
 from ..observers import OBSERVED_METHODS, EnrichmentObserver, observed
-from ..rendering import RenderedValue, prepare, sanitize
+from ..rendering import RenderedValue
+from ..sanitizing import prepare, sanitize
 from ..settings import EnricherConfig
 from ..stores.base import FeatureStoreClient, aget_features
 from ..tokens import TokenCounter
