@@ -14,9 +14,7 @@ What it counts lives in :mod:`~asahi_features.monitor.counters`, the quality dec
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import random
 import threading
 import time
@@ -35,7 +33,6 @@ from typing import (
     Union,
 )
 
-from ..errors import ConfigError
 from ..models import EnrichmentResult
 from ..settings import MonitorConfig
 from . import per_model, persistence, report
@@ -50,6 +47,7 @@ from .counters import (
     TaskStats,
     new_quality,
 )
+from .holdout import Holdout
 from .per_model import LLMCall, check_call, merge_calls
 from .quality import coerce_score, quality_disabled
 from .stats import AvailabilityWindow, LatencyReservoir
@@ -184,15 +182,7 @@ class FeatureMonitor:
     ) -> None:
         self.config = config if config is not None else MonitorConfig()
         cfg = self.config
-        for task, fraction in cfg.holdout_fraction.items():
-            if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
-                raise ConfigError(
-                    f"monitor.holdout_fraction[{task!r}] must be between 0 and 1, got {fraction}",
-                    key_path=f"monitor.holdout_fraction.{task}",
-                )
-        self._holdout = dict(cfg.holdout_fraction)
-        self._holdout_default = self._holdout.get("*", 0.0)
-        self._holdout_key = hashlib.blake2b(str(cfg.seed).encode(), digest_size=16).digest()
+        self._holdout = Holdout(cfg.holdout_fraction, cfg.seed)
         self._clock = clock
         self._rng = rng if rng is not None else random.Random(cfg.seed)
         self._lock = threading.Lock()
@@ -485,7 +475,7 @@ class FeatureMonitor:
 
     def holdout_fraction(self, task_type: str) -> float:
         """The configured holdout share of ``task_type`` (``"*"`` applies to all)."""
-        return self._holdout.get(task_type, self._holdout_default)
+        return self._holdout.fraction(task_type)
 
     def is_held_out(self, task_type: str, unit_id: Optional[str]) -> bool:
         """Does this request belong to the control group (deliberately not enriched)?
@@ -499,18 +489,7 @@ class FeatureMonitor:
             task_type: the request's task type.
             unit_id: what is randomised, usually the user id.
         """
-        if unit_id is None:
-            return False
-        fraction = self._holdout.get(task_type, self._holdout_default)
-        if fraction <= 0.0:
-            return False
-        if fraction >= 1.0:
-            return True
-        # "surrogatepass": an id with a lone surrogate (json.loads of a cut emoji) hashes
-        # too; every other id gives the same bytes (and the same group) as plain UTF-8
-        text = f"{task_type}\x1f{unit_id}".encode("utf-8", "surrogatepass")
-        digest = hashlib.blake2b(text, digest_size=8, key=self._holdout_key).digest()
-        return int.from_bytes(digest, "big") < fraction * 18446744073709551616.0
+        return self._holdout.held_out(task_type, unit_id)
 
     # ------------------------------------------------------------------ decision
 
