@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
 from ..models import EnrichmentResult
 from ..settings import MonitorConfig
-from . import per_model, persistence, report
+from . import persistence, report
 from .decision import (
     BreakerWatch,
     Decision,
@@ -413,23 +413,14 @@ class FeatureMonitor:
             >>> report.cheap_quality, report.expensive_quality, report.difference
             (0.8, 0.8, 0.0)
         """
-        from .compare import compare_models
+        from .compare import compare_models, task_models
 
         shared = self._shared
         if shared is not None:  # every replica's scores
-            view = FeatureMonitor(self.config.model_copy(update={"shared_state": None}))
-            view._restore(shared.merged(latency=False))
+            view = shared.view(latency=False)
             return view.compare(task_type, cheap=cheap, expensive=expensive, margin=margin)
         with self._lock:
-            tasks = self._tally.tasks
-            ts = tasks.get(task_type)
-            if ts is None:
-                known = per_model.name_list(tasks)
-                raise ValueError(
-                    f"no enrichments recorded for task {task_type!r} (task types: {known})"
-                )
-            models = {name: stats.copy() for name, stats in ts.models.items()}
-            tokens = report.tokens_per_enriched(ts)
+            models, tokens = task_models(self._tally.tasks, task_type)
         return compare_models(task_type, models, tokens, cheap, expensive, self.config, margin)
 
     # ------------------------------------------------------------------ persistence

@@ -418,6 +418,15 @@ class SharedState:
         states = [by_id[rid] for rid in sorted(by_id)]
         return merge_states(states, self._config, latency=latency)
 
+    def view(self, *, latency: bool = True) -> FeatureMonitor:
+        """A monitor of its own (sharing nothing) holding :meth:`merged`: every
+        replica's state, read as one monitor's."""
+        from .core import FeatureMonitor
+
+        view = FeatureMonitor(self._config.model_copy(update={"shared_state": None}))
+        view._restore(self.merged(latency=latency))
+        return view
+
     def _decide(
         self, others: Mapping[str, persistence.Restored], *, write: bool
     ) -> Dict[str, Verdict]:
@@ -494,11 +503,7 @@ class SharedState:
         this replica and come from ``local``; ``shared_state`` is :meth:`status` and
         ``replica_total_enrichments`` this replica's own total.
         """
-        from .core import FeatureMonitor
-
-        view = FeatureMonitor(self._config.model_copy(update={"shared_state": None}))
-        view._restore(self.merged())
-        stats = view.get_stats()
+        stats = self.view().get_stats()
         for key in LOCAL_KEYS:
             stats[key] = local[key]
         verdicts = self._verdicts
