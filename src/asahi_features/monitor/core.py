@@ -490,14 +490,9 @@ class FeatureMonitor:
                 offending field and what is allowed there), or no path is known.
         """
         target = persistence.persist_target(path, self.config)
-        try:
-            raw = target.read_bytes()
-        except FileNotFoundError:
-            if missing_ok:
-                logger.info("no saved monitor state at %s: starting empty", target)
-                return False
-            raise
-        restored = persistence.parse_snapshot(raw, self.config)
+        restored = persistence.read_saved(target, self.config, missing_ok=missing_ok)
+        if restored is None:
+            return False
         if isinstance(restored, str):
             with self._lock:
                 self._init_state()
