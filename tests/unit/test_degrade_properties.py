@@ -201,9 +201,9 @@ def test_holdout_accepts_any_text(unit: str) -> None:
     if _encodable(unit):  # valid text keeps the group it had before the fix
         import hashlib
 
-        digest = hashlib.blake2b(
-            f"t\x1f{unit}".encode(), digest_size=8, key=monitor._holdout_key
-        ).digest()
+        # the documented scheme: keyed by 16 BLAKE2b bytes of the seed (0 by default)
+        key = hashlib.blake2b(str(monitor.config.seed).encode(), digest_size=16).digest()
+        digest = hashlib.blake2b(f"t\x1f{unit}".encode(), digest_size=8, key=key).digest()
         assert first == (int.from_bytes(digest, "big") < 0.5 * 2.0**64)
 
 

@@ -19,9 +19,13 @@ fallback together. The quality comparison uses the held-out group once it has
 ``min_samples`` scores, and every request without features until then; the decision
 itself is an always-valid sequential test (:mod:`asahi_features.monitor.sequential`).
 
-Modules: :mod:`~asahi_features.monitor.core` (the :class:`FeatureMonitor`: recording,
-holdout, the decision), :mod:`~asahi_features.monitor.counters` (what is counted and
-persisted), :mod:`~asahi_features.monitor.quality` (the per-task quality decision),
+Modules: :mod:`~asahi_features.monitor.core` (the :class:`FeatureMonitor` class, its
+public API), :mod:`~asahi_features.monitor.recording` (what an enrichment or a score
+changes), :mod:`~asahi_features.monitor.holdout` (the control group),
+:mod:`~asahi_features.monitor.decision` (the should-enrich rule),
+:mod:`~asahi_features.monitor.availability` (the pause while the store fails),
+:mod:`~asahi_features.monitor.counters` (what is counted and persisted),
+:mod:`~asahi_features.monitor.quality` (the per-task quality decision),
 :mod:`~asahi_features.monitor.report` (``get_stats``),
 :mod:`~asahi_features.monitor.persistence` (save, load and their checks),
 :mod:`~asahi_features.monitor.export` (Prometheus), :mod:`~asahi_features.monitor.stats`

@@ -32,12 +32,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..settings import MonitorConfig
-from .counters import BASIS_HELD_OUT, HELD_OUT, WITH
+from .counters import BASIS_HELD_OUT, HELD_OUT, WITH, TaskStats
 from .per_model import ModelStats, cost_per_request, name_list
 from .quality import TUNING_FACTOR, basis_of
+from .report import tokens_per_enriched
 from .sequential import compare_gain
 
-__all__ = ["ModelComparison", "compare_models", "format_comparison"]
+__all__ = ["ModelComparison", "compare_models", "format_comparison", "task_models"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,24 @@ class ModelComparison:
 
     def __str__(self) -> str:
         return format_comparison(self)
+
+
+def task_models(
+    tasks: Dict[str, TaskStats], task: str
+) -> Tuple[Dict[str, ModelStats], Optional[float]]:
+    """Copies of ``task``'s per-model data and its feature tokens per enriched request,
+    for :func:`compare_models` (call with the monitor's lock held).
+
+    Raises:
+        ValueError: no enrichments were recorded for ``task`` (the message lists the
+            task types that have some).
+    """
+    ts = tasks.get(task)
+    if ts is None:
+        known = name_list(tasks)
+        raise ValueError(f"no enrichments recorded for task {task!r} (task types: {known})")
+    models = {name: stats.copy() for name, stats in ts.models.items()}
+    return models, tokens_per_enriched(ts)
 
 
 def compare_models(

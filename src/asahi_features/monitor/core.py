@@ -1,104 +1,48 @@
-"""The :class:`FeatureMonitor`: recording, holdout and the should-enrich decision.
+"""The :class:`FeatureMonitor` class: the monitor's public API, each method a thin call.
 
-One module on purpose (about 890 lines): the public API of one class (recording,
-holdout, decisions, stats, persistence, exporters), each call a thin layer over
-``counters``, ``quality``, ``sequential``, ``per_model``, ``report``, ``persistence``
-and ``shared``.
-
-What it counts lives in :mod:`~asahi_features.monitor.counters`, the quality decision in
-:mod:`~asahi_features.monitor.quality`, the stats dict in
-:mod:`~asahi_features.monitor.report`, saving and loading in
-:mod:`~asahi_features.monitor.persistence` and Prometheus export in
-:mod:`~asahi_features.monitor.export`.
+A method checks its arguments, takes the monitor's lock and hands over to the module
+whose job it is: :mod:`~asahi_features.monitor.recording` (what an enrichment or a score
+changes), :mod:`~asahi_features.monitor.holdout` (the control group),
+:mod:`~asahi_features.monitor.decision` and :mod:`~asahi_features.monitor.availability`
+(should we enrich?), :mod:`~asahi_features.monitor.report` (``get_stats``),
+:mod:`~asahi_features.monitor.compare`, :mod:`~asahi_features.monitor.persistence`,
+:mod:`~asahi_features.monitor.shared` (replicas) and :mod:`~asahi_features.monitor.export`
+(Prometheus). :class:`Decision`, :class:`DecisionReason` and :class:`ScoreEvent` are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
 import random
 import threading
 import time
-from collections import deque
 from pathlib import Path
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    Deque,
-    Dict,
-    List,
-    NamedTuple,
-    Optional,
-    Tuple,
-    Union,
-)
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Union
 
-from ..errors import ConfigError
 from ..models import EnrichmentResult
 from ..settings import MonitorConfig
-from . import per_model, persistence, report
-from .counters import (
-    FALLBACK,
-    GROUPS,
-    HELD_OUT,
-    OTHER_TASK,
-    WITH,
-    Counters,
-    Entry,
-    TaskStats,
-    new_quality,
+from . import persistence, report
+from .decision import (
+    BreakerWatch,
+    Decision,
+    DecisionReason,
+    breaker_decision,
+    breaker_of,
+    quality_decision,
 )
-from .per_model import LLMCall, check_call, merge_calls
+from .holdout import Holdout
+from .per_model import check_call
 from .quality import coerce_score, quality_disabled
-from .stats import AvailabilityWindow, LatencyReservoir
+from .recording import ScoreEvent, Tally, notify_score, read_outcome
 
 if TYPE_CHECKING:
     from .compare import ModelComparison
     from .shared import SharedState
 
+__all__ = ["Decision", "DecisionReason", "FeatureMonitor", "ScoreEvent"]
+
 logger = logging.getLogger("asahi_features.monitor")
-
-
-class DecisionReason:
-    """The reasons :meth:`FeatureMonitor.decision` gives (plain strings)."""
-
-    ENABLED = "enabled"
-    """Nothing speaks against enriching."""
-    BREAKER_OPEN = "breaker_open"
-    """The watched circuit breaker is open: the store is failing persistently."""
-    BREAKER_HALF_OPEN = "breaker_half_open"
-    """The breaker lets a probe through; enrich so that the probe can happen."""
-    STORE_UNAVAILABLE = "store_unavailable"
-    """Recent availability is below ``min_availability_pct``: enrichment is paused."""
-    AVAILABILITY_PROBE = "availability_probe"
-    """Paused for availability, but this request is the periodic probe."""
-    QUALITY_NO_GAIN = "quality_no_gain"
-    """The data shows (always-valid upper bound of the gain below ``min_quality_gain``)
-    that enrichment does not improve quality by the margin."""
-    EXPLORATION = "exploration"
-    """Quality says no, but this request is in the exploration share."""
-
-
-class ScoreEvent(NamedTuple):
-    """One quality score the monitor accepted, as its ``score_observers`` see it."""
-
-    enrichment_id: str
-    task_type: str
-    """The task it was counted under (``"__other__"`` past ``max_task_types``)."""
-    group: str
-    """``with_features``, ``held_out`` or ``fallback``."""
-    score: float
-    raw: Any
-    """The score as given (a number, a bool or an object with ``.score``)."""
-
-
-class Decision(NamedTuple):
-    """The outcome of :meth:`FeatureMonitor.decision`: whether to enrich, and why."""
-
-    enrich: bool
-    reason: str
 
 
 class FeatureMonitor:
@@ -184,23 +128,11 @@ class FeatureMonitor:
     ) -> None:
         self.config = config if config is not None else MonitorConfig()
         cfg = self.config
-        for task, fraction in cfg.holdout_fraction.items():
-            if not 0.0 <= fraction <= 1.0 or math.isnan(fraction):
-                raise ConfigError(
-                    f"monitor.holdout_fraction[{task!r}] must be between 0 and 1, got {fraction}",
-                    key_path=f"monitor.holdout_fraction.{task}",
-                )
-        self._holdout = dict(cfg.holdout_fraction)
-        self._holdout_default = self._holdout.get("*", 0.0)
-        self._holdout_key = hashlib.blake2b(str(cfg.seed).encode(), digest_size=16).digest()
+        self._holdout = Holdout(cfg.holdout_fraction, cfg.seed)
         self._clock = clock
         self._rng = rng if rng is not None else random.Random(cfg.seed)
         self._lock = threading.Lock()
-        self._watched: Any = None
-        self._last_breaker_state: Optional[str] = None
-        self._max_pending = cfg.max_pending_quality
-        self._max_tasks = cfg.max_task_types
-        self._max_models = cfg.max_models
+        self._breaker = BreakerWatch()
         self.score_observers: List[Callable[[ScoreEvent], None]] = []
         """Called with every quality score the monitor accepts (see :class:`ScoreEvent`;
         the OpenTelemetry integration, :mod:`asahi_features.telemetry`, is one)."""
@@ -214,24 +146,15 @@ class FeatureMonitor:
 
             attach(self, cfg.shared_state)
 
-    def _init_state(self) -> None:
-        cfg = self.config
-        self._tasks: Dict[str, TaskStats] = {}
-        self._pending: Dict[str, Entry] = {}
-        # the model (and usage) given for a pending id before its score arrives
-        self._pending_calls: Dict[str, LLMCall] = {}
-        self._order: Deque[str] = deque()
-        self._latency = LatencyReservoir(cfg.latency_reservoir_size, seed=cfg.seed)
-        self._window = AvailabilityWindow(cfg.availability_window)
-        self._quality = new_quality()
-        self._counters = Counters()
-        self._paused = False
-        self._next_probe_at = 0.0
+    def _init_state(self, restored: Optional[persistence.Restored] = None) -> None:
+        """Start counting from zero, or from ``restored`` (call with the lock held)."""
+        self._tally = Tally(self.config, restored)
 
     def __repr__(self) -> str:
+        tally = self._tally
         return (
-            f"FeatureMonitor(total_enrichments={self._counters.total}, "
-            f"tasks={len(self._tasks)}, paused={self._paused})"
+            f"FeatureMonitor(total_enrichments={tally.counters.total}, "
+            f"tasks={len(tally.tasks)}, paused={tally.gate.paused})"
         )
 
     # ------------------------------------------------------------------ sharing
@@ -294,99 +217,14 @@ class FeatureMonitor:
             TypeError, ValueError: ``model`` is not a non-blank string or a token count
                 is not an integer >= 0.
         """
-        call = (
-            None
-            if model is None and input_tokens is None and output_tokens is None
-            else check_call(model, input_tokens, output_tokens)
-        )
-        scored = self._record(result, inference_quality, call)
-        if scored is not None and self.score_observers:
-            self._notify_score(result.enrichment_id, scored, inference_quality)
-
-    def _record(
-        self,
-        result: EnrichmentResult,
-        inference_quality: Optional[float],
-        call: Optional[LLMCall],
-    ) -> Optional[Tuple[Entry, float]]:
-        """:meth:`record_enrichment`; the scored entry and score when a score was taken."""
+        call = check_call(model, input_tokens, output_tokens)
         score = None if inference_quality is None else coerce_score(inference_quality)
-        # Read everything first: a malformed result fails here, before any counter moves.
-        eid = result.enrichment_id
-        task = result.task_type
-        enriched = result.features_available
-        held_out = result.held_out
-        reason = result.reason
-        tokens = result.feature_tokens_added + 0
-        latency = result.enrichment_latency_ms + 0.0
-        stale = len(result.dropped_stale)
-        attempted = result.store_attempted
-        failed = bool(result.store_failed)
-        if enriched:
-            used = len(result.features_used)
-            freshness = result.max_freshness_seconds + 0.0
+        # read everything first: a malformed result fails here, before any counter moves
+        outcome = read_outcome(result)
         with self._lock:
-            c = self._counters
-            pending = self._pending
-            entry = pending.get(eid)
-            if entry is not None:
-                c.duplicate_records += 1
-                if inference_quality is not None:
-                    applied = self._apply_score(eid, entry, score, call)
-                    return (entry, score) if applied and score is not None else None
-                if call is not None and not entry[2]:
-                    self._remember_call(eid, call)
-                return None
-            ts = self._tasks.get(task)
-            if ts is None:
-                ts = self._task_for(task)
-            if enriched:
-                group = WITH
-                c.successful += 1
-                c.features_used += used
-                c.freshness_sum += freshness
-                if freshness > c.freshness_max:
-                    c.freshness_max = freshness
-            elif held_out:
-                group = HELD_OUT
-                c.held_out += 1
-            else:
-                group = FALLBACK
-            c.total += 1
-            ts.total += 1
-            ts.groups[group] += 1
-            reasons = ts.reasons
-            reasons[reason] = reasons.get(reason, 0) + 1
-            c.tokens += tokens
-            ts.tokens += tokens
-            c.latency_sum += latency
-            self._latency.add(latency)
-            if stale:
-                c.stale_dropped += stale
-                c.stale_records += 1
-            if attempted:
-                c.attempts += 1
-                self._window.add(failed)
-                if failed:
-                    c.failures += 1
-                elif self._paused:
-                    self._resume("a fetch attempt succeeded")
-            if len(pending) >= self._max_pending:
-                old_id = self._order.popleft()
-                old = pending.pop(old_id)
-                if not old[2]:
-                    c.evicted += 1
-                if self._pending_calls:
-                    self._pending_calls.pop(old_id, None)
-            self._order.append(eid)
-            entry = ts.entries[group]
-            pending[eid] = entry
-            if inference_quality is not None:
-                applied = self._apply_score(eid, entry, score, call)
-                return (entry, score) if applied and score is not None else None
-            if call is not None:
-                self._pending_calls[eid] = call
-            return None
+            scored = self._tally.record(outcome, inference_quality is not None, score, call)
+        if scored is not None and self.score_observers:
+            notify_score(self.score_observers, result.enrichment_id, scored, inference_quality)
 
     def record_quality(
         self,
@@ -419,73 +257,21 @@ class FeatureMonitor:
             TypeError, ValueError: ``model`` is not a non-blank string or a token count
                 is not an integer >= 0.
         """
-        call = (
-            None
-            if model is None and input_tokens is None and output_tokens is None
-            else check_call(model, input_tokens, output_tokens)
-        )
+        call = check_call(model, input_tokens, output_tokens)
         value = coerce_score(score)
         with self._lock:
-            entry = self._pending.get(enrichment_id)
-            if entry is None:
-                self._counters.unmatched += 1
-                return False
-            applied = self._apply_score(enrichment_id, entry, value, call)
-        if applied and value is not None and self.score_observers:
-            self._notify_score(enrichment_id, (entry, value), score)
-        return applied
-
-    def _notify_score(self, enrichment_id: str, scored: Tuple[Entry, float], raw: Any) -> None:
-        """Tell the score observers (outside the lock, on the caller's thread) about an
-        accepted score; an observer that raises is logged, never the caller's problem."""
-        (ts, group, _), value = scored
-        event = ScoreEvent(enrichment_id, ts.name, GROUPS[group], value, raw)
-        for observer in self.score_observers:
-            try:
-                observer(event)
-            except Exception:
-                logger.warning("a quality score observer failed; ignored", exc_info=True)
-
-    def _apply_score(
-        self, eid: str, entry: Entry, score: Optional[float], call: Optional[LLMCall] = None
-    ) -> bool:
-        ts, group, scored = entry
-        if score is None:
-            self._counters.invalid_scores += 1
-            if call is not None and not scored:  # a valid score may follow
-                self._remember_call(eid, call)
+            scored = self._tally.record_quality(enrichment_id, value, call)
+        if scored is None:
             return False
-        if scored:
-            self._counters.duplicate_scores += 1
-            return False
-        ts.quality[group].add(score)
-        self._quality[group].add(score)
-        ts.version += 1
-        self._pending[eid] = ts.entries[group + 3]
-        if self._pending_calls:
-            call = merge_calls(call, self._pending_calls.pop(eid, None))
-        if call is not None:
-            per_model.add_score(ts.models, call, group, score, self._max_models)
+        if self.score_observers:
+            notify_score(self.score_observers, enrichment_id, scored, score)
         return True
-
-    def _remember_call(self, eid: str, call: LLMCall) -> None:
-        self._pending_calls[eid] = merge_calls(call, self._pending_calls.get(eid)) or call
-
-    def _task_for(self, task: str) -> TaskStats:
-        if len(self._tasks) >= self._max_tasks:
-            task = OTHER_TASK
-            existing = self._tasks.get(task)
-            if existing is not None:
-                return existing
-        ts = TaskStats(task)
-        self._tasks[task] = ts
-        return ts
 
     # ------------------------------------------------------------------ holdout
 
     def holdout_fraction(self, task_type: str) -> float:
         """The configured holdout share of ``task_type`` (``"*"`` applies to all)."""
-        return self._holdout.get(task_type, self._holdout_default)
+        return self._holdout.fraction(task_type)
 
     def is_held_out(self, task_type: str, unit_id: Optional[str]) -> bool:
         """Does this request belong to the control group (deliberately not enriched)?
@@ -499,18 +285,7 @@ class FeatureMonitor:
             task_type: the request's task type.
             unit_id: what is randomised, usually the user id.
         """
-        if unit_id is None:
-            return False
-        fraction = self._holdout.get(task_type, self._holdout_default)
-        if fraction <= 0.0:
-            return False
-        if fraction >= 1.0:
-            return True
-        # "surrogatepass": an id with a lone surrogate (json.loads of a cut emoji) hashes
-        # too; every other id gives the same bytes (and the same group) as plain UTF-8
-        text = f"{task_type}\x1f{unit_id}".encode("utf-8", "surrogatepass")
-        digest = hashlib.blake2b(text, digest_size=8, key=self._holdout_key).digest()
-        return int.from_bytes(digest, "big") < fraction * 18446744073709551616.0
+        return self._holdout.held_out(task_type, unit_id)
 
     # ------------------------------------------------------------------ decision
 
@@ -525,34 +300,9 @@ class FeatureMonitor:
         Raises:
             TypeError: the object has neither ``.breaker`` nor ``.state``.
         """
-        target = client_or_breaker
-        if target is not None:
-            breaker = getattr(target, "breaker", None)
-            if breaker is not None:
-                target = breaker
-            try:
-                target.state  # noqa: B018 - probing the attribute
-            except AttributeError:
-                raise TypeError(
-                    "watch() needs a circuit breaker (with .state) or a client with "
-                    f".breaker, got {type(client_or_breaker).__name__}"
-                ) from None
-            except Exception:  # present but failing now: read again at each decision
-                logger.debug("the watched breaker's state cannot be read now", exc_info=True)
+        target = breaker_of(client_or_breaker)
         with self._lock:
-            self._watched = target
-            self._last_breaker_state = None
-
-    def _breaker_state(self) -> Optional[str]:
-        target = self._watched
-        if target is None:
-            return None
-        try:
-            state = target.state
-        except Exception:  # a broken breaker must not break the request path
-            logger.debug("reading the watched breaker's state failed", exc_info=True)
-            return None
-        return str(getattr(state, "value", state)).lower()
+            self._breaker.follow(target)
 
     def should_enrich(self, task_type: str) -> bool:
         """Should the enricher fetch features for this request? See the class docs.
@@ -565,71 +315,23 @@ class FeatureMonitor:
 
     def decision(self, task_type: str) -> Decision:
         """:meth:`should_enrich` with its reason (one of :class:`DecisionReason`)."""
+        cfg = self.config
         with self._lock:
-            state = self._breaker_state()
-            if state is not None:
-                last = self._last_breaker_state
-                if state != last:
-                    self._last_breaker_state = state
-                    if state == "closed" and last is not None:
-                        self._window.clear()
-                        if self._paused:
-                            self._resume("the circuit breaker closed")
-                if state == "open":
-                    return Decision(False, DecisionReason.BREAKER_OPEN)
-                if state == "half_open":  # the guard's probe decides, not the window
-                    return Decision(True, DecisionReason.BREAKER_HALF_OPEN)
-            if self._availability_paused():
-                now = self._clock()
-                if now >= self._next_probe_at:
-                    self._next_probe_at = now + self.config.availability_probe_interval_seconds
-                    self._counters.probes += 1
-                    return Decision(True, DecisionReason.AVAILABILITY_PROBE)
-                return Decision(False, DecisionReason.STORE_UNAVAILABLE)
+            tally = self._tally
+            state, closed_again = self._breaker.observe()
+            if closed_again:
+                tally.gate.breaker_closed()
+            decided = breaker_decision(state)
+            if decided is None:
+                decided = tally.gate.decision(tally.counters, cfg, self._clock)
+            if decided is not None:
+                return decided
             shared = self._shared
             disabled = None if shared is None else shared.disabled(task_type)
             if disabled is None:
-                ts = self._lookup_task(task_type)
-                disabled = ts is not None and quality_disabled(ts, self.config)
-            if disabled:
-                if self._rng.random() < self.config.exploration_fraction:
-                    return Decision(True, DecisionReason.EXPLORATION)
-                return Decision(False, DecisionReason.QUALITY_NO_GAIN)
-            return Decision(True, DecisionReason.ENABLED)
-
-    def _lookup_task(self, task_type: str) -> Optional[TaskStats]:
-        ts = self._tasks.get(task_type)
-        if ts is None and len(self._tasks) >= self._max_tasks:
-            ts = self._tasks.get(OTHER_TASK)
-        return ts
-
-    def _availability_paused(self) -> bool:
-        if self._paused:
-            return True
-        cfg = self.config
-        window = self._window
-        if window.count < cfg.failure_window_min_attempts:
-            return False
-        pct = window.availability_pct
-        if pct is None or pct >= cfg.min_availability_pct:
-            return False
-        self._paused = True
-        self._counters.pauses += 1
-        self._next_probe_at = self._clock() + cfg.availability_probe_interval_seconds
-        logger.warning(
-            "feature store availability %.1f%% over the last %d attempts is below %.1f%%: "
-            "enrichment paused, probing every %.1fs",
-            pct,
-            window.count,
-            cfg.min_availability_pct,
-            cfg.availability_probe_interval_seconds,
-        )
-        return True
-
-    def _resume(self, why: str) -> None:
-        self._paused = False
-        self._window.clear()
-        logger.info("feature store recovered (%s): enrichment resumed", why)
+                ts = tally.lookup_task(task_type)
+                disabled = ts is not None and quality_disabled(ts, cfg)
+            return quality_decision(disabled, self._rng, cfg.exploration_fraction)
 
     # ------------------------------------------------------------------ reading
 
@@ -711,22 +413,14 @@ class FeatureMonitor:
             >>> report.cheap_quality, report.expensive_quality, report.difference
             (0.8, 0.8, 0.0)
         """
-        from .compare import compare_models
+        from .compare import compare_models, task_models
 
         shared = self._shared
         if shared is not None:  # every replica's scores
-            view = FeatureMonitor(self.config.model_copy(update={"shared_state": None}))
-            view._restore(shared.merged(latency=False))
+            view = shared.view(latency=False)
             return view.compare(task_type, cheap=cheap, expensive=expensive, margin=margin)
         with self._lock:
-            ts = self._tasks.get(task_type)
-            if ts is None:
-                known = per_model.name_list(self._tasks)
-                raise ValueError(
-                    f"no enrichments recorded for task {task_type!r} (task types: {known})"
-                )
-            models = {name: stats.copy() for name, stats in ts.models.items()}
-            tokens = report.tokens_per_enriched(ts)
+            models, tokens = task_models(self._tally.tasks, task_type)
         return compare_models(task_type, models, tokens, cheap, expensive, self.config, margin)
 
     # ------------------------------------------------------------------ persistence
@@ -743,17 +437,14 @@ class FeatureMonitor:
         """
         with self._lock:
             stats = report.stats_locked(self)
-            state = persistence.state_of(self._counters, self._quality, self._latency, self._tasks)
+            t = self._tally
+            state = persistence.state_of(t.counters, t.quality, t.latency, t.tasks)
         stats = report.finish_stats(stats, self.config)
         return {"schema": persistence.schema_of(state), "stats": stats, "state": state}
 
     def _restore(self, restored: persistence.Restored) -> None:
         with self._lock:
-            self._init_state()
-            self._counters = restored.counters
-            self._quality = restored.quality
-            self._latency = restored.latency
-            self._tasks = restored.tasks
+            self._init_state(restored)
         if self._shared is not None:
             self._shared.invalidate()
 
@@ -799,14 +490,9 @@ class FeatureMonitor:
                 offending field and what is allowed there), or no path is known.
         """
         target = persistence.persist_target(path, self.config)
-        try:
-            raw = target.read_bytes()
-        except FileNotFoundError:
-            if missing_ok:
-                logger.info("no saved monitor state at %s: starting empty", target)
-                return False
-            raise
-        restored = persistence.parse_snapshot(raw, self.config)
+        restored = persistence.read_saved(target, self.config, missing_ok=missing_ok)
+        if restored is None:
+            return False
         if isinstance(restored, str):
             with self._lock:
                 self._init_state()

@@ -286,6 +286,26 @@ def parse_snapshot(raw: bytes, config: MonitorConfig) -> Union[Restored, str]:
         return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
+def read_saved(
+    target: Path, config: MonitorConfig, *, missing_ok: bool
+) -> Union[Restored, str, None]:
+    """The checked state saved in ``target``; what is wrong with it (one line); or
+    ``None`` when the file is missing and ``missing_ok`` (a first start).
+
+    Raises:
+        FileNotFoundError: the file is missing and not ``missing_ok``.
+        OSError: the file cannot be read.
+    """
+    try:
+        raw = target.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            logger.info("no saved monitor state at %s: starting empty", target)
+            return None
+        raise
+    return parse_snapshot(raw, config)
+
+
 def persist_target(path: Union[str, Path, None], config: MonitorConfig) -> Path:
     """``path``, or the configured ``persist_path``.
 

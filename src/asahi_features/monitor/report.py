@@ -28,21 +28,22 @@ if TYPE_CHECKING:
 
 def stats_locked(monitor: FeatureMonitor) -> Dict[str, Any]:
     """Everything but the latency percentiles (call with the monitor's lock held)."""
-    c = monitor._counters
+    tally = monitor._tally
+    c = tally.counters
     cfg = monitor.config
-    breaker_state = monitor._breaker_state()
-    tasks = {name: task_stats(monitor, ts) for name, ts in sorted(monitor._tasks.items())}
+    breaker_state = monitor._breaker.state()
+    tasks = {name: task_stats(monitor, ts) for name, ts in sorted(tally.tasks.items())}
     reasons: Dict[str, int] = {}
-    for ts in monitor._tasks.values():
+    for ts in tally.tasks.values():
         for reason, count in ts.reasons.items():
             key = reason_name(reason)
             reasons[key] = reasons.get(key, 0) + count
-    quality = monitor._quality
+    quality = tally.quality
     q = [acc.summary() for acc in quality]
     without = Welford.merged(quality[HELD_OUT], quality[FALLBACK])
     basis, basis_acc = basis_of(quality, cfg.min_samples)
-    latencies = list(monitor._latency.values)
-    window = monitor._window
+    latencies = list(tally.latency.values)
+    window = tally.gate.window
     total, successful = c.total, c.successful
     stats: Dict[str, Any] = {
         "total_enrichments": total,
@@ -69,7 +70,7 @@ def stats_locked(monitor: FeatureMonitor) -> Dict[str, Any]:
         "feature_store_attempts": c.attempts,
         "feature_store_failures": c.failures,
         "feature_store_window_attempts": window.count,
-        "availability_paused": monitor._paused,
+        "availability_paused": tally.gate.paused,
         "availability_pauses": c.pauses,
         "availability_probes": c.probes,
         "breaker_state": breaker_state,
@@ -82,7 +83,7 @@ def stats_locked(monitor: FeatureMonitor) -> Dict[str, Any]:
         "max_freshness_seconds": c.freshness_max if successful else None,
         "reasons": dict(sorted(reasons.items())),
         "fallbacks_by_reason": {k: v for k, v in sorted(reasons.items()) if k != "enriched"},
-        "pending_quality": len(monitor._pending),
+        "pending_quality": len(tally.pending),
         "pending_evicted": c.evicted,
         "unmatched_quality_scores": c.unmatched,
         "duplicate_quality_scores": c.duplicate_scores,

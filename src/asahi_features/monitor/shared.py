@@ -312,8 +312,9 @@ class SharedState:
         monitor = self.monitor
         full = self._full
         with monitor._lock:
-            counters = monitor._counters.to_dict()
-            tasks = monitor._tasks
+            tally = monitor._tally
+            counters = tally.counters.to_dict()
+            tasks = tally.tasks
             if full:
                 dirty = dict(tasks)
             else:
@@ -324,9 +325,7 @@ class SharedState:
                 if not dirty and counters == self._flushed_counters:
                     dirty = None
             if dirty is not None:
-                state = persistence.state_of(
-                    monitor._counters, monitor._quality, monitor._latency, dirty
-                )
+                state = persistence.state_of(tally.counters, tally.quality, tally.latency, dirty)
                 signatures = {n: (ts.total, ts.version) for n, ts in dirty.items()}
         if dirty is None:  # nothing new (and no network call under the monitor's lock)
             if self._wall() - self._last_write >= self._heartbeat:
@@ -394,12 +393,13 @@ class SharedState:
         """A copy of this replica's live state (taken under its lock, no checks needed)."""
         monitor = self.monitor
         with monitor._lock:
-            counters = dataclasses.replace(monitor._counters)
-            quality = copy_quality(monitor._quality)
-            latency = LatencyReservoir(monitor._latency.size)
-            latency.seen = monitor._latency.seen
-            latency.values = list(monitor._latency.values)
-            tasks = {name: copy_task(ts) for name, ts in monitor._tasks.items()}
+            tally = monitor._tally
+            counters = dataclasses.replace(tally.counters)
+            quality = copy_quality(tally.quality)
+            latency = LatencyReservoir(tally.latency.size)
+            latency.seen = tally.latency.seen
+            latency.values = list(tally.latency.values)
+            tasks = {name: copy_task(ts) for name, ts in tally.tasks.items()}
         return persistence.Restored(counters, quality, latency, tasks)
 
     def merged(
@@ -418,6 +418,15 @@ class SharedState:
         states = [by_id[rid] for rid in sorted(by_id)]
         return merge_states(states, self._config, latency=latency)
 
+    def view(self, *, latency: bool = True) -> FeatureMonitor:
+        """A monitor of its own (sharing nothing) holding :meth:`merged`: every
+        replica's state, read as one monitor's."""
+        from .core import FeatureMonitor
+
+        view = FeatureMonitor(self._config.model_copy(update={"shared_state": None}))
+        view._restore(self.merged(latency=latency))
+        return view
+
     def _decide(
         self, others: Mapping[str, persistence.Restored], *, write: bool
     ) -> Dict[str, Verdict]:
@@ -428,7 +437,7 @@ class SharedState:
             # something moved: decide again on the merged scores (idle syncs skip this)
             monitor = self.monitor
             with monitor._lock:
-                own = self._decider.own_copies(monitor._tasks)
+                own = self._decider.own_copies(monitor._tally.tasks)
             parts: Dict[str, List[Part]] = {}
             for rid in sorted(others):
                 for raw, ts in self._reader.task_caches.get(rid, {}).values():
@@ -457,9 +466,9 @@ class SharedState:
         """Moves whenever this replica records or scores (or its state is replaced)."""
         monitor = self.monitor
         with monitor._lock:
-            tasks = monitor._tasks
-            versions = sum(ts.version for ts in tasks.values())
-            return (monitor._counters.total, versions, len(tasks), self._restores)
+            tally = monitor._tally
+            versions = sum(ts.version for ts in tally.tasks.values())
+            return (tally.counters.total, versions, len(tally.tasks), self._restores)
 
     # ------------------------------------------------------------------ reading
 
@@ -494,11 +503,7 @@ class SharedState:
         this replica and come from ``local``; ``shared_state`` is :meth:`status` and
         ``replica_total_enrichments`` this replica's own total.
         """
-        from .core import FeatureMonitor
-
-        view = FeatureMonitor(self._config.model_copy(update={"shared_state": None}))
-        view._restore(self.merged())
-        stats = view.get_stats()
+        stats = self.view().get_stats()
         for key in LOCAL_KEYS:
             stats[key] = local[key]
         verdicts = self._verdicts
