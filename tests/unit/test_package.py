@@ -114,3 +114,26 @@ def test_readme_quick_start_runs(tmp_path: Path) -> None:
             check=False,
         )
         assert proc.returncode == 0, block + "\n" + proc.stderr
+
+
+MODULE_LINES = 500
+"""DESIGN.md: a module growing past about 500 lines is asking to be split by job."""
+
+
+def test_no_module_grows_past_500_lines_without_a_reason_in_its_docstring() -> None:
+    import ast
+
+    package = Path(asahi_features.__file__).parent
+    unexplained = []
+    for path in sorted(package.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.count("\n")
+        if lines <= MODULE_LINES:
+            continue
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if "on purpose" not in docstring:  # "One module on purpose (...): <the reason>"
+            unexplained.append(f"{path.relative_to(package)} ({lines} lines)")
+    assert not unexplained, (
+        f"modules over {MODULE_LINES} lines without 'One module on purpose (...): <why>' "
+        f"in their docstring: split them by job, or state why they stay whole: {unexplained}"
+    )

@@ -1,5 +1,8 @@
 """The :class:`FeatureMonitor` class: the monitor's public API, each method a thin call.
 
+One module on purpose (about 580 lines, two thirds of them docstrings): one class whose
+methods are thin calls; their docstrings are the monitor's API reference.
+
 A method checks its arguments, takes the monitor's lock and hands over to the module
 whose job it is: :mod:`~asahi_features.monitor.recording` (what an enrichment or a score
 changes), :mod:`~asahi_features.monitor.holdout` (the control group),

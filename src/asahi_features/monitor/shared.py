@@ -1,6 +1,11 @@
 """Many replicas, one view: a :class:`~asahi_features.monitor.FeatureMonitor` state shared
 through a backend (Redis, :mod:`~asahi_features.monitor.shared_redis`).
 
+One module on purpose (about 530 lines): the replica's side of sharing, one background
+thread and the state it guards under one lock (the last merged view, the decision cache,
+the outage counters); the stateless parts are already in their own modules (listed
+below).
+
 How it works
 ------------
 * **Recording stays in process.** ``record_enrichment`` and ``record_quality`` change
