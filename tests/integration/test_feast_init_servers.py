@@ -157,7 +157,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 def test_redis_online_store_feature_service_request_data_async(
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     repo = make_feast_init_repo(
         tmp_path_factory.mktemp("init_redis"),
@@ -169,7 +171,6 @@ def test_redis_online_store_feature_service_request_data_async(
     )
     client = FeastClient(str(repo), PROJECT)
     assert client.health_check() is True
-    assert client._async_native() is True  # Redis reads natively async
     enricher = FeatureEnricher(client, enricher_config())
     drivers = ["1001", "1002", "1003", "1004", "1005"]
     requests: List[Dict[str, Any]] = [
@@ -181,7 +182,13 @@ def test_redis_online_store_feature_service_request_data_async(
         }
         for i, d in enumerate(drivers, start=1)
     ]
-    results = asyncio.run(enricher.aenrich_batch(requests))
+
+    def no_thread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Redis reads must use Feast's native async path")
+
+    with monkeypatch.context() as patched:  # Redis reads natively async: no worker thread
+        patched.setattr(asyncio, "to_thread", no_thread)
+        results = asyncio.run(enricher.aenrich_batch(requests))
     sync = enricher.enrich_batch(requests)
     for i, (result, again) in enumerate(zip(results, sync, strict=True), start=1):
         assert result.reason is EnrichmentReason.ENRICHED

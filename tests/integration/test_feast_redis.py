@@ -139,7 +139,6 @@ async def test_native_async(client: FeastClient, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(asyncio, "to_thread", no_thread)
     vec = await client.aget_features(FRESH_USER, "user", PRODUCT)
     assert set(vec.features) == set(PRODUCT)
-    assert client._native_async is True
     batch = await client.aget_batch_features(
         [FRESH_USER, MISSING_USER, STALE_USER], "user", ["tier"]
     )

@@ -404,15 +404,16 @@ def test_every_http_error_path_is_secret_free(
 
 
 def test_a_refused_header_is_reported_by_type(
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     tailed_env: None,
     server: EchoingTecton,
     mimic: EchoingMimic,
 ) -> None:
     """Behind the constructors' cleaning, transport errors are the second wall: a header
-    value smuggled past them (as a newer code path or a user's own client might) makes
-    h11 raise ``LocalProtocolError`` quoting it; the library's errors, vectors and log
-    records name only the type.
+    value smuggled in below them (here by httpx's own transports, as a newer code path or
+    a user's own client might) makes h11 raise ``LocalProtocolError`` quoting it; the
+    library's errors, vectors and log records name only the type.
 
     httpcore's own DEBUG trace (``send_request_headers.failed exception=...``) does quote
     the exception: that third-party logger is outside the library's reach, which is why
@@ -422,20 +423,37 @@ def test_a_refused_header_is_reported_by_type(
     caplog.set_level(logging.DEBUG)
     dirty = SECRET + "\n"
     store = _http_store(mimic.url)
-    store._client.headers["Authorization"] = f"Bearer {dirty}"
-    store._headers["Authorization"] = f"Bearer {dirty}"  # the async clients made from now on
     tecton = _client(server.url)
-    tecton._http.headers["Authorization"] = f"Tecton-key {dirty}"
-    tecton._api_key_holder = lambda: dirty
+    handle = httpx.HTTPTransport.handle_request
+    ahandle = httpx.AsyncHTTPTransport.handle_async_request
+
+    def smuggle(request: httpx.Request) -> None:
+        """The request's own scheme (``Bearer``, ``Tecton-key``), a dirty credential."""
+        scheme = request.headers.get("Authorization", "Bearer").split(" ")[0]
+        request.headers["Authorization"] = f"{scheme} {dirty}"
+
+    def dirty_handle(self: httpx.HTTPTransport, request: httpx.Request) -> httpx.Response:
+        smuggle(request)
+        return handle(self, request)
+
+    async def dirty_ahandle(
+        self: httpx.AsyncHTTPTransport, request: httpx.Request
+    ) -> httpx.Response:
+        smuggle(request)
+        return await ahandle(self, request)
+
     errors: List[BaseException] = []
-    try:
-        for client in (store, tecton):
-            found = drive_raw(client)
-            assert any("LocalProtocolError" in str(e) for e in found), found
-            errors += found + drive_guarded(client, "refused header", False)
-    finally:
-        store.close()
-        tecton.close()
+    with monkeypatch.context() as patched:
+        patched.setattr(httpx.HTTPTransport, "handle_request", dirty_handle)
+        patched.setattr(httpx.AsyncHTTPTransport, "handle_async_request", dirty_ahandle)
+        try:
+            for client in (store, tecton):
+                found = drive_raw(client)
+                assert any("LocalProtocolError" in str(e) for e in found), found
+                errors += found + drive_guarded(client, "refused header", False)
+        finally:
+            store.close()
+            tecton.close()
     for error in errors:
         assert_clean(exception_text(error), f"refused header: {type(error).__name__}")
     assert_logs_clean(caplog, "refused header", ours_only=True)

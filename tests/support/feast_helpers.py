@@ -47,6 +47,7 @@ __all__ = [
     "CallCounter",
     "add_feature_view",
     "build_test_repo",
+    "claim_native_async_reads",
     "scoring_view_rows",
 ]
 
@@ -174,3 +175,19 @@ class CallCounter:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(store, name, wrapper)
+
+
+def claim_native_async_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make Feast's SQLite online store advertise native async reads, as Redis's does
+    (``OnlineStore.async_supported``), for the test's duration.
+
+    A FeastClient built afterwards takes Feast's async read path
+    (``get_online_features_async``), where SQLite then raises NotImplementedError: the
+    native path runs here without a Redis server (the Redis integration tests run it for
+    real).
+    """
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+    from feast.infra.supported_async_methods import SupportedAsyncMethods
+
+    claimed = property(lambda self: SupportedAsyncMethods(read=True))
+    monkeypatch.setattr(SqliteOnlineStore, "async_supported", claimed)

@@ -16,6 +16,7 @@ import pytest
 from asahi_features import EnricherConfig, FeatureEnricher
 from asahi_features.enricher import build_enricher
 from asahi_features.errors import FeatureConfigError
+from asahi_features.guard import GuardedClient
 from asahi_features.models import EnrichmentReason, EnrichmentRequest, FeatureStatus
 from asahi_features.settings import AsahiConfig
 from asahi_features.stores.entity_keys import compose_key
@@ -316,9 +317,11 @@ def test_registry_drift_degrades_only_the_affected_task(
             },
         }
     )
-    enricher = build_enricher(settings)
-    guard: Any = enricher.client
-    guard.inner._refresh_interval = 0.0  # re-read the registry on every unknown name
+    # the configured guard and enricher, over a client that re-reads the registry on every
+    # unknown name (the configuration has no key for that interval)
+    client = FeastClient(str(repo), PROJECT, refresh_interval_seconds=0)
+    guard = GuardedClient.from_settings(client, settings.feature_store)
+    enricher = FeatureEnricher(guard, settings.enricher)
     ids = {"driver": "1001"}
     request = {"val_to_add": 1, "val_to_add_2": 2}
 

@@ -23,7 +23,8 @@ from asahi_features.sample_repo import SAMPLE_TASK_FEATURES
 from asahi_features.settings import DEFAULT_TASK_FEATURES, FeastSettings, FeatureStoreSettings
 from asahi_features.stores.base import AsyncFeatureStoreClient, FeatureStoreClient
 from asahi_features.stores.entity_keys import compose_key
-from asahi_features.stores.feast_store import FeastClient, _found_vector
+from asahi_features.stores.feast.response import convert_value, found_vector
+from asahi_features.stores.feast_store import FeastClient
 from tests.support.feast_helpers import (
     AMBIGUOUS_FEATURE,
     FRESH_USER,
@@ -35,6 +36,7 @@ from tests.support.feast_helpers import (
     CallCounter,
     add_feature_view,
     build_test_repo,
+    claim_native_async_reads,
 )
 
 USERS = 1000
@@ -268,7 +270,7 @@ def test_found_vector_equals_from_ages(client: FeastClient) -> None:
     reference.freshness_limits = vec.freshness_limits
     assert vec == reference
     assert vec.model_dump() == reference.model_dump()
-    fast = _found_vector("e", "user", "feast", {"a": 1}, {"a": 2.0}, vec.retrieved_at)
+    fast = found_vector("e", "user", "feast", {"a": 1}, {"a": 2.0}, vec.retrieved_at)
     assert fast.freshness_seconds == 2.0 and fast.model_copy().features == {"a": 1}
     batch = client.get_batch_features([FRESH_USER, PARTIAL_USER], "user", ["tier", "preferences"])
     for got in batch:
@@ -402,7 +404,6 @@ async def test_async_on_sqlite_uses_a_worker_thread(
     batch = await client.aget_batch_features([FRESH_USER, MISSING_USER], "user", ["tier"])
     assert [v.status for v in batch] == [FeatureStatus.FOUND, FeatureStatus.MISSING]
     assert await client.aget_batch_features([], "user", ["tier"]) == []
-    assert client._native_async is False
     results = await asyncio.gather(
         *(client.aget_features(f"u_{n:04d}", "user", ["tier"]) for n in range(1, 21))
     )
@@ -412,10 +413,11 @@ async def test_async_on_sqlite_uses_a_worker_thread(
 async def test_native_async_path_is_taken_when_supported(
     client: FeastClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Force the native path; SQLite then raises NotImplementedError inside Feast,
-    which surfaces as an unavailable store (the Redis integration test runs it for real)."""
+    """SQLite claiming async reads makes the client take Feast's native path, where SQLite
+    raises NotImplementedError: an unavailable store (the Redis integration test runs it
+    for real)."""
+    claim_native_async_reads(monkeypatch)
     native = FeastClient(client.repo_path, "asahi", feature_store=client.feature_store)
-    native._native_async = True
     with pytest.raises(FeatureStoreUnavailableError, match="NotImplementedError"):
         await native.aget_features(FRESH_USER, "user", ["tier"])
 
@@ -486,9 +488,11 @@ def test_single_id_batch_and_plan_cache_bound(client: FeastClient) -> None:
     assert len(client._plans) <= 4097
 
 
-async def test_native_async_batch_path(client: FeastClient) -> None:
+async def test_native_async_batch_path(
+    client: FeastClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claim_native_async_reads(monkeypatch)
     native = FeastClient(client.repo_path, "asahi", feature_store=client.feature_store)
-    native._native_async = True
     with pytest.raises(FeatureStoreUnavailableError):
         await native.aget_batch_features([FRESH_USER, STALE_USER], "user", ["tier"])
 
@@ -565,14 +569,12 @@ def test_integer_join_keys_and_multi_entity_views(tmp_path: Path) -> None:
 def test_value_conversion_fast_and_slow_paths() -> None:
     from feast.protos.feast.types.Value_pb2 import Value
 
-    from asahi_features.stores.feast_store import _convert
-
-    assert _convert(Value(string_val="a"), "string_val") == "a"
-    assert _convert(Value(double_val=0.5), "double_val") == 0.5
+    assert convert_value(Value(string_val="a"), "string_val") == "a"
+    assert convert_value(Value(double_val=0.5), "double_val") == 0.5
     listed = Value()
     listed.int64_list_val.val.extend([3, 1])
-    assert _convert(listed, "int64_list_val") == [3, 1]
-    stamp = _convert(Value(unix_timestamp_val=1_700_000_000), "unix_timestamp_val")
+    assert convert_value(listed, "int64_list_val") == [3, 1]
+    stamp = convert_value(Value(unix_timestamp_val=1_700_000_000), "unix_timestamp_val")
     assert stamp.timestamp() == 1_700_000_000
 
 

@@ -20,10 +20,10 @@ from asahi_features.errors import FeatureConfigError, FeatureStoreUnavailableErr
 from asahi_features.guard import GuardedClient
 from asahi_features.models import EnrichmentReason, FeatureStatus
 from asahi_features.settings import EnricherConfig
-from asahi_features.stores import feast_store
+from asahi_features.stores.feast.keys import BAD_ID_ERRORS, CONVERTERS
 from asahi_features.stores.feast_store import FeastClient
 from asahi_features.stores.naming import FeatureNameResolver, close_matches
-from tests.support.feast_helpers import CallCounter
+from tests.support.feast_helpers import CallCounter, claim_native_async_reads
 
 USERS = 20
 FEATURES = ["tier", "conv_rate"]
@@ -116,9 +116,12 @@ def _spy_registry(monkeypatch: pytest.MonkeyPatch, client: FeastClient) -> Dict[
 
 
 def test_join_key_type_comes_from_the_view_schema(client: FeastClient) -> None:
-    info = client._registry_view().entities
-    assert info["user"].key_type == "INT64"
-    assert info["organization"].key_type == "STRING"
+    # INT64 for user (from the view's Int64 column): an id that is no integer is refused
+    bad = client.get_features("abc", "user", FEATURES)
+    assert bad.status is FeatureStatus.INVALID_ID
+    assert "is not a valid INT64 value of join key 'user_id'" in (bad.error or "")
+    # STRING for organization: any text is an id (this one just has no row)
+    assert client.get_features("abc", "organization", ["tone"]).status is FeatureStatus.MISSING
     vec = client.get_features("3", "user", FEATURES)
     assert vec.status is FeatureStatus.FOUND
     assert vec.features["tier"] == "tier-0"
@@ -177,14 +180,16 @@ def test_a_batch_reads_its_valid_ids_in_one_call(
     assert calls == []
 
 
-async def test_async_paths_degrade_invalid_ids_alike(client: FeastClient) -> None:
+async def test_async_paths_degrade_invalid_ids_alike(
+    client: FeastClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     vectors = await client.aget_batch_features(["1", "abc"], "user", FEATURES)
     assert [v.status for v in vectors] == [FeatureStatus.FOUND, FeatureStatus.INVALID_ID]
     assert (await client.aget_features("abc", "user", FEATURES)).status is FeatureStatus.INVALID_ID
     # the native path (Redis in production): no read at all for a batch of invalid ids,
     # so SQLite's NotImplementedError is never reached
+    claim_native_async_reads(monkeypatch)
     native = FeastClient(client.repo_path, "asahi", feature_store=client.feature_store)
-    native._native_async = True
     vectors = await native.aget_batch_features(["abc", "def"], "user", FEATURES)
     assert [v.status for v in vectors] == [FeatureStatus.INVALID_ID] * 2
     with pytest.raises(FeatureStoreUnavailableError, match="NotImplementedError"):
@@ -192,17 +197,17 @@ async def test_async_paths_degrade_invalid_ids_alike(client: FeastClient) -> Non
 
 
 def test_key_converters() -> None:
-    to_int32 = feast_store._CONVERTERS["INT32"]
+    to_int32 = CONVERTERS["INT32"]
     assert to_int32("2147483647") == 2**31 - 1
     for bad in ("2147483648", "-2147483649", "1e3", 1.0):
-        with pytest.raises(feast_store._BAD_ID_ERRORS):
+        with pytest.raises(BAD_ID_ERRORS):
             to_int32(bad)
-    assert feast_store._CONVERTERS["STRING"](12) == "12"
-    with pytest.raises(feast_store._BAD_ID_ERRORS):
-        feast_store._CONVERTERS["STRING"](b"u1")
-    assert feast_store._CONVERTERS["BYTES"]("u1") == b"u1"
-    with pytest.raises(feast_store._BAD_ID_ERRORS):
-        feast_store._CONVERTERS["DOUBLE"]("nan")
+    assert CONVERTERS["STRING"](12) == "12"
+    with pytest.raises(BAD_ID_ERRORS):
+        CONVERTERS["STRING"](b"u1")
+    assert CONVERTERS["BYTES"]("u1") == b"u1"
+    with pytest.raises(BAD_ID_ERRORS):
+        CONVERTERS["DOUBLE"]("nan")
 
 
 # -- enrichment through the guard ------------------------------------------------------

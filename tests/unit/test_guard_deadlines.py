@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 import time
 from typing import Any, Callable, Coroutine, List, Optional, Tuple
@@ -18,7 +19,11 @@ from typing import Any, Callable, Coroutine, List, Optional, Tuple
 import pytest
 
 from asahi_features.enricher import FeatureEnricher
-from asahi_features.errors import GuardOverloadedError
+from asahi_features.errors import (
+    FeatureStoreTimeoutError,
+    FeatureStoreUnavailableError,
+    GuardOverloadedError,
+)
 from asahi_features.guard import GuardedClient
 from asahi_features.models import EnrichmentReason, FeatureStatus, FeatureVector, utc_now
 from asahi_features.monitor import FeatureMonitor
@@ -334,6 +339,110 @@ def test_overloaded_without_fallback_raises_guard_overloaded(
     assert window(guard) == (1, 0, 0)
 
 
+def in_daemon_thread(fn: Callable[[], Any]) -> Tuple[threading.Thread, List[Any]]:
+    """``fn()`` on a daemon thread; its result, or the exception it raised, lands in the
+    list (a call that never returns cannot hold up the interpreter's exit)."""
+    out: List[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:  # the test inspects it
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+STUCK = "all 2 guard workers are stuck in calls past their deadline (the store hangs)"
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "strict"])
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_read_finding_every_worker_stuck_fails_at_once_not_at_its_deadline(
+    mode: str, fallback: bool, backends: List[FaultyBackend]
+) -> None:
+    """Every worker is held by a call past its deadline (the store hangs): a new read is
+    refused at once as the store's failure (``rejected_stuck``, one failure for the
+    breaker), not queued for a worker until its own deadline and then reported as a
+    timeout. The refused request has a deadline of two minutes, so a caller left waiting
+    for it would still be waiting when the test gives up on it."""
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(
+        backend,
+        timeout_ms=250,
+        batch_timeout_ms=120_000,
+        max_workers=2,
+        fallback_on_timeout=fallback,
+    )
+    # two one-id reads time out; each leaves a worker stuck in the hung store
+    for i in range(2):
+        if fallback:
+            vector = call(mode, guard, "get_features", f"u{i}", "user", NAMES)
+            assert vector.error == "no answer within 250 ms"
+        else:
+            with pytest.raises(FeatureStoreTimeoutError):
+                call(mode, guard, "get_features", f"u{i}", "user", NAMES)
+    assert guard.stats()["busy_workers"] == 2 and backend.calls == 2
+    before = window(guard)
+
+    thread, out = in_daemon_thread(
+        lambda: call(mode, guard, "get_batch_features", ["a", "b"], "user", NAMES)
+    )
+    thread.join(SETTLE)
+    assert out, "the refused read waited for its own deadline instead of failing at once"
+    if fallback:
+        assert [(v.entity_id, v.status, v.error) for v in out[0]] == [
+            ("a", UNAVAILABLE, STUCK),
+            ("b", UNAVAILABLE, STUCK),
+        ]
+    else:
+        error = out[0]
+        assert type(error) is FeatureStoreUnavailableError and str(error) == STUCK
+    stats = guard.stats()
+    assert stats["rejected_stuck"] == 1 and stats["timeouts"] == 2
+    assert stats["overloaded"] == 0 and stats["unavailable"] == 0
+    assert stats["fallbacks"] == (4 if fallback else 0)
+    assert stats["reads"] == 2 and backend.calls == 2, "the refused read reached the store"
+    assert stats["queued_reads"] == 0 and stats["waiting"] == 0
+    after = window(guard)
+    assert tuple(b - a for a, b in zip(before, after, strict=True)) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("mode", THREAD_MODES)
+def test_lookup_queued_behind_a_hung_read_fails_at_once_when_its_read_finds_workers_stuck(
+    mode: str, backends: List[FaultyBackend]
+) -> None:
+    """B queues behind A's read of the same key while the store hangs and A's call holds
+    the only worker. At A's deadline A gives up, B's lookups leave as the next read, and
+    that read finds every worker stuck: B is refused then and there and told at once (by
+    A's thread), not left waiting for its own deadline of two minutes."""
+    backend = make_backend(mode, backends, "hang")
+    guard = GuardedClient(backend, timeout_ms=500, batch_timeout_ms=120_000, max_workers=1)
+    holder, held = in_daemon_thread(lambda: call(mode, guard, "get_features", "u0", "user", NAMES))
+    settle(lambda: backend.calls == 1, "A's read in the store")
+    thread, out = in_daemon_thread(
+        lambda: call(mode, guard, "get_batch_features", ["a", "b"], "user", NAMES)
+    )
+    # B queues behind A's read (it has half a second to get there; were it later, its
+    # read would be refused in its own thread, with the same outcome)
+    wait_until(lambda: guard.stats()["waiting"] == 1 or bool(held), timeout=SETTLE)
+    holder.join(SETTLE)
+    assert held and held[0].error == "no answer within 500 ms"
+    thread.join(SETTLE)
+    assert out, "B waited for its own deadline after its read was refused"
+    assert [(v.entity_id, v.status, v.error) for v in out[0]] == [
+        ("a", UNAVAILABLE, STUCK.replace("all 2", "all 1")),
+        ("b", UNAVAILABLE, STUCK.replace("all 2", "all 1")),
+    ]
+    stats = guard.stats()
+    assert stats["rejected_stuck"] == 1 and stats["timeouts"] == 1
+    assert stats["overloaded"] == 0 and stats["unavailable"] == 0
+    assert stats["reads"] == 1 and backend.calls == 1, "B's read reached the store"
+    assert stats["queued_reads"] == 0 and stats["waiting"] == 0
+
+
 @pytest.mark.parametrize("mode", THREAD_MODES)
 def test_read_queued_for_a_worker_within_its_deadline_is_a_plain_success(
     mode: str, backends: List[FaultyBackend]
@@ -530,6 +639,118 @@ async def test_native_backend_raising_cancelled_error_is_a_failure(batch: bool) 
     stats = guard.stats()
     assert stats["unavailable"] == 1
     assert window(guard) == (1, 1, 0)
+
+
+class TaskRecording(AsyncFaultyBackend):
+    """Remembers the task each native read runs in, as an application that cancels the
+    loop's tasks (on shutdown, say) sees them."""
+
+    def __init__(self, mode: Any) -> None:
+        super().__init__(mode)
+        self.tasks: List[Tuple[str, asyncio.Task[Any]]] = []
+        """(entity id, task) of each read, in call order."""
+
+    async def aget_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append((entity_id, task))
+        return await super().aget_features(entity_id, entity_type, feature_names)
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() tells who cancelled from 3.11 on"
+)
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "strict"])
+async def test_native_read_cancelled_from_outside_ends_its_callers_at_once(
+    fallback: bool, backends: List[FaultyBackend]
+) -> None:
+    """Something outside the guard cancels a native read's task while its caller still
+    waits: that is nobody's timeout and not the store's failure. The caller is told at once
+    that the read was cancelled (not at its deadline of 30 s), nothing is held against
+    the store (the half-open probe slot comes back), and the key is free for the next
+    read, which goes to the store."""
+    clock = ManualClock()
+    backend = TaskRecording("raise")
+    backends.append(backend)
+    guard = GuardedClient(
+        backend,
+        timeout_ms=30_000,
+        fallback_on_timeout=fallback,
+        breaker_minimum_calls=1,
+        breaker_window=1,
+        breaker_reset_seconds=30,
+        breaker_half_open_calls=1,
+        clock=clock,
+    )
+
+    async def read(entity_id: str) -> Any:
+        """The vector, or the error the guard raised (within SETTLE, or TimeoutError)."""
+        try:
+            return await asyncio.wait_for(guard.aget_features(entity_id, "user", NAMES), SETTLE)
+        except FeatureStoreUnavailableError as exc:
+            return exc
+
+    await read("u0")  # the store fails: the breaker opens
+    clock.advance(31)
+    assert guard.stats()["breaker"]["state"] == "half_open"
+    backend.set_mode("hang")
+    caller = asyncio.ensure_future(read("u1"))
+    await asettle(lambda: len(backend.tasks) == 2, "the probe's read in the store")
+    assert guard.stats()["breaker"]["probes_in_flight"] == 1
+    backend.tasks[1][1].cancel()  # from outside the guard
+
+    got = await caller
+    assert not caller.cancelled()
+    if fallback:
+        assert (got.entity_id, got.status, got.error, got.features) == (
+            "u1",
+            UNAVAILABLE,
+            "read cancelled",
+            {},
+        )
+    else:
+        assert type(got) is FeatureStoreUnavailableError and str(got) == "read cancelled"
+    await asettle(lambda: backend.cancelled == 1, "the store's call to end")
+    stats = guard.stats()
+    assert stats["timeouts"] == 0 and stats["overloaded"] == 0
+    assert stats["unavailable"] == 1  # the first read's failure, only
+    assert stats["fallbacks"] == (2 if fallback else 0)
+    assert stats["breaker"]["probes_in_flight"] == 0
+    assert stats["breaker"]["state"] == "half_open"
+    assert stats["waiting"] == 0
+
+    backend.set_mode("ok")
+    fresh = await read("u1")
+    assert fresh.status is FOUND and fresh.features == {"tier": "gold"}
+    assert len(backend.tasks) == 3 and guard.stats()["breaker"]["state"] == "closed"
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() tells who cancelled from 3.11 on"
+)
+async def test_native_read_cancelled_from_outside_leaves_the_other_parts_of_its_request(
+    backends: List[FaultyBackend],
+) -> None:
+    """One request reads a user and an organisation; something outside the guard cancels
+    the user's read. The user part is over ("read cancelled") and stays so; the
+    organisation's read, still hanging, times out at the request's deadline: one timeout,
+    no overload, and the cancelled part is not judged again at the deadline."""
+    backend = TaskRecording("hang")
+    backends.append(backend)
+    guard = GuardedClient(backend, timeout_ms=2000, batch_entity_timeout_ms=0)
+    request = asyncio.ensure_future(
+        guard.aget_groups([("user", NAMES, ["u1"]), ("organization", NAMES, ["o1"])])
+    )
+    await asettle(lambda: len(backend.tasks) == 2, "both reads in the store")
+    dict(backend.tasks)["u1"].cancel()  # from outside the guard
+    (user,), (org,) = await asyncio.wait_for(request, SETTLE)
+    assert (user.entity_id, user.status, user.error) == ("u1", UNAVAILABLE, "read cancelled")
+    assert (org.entity_id, org.status, org.error) == ("o1", UNAVAILABLE, "no answer within 2000 ms")
+    stats = guard.stats()
+    assert stats["timeouts"] == 1 and stats["overloaded"] == 0 and stats["unavailable"] == 0
+    assert stats["fallbacks"] == 2 and stats["requests"] == 1 and stats["reads"] == 2
 
 
 async def _atimed(coro: Coroutine[Any, Any, Any]) -> Tuple[Any, float]:

@@ -25,6 +25,7 @@ from asahi_features.settings import FeatureStoreSettings
 from asahi_features.stores.base import BaseFeatureStore
 from asahi_features.stores.local import LocalFeatureStore
 from tests.support.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
+from tests.support.servers import wait_until
 
 NAMES = ["tier", "preferences"]
 BOUND = 2.0
@@ -515,6 +516,21 @@ def test_health_check_is_guarded(make: Any) -> None:
     assert result is False and elapsed < BOUND
     assert guard.breaker.snapshot()["window_calls"] == 0  # health checks are not judged
     assert guard.stats()["requests"] == 0
+
+
+def test_health_check_waits_timeout_ms_and_no_longer(make: Any) -> None:
+    """A backend that answers "healthy" just over the deadline (at twice ``timeout_ms``,
+    well under a second) is unhealthy: health_check stops waiting at ``timeout_ms``, not
+    at a second or any floor of its own. The same backend under a roomy ``timeout_ms`` is
+    healthy, so the False is the deadline's doing. Outcomes only, no elapsed-time bound."""
+    backend, guard = make("slow", timeout_ms=200, delay=0.4)
+    assert guard.health_check() is False
+    # the late answer arrives with nobody waiting for it
+    assert wait_until(lambda: guard.stats()["busy_workers"] == 0, timeout=10)
+    assert backend.completed == 1
+    roomy = GuardedClient(backend, timeout_ms=3000)
+    assert roomy.health_check() is True
+    assert backend.calls_by_method == {"health_check": 2}
 
 
 def test_health_check_false_when_saturated(make: Any) -> None:

@@ -346,18 +346,30 @@ def test_per_loop_objects_are_per_loop_and_closed_loops_are_dropped() -> None:
 
     per_loop: PerLoop[object] = PerLoop(factory)
 
-    async def twice() -> Tuple[object, object]:
-        return per_loop.current(), per_loop.current()
+    async def twice() -> Tuple[object, object, asyncio.AbstractEventLoop]:
+        return per_loop.current(), per_loop.current(), asyncio.get_running_loop()
 
     first = asyncio.run(twice())
     second = asyncio.run(twice())
     assert first[0] is first[1] and second[0] is second[1] and first[0] is not second[0]
-    assert len(per_loop._by_loop) == 1  # the first loop was closed: its entry dropped
+    # the first loop was closed: its entry was dropped when the second loop made its own
+    assert per_loop.pop(first[2]) is None
+    assert per_loop.pop(second[2]) is second[0]
 
     async def pop() -> object:
         per_loop.current()
         return per_loop.pop()
 
     assert asyncio.run(pop()) is made[-1] and len(made) == 3
-    per_loop.clear()
-    assert per_loop._by_loop == {}
+
+    async def current() -> object:
+        return per_loop.current()
+
+    kept = asyncio.new_event_loop()
+    try:
+        mine = kept.run_until_complete(current())
+        per_loop.clear()
+        assert per_loop.pop(kept) is None  # forgotten, though its loop is open
+        assert kept.run_until_complete(current()) is not mine and len(made) == 5
+    finally:
+        kept.close()

@@ -413,7 +413,7 @@ def test_settings_serialise_and_clients_stay_private(enricher: FeatureEnricher) 
 
 def test_query_bundle_none_enriches_an_empty_query(post: FeatureContextPostprocessor) -> None:
     with feature_context(user_id=user_id(1)) as request:
-        out = post._postprocess_nodes([], None)
+        out = post.postprocess_nodes([], None)
     assert len(out) == 1 and request.results[0].original_prompt == ""
     assert post.postprocess_nodes([], QueryBundle("x")) == []  # no identity outside
     with pytest.raises(ValueError, match="both"):

@@ -254,13 +254,23 @@ def test_file_changed_on_disk_is_reread(store: LocalFeatureStore, data_path: Pat
 
 
 def test_unchanged_file_is_not_reparsed(store: LocalFeatureStore, data_path: Path) -> None:
-    store.get_features("u_1002", "user", ["tier"])
-    snapshot = store._snapshot
-    store.get_features("u_1001", "user", ["tier"])
-    assert store._snapshot is snapshot
+    """The file is read again only when its size, mtime or inode changes: rewritten in
+    place with the same size and its old mtime put back, it still answers as before."""
+    assert store.get_features("u_1002", "user", ["tier"]).features == {"tier": "silver"}
+    before = data_path.stat()
+    text = data_path.read_text(encoding="utf-8")
+    assert text.count('"silver"') == 1
+    data_path.write_text(text.replace('"silver"', '"bronze"'), encoding="utf-8")  # in place
+    os.utime(data_path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = data_path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert store.get_features("u_1002", "user", ["tier"]).features == {"tier": "silver"}
     os.utime(data_path, ns=(1, 1))
-    store.get_features("u_1001", "user", ["tier"])
-    assert store._snapshot is not snapshot
+    assert store.get_features("u_1002", "user", ["tier"]).features == {"tier": "bronze"}
 
 
 def test_list_features(store: LocalFeatureStore) -> None:

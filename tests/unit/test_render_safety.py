@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import asahi_features.rendering as rendering
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.models import EnrichmentResult
-from asahi_features.rendering import format_value, read_limit, sanitize, value_key
+from asahi_features.rendering import format_value, read_limit, render_value, sanitize, value_key
 from asahi_features.settings import EnricherConfig
 from tests.unit.test_enricher import MemoryClient
 
@@ -184,8 +184,9 @@ def test_equal_keys_mean_identical_types_and_renderings(pair: Tuple[Any, Any]) -
         return type(value)
 
     assert shape(a) == shape(b)
-    render_a = rendering._render(a, 10, 500)
-    render_b = rendering._render(b, 10, 500)
+    # rendered afresh (no key: the shared cache is neither read nor filled)
+    render_a = render_value(a, max_list_items=10, max_value_chars=500, key=None)
+    render_b = render_value(b, max_list_items=10, max_value_chars=500, key=None)
     assert (render_a and render_a.text) == (render_b and render_b.text)
 
 
