@@ -753,6 +753,32 @@ async def test_native_read_cancelled_from_outside_leaves_the_other_parts_of_its_
     assert stats["fallbacks"] == 2 and stats["requests"] == 1 and stats["reads"] == 2
 
 
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="Task.cancelling() tells who cancelled from 3.11 on"
+)
+async def test_lookups_queued_behind_a_read_cancelled_from_outside_get_their_own_read(
+    backends: List[FaultyBackend],
+) -> None:
+    """A caller queued behind a native read that something outside the guard cancels is
+    not left waiting for its deadline (and then called overloaded): the key's next read
+    starts at once, reaches the store and answers it."""
+    backend = TaskRecording("hang")
+    backends.append(backend)
+    guard = GuardedClient(backend, timeout_ms=30_000)
+    first = asyncio.ensure_future(guard.aget_features("u1", "user", NAMES))
+    await asettle(lambda: len(backend.tasks) == 1, "the first read in the store")
+    queued = asyncio.ensure_future(guard.aget_features("u2", "user", NAMES))
+    await asettle(lambda: guard.stats()["waiting"] == 1, "the second lookup queued")
+    backend.set_mode("ok")
+    backend.tasks[0][1].cancel()  # from outside the guard
+    cancelled, answered = await asyncio.wait_for(asyncio.gather(first, queued), SETTLE)
+    assert (cancelled.status, cancelled.error) == (UNAVAILABLE, "read cancelled")
+    assert (answered.entity_id, answered.status) == ("u2", FOUND)
+    assert [eid for eid, _ in backend.tasks] == ["u1", "u2"]
+    stats = guard.stats()
+    assert stats["overloaded"] == 0 and stats["timeouts"] == 0 and stats["waiting"] == 0
+
+
 async def _atimed(coro: Coroutine[Any, Any, Any]) -> Tuple[Any, float]:
     start = time.monotonic()
     result = await coro

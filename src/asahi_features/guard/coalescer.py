@@ -632,10 +632,10 @@ class LoopCoalescer(Coalescer):
                     member.waiter.left -= 1
                     if member.waiter.left == 0:
                         finished.append(member.waiter)
-            state = self._keys.get(read.key)
-            if state is not None and state.read is read:
-                state.read = None
+            nxt = self._after(read)  # lookups queued behind it are not left waiting
         wake(finished, asyncio.get_running_loop())
+        if nxt is not None:
+            self._launch(nxt)
 
     async def wait(self, waiter: Waiter) -> None:
         """Await every lookup of ``waiter``, until its deadline at most."""
