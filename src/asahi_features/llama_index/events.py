@@ -14,6 +14,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.span import active_span_id
 
 from ..models import EnrichmentResult
+from .dropped import DroppedFeatureNodeCheck
 from .evaluation import (
     EvaluationInput,
     EvaluationRecord,
@@ -81,7 +82,7 @@ class FeatureEnrichmentEvent(BaseEvent):
 
 
 def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
-    """Whether an event handler other than LlamaIndex's NullEventHandler would receive an
+    """Whether an event handler that listens (not one of ``_DEAF``) would receive an
     event from this module's dispatcher (events are not even built otherwise), and the
     monitors of the :class:`FeatureMonitorEventHandler` among them."""
     any_handler = False
@@ -89,7 +90,7 @@ def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
     current: Optional[Dispatcher] = dispatcher
     while current is not None:
         for handler in current.event_handlers:
-            if type(handler) is not NullEventHandler:
+            if type(handler) not in _DEAF:
                 any_handler = True
                 if isinstance(handler, FeatureMonitorEventHandler):
                     if monitors is None:
@@ -102,6 +103,9 @@ def _listeners() -> Tuple[bool, List[FeatureMonitor]]:
 
 
 _NO_MONITORS: List[FeatureMonitor] = []  # shared, never mutated
+_DEAF: Tuple[type, ...] = (NullEventHandler, DroppedFeatureNodeCheck)
+"""Handlers that ignore enrichment events (LlamaIndex's null handler, and this package's
+dropped-node check): enrichment events are not built for them alone."""
 
 
 def _dispatch(
