@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -374,12 +375,37 @@ def test_holdout_groups_differ_between_task_types_and_are_fixed_per_seed(
 
 
 def test_holdout_edges() -> None:
-    monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"all": 1.0}))
+    monitor = FeatureMonitor(MonitorConfig(holdout_fraction={"all": 1.0, "none": 0.0}))
     assert monitor.is_held_out("all", "u1") is True
     assert monitor.is_held_out("all", None) is False
     assert monitor.is_held_out("faq", "u1") is False  # default 0
-    with pytest.raises(ConfigError, match="between 0 and 1"):
-        FeatureMonitor(MonitorConfig(holdout_fraction={"faq": 1.5}))
+    assert not any(monitor.is_held_out("none", f"u{i}") for i in range(1000))  # 0 is allowed
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="between 0 and 1") as raised:
+            FeatureMonitor(MonitorConfig(holdout_fraction={"faq": 0.1, "support": bad}))
+        assert raised.value.key_path == "monitor.holdout_fraction.support"
+
+
+def _documented_holdout(seed: int, task: str, unit_id: str, fraction: float) -> bool:
+    """The scheme the docs state, written out independently of the monitor: a BLAKE2b
+    key of 16 bytes from the seed; an 8-byte keyed BLAKE2b of ``task \x1f unit_id``
+    (UTF-8, lone surrogates passed through) read big-endian, below ``fraction * 2**64``."""
+    key = hashlib.blake2b(str(seed).encode(), digest_size=16).digest()
+    text = f"{task}\x1f{unit_id}".encode("utf-8", "surrogatepass")
+    digest = hashlib.blake2b(text, digest_size=8, key=key).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def test_holdout_groups_are_exactly_the_documented_keyed_hash() -> None:
+    """Groups must stay the same across versions and replicas: a changed key size, hash
+    input or byte order silently reshuffles every user's treatment mid-experiment."""
+    config = MonitorConfig(holdout_fraction={"faq": 0.3, "support": 0.7}, seed=20_261_205)
+    monitor = FeatureMonitor(config)
+    users = [f"user-{i}" for i in range(1000)] + ["u\ud800-cut-emoji", "ü-ñ-字"]
+    for task, fraction in (("faq", 0.3), ("support", 0.7)):
+        expected = [_documented_holdout(20_261_205, task, u, fraction) for u in users]
+        assert [monitor.is_held_out(task, u) for u in users] == expected
+        assert 0.2 < sum(expected) / len(users) < 0.8
 
 
 # ---------------------------------------------------------------- availability
@@ -520,6 +546,31 @@ def test_breaker_closing_ends_an_availability_pause() -> None:
     assert monitor.get_stats()["availability_paused"] is False
 
 
+def test_only_the_breaker_closing_again_ends_a_pause_not_its_opening() -> None:
+    """Failures go on while the breaker is open (its half-open probes time out): the
+    pause must hold until the breaker closes again, and end then."""
+
+    class Breaker:
+        state = "closed"
+
+    breaker = Breaker()
+    monitor = FeatureMonitor(
+        MonitorConfig(availability_window=5, failure_window_min_attempts=5),
+        breaker=breaker,
+    )
+    _fail(monitor, 5)
+    assert monitor.decision("faq").reason == DecisionReason.STORE_UNAVAILABLE
+    breaker.state = "open"
+    assert monitor.decision("faq").reason == DecisionReason.BREAKER_OPEN
+    _fail(monitor, 5)
+    assert monitor.get_stats()["availability_paused"] is True
+    breaker.state = "half_open"
+    assert monitor.decision("faq").reason == DecisionReason.BREAKER_HALF_OPEN
+    breaker.state = "closed"
+    assert monitor.decision("faq") == Decision(True, DecisionReason.ENABLED)
+    assert monitor.get_stats()["availability_paused"] is False
+
+
 def test_half_open_breaker_lets_requests_through() -> None:
     class Breaker:
         state = BreakerState.HALF_OPEN
@@ -530,7 +581,7 @@ def test_half_open_breaker_lets_requests_through() -> None:
 
 def test_watch_rejects_objects_without_state_and_survives_broken_breakers() -> None:
     monitor = FeatureMonitor()
-    with pytest.raises(TypeError, match="circuit breaker"):
+    with pytest.raises(TypeError, match=r"circuit breaker \(with \.state\).*got object$"):
         monitor.watch(object())
 
     class Broken:
