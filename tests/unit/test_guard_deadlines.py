@@ -11,12 +11,11 @@ assert outcomes, never elapsed time; waits are bounded by a generous SETTLE only
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import sys
 import threading
 import time
-from typing import Any, Callable, Coroutine, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Coroutine, List, Optional, Tuple
 
 import pytest
 
@@ -32,7 +31,7 @@ from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig, MonitorConfig
 from asahi_features.stores.base import io_timeout
 from tests.support.clocks import ManualClock
-from tests.support.faults import AsyncFaultyBackend, FaultyBackend
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend, answers_at
 from tests.support.servers import wait_until
 
 NAMES = ["tier"]
@@ -62,20 +61,6 @@ def call(mode: str, target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(target, method)(*args, **kwargs)
     coro: Coroutine[Any, Any, Any] = getattr(target, "a" + method)(*args, **kwargs)
     return asyncio.run(coro)
-
-
-@contextlib.contextmanager
-def answers_at(backend: FaultyBackend, seconds: float) -> Iterator[None]:
-    """The hung ``backend`` answers every read still in it ``seconds`` from now (unless
-    the block has ended by then): a caller that is still waiting at that moment is
-    answered, so a fallback shows that it left before."""
-    timer = threading.Timer(seconds, backend.release)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 def settle(check: Callable[[], bool], what: str) -> None:
