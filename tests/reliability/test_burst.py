@@ -7,10 +7,13 @@ user's marker (zero crossings, every row checked), un-enriched prompts are exact
 original prompt, and the breaker stays closed: a burst against a healthy store is not a
 store failure.
 
-Hung store, 100 ms deadline: every call returns by its deadline plus a generous margin,
-un-enriched with ``store_unavailable``, with a bounded number of threads. One request
-has ONE deadline: a task with user and organisation features, an ``enrich_batch`` of
-four task types and a two-id batch read each cost about one timeout, not one per part.
+Store far past the deadline (100 ms deadline, every read answered only after ten
+deadlines): every call is un-enriched with ``store_unavailable`` (a call still waiting
+when the late answer comes would be enriched), with a bounded number of threads. One
+request has ONE deadline: a task with user and organisation features, an
+``enrich_batch`` of four task types and a two-id batch read fall back although the hung
+store answers just after that one deadline (a deadline per part would still be waiting).
+No elapsed-time bound anywhere: outcomes only.
 
 Flapping store: the breaker opens on failures and closes again by itself once the store
 answers (short cool-down, no ``reset()``).
@@ -55,7 +58,7 @@ from tests.support.burst_helpers import (
     spread,
     thread_burst,
 )
-from tests.support.faults import AsyncFaultyBackend, FaultyBackend
+from tests.support.faults import AsyncFaultyBackend, FaultyBackend, answers_at
 from tests.support.servers import wait_until
 
 THREADS = 64
@@ -227,7 +230,8 @@ async def test_llama_index_concurrent_aquery(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- hung store
 
 HANG_TIMEOUT_MS = 100
-HANG_BOUND_S = HANG_TIMEOUT_MS / 1000 + 1.5
+LATE_S = 10 * HANG_TIMEOUT_MS / 1000
+"""When the "hung" store of the burst tests answers each read: ten deadlines late."""
 MAX_WORKERS = 8
 SPARE_THREADS = 4
 """Threads allowed beyond the guard's ``max_workers`` (event-loop helpers and the like)."""
@@ -243,10 +247,10 @@ def _general_config() -> EnricherConfig:
 
 
 def _check_hung(burst: Burst, guarded: GuardedClient) -> None:
+    """Every call fell back: none waited for the store's late answer (it would have been
+    enriched), and each prompt is left as it was."""
     summary = burst.describe(guarded)
-    slow = [row.elapsed for row in burst.rows if row.elapsed > HANG_BOUND_S]
-    assert slow == [], f"{len(slow)} calls over {HANG_BOUND_S}s (max {max(slow):.2f}s); {summary}"
-    assert burst.enriched == 0, summary
+    assert burst.enriched == 0, f"calls waited past their deadline; {summary}"
     assert all(row.result.enriched_prompt == row.prompt for row in burst.rows), summary
     assert burst.reasons() == {"store_unavailable": len(burst.rows)}, summary
 
@@ -261,7 +265,7 @@ def _release(backend: FaultyBackend, guarded: GuardedClient) -> None:
 @pytest.mark.parametrize("backend_class", HUNG_BACKENDS)
 async def test_hung_store_200_concurrent_aenrich(backend_class: Type[FaultyBackend]) -> None:
     threads_before = threading.active_count()
-    backend = backend_class("hang")
+    backend = backend_class("slow", delay=LATE_S)
     guarded = GuardedClient(backend, timeout_ms=HANG_TIMEOUT_MS, max_workers=MAX_WORKERS)
     enricher = FeatureEnricher(guarded, _general_config())
     try:
@@ -284,7 +288,7 @@ async def test_hung_store_200_concurrent_aenrich(backend_class: Type[FaultyBacke
 @pytest.mark.parametrize("backend_class", HUNG_BACKENDS)
 def test_hung_store_32_threads_x_5_enrich(backend_class: Type[FaultyBackend]) -> None:
     threads_before = threading.active_count()
-    backend = backend_class("hang")
+    backend = backend_class("slow", delay=LATE_S)
     guarded = GuardedClient(backend, timeout_ms=HANG_TIMEOUT_MS, max_workers=MAX_WORKERS)
     enricher = FeatureEnricher(guarded, _general_config())
     try:
@@ -301,7 +305,10 @@ def test_hung_store_32_threads_x_5_enrich(backend_class: Type[FaultyBackend]) ->
 
 
 def test_user_and_organization_task_on_hung_store_costs_one_timeout() -> None:
-    timeout_ms = 300
+    """The store hangs until one and a half deadlines have passed: the two parts of the
+    request, read under one deadline, have fallen back by then (with a deadline each, one
+    after the other or added up, at least one part would have been enriched)."""
+    timeout_ms = 400
     backend = FaultyBackend("hang", features={"tier": "gold", "tone": "warm"})
     guarded = GuardedClient(backend, timeout_ms=timeout_ms)
     config = EnricherConfig(
@@ -311,12 +318,11 @@ def test_user_and_organization_task_on_hung_store_costs_one_timeout() -> None:
     )
     enricher = FeatureEnricher(guarded, config)
     try:
-        began = time.perf_counter()
-        result = enricher.enrich(
-            "Help me", user_id="u_1", organization_id="acme", task_type="account"
-        )
-        elapsed = time.perf_counter() - began
-        assert elapsed < 1.8 * timeout_ms / 1000, f"took {elapsed:.2f}s for one request"
+        with answers_at(backend, 1.5 * timeout_ms / 1000):
+            result = enricher.enrich(
+                "Help me", user_id="u_1", organization_id="acme", task_type="account"
+            )
+        assert guarded.stats()["requests"] == 1 and backend.calls == 2
         assert not result.features_available
         assert result.reason.value == "store_unavailable"
         assert result.enriched_prompt == "Help me"
@@ -325,8 +331,11 @@ def test_user_and_organization_task_on_hung_store_costs_one_timeout() -> None:
 
 
 def test_enrich_batch_of_four_task_types_on_hung_store_is_bounded() -> None:
+    """Four task types (four feature sets) in one batch: one deadline. The store hangs
+    until two deadlines have passed; the batch has fallen back by then."""
+    timeout_ms = 300
     backend = FaultyBackend("hang")
-    guarded = GuardedClient(backend, timeout_ms=200)
+    guarded = GuardedClient(backend, timeout_ms=timeout_ms)
     tasks = ["general", "summarization", "faq", "customer_support"]  # four feature sets
     config = EnricherConfig(enabled_task_types=tasks, freshness_threshold_seconds=10**9)
     enricher = FeatureEnricher(guarded, config)
@@ -335,10 +344,9 @@ def test_enrich_batch_of_four_task_types_on_hung_store_is_bounded() -> None:
         for k, task in enumerate(tasks)
     ]
     try:
-        began = time.perf_counter()
-        results = enricher.enrich_batch(requests)
-        elapsed = time.perf_counter() - began
-        assert elapsed < 1.5, f"enrich_batch of 4 task types took {elapsed:.2f}s"
+        with answers_at(backend, 2 * timeout_ms / 1000):
+            results = enricher.enrich_batch(requests)
+        assert guarded.stats()["requests"] == 1
         assert [r.enriched_prompt for r in results] == [f"prompt {k}" for k in range(4)]
         assert {r.reason.value for r in results} == {"store_unavailable"}
     finally:
@@ -346,13 +354,13 @@ def test_enrich_batch_of_four_task_types_on_hung_store_is_bounded() -> None:
 
 
 def test_get_batch_features_on_hung_store_is_bounded() -> None:
+    """A batch of two ids gets about one deadline (200 ms), not seconds: the store hangs
+    until 400 ms have passed, and the batch has fallen back by then."""
     backend = FaultyBackend("hang")
     guarded = GuardedClient(backend, timeout_ms=200)
     try:
-        began = time.perf_counter()
-        vectors = guarded.get_batch_features(["u_1", "u_2"], "user", ["tier"])
-        elapsed = time.perf_counter() - began
-        assert elapsed < 1.0, f"a batch of 2 took {elapsed:.2f}s"
+        with answers_at(backend, 0.4):
+            vectors = guarded.get_batch_features(["u_1", "u_2"], "user", ["tier"])
         assert [v.entity_id for v in vectors] == ["u_1", "u_2"]
         assert [v.status.value for v in vectors] == ["unavailable", "unavailable"]
     finally:

@@ -2,8 +2,10 @@
 
 Checked for every request: the prompt carries only its own user's features (each user
 has a unique marker value; zero crossings), un-enriched prompts are exactly the original
-prompt, the monitor counted every request exactly once, and no call overran its deadline
-beyond a generous functional bound (timeout + 2 s).
+prompt, the monitor counted every request exactly once, and every request got what a
+healthy store must give: enriched, unless the monitor's holdout (a deterministic hash of
+the user) put it in the control group. Deadlines are roomy (2 s; 5 s for Feast) and no
+elapsed time is asserted: a read past its deadline shows as a fallback, which fails.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,8 +31,7 @@ USERS = 500
 THREADS = 32
 THREAD_REQUESTS = 10_000
 ASYNC_REQUESTS = 1_000
-TIMEOUT_MS = 1_000
-BOUND_S = TIMEOUT_MS / 1000 + 2.0
+TIMEOUT_MS = 2_000
 MARKER = re.compile(r"MK\d{5}[A-Z]")
 NEVER_OPENS: Dict[str, Any] = {"breaker_window": 10_000, "breaker_minimum_calls": 10_000}
 """A breaker that never judges a load test's reads (a slow moment must not open it)."""
@@ -84,11 +84,19 @@ def _enricher(path: Path, holdout: float = 0.1) -> Tuple[FeatureEnricher, Guarde
     return FeatureEnricher(guarded, config, monitor=monitor), guarded
 
 
-def _verify(results: List[Tuple[int, str, EnrichmentResult, float]]) -> Counter[str]:
-    """Zero crossings; returns the count of outcomes by reason."""
+def _verify(
+    enricher: FeatureEnricher, results: List[Tuple[int, str, EnrichmentResult]]
+) -> Counter[str]:
+    """Zero crossings, and every request enriched unless held out (the monitor's holdout
+    is a deterministic hash of the task type and user); returns the count of outcomes
+    by reason."""
+    monitor = enricher.monitor
+    assert isinstance(monitor, FeatureMonitor)
     reasons: Counter[str] = Counter()
-    for n, prompt, result, elapsed in results:
-        assert elapsed <= BOUND_S, f"call took {elapsed:.2f}s (bound {BOUND_S}s)"
+    for n, prompt, result in results:
+        held = monitor.is_held_out(result.task_type, uid(n))
+        expected = EnrichmentReason.HELD_OUT if held else EnrichmentReason.ENRICHED
+        assert result.reason is expected, (n, result.reason, result.entity_status)
         assert result.original_prompt == prompt
         assert result.enriched_prompt.endswith(prompt)
         found = set(MARKER.findall(result.feature_context))
@@ -128,30 +136,29 @@ def test_ten_thousand_enrichments_from_32_threads(feature_file: Path) -> None:
     per_thread = THREAD_REQUESTS // THREADS
     remainder = THREAD_REQUESTS - per_thread * THREADS
 
-    def worker(t: int) -> List[Tuple[int, str, EnrichmentResult, float]]:
+    def worker(t: int) -> List[Tuple[int, str, EnrichmentResult]]:
         out = []
         start.wait()
         for i in range(per_thread + (1 if t < remainder else 0)):
             n = (t * 7919 + i * 31) % USERS
             prompt = f"Question {t}/{i} from {uid(n)}: what should I buy?"
-            began = time.perf_counter()
             result = enricher.enrich(prompt, user_id=uid(n), task_type="general")
-            out.append((n, prompt, result, time.perf_counter() - began))
+            out.append((n, prompt, result))
         return out
 
     try:
         with ThreadPoolExecutor(THREADS) as pool:
             results = [r for chunk in pool.map(worker, range(THREADS)) for r in chunk]
         assert len(results) == THREAD_REQUESTS
-        reasons = _verify(results)
+        reasons = _verify(enricher, results)
         _check_monitor(enricher, results, reasons)
-        assert reasons[EnrichmentReason.ENRICHED.value] > 0
-        assert reasons[EnrichmentReason.HELD_OUT.value] > 0
-        assert len({r.enrichment_id for _, _, r, _ in results}) == THREAD_REQUESTS
-        # every un-enriched, non-held-out request is accounted for by a guard fallback
-        fallbacks = sum(v for k, v in reasons.items() if k not in ("enriched", "held_out"))
+        held_out = reasons[EnrichmentReason.HELD_OUT.value]
+        assert 0 < held_out < THREAD_REQUESTS  # the control group exists, and is not all
+        assert reasons == {"enriched": THREAD_REQUESTS - held_out, "held_out": held_out}
+        assert len({r.enrichment_id for _, _, r in results}) == THREAD_REQUESTS
         stats = guarded.stats()
-        assert stats["fallbacks"] >= fallbacks - reasons["disabled_by_monitor"]
+        assert stats["fallbacks"] == 0  # nothing fell back
+        assert stats["requests"] == THREAD_REQUESTS - held_out  # one per enriched request
         _check_reads(stats)
     finally:
         guarded.close()
@@ -160,19 +167,20 @@ def test_ten_thousand_enrichments_from_32_threads(feature_file: Path) -> None:
 async def test_thousand_concurrent_async_enrichments(feature_file: Path) -> None:
     enricher, guarded = _enricher(feature_file)
 
-    async def one(i: int) -> Tuple[int, str, EnrichmentResult, float]:
+    async def one(i: int) -> Tuple[int, str, EnrichmentResult]:
         n = (i * 37) % USERS
         prompt = f"Async question {i} from {uid(n)}"
-        began = time.perf_counter()
         result = await enricher.aenrich(prompt, user_id=uid(n), task_type="general")
-        return n, prompt, result, time.perf_counter() - began
+        return n, prompt, result
 
     try:
         results = await asyncio.gather(*(one(i) for i in range(ASYNC_REQUESTS)))
-        reasons = _verify(list(results))
+        reasons = _verify(enricher, list(results))
         _check_monitor(enricher, list(results), reasons)
-        assert reasons[EnrichmentReason.ENRICHED.value] > 0
+        held_out = reasons[EnrichmentReason.HELD_OUT.value]
+        assert reasons == {"enriched": ASYNC_REQUESTS - held_out, "held_out": held_out}
         stats = guarded.stats()
+        assert stats["fallbacks"] == 0 and stats["requests"] == ASYNC_REQUESTS - held_out
         _check_reads(stats)
         # a thousand coroutines at once: lookups that found a read in flight rode the next
         assert stats["lookups_coalesced"] > 0 and stats["workers"] <= THREADS
@@ -185,26 +193,24 @@ async def test_concurrent_async_batches_keep_users_apart(feature_file: Path) -> 
 
     enricher, guarded = _enricher(feature_file, holdout=0.0)
 
-    async def batch(b: int) -> List[Tuple[int, str, EnrichmentResult, float]]:
+    async def batch(b: int) -> List[Tuple[int, str, EnrichmentResult]]:
         ns = [(b * 13 + k * 7) % USERS for k in range(50)]
         requests = [
             EnrichmentRequest(prompt=f"batch {b} item {k} {uid(n)}", user_id=uid(n))
             for k, n in enumerate(ns)
         ]
-        began = time.perf_counter()
         results = await enricher.aenrich_batch(requests)
-        elapsed = time.perf_counter() - began
-        return [
-            (n, r.prompt, res, elapsed) for n, r, res in zip(ns, requests, results, strict=True)
-        ]
+        return [(n, r.prompt, res) for n, r, res in zip(ns, requests, results, strict=True)]
 
     try:
         chunks = await asyncio.gather(*(batch(b) for b in range(40)))
         results = [r for chunk in chunks for r in chunk]
-        reasons = _verify(results)
+        reasons = _verify(enricher, results)
         _check_monitor(enricher, results, reasons)
-        assert reasons[EnrichmentReason.ENRICHED.value] > 0
-        _check_reads(guarded.stats())
+        assert reasons == {"enriched": 40 * 50}  # no holdout here: every request
+        stats = guarded.stats()
+        assert stats["fallbacks"] == 0 and stats["requests"] == 40  # one per batch
+        _check_reads(stats)
     finally:
         guarded.close()
 
@@ -255,8 +261,7 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
         distinct = {ctx for ctx in expected.values() if ctx}
         assert len(distinct) > FEAST_USERS * 0.9, "the sample users must be tell-apart-able"
 
-        def check(u: str, prompt: str, result: EnrichmentResult, elapsed: float) -> None:
-            assert elapsed <= 5.0 + 2.0
+        def check(u: str, prompt: str, result: EnrichmentResult) -> None:
             assert result.enriched_prompt.endswith(prompt)
             # Healthy local SQLite, generous timeout, no holdout: every user with a
             # non-empty expected block must be enriched with exactly that block.
@@ -279,9 +284,8 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
             for i in range(per_thread):
                 u = thread_user(t, i)
                 prompt = f"t{t} i{i} {u}"
-                began = time.perf_counter()
                 result = enricher.enrich(prompt, user_id=u, task_type="support")
-                check(u, prompt, result, time.perf_counter() - began)
+                check(u, prompt, result)
                 enriched += result.features_available
             return enriched
 
@@ -296,9 +300,8 @@ def test_feast_sqlite_under_threads_and_coroutines(feast_repo: Path) -> None:
             async def one(i: int) -> bool:
                 u = async_user(i)
                 prompt = f"async {i} {u}"
-                began = time.perf_counter()
                 result = await enricher.aenrich(prompt, user_id=u, task_type="support")
-                check(u, prompt, result, time.perf_counter() - began)
+                check(u, prompt, result)
                 return result.features_available
 
             return sum(await asyncio.gather(*(one(i) for i in range(FEAST_ASYNC_REQUESTS))))

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -16,23 +17,43 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import pytest
 
 from asahi_features.enricher import FeatureEnricher
 from asahi_features.guard import BreakerState, GuardedClient
-from asahi_features.models import EnrichmentReason, EnrichmentResult, FeatureStatus
+from asahi_features.models import (
+    EnrichmentReason,
+    EnrichmentResult,
+    FeatureStatus,
+    FeatureVector,
+)
 from asahi_features.monitor import FeatureMonitor
 from asahi_features.settings import EnricherConfig
 from asahi_features.stores.base import FeatureStoreClient
 from asahi_features.stores.local import LocalFeatureStore
-from tests.support.servers import wait_for
+from tests.support.servers import wait_for, wait_until
 
 DEGRADED = {
     EnrichmentReason.STORE_UNAVAILABLE,
     EnrichmentReason.DISABLED_BY_MONITOR,
 }
+LIVENESS_S = 30.0
+"""Bound of a call that must return at its 2 s deadline while the store hangs for two
+minutes: reached only when the deadline is not kept."""
+
+T = TypeVar("T")
+
+
+def _returns(fn: Callable[[], T], what: str) -> T:
+    """``fn()`` on a daemon thread; fails unless it returned within LIVENESS_S."""
+    out: List[T] = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(LIVENESS_S)
+    assert out, f"{what} did not return within {LIVENESS_S:g} s: the hung store held it"
+    return out[0]
 
 
 def _enricher(
@@ -59,7 +80,8 @@ class LoadLoop:
     ) -> None:
         self.enricher = enricher
         self.users = users
-        self.records: List[Tuple[float, str, str, EnrichmentResult, float]] = []
+        self.records: List[Tuple[float, str, str, EnrichmentResult]] = []
+        """(start time, user, prompt, result) of every request."""
         self.errors: List[BaseException] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -81,7 +103,7 @@ class LoadLoop:
                     self.errors.append(exc)
             else:
                 with self._lock:
-                    self.records.append((began, user, prompt, result, time.monotonic() - began))
+                    self.records.append((began, user, prompt, result))
             i += 1
             time.sleep(self._pause)
 
@@ -98,16 +120,17 @@ class LoadLoop:
 
     def since(self, t0: float) -> List[EnrichmentResult]:
         with self._lock:
-            return [r for began, _, _, r, _ in self.records if began >= t0]
+            return [r for began, _, _, r in self.records if began >= t0]
 
     def wait_enriched_after(self, t0: float, timeout: float) -> None:
         wait_for(lambda: any(r.features_available for r in self.since(t0)), timeout=timeout)
 
 
-def _check_records(loop: LoadLoop, bound_s: float) -> None:
+def _check_records(loop: LoadLoop) -> None:
+    """No request raised; every prompt is kept, and left as it was when not enriched.
+    (No elapsed-time bound: LoadLoop.stop() fails should a request hang.)"""
     assert loop.errors == [], f"{len(loop.errors)} requests failed: {loop.errors[:3]!r}"
-    for _, _, prompt, result, elapsed in loop.records:
-        assert elapsed <= bound_s, f"a request took {elapsed:.2f}s"
+    for _, _, prompt, result in loop.records:
         assert result.enriched_prompt.endswith(prompt)
         if not result.features_available:
             assert result.enriched_prompt == prompt
@@ -139,7 +162,9 @@ def tecton(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield server
 
 
-def _tecton_guard(server: Any, *, client_timeout_ms: float = 1_500) -> GuardedClient:
+def _tecton_guard(server: Any, *, client_timeout_ms: float = 120_000) -> GuardedClient:
+    """A roomy 2 s guard around a TectonClient whose own timeout is far longer (inside a
+    guarded read its I/O follows the guard's deadline; a hung request outlives both)."""
     from asahi_features.stores.tecton import TectonClient
 
     client = TectonClient(
@@ -151,7 +176,7 @@ def _tecton_guard(server: Any, *, client_timeout_ms: float = 1_500) -> GuardedCl
     )
     return GuardedClient(
         client,
-        timeout_ms=250,
+        timeout_ms=2_000,
         # after the healthy read, the third failed read makes 3 of 4 (>= 50 %): open
         breaker_window=4,
         breaker_minimum_calls=4,
@@ -181,13 +206,13 @@ def test_tecton_fault_degrades_opens_breaker_and_recovers(
         healthy = enricher.enrich("hello", user_id="u1", task_type="t")
         assert healthy.features_available and "tier-of-u1" in healthy.feature_context
 
-        tecton.faults.mode = mode
+        tecton.faults.mode, tecton.faults.hang_seconds = mode, 120.0
         if status:
             tecton.faults.status = status
         for i in range(3):
-            began = time.monotonic()
-            result = enricher.enrich(f"during fault {i}", user_id="u2", task_type="t")
-            assert time.monotonic() - began <= 0.25 + 2.0
+            prompt = f"during fault {i}"
+            request = functools.partial(enricher.enrich, prompt, user_id="u2", task_type="t")
+            result = _returns(request, "a request")
             assert result.enriched_prompt == f"during fault {i}"
             assert result.reason is EnrichmentReason.STORE_UNAVAILABLE
             assert result.entity_status == {"user": FeatureStatus.UNAVAILABLE}
@@ -234,10 +259,8 @@ def test_tecton_fault_async_path(tecton: Any) -> None:
 
     try:
         assert all(r.features_available for r in asyncio.run(burst(5)))
-        tecton.faults.mode = "hang"
-        began = time.monotonic()
-        results = asyncio.run(burst(30))
-        assert time.monotonic() - began <= 0.25 + 3.0
+        tecton.faults.mode, tecton.faults.hang_seconds = "hang", 120.0
+        results = _returns(lambda: asyncio.run(burst(30)), "a burst")
         assert not any(r.features_available for r in results)
         assert all(r.enriched_prompt == f"p{i}" for i, r in enumerate(results))
         tecton.faults.mode = "ok"
@@ -271,22 +294,56 @@ def _feature_doc(version: str) -> str:
     return json.dumps(doc, indent=1)
 
 
+class CountingStore(LocalFeatureStore):
+    """Counts the vectors with features it returned (reads that found a whole file;
+    for the bare store, one read per request)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.answered = 0
+        self._count_lock = threading.Lock()
+
+    def _count(self, vectors: List[FeatureVector]) -> None:
+        with self._count_lock:
+            self.answered += sum(1 for v in vectors if v.status is FeatureStatus.FOUND)
+
+    def get_features(
+        self, entity_id: str, entity_type: str, feature_names: List[str]
+    ) -> FeatureVector:
+        vector = super().get_features(entity_id, entity_type, feature_names)
+        self._count([vector])
+        return vector
+
+    def get_batch_features(
+        self, entity_ids: List[str], entity_type: str, feature_names: List[str]
+    ) -> List[FeatureVector]:
+        vectors = super().get_batch_features(entity_ids, entity_type, feature_names)
+        self._count(vectors)
+        return vectors
+
+
 @pytest.mark.parametrize("guard", [True, False], ids=["guarded", "bare"])
 def test_local_file_rewritten_half_way(tmp_path: Path, guard: bool) -> None:
+    """Readers enrich while a writer rewrites the file non-atomically. Every request the
+    store answered (it read a whole file) is enriched, from one version of the file and
+    for its own user; every other one degrades with its prompt untouched. Once the file
+    is whole again, every request is enriched (from the last version written)."""
     path = tmp_path / "features.json"
     path.write_text(_feature_doc("A"), encoding="utf-8")
-    store = LocalFeatureStore(path)
-    client: FeatureStoreClient = (
-        GuardedClient(store, timeout_ms=1_000, breaker_reset_seconds=0.05, max_workers=8)
+    store = CountingStore(path)
+    guarded = (
+        GuardedClient(store, timeout_ms=2_000, breaker_reset_seconds=0.05, max_workers=8)
         if guard
-        else store
+        else None
     )
+    client: FeatureStoreClient = guarded or store
     enricher = _enricher(client, ["tier", "preferences"])
     stop = threading.Event()
     rewrites = 0
+    last = "A"
 
     def writer() -> None:
-        nonlocal rewrites
+        nonlocal rewrites, last
         version = "B"
         while not stop.is_set():
             text = _feature_doc(version)
@@ -298,6 +355,7 @@ def test_local_file_rewritten_half_way(tmp_path: Path, guard: bool) -> None:
                 time.sleep(0.002)
                 handle.write(text[half:])
             rewrites += 1
+            last = version
             version = "A" if version == "B" else "B"
             time.sleep(0.001)
 
@@ -311,23 +369,48 @@ def test_local_file_rewritten_half_way(tmp_path: Path, guard: bool) -> None:
         loop.stop()
         stop.set()
         thread.join(timeout=10)
-        if isinstance(client, GuardedClient):
-            client.close()
-    _check_records(loop, bound_s=3.0)
-    assert rewrites > 20
-    enriched = degraded = 0
-    for _, user, _, result, _ in loop.records:
-        if result.features_available:
-            enriched += 1
-            found = VALUE.findall(result.feature_context)
-            # both lines present, from ONE version of the file, for this very user
-            assert len(found) == 2, result.feature_context
-            assert {(v, f"u{n}") for v, n, _ in found} in ({("A", user)}, {("B", user)})
+    try:
+        assert not thread.is_alive()
+        _check_records(loop)
+        assert rewrites > 20
+        enriched = degraded = 0
+        for _, user, _, result in loop.records:
+            if result.features_available:
+                enriched += 1
+                found = VALUE.findall(result.feature_context)
+                # both lines present, from ONE version of the file, for this very user
+                assert len(found) == 2, result.feature_context
+                assert {(v, f"u{n}") for v, n, _ in found} in ({("A", user)}, {("B", user)})
+            else:
+                degraded += 1
+                assert result.reason is EnrichmentReason.STORE_UNAVAILABLE, result.reason
+        assert degraded > 0, "the half-written file was never observed; the test proved nothing"
+        # every request the store answered was enriched, and no other: bare, one read per
+        # request; guarded, a read may answer several requests (coalesced), so the guard's
+        # own count of requests it could not answer (its fallbacks) is the measure
+        if guarded is None:
+            assert enriched == store.answered, (enriched, store.answered, degraded)
         else:
-            degraded += 1
-            assert result.reason in DEGRADED, result.reason
-    assert enriched > 0
-    assert degraded > 0, "the half-written file was never observed; the test proved nothing"
+            stats = guarded.stats()
+            assert stats["requests"] == len(loop.records)
+            assert stats["fallbacks"] == degraded, (stats, degraded)
+            assert stats["timeouts"] == stats["overloaded"] == 0
+
+        # The file is whole again: every request is enriched, from the last version.
+        if guarded is not None:  # past the breaker's 50 ms cool-down, probes close it
+            assert wait_until(lambda: guarded.breaker.state is not BreakerState.OPEN, 10)
+        for n in range(FILE_USERS):
+            result = enricher.enrich(f"after {n}", user_id=f"u{n}", task_type="t")
+            assert result.reason is EnrichmentReason.ENRICHED, (n, result.reason)
+            assert set(VALUE.findall(result.feature_context)) == {
+                (last, str(n), "tier"),
+                (last, str(n), "pref"),
+            }
+        if guarded is not None:
+            assert guarded.breaker.state is BreakerState.CLOSED
+    finally:
+        if guarded is not None:
+            guarded.close()
 
 
 # --------------------------------------------------------------------------- Redis
@@ -390,7 +473,7 @@ def test_redis_killed_mid_run_and_restarted(tmp_path: Path) -> None:
         loop.wait_enriched_after(t_up, timeout=30)  # recovers by itself, no reset call
         wait_for(lambda: guarded.breaker.state is BreakerState.CLOSED, timeout=10)
         loop.stop()
-        _check_records(loop, bound_s=0.3 + 2.0)
+        _check_records(loop)
         stats = monitor.get_stats()
         assert stats["total_enrichments"] == len(loop.records)
         assert guarded.stats()["workers"] <= 8
@@ -448,7 +531,7 @@ def test_feast_serve_restarted_mid_run(tmp_path: Path) -> None:
         loop.wait_enriched_after(time.monotonic(), timeout=60)
         wait_for(lambda: guarded.breaker.state is BreakerState.CLOSED, timeout=10)
         loop.stop()
-        _check_records(loop, bound_s=2.0 + 2.0)
+        _check_records(loop)
     finally:
         if loop is not None:
             loop.stop()

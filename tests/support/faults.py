@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any, List
 
 from asahi_features.testing import (
@@ -41,6 +43,20 @@ def hold_worker(guard: Any, backend: FaultyBackend) -> tuple[threading.Thread, L
     return holder, errors
 
 
+@contextlib.contextmanager
+def answers_at(backend: FaultyBackend, seconds: float) -> Iterator[None]:
+    """The hung ``backend`` answers every read still in it ``seconds`` from now, unless
+    the block has ended by then. A caller still waiting at that moment is answered, so a
+    fallback shows that it had left before: a deadline checked by its outcome."""
+    timer = threading.Timer(seconds, backend.release)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 def tracked(backends: List[FaultyBackend], mode: Mode, delay: float = 0.002) -> FaultyBackend:
     """A FaultyBackend registered in ``backends`` (the unit tests' fixture releases it)."""
     backend = FaultyBackend(mode, delay=delay)
@@ -55,6 +71,7 @@ __all__ = [
     "FaultyBackend",
     "ManualClock",
     "Mode",
+    "answers_at",
     "hold_worker",
     "tracked",
 ]

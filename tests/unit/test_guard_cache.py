@@ -21,13 +21,13 @@ def cached_guard(
     backend = backend or FaultyBackend(ages={"tier": 10.0, "preferences": 20.0})
     clock = ManualClock()
     kw.setdefault("cache_ttl_seconds", 60)
-    kw.setdefault("timeout_ms", 200)
+    kw.setdefault("timeout_ms", 2000)  # roomy: these reads must be answered
     return backend, GuardedClient(backend, clock=clock, **kw), clock
 
 
 def test_cache_is_off_by_default() -> None:
     backend = FaultyBackend()
-    guard = GuardedClient(backend)
+    guard = GuardedClient(backend, timeout_ms=2000)
     guard.get_features("u1", "user", NAMES)
     guard.get_features("u1", "user", NAMES)
     assert guard.cache is None and backend.calls == 2
@@ -141,13 +141,20 @@ def test_only_vectors_matched_to_asked_ids_are_cached() -> None:
 
 
 def test_a_late_answer_nobody_waited_for_is_not_cached() -> None:
-    backend, guard, _ = cached_guard(FaultyBackend("slow", delay=0.1), timeout_ms=20)
+    # one id: 20 ms, the answer comes at 0.5 s; a batch (below): a roomy 2 s
+    backend, guard, _ = cached_guard(
+        FaultyBackend("slow", delay=0.5), timeout_ms=20, batch_timeout_ms=2000
+    )
     assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.UNAVAILABLE
-    assert wait_until(lambda: backend.completed == 1 and guard.stats()["busy_workers"] == 0)
+    assert wait_until(
+        lambda: backend.completed == 1 and guard.stats()["busy_workers"] == 0, timeout=10
+    )
     assert guard.stats()["cache_entries"] == 0
     backend.set_mode("ok")
-    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
-    assert backend.calls == 2 and guard.stats()["cache_entries"] == 1
+    fresh = guard.get_batch_features(["u1", "u2"], "user", NAMES)
+    assert [v.status for v in fresh] == [FeatureStatus.FOUND] * 2
+    assert backend.calls == 2 and guard.stats()["cache_entries"] == 2
+    assert guard.stats()["cache_hits"] == 0  # u1 was read again, not served from the cache
 
 
 def test_cache_hits_are_served_while_the_breaker_is_open() -> None:

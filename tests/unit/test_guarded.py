@@ -28,8 +28,14 @@ from tests.support.faults import AsyncFaultyBackend, FaultyBackend, ManualClock
 from tests.support.servers import wait_until
 
 NAMES = ["tier", "preferences"]
-BOUND = 2.0
-"""Generous functional bound for a call whose deadline is 50 ms."""
+ROOMY_MS = 2000
+"""The deadline of every read that must get the backend's answer (healthy, error or
+garbage): roomy, so a loaded machine cannot turn it into a timeout."""
+SHORT_MS = 50
+"""The deadline of reads meant to time out (a hung store, or one ten deadlines late)."""
+SETTLE = 10.0
+"""Bound of every wait for something that must end (seconds); reached only when a rule
+is broken."""
 
 
 @pytest.fixture
@@ -40,23 +46,20 @@ def make(backends: list[FaultyBackend]) -> Any:
         cls = AsyncFaultyBackend if native else FaultyBackend
         backend = cls(mode, delay=guard.pop("delay", 0.5), error=guard.pop("error", None))  # type: ignore[arg-type]
         backends.append(backend)
-        guard.setdefault("timeout_ms", 50)
+        guard.setdefault("timeout_ms", ROOMY_MS)
         guard.setdefault("batch_timeout_ms", guard["timeout_ms"])
         return backend, GuardedClient(backend, **guard)
 
     return factory
 
 
-def timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    result = fn(*args)
-    return result, time.monotonic() - start
-
-
-async def atimed(coro: Any) -> tuple[Any, float]:
-    start = time.monotonic()
-    result = await coro
-    return result, time.monotonic() - start
+def in_daemon_thread(fn: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
+    """``fn(*args)`` on a daemon thread (a call that never returns cannot hold up the
+    interpreter's exit); its result lands in the list."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)), daemon=True)
+    thread.start()
+    return thread, out
 
 
 # -- healthy path -------------------------------------------------------------------
@@ -85,7 +88,7 @@ def test_ok_single_and_batch(make: Any) -> None:
 def test_source_and_repr(make: Any) -> None:
     _, guard = make("ok")
     assert guard.source == "faulty"
-    assert "timeout_ms=50" in repr(guard)
+    assert "timeout_ms=2000" in repr(guard)
 
     class Bare:
         def get_features(self, *a: Any) -> Any: ...
@@ -114,9 +117,9 @@ def test_rejects_non_clients_and_bad_arguments() -> None:
 
 @pytest.mark.parametrize("mode", ["hang", "slow"])
 def test_sync_single_deadline_falls_back(make: Any, mode: str) -> None:
-    _, guard = make(mode)
-    vector, elapsed = timed(guard.get_features, "u1", "user", NAMES)
-    assert elapsed < BOUND
+    # "slow" answers at 0.5 s, ten deadlines late: the fallback shows the cut
+    _, guard = make(mode, timeout_ms=SHORT_MS)
+    vector = guard.get_features("u1", "user", NAMES)
     assert vector.status is FeatureStatus.UNAVAILABLE
     assert vector.entity_id == "u1" and vector.entity_type == "user" and vector.features == {}
     assert vector.source == "faulty"
@@ -129,9 +132,8 @@ def test_sync_single_deadline_falls_back(make: Any, mode: str) -> None:
 
 @pytest.mark.parametrize("mode", ["hang", "slow"])
 def test_sync_batch_deadline_falls_back_per_id(make: Any, mode: str) -> None:
-    _, guard = make(mode)
-    vectors, elapsed = timed(guard.get_batch_features, ["a", "b", "c"], "user", NAMES)
-    assert elapsed < BOUND
+    _, guard = make(mode, timeout_ms=SHORT_MS)
+    vectors = guard.get_batch_features(["a", "b", "c"], "user", NAMES)
     assert [v.entity_id for v in vectors] == ["a", "b", "c"]
     assert all(v.status is FeatureStatus.UNAVAILABLE for v in vectors)
     stats = guard.stats()
@@ -156,8 +158,10 @@ def test_request_deadline_scales_with_its_ids(make: Any) -> None:
 
 
 def test_batch_gets_the_deadline_of_its_size(make: Any) -> None:
-    # 0.2 s answers: too slow for one id (50 ms), in time for 100 ids (50 + 99 x 5 ms)
-    backend, guard = make("slow", delay=0.2, batch_timeout_ms=None, batch_entity_timeout_ms=5)
+    # 0.2 s answers: too slow for one id (50 ms), in time for 100 ids (50 + 99 x 20 ms)
+    backend, guard = make(
+        "slow", delay=0.2, timeout_ms=SHORT_MS, batch_timeout_ms=None, batch_entity_timeout_ms=20
+    )
     assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.UNAVAILABLE
     ids = [f"u{i}" for i in range(100)]
     vectors = guard.get_batch_features(ids, "user", NAMES)
@@ -166,13 +170,11 @@ def test_batch_gets_the_deadline_of_its_size(make: Any) -> None:
 
 
 def test_sync_deadline_without_fallback_raises(make: Any) -> None:
-    _, guard = make("hang", fallback_on_timeout=False)
-    start = time.monotonic()
+    _, guard = make("hang", timeout_ms=SHORT_MS, fallback_on_timeout=False)
     with pytest.raises(FeatureStoreTimeoutError, match="50 ms"):
         guard.get_features("u1", "user", NAMES)
     with pytest.raises(FeatureStoreTimeoutError):
         guard.get_batch_features(["u1"], "user", NAMES)
-    assert time.monotonic() - start < 2 * BOUND
 
 
 def test_backend_unavailable_error_propagates_unchanged_without_fallback(make: Any) -> None:
@@ -268,7 +270,7 @@ def test_batch_answers_are_matched_by_entity_id(
         def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
             return [self.vector(i, etype, names) for i in answer]
 
-    guard = GuardedClient(Shuffled(), timeout_ms=500)
+    guard = GuardedClient(Shuffled(), timeout_ms=ROOMY_MS)
     vectors = guard.get_batch_features(["a", "b", "c"], "user", NAMES)
     assert [v.entity_id for v in vectors] == ["a", "b", "c"]
     found = {v.entity_id for v in vectors if v.status is FeatureStatus.FOUND}
@@ -283,7 +285,7 @@ def test_vector_of_another_entity_type_is_bad_data() -> None:
         def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
             return [self.vector(ids[0], etype, names), self.vector(ids[1], "org", names)]
 
-    guard = GuardedClient(Confused(), timeout_ms=500)
+    guard = GuardedClient(Confused(), timeout_ms=ROOMY_MS)
     first, second = guard.get_batch_features(["a", "b"], "user", NAMES)
     assert first.status is FeatureStatus.FOUND and second.status is FeatureStatus.UNAVAILABLE
     assert guard.stats()["bad_vectors"] == 1  # one asked id left without a usable answer
@@ -301,7 +303,7 @@ def test_batch_result_is_validated(result: Any, message: str) -> None:
         def get_batch_features(self, *args: Any) -> Any:
             return result
 
-    guard = GuardedClient(Odd(), timeout_ms=50, fallback_on_timeout=False)
+    guard = GuardedClient(Odd(), timeout_ms=ROOMY_MS, fallback_on_timeout=False)
     with pytest.raises(FeatureStoreUnavailableError, match=message):
         guard.get_batch_features(["a", "b"], "user", NAMES)
 
@@ -311,7 +313,7 @@ def test_batch_tuple_is_accepted() -> None:
         def get_batch_features(self, ids: Any, etype: str, names: Any) -> Any:
             return tuple(self.vector(i, etype, names) for i in ids)
 
-    guard = GuardedClient(Tupled(), timeout_ms=500)
+    guard = GuardedClient(Tupled(), timeout_ms=ROOMY_MS)
     assert [v.entity_id for v in guard.get_batch_features(["a", "b"], "user", NAMES)] == [
         "a",
         "b",
@@ -324,11 +326,10 @@ def test_batch_tuple_is_accepted() -> None:
 @pytest.mark.parametrize("native", [False, True])
 @pytest.mark.parametrize("mode", ["hang", "slow"])
 async def test_async_single_and_batch_deadline(make: Any, native: bool, mode: str) -> None:
-    _, guard = make(mode, native=native)
-    vector, elapsed = await atimed(guard.aget_features("u1", "user", NAMES))
-    assert elapsed < BOUND and vector.status is FeatureStatus.UNAVAILABLE
-    vectors, elapsed = await atimed(guard.aget_batch_features(["a", "b"], "user", NAMES))
-    assert elapsed < BOUND
+    _, guard = make(mode, native=native, timeout_ms=SHORT_MS)
+    vector = await guard.aget_features("u1", "user", NAMES)
+    assert vector.status is FeatureStatus.UNAVAILABLE
+    vectors = await guard.aget_batch_features(["a", "b"], "user", NAMES)
     assert [(v.entity_id, v.status) for v in vectors] == [
         ("a", FeatureStatus.UNAVAILABLE),
         ("b", FeatureStatus.UNAVAILABLE),
@@ -337,13 +338,13 @@ async def test_async_single_and_batch_deadline(make: Any, native: bool, mode: st
 
 
 async def test_native_async_backend_is_cancelled_without_threads(make: Any) -> None:
-    backend, guard = make("hang", native=True)
-    vector, elapsed = await atimed(guard.aget_features("u1", "user", NAMES))
-    assert vector.status is FeatureStatus.UNAVAILABLE and elapsed < BOUND
-    (vector,), elapsed = await atimed(guard.aget_batch_features(["u1"], "user", NAMES))
-    assert vector.status is FeatureStatus.UNAVAILABLE and elapsed < BOUND
+    backend, guard = make("hang", native=True, timeout_ms=SHORT_MS)
+    vector = await guard.aget_features("u1", "user", NAMES)
+    assert vector.status is FeatureStatus.UNAVAILABLE
+    (vector,) = await guard.aget_batch_features(["u1"], "user", NAMES)
+    assert vector.status is FeatureStatus.UNAVAILABLE
     # The caller returned at the deadline; the backend's task is cancelled behind it.
-    deadline = time.monotonic() + BOUND
+    deadline = time.monotonic() + SETTLE
     while backend.cancelled < 2 and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
     assert backend.cancelled == 2 and backend.in_flight == 0 and backend.completed == 0
@@ -353,7 +354,7 @@ async def test_native_async_backend_is_cancelled_without_threads(make: Any) -> N
 
 @pytest.mark.parametrize("native", [False, True])
 async def test_async_without_fallback_raises(make: Any, native: bool) -> None:
-    _, guard = make("hang", native=native, fallback_on_timeout=False)
+    _, guard = make("hang", native=native, timeout_ms=SHORT_MS, fallback_on_timeout=False)
     with pytest.raises(FeatureStoreTimeoutError):
         await guard.aget_features("u1", "user", NAMES)
     with pytest.raises(FeatureStoreTimeoutError):
@@ -400,7 +401,7 @@ async def test_base_store_default_async_is_not_treated_as_native(tmp_path: Path)
         path,
         {"user": {"u1": {"updated_at": "2026-01-01T00:00:00Z", "features": {"tier": "a"}}}},
     )
-    guard = GuardedClient(LocalFeatureStore(path))
+    guard = GuardedClient(LocalFeatureStore(path), timeout_ms=ROOMY_MS)
     # BaseFeatureStore's aget_* run asyncio.to_thread: the guard's own bounded workers
     # run the sync method instead.
     assert (await guard.aget_features("u1", "user", ["tier"])).features == {"tier": "a"}
@@ -433,12 +434,12 @@ async def test_base_store_default_async_is_not_treated_as_native(tmp_path: Path)
             return [FeatureVector.empty(e, entity_type, "x") for e in entity_ids]
 
     single = SingleNative()
-    guarded = GuardedClient(single)
+    guarded = GuardedClient(single, timeout_ms=ROOMY_MS)
     await guarded.aget_features("u1", "user", ["tier"])
     assert single.called == ["get_features"] and guarded.stats()["workers"] == 1
 
     full = FullNative()
-    guarded = GuardedClient(full)
+    guarded = GuardedClient(full, timeout_ms=ROOMY_MS)
     await guarded.aget_features("u1", "user", ["tier"])
     await guarded.aget_batch_features(["a", "b"], "user", ["tier"])
     assert full.called == ["aget_features", "aget_batch_features"]
@@ -447,7 +448,9 @@ async def test_base_store_default_async_is_not_treated_as_native(tmp_path: Path)
 
 async def test_async_bridge_survives_a_closed_loop(make: Any) -> None:
     """A worker finishing after its caller's loop closed must not die."""
-    backend, guard = make("slow", delay=0.15, max_workers=1)
+    backend, guard = make(
+        "slow", delay=0.5, timeout_ms=SHORT_MS, batch_timeout_ms=ROOMY_MS, max_workers=1
+    )
 
     def run_in_new_loop() -> None:
         loop = asyncio.new_event_loop()
@@ -459,11 +462,14 @@ async def test_async_bridge_survives_a_closed_loop(make: Any) -> None:
     thread = threading.Thread(target=run_in_new_loop)
     thread.start()
     thread.join()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + SETTLE
     while guard.stats()["busy_workers"] and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+    assert backend.completed == 1  # the late call returned into the closed loop
     backend.set_mode("ok")
-    assert (await guard.aget_features("u1", "user", NAMES)).status is FeatureStatus.FOUND
+    # the worker still serves reads (a batch: under the roomy batch deadline)
+    vectors = await guard.aget_batch_features(["u1", "u2"], "user", NAMES)
+    assert [v.status for v in vectors] == [FeatureStatus.FOUND] * 2
     assert guard.stats()["workers"] == 1
 
 
@@ -511,11 +517,12 @@ def test_health_check_is_guarded(make: Any) -> None:
     assert guard.health_check() is False
     backend.set_mode("raise")
     assert guard.health_check() is False
-    backend.set_mode("hang")
-    result, elapsed = timed(guard.health_check)
-    assert result is False and elapsed < BOUND
-    assert guard.breaker.snapshot()["window_calls"] == 0  # health checks are not judged
-    assert guard.stats()["requests"] == 0
+    # a hung store: False at the deadline (how soon: the just-over test below)
+    _, hung = make("hang", timeout_ms=SHORT_MS)
+    assert hung.health_check() is False
+    for checked in (guard, hung):
+        assert checked.breaker.snapshot()["window_calls"] == 0  # health checks are not judged
+        assert checked.stats()["requests"] == 0
 
 
 def test_health_check_waits_timeout_ms_and_no_longer(make: Any) -> None:
@@ -534,10 +541,16 @@ def test_health_check_waits_timeout_ms_and_no_longer(make: Any) -> None:
 
 
 def test_health_check_false_when_saturated(make: Any) -> None:
-    _, guard = make("hang", max_workers=1)
-    guard.get_features("u1", "user", NAMES)
-    result, elapsed = timed(guard.health_check)
-    assert result is False and elapsed < BOUND
+    """Every worker stuck in a call past its deadline: the health check says False at
+    once, without queueing for a worker until its own deadline of two minutes (it must
+    return within SETTLE, which only the fast answer does)."""
+    backend, guard = make("hang", max_workers=1, timeout_ms=120_000, batch_timeout_ms=SHORT_MS)
+    vectors = guard.get_batch_features(["u1", "u2"], "user", NAMES)  # the worker is stuck
+    assert [v.status for v in vectors] == [FeatureStatus.UNAVAILABLE] * 2
+    thread, out = in_daemon_thread(guard.health_check)
+    thread.join(SETTLE)
+    assert out == [False], "the health check queued for a worker instead of failing at once"
+    assert backend.calls_by_method == {"get_batch_features": 1}  # it never reached the store
 
 
 def test_list_features_delegates(tmp_path: Path, make: Any) -> None:
@@ -552,36 +565,38 @@ def test_list_features_delegates(tmp_path: Path, make: Any) -> None:
 
 
 def test_close_stops_workers_closes_inner_and_never_hangs(make: Any) -> None:
-    backend, guard = make("ok", max_workers=2)
+    backend, guard = make("ok", max_workers=2, timeout_ms=SHORT_MS, batch_timeout_ms=ROOMY_MS)
     closed: list[bool] = []
     backend.close = lambda: closed.append(True)  # type: ignore[attr-defined]
-    guard.get_features("u1", "user", NAMES)
+    healthy = guard.get_batch_features(["u1", "u2"], "user", NAMES)  # roomy batch deadline
+    assert [v.status for v in healthy] == [FeatureStatus.FOUND] * 2
     backend.set_mode("hang")
-    guard.get_features("u1", "user", NAMES)  # one worker now stuck
-    _, elapsed = timed(guard.close)
-    assert elapsed < BOUND and closed == [True]
+    guard.get_features("u1", "user", NAMES)  # one worker now stuck (until the release below)
+    thread, _ = in_daemon_thread(guard.close)
+    thread.join(SETTLE)
+    assert not thread.is_alive(), "close() waited for the stuck worker"
+    assert closed == [True]
     vector = guard.get_features("u1", "user", NAMES)
     assert (
         vector.status is FeatureStatus.UNAVAILABLE
         and vector.error == "the guarded client is closed"
     )
     backend.release()
-    deadline = time.monotonic() + 5
-    while guard.stats()["workers"] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert guard.stats()["workers"] == 0
+    assert wait_until(lambda: guard.stats()["workers"] == 0, timeout=SETTLE)
 
 
 def test_close_survives_a_hanging_or_failing_inner_close(
     make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    backend, guard = make("ok")
+    backend, guard = make("ok", timeout_ms=SHORT_MS)  # close() waits max(timeout, 1 s)
     never = threading.Event()
     backend.close = never.wait  # type: ignore[attr-defined]
-    _, elapsed = timed(guard.close)
-    assert elapsed < 3 * BOUND
-    never.set()
+    thread, _ = in_daemon_thread(guard.close)
+    thread.join(SETTLE)
+    returned = not thread.is_alive()
+    never.set()  # the inner close ends only now
+    assert returned, "close() waited for the backend's hanging close"
     assert "did not finish in time" in caplog.text
 
     backend2, guard2 = make("ok")
@@ -639,7 +654,7 @@ def test_client_from_config_returns_a_guarded_local_store(tmp_path: Path) -> Non
             "feature_store": {
                 "provider": "local",
                 "local": {"data_path": str(path)},
-                "timeout_ms": 150,
+                "timeout_ms": ROOMY_MS,
             }
         }
     )
