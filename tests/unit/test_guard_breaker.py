@@ -469,8 +469,10 @@ def backend() -> Iterator[FaultyBackend]:
 
 
 def guard_for(backend: FaultyBackend, clock: ManualClock, **kw: Any) -> GuardedClient:
-    """Opens on 3 failed reads of 3 (50 % of a window of 3); one probe after 10 s."""
-    kw.setdefault("timeout_ms", 50)
+    """Opens on 3 failed reads of 3 (50 % of a window of 3); one probe after 10 s. The
+    deadline is a roomy 2 s (reads that must be answered, errors included); tests of a
+    hung store ask for a short one."""
+    kw.setdefault("timeout_ms", 2000)
     kw.setdefault("batch_timeout_ms", kw["timeout_ms"])
     kw.setdefault("breaker_failure_rate", 0.5)
     kw.setdefault("breaker_window", 3)
@@ -581,7 +583,8 @@ def test_half_open_probe_failure_reopens(backend: FaultyBackend, clock: ManualCl
 def test_timeouts_and_recovery_drive_the_breaker(clock: ManualClock) -> None:
     backend = FaultyBackend("hang")
     try:
-        guard = guard_for(backend, clock, breaker_window=2)
+        # one id: 50 ms; the healthy read at the end is a batch: a roomy 2 s
+        guard = guard_for(backend, clock, breaker_window=2, timeout_ms=50, batch_timeout_ms=2000)
         guard.get_features("u1", "user", NAMES)
         guard.get_batch_features(["a"], "user", NAMES)
         assert guard.breaker.state is BreakerState.OPEN
@@ -598,13 +601,14 @@ def test_timeouts_and_recovery_drive_the_breaker(clock: ManualClock) -> None:
     guard.get_features("u1", "user", NAMES)  # probe: first recover call fails
     assert guard.breaker.state is BreakerState.OPEN
     clock.advance(10)
-    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    recovered = guard.get_batch_features(["u1", "u2"], "user", NAMES)  # the probe
+    assert [v.status for v in recovered] == [FeatureStatus.FOUND] * 2
     assert guard.breaker.state is BreakerState.CLOSED
 
 
 def test_slow_answers_count_as_slow_calls(clock: ManualClock) -> None:
     backend = FaultyBackend("slow", delay=0.08)
-    # One request of a user and an organisation: 2 ids, so its deadline is 20 + 300 ms,
+    # One request of a user and an organisation: 2 ids, so its deadline is 20 + 3000 ms,
     # while each one-id read may take 20 ms. Both answers come after 80 ms: in time for
     # the caller, but slow for the store.
     guard = guard_for(
@@ -612,7 +616,7 @@ def test_slow_answers_count_as_slow_calls(clock: ManualClock) -> None:
         clock,
         timeout_ms=20,
         batch_timeout_ms=None,
-        batch_entity_timeout_ms=300,
+        batch_entity_timeout_ms=3000,
         breaker_failure_rate=1.0,
         breaker_slow_call_rate=0.5,
         breaker_window=2,
@@ -626,15 +630,25 @@ def test_slow_answers_count_as_slow_calls(clock: ManualClock) -> None:
 
 
 def test_an_abandoned_read_is_failed_and_slow(clock: ManualClock) -> None:
-    backend = FaultyBackend("slow", delay=0.08)
-    guard = guard_for(backend, clock, timeout_ms=20, breaker_failure_rate=1.0, breaker_window=2)
+    # one id: 20 ms, answered only after 0.5 s; the healthy batch below: a roomy 2 s
+    backend = FaultyBackend("slow", delay=0.5)
+    guard = guard_for(
+        backend,
+        clock,
+        timeout_ms=20,
+        batch_timeout_ms=2000,
+        breaker_failure_rate=1.0,
+        breaker_window=2,
+    )
     assert guard.get_features("u1", "user", NAMES).error == "no answer within 20 ms"
     snap = guard.breaker.snapshot()
     assert (snap["window_calls"], snap["window_failures"], snap["window_slow_calls"]) == (1, 1, 1)
-    assert wait_until(lambda: guard.stats()["busy_workers"] == 0)  # its late answer: ignored
+    # its late answer: ignored
+    assert wait_until(lambda: guard.stats()["busy_workers"] == 0, timeout=10)
     assert guard.breaker.snapshot()["window_calls"] == 1
     backend.set_mode("ok")
-    assert guard.get_features("u1", "user", NAMES).status is FeatureStatus.FOUND
+    healthy = guard.get_batch_features(["u1", "u2"], "user", NAMES)
+    assert [v.status for v in healthy] == [FeatureStatus.FOUND] * 2
     snap = guard.breaker.snapshot()
     assert (snap["window_calls"], snap["window_failures"], snap["window_slow_calls"]) == (2, 1, 1)
     assert guard.breaker.state is BreakerState.CLOSED  # 50 % < 100 %
@@ -697,7 +711,7 @@ def test_overload_is_not_a_breaker_failure(clock: ManualClock) -> None:
 def test_every_worker_stuck_counts_against_the_store(clock: ManualClock) -> None:
     backend = FaultyBackend("hang")
     try:
-        guard = guard_for(backend, clock, max_workers=1)
+        guard = guard_for(backend, clock, max_workers=1, timeout_ms=50)
         first = guard.get_features("u1", "user", NAMES)  # times out; the worker is stuck
         assert first.error == "no answer within 50 ms"
         for _ in range(2):
