@@ -528,17 +528,25 @@ def test_follows_the_guards_circuit_breaker() -> None:
     assert monitor.get_stats()["feature_store_window_attempts"] == 0
 
 
-def test_breaker_closing_ends_an_availability_pause() -> None:
-    class Breaker:
-        state = "closed"
+class _SettableBreaker:
+    state = "closed"
 
-    breaker = Breaker()
+
+def _paused_watching(breaker: _SettableBreaker) -> FeatureMonitor:
+    """A monitor watching ``breaker``, paused by five failures while it stayed closed
+    (a slow store: timeouts that did not, yet, open the breaker)."""
     monitor = FeatureMonitor(
         MonitorConfig(availability_window=5, failure_window_min_attempts=5),
         breaker=breaker,
     )
-    _fail(monitor, 5)  # slow store: timeouts that did not (yet) open the breaker
+    _fail(monitor, 5)
     assert monitor.decision("faq").reason == DecisionReason.STORE_UNAVAILABLE
+    return monitor
+
+
+def test_breaker_closing_ends_an_availability_pause() -> None:
+    breaker = _SettableBreaker()
+    monitor = _paused_watching(breaker)
     breaker.state = "open"
     assert monitor.decision("faq").reason == DecisionReason.BREAKER_OPEN
     breaker.state = "closed"  # the guard's probe succeeded
@@ -549,17 +557,8 @@ def test_breaker_closing_ends_an_availability_pause() -> None:
 def test_only_the_breaker_closing_again_ends_a_pause_not_its_opening() -> None:
     """Failures go on while the breaker is open (its half-open probes time out): the
     pause must hold until the breaker closes again, and end then."""
-
-    class Breaker:
-        state = "closed"
-
-    breaker = Breaker()
-    monitor = FeatureMonitor(
-        MonitorConfig(availability_window=5, failure_window_min_attempts=5),
-        breaker=breaker,
-    )
-    _fail(monitor, 5)
-    assert monitor.decision("faq").reason == DecisionReason.STORE_UNAVAILABLE
+    breaker = _SettableBreaker()
+    monitor = _paused_watching(breaker)
     breaker.state = "open"
     assert monitor.decision("faq").reason == DecisionReason.BREAKER_OPEN
     _fail(monitor, 5)
